@@ -1,0 +1,79 @@
+"""aioresil: asyncio-native resilience.
+
+Circuit breakers that many processes share through Redis (every transition one Lua script),
+with an in-process memory backend as the default.
+"""
+
+from ._version import __version__
+from .backends.base import BreakerBackend, BreakerHandle
+from .backends.memory import MemoryBackend
+from .breaker import BreakerStats, CircuitBreaker
+from .clock import Clock, SystemClock
+from .core.config import BreakerConfig
+from .core.states import CircuitState, Trigger
+from .events import (
+    BackendFailover,
+    BackendRecovered,
+    BreakerEvent,
+    CallRejected,
+    Listener,
+    StateChanged,
+)
+from .exceptions import (
+    AioresilError,
+    BackendError,
+    BackendUnavailableError,
+    CheckpointConflictError,
+    CheckpointCorruptError,
+    CheckpointTooLarge,
+    CircuitOpenError,
+    CorruptStateError,
+    DeadLetterQueueFull,
+    IllegalTransitionError,
+    PoolTimeoutError,
+    SerializationError,
+)
+from .registry import BreakerRegistry
+
+__all__ = [
+    "AioresilError",
+    "BackendError",
+    "BackendFailover",
+    "BackendRecovered",
+    "BackendUnavailableError",
+    "BreakerBackend",
+    "BreakerConfig",
+    "BreakerEvent",
+    "BreakerHandle",
+    "BreakerRegistry",
+    "BreakerStats",
+    "CallRejected",
+    "CheckpointConflictError",
+    "CheckpointCorruptError",
+    "CheckpointTooLarge",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "Clock",
+    "CorruptStateError",
+    "DeadLetterQueueFull",
+    "IllegalTransitionError",
+    "Listener",
+    "MemoryBackend",
+    "PoolTimeoutError",
+    "RedisBackend",
+    "SerializationError",
+    "StateChanged",
+    "SystemClock",
+    "Trigger",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> object:
+    # RedisBackend needs the optional ``redis`` extra: import it only when asked for.
+    if name == "RedisBackend":
+        from .backends.redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module 'aioresil' has no attribute {name!r}")

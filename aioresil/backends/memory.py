@@ -1,0 +1,122 @@
+"""The in-process backend: the embedded default, so ``pip install aioresil`` and go.
+
+Why no lock object: every operation here is synchronous code with no ``await`` inside, so on
+one event loop it runs to completion before any other task can observe the state — the event
+loop is the lock, and the hot path pays nothing for it. Do not share one ``MemoryBackend``
+between threads running separate event loops; give each loop its own, or use Redis.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from ..core import machine
+from ..core.config import BreakerConfig
+from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
+from ..core.states import Trigger
+from .base import TransitionCallback
+
+__all__ = ["MemoryBackend", "MemoryBreakerHandle"]
+
+
+class MemoryBreakerHandle:
+    """A breaker's state held in this process; every method completes without I/O."""
+
+    __slots__ = ("_callbacks", "config", "name", "view")
+
+    authoritative = True
+
+    def __init__(self, name: str, config: BreakerConfig) -> None:
+        self.name = name
+        self.config = config
+        self.view = BreakerRecord(config)
+        self._callbacks: list[TransitionCallback] = []
+
+    def subscribe(self, callback: TransitionCallback) -> None:
+        self._callbacks.append(callback)
+
+    def _emit(self, transition: Transition, now: float) -> None:
+        retry_after = (
+            max(self.view.open_until - now, 0.0) if transition.new is machine.OPEN else None
+        )
+        for callback in self._callbacks:
+            callback(transition, retry_after)
+
+    def acquire_local(self, now: float) -> Permit | Rejection:
+        decision, transition = machine.acquire(self.view, self.config, now)
+        if transition is not None:
+            self._emit(transition, now)
+        return decision
+
+    async def acquire_remote(self, now: float) -> Permit | Rejection:
+        return self.acquire_local(now)
+
+    def success_fast(self, generation: int, now: float, duration: float) -> None:
+        transition = machine.record_success(self.view, self.config, generation, now, duration)
+        if transition is not None:
+            self._emit(transition, now)
+
+    def record(self, permit: Permit, outcome: Outcome, now: float, duration: float) -> None:
+        transition = machine.record(self.view, self.config, permit, outcome, now, duration)
+        if transition is not None:
+            self._emit(transition, now)
+
+    async def operator(self, trigger: Trigger, now: float) -> None:
+        self._emit(machine.operator(self.view, trigger, now), now)
+
+    async def refresh(self, now: float, wall: float) -> tuple[BreakerRecord, float, float]:
+        return self.view, now, wall - now
+
+
+class MemoryBackend:
+    """Keeps breakers, checkpoints and dead letters in this process.
+
+    Breakers bound to one ``MemoryBackend`` under the same name share their state, as they
+    would through Redis. Stores keep their data in :meth:`namespace` dictionaries.
+
+    Example::
+
+        backend = MemoryBackend()
+        a = CircuitBreaker("db", backend=backend)
+        b = CircuitBreaker("db", backend=backend)   # same circuit as ``a``
+    """
+
+    def __init__(self) -> None:
+        self._breakers: dict[str, MemoryBreakerHandle] = {}
+        self._namespaces: dict[str, dict[str, Any]] = {}
+
+    def bind_breaker(self, name: str, config: BreakerConfig) -> MemoryBreakerHandle:
+        handle = self._breakers.get(name)
+        if handle is None:
+            handle = self._breakers[name] = MemoryBreakerHandle(name, config)
+        elif handle.config != config:
+            raise ValueError(
+                f"breaker {name!r} is already bound to this backend with a different config; "
+                "use one config per name (a BreakerRegistry does this for you)"
+            )
+        return handle
+
+    def namespace(self, kind: str) -> dict[str, Any]:
+        """A dictionary shared by every store of ``kind`` on this backend."""
+        return self._namespaces.setdefault(kind, {})
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    async def aclose(self) -> None:
+        """Nothing to release; present so both backends share one lifecycle."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(breakers={len(self._breakers)})"

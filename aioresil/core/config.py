@@ -1,0 +1,216 @@
+"""Breaker configuration: immutable, keyword-only, validated when it is built.
+
+Why validate here: a typo like ``failure_rate_threshold=50`` (meant 50 %) must fail at start-up
+with a message naming the field, not silently produce a breaker that can never open.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["DEFAULT_WINDOW_SIZE", "BreakerConfig"]
+
+DEFAULT_WINDOW_SIZE = 100
+"""Count-based window used when a rate rule is set but no window is given."""
+
+ExceptionTypes = tuple[type[BaseException], ...]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _exception_types(name: str, value: object) -> ExceptionTypes:
+    if isinstance(value, type):
+        value = (value,)
+    if not isinstance(value, tuple | list | frozenset | set):
+        raise ValueError(f"{name} must be an exception class or a tuple of them, got {value!r}")
+    out = tuple(value)
+    for item in out:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ValueError(f"{name} must hold exception classes, got {item!r}")
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerConfig:
+    """How a circuit breaker decides. Every field is validated at construction.
+
+    Two rules can open a CLOSED circuit, and either is enough:
+
+    * ``failure_threshold`` consecutive failures (a success resets the run; ``None`` turns this
+      rule off when a rate rule is set), and
+    * a rate rule over a sliding window: ``failure_rate_threshold`` and/or
+      ``slow_call_rate_threshold``, evaluated once ``minimum_calls`` calls are in the window.
+
+    The rules are checked when a failure or a slow call is recorded: a fast success never
+    opens a circuit, even one that brings the window up to ``minimum_calls``.
+
+    Example::
+
+        BreakerConfig(failure_threshold=None, failure_rate_threshold=0.5,
+                      window_duration=60, minimum_calls=20, recovery_timeout=10)
+
+    Attributes:
+        failure_threshold: consecutive failures in CLOSED that open the circuit.
+        failure_rate_threshold: failure rate (0 < x <= 1) at or above which the circuit opens.
+        window_size: count-based window: the last ``window_size`` calls.
+        window_duration: time-based window: calls of the last ``window_duration`` seconds,
+            kept in 10 buckets (so the window slides in steps of ``window_duration / 10``).
+        minimum_calls: calls the window must hold before a rate is evaluated.
+        slow_call_duration: a call taking at least this many seconds is slow.
+        slow_call_rate_threshold: slow-call rate (0 < x <= 1) at or above which the circuit opens.
+        recovery_timeout: seconds in OPEN before trial calls are allowed.
+        backoff_multiplier: each re-opening from HALF_OPEN multiplies the timeout by this.
+        max_recovery_timeout: cap of the grown timeout (``None``: no cap).
+        half_open_max_calls: trial calls allowed at the same time in HALF_OPEN.
+        success_threshold: successful trial calls that close the circuit.
+        trial_lease: seconds a trial permit stays taken if its holder never reports back
+            (crashed process, abandoned context manager); then the slot is given back.
+        record_exceptions: exceptions that count as failures; any other exception counts as a
+            success (the upstream answered), as in resilience4j.
+        ignore_exceptions: exceptions that count as neither (checked first); they still propagate.
+        on_backend_error: what a shared (Redis) breaker does when its store is unreachable:
+            ``"fail_open"`` judges calls with a local in-memory breaker until it is back,
+            ``"fail_closed"`` raises ``BackendUnavailableError``.
+        recording: Redis only. ``"strict"`` records each outcome in one script call before the
+            guarded block returns; ``"batched"`` aggregates outcomes locally and flushes them
+            every ``batch_interval`` seconds (zero round trips inline, exact counts).
+        batch_interval: seconds between flushes in ``"batched"`` mode.
+    """
+
+    failure_threshold: int | None = 5
+    failure_rate_threshold: float | None = None
+    window_size: int | None = None
+    window_duration: float | None = None
+    minimum_calls: int = 10
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float | None = None
+    recovery_timeout: float = 30.0
+    backoff_multiplier: float = 1.0
+    max_recovery_timeout: float | None = None
+    half_open_max_calls: int = 1
+    success_threshold: int = 2
+    trial_lease: float = 60.0
+    record_exceptions: ExceptionTypes = field(default=(Exception,))
+    ignore_exceptions: ExceptionTypes = field(default=())
+    on_backend_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    recording: Literal["strict", "batched"] = "strict"
+    batch_interval: float = 0.005
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        def positive_int(name: str, *, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if not _is_int(value) or value < 1:
+                raise bad(name, "an int >= 1" + (" or None" if optional else ""))
+
+        def positive_number(name: str, *, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if not _is_number(value) or value <= 0:
+                raise bad(name, "a finite number > 0" + (" or None" if optional else ""))
+
+        def rate(name: str) -> None:
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or not 0 < value <= 1):
+                raise bad(name, "a number with 0 < x <= 1 (a fraction, not a percent) or None")
+
+        positive_int("failure_threshold", optional=True)
+        rate("failure_rate_threshold")
+        rate("slow_call_rate_threshold")
+        positive_int("window_size", optional=True)
+        positive_number("window_duration", optional=True)
+        positive_int("minimum_calls")
+        positive_number("slow_call_duration", optional=True)
+        positive_number("recovery_timeout")
+        if not _is_number(self.backoff_multiplier) or self.backoff_multiplier < 1:
+            raise bad("backoff_multiplier", "a finite number >= 1")
+        positive_number("max_recovery_timeout", optional=True)
+        if (
+            self.max_recovery_timeout is not None
+            and self.max_recovery_timeout < self.recovery_timeout
+        ):
+            raise bad("max_recovery_timeout", f">= recovery_timeout ({self.recovery_timeout})")
+        positive_int("half_open_max_calls")
+        positive_int("success_threshold")
+        positive_number("trial_lease")
+        positive_number("batch_interval")
+        if self.on_backend_error not in ("fail_open", "fail_closed"):
+            raise bad("on_backend_error", "'fail_open' or 'fail_closed'")
+        if self.recording not in ("strict", "batched"):
+            raise bad("recording", "'strict' or 'batched'")
+
+        object.__setattr__(
+            self, "record_exceptions", _exception_types("record_exceptions", self.record_exceptions)
+        )
+        object.__setattr__(
+            self, "ignore_exceptions", _exception_types("ignore_exceptions", self.ignore_exceptions)
+        )
+
+        if (self.slow_call_duration is None) != (self.slow_call_rate_threshold is None):
+            raise ValueError(
+                "slow_call_duration and slow_call_rate_threshold must be set together "
+                f"(got slow_call_duration={self.slow_call_duration!r}, "
+                f"slow_call_rate_threshold={self.slow_call_rate_threshold!r})"
+            )
+        if self.window_size is not None and self.window_duration is not None:
+            raise ValueError(
+                "window_size and window_duration are exclusive: pick a count-based or a "
+                f"time-based window (got window_size={self.window_size!r}, "
+                f"window_duration={self.window_duration!r})"
+            )
+        if self.has_rate_rule:
+            if self.window_size is None and self.window_duration is None:
+                object.__setattr__(self, "window_size", DEFAULT_WINDOW_SIZE)
+            if self.window_size is not None and self.minimum_calls > self.window_size:
+                raise ValueError(
+                    f"minimum_calls must be <= window_size ({self.window_size}), got "
+                    f"{self.minimum_calls!r}: the rate could never be evaluated"
+                )
+        elif self.window_size is not None or self.window_duration is not None:
+            raise ValueError(
+                "window_size/window_duration need a rate rule: set failure_rate_threshold "
+                "or slow_call_duration with slow_call_rate_threshold"
+            )
+        if self.failure_threshold is None and not self.has_rate_rule:
+            raise ValueError(
+                "failure_threshold may be None only when a rate rule is set; "
+                "otherwise nothing could ever open the circuit"
+            )
+
+    @property
+    def has_rate_rule(self) -> bool:
+        """Whether a sliding window is kept (failure-rate or slow-call rule)."""
+        return self.failure_rate_threshold is not None or self.slow_call_rate_threshold is not None
+
+    @property
+    def timed(self) -> bool:
+        """Whether each call needs a clock reading (slow-call rule or time-based window)."""
+        return self.slow_call_duration is not None or self.window_duration is not None
+
+    def recovery_timeout_for(self, reopen_count: int) -> float:
+        """Recovery timeout after the ``reopen_count``-th opening in a row (1 = first)."""
+        try:
+            growth = math.pow(float(self.backoff_multiplier), max(reopen_count - 1, 0))
+        except OverflowError:
+            growth = math.inf
+        timeout = float(self.recovery_timeout) * growth
+        if self.max_recovery_timeout is not None:
+            timeout = min(timeout, self.max_recovery_timeout)
+        return float(timeout)

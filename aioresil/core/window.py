@@ -1,0 +1,123 @@
+"""Sliding windows of call outcomes, for the failure-rate and slow-call rules.
+
+Both windows keep running sums, so adding an outcome and reading a rate are O(1) (the time
+window evicts whole buckets, amortised O(1)). The Lua scripts keep the same sums in a hash with
+the same bucket arithmetic, so the model-based test can compare them step for step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+__all__ = ["TIME_WINDOW_BUCKETS", "CountWindow", "TimeWindow", "Window"]
+
+TIME_WINDOW_BUCKETS = 10
+"""A time-based window of D seconds is kept as this many buckets of D/10 seconds."""
+
+
+class CountWindow:
+    """The last ``size`` outcomes, in a ring buffer."""
+
+    __slots__ = ("_pos", "_ring", "calls", "failures", "size", "slow")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ring = [-1] * size  # bit 0: failure, bit 1: slow; -1: empty slot
+        self._pos = 0
+        self.calls = 0
+        self.failures = 0
+        self.slow = 0
+
+    def add(self, failed: bool, slow: bool, now: float = 0.0) -> None:
+        value = int(failed) | (int(slow) << 1)
+        if value == 0:
+            self.add_success()
+            return
+        ring = self._ring
+        pos = self._pos
+        old = ring[pos]
+        ring[pos] = value
+        pos += 1
+        self._pos = 0 if pos == self.size else pos
+        if old < 0:
+            self.calls += 1
+        else:
+            self.failures += (value & 1) - (old & 1)
+            self.slow += (value >> 1) - (old >> 1)
+            return
+        self.failures += value & 1
+        self.slow += value >> 1
+
+    def add_success(self) -> None:
+        """``add(False, False)``, the hot path's case, in as few steps as possible."""
+        ring = self._ring
+        pos = self._pos
+        old = ring[pos]
+        ring[pos] = 0
+        pos += 1
+        self._pos = 0 if pos == self.size else pos
+        if old:
+            if old < 0:
+                self.calls += 1
+            else:
+                self.failures -= old & 1
+                self.slow -= old >> 1
+
+    def expire(self, now: float) -> None:
+        """Count windows do not age."""
+
+    def clear(self) -> None:
+        self.__init__(self.size)  # type: ignore[misc]
+
+
+class TimeWindow:
+    """Outcomes of the last ``duration`` seconds, in ``TIME_WINDOW_BUCKETS`` buckets."""
+
+    __slots__ = ("_buckets", "bucket_width", "calls", "duration", "failures", "slow")
+
+    def __init__(self, duration: float) -> None:
+        self.duration = duration
+        self.bucket_width = duration / TIME_WINDOW_BUCKETS
+        # Each bucket: [index, calls, failures, slow], oldest first.
+        self._buckets: deque[list[int]] = deque()
+        self.calls = 0
+        self.failures = 0
+        self.slow = 0
+
+    def _index(self, now: float) -> int:
+        return math.floor(now / self.bucket_width)
+
+    def add_success(self) -> None:
+        raise TypeError("a time window needs the time: use add(False, False, now)")
+
+    def expire(self, now: float) -> None:
+        """Drop buckets that fell out of the window at ``now``."""
+        oldest_kept = self._index(now) - TIME_WINDOW_BUCKETS + 1
+        buckets = self._buckets
+        while buckets and buckets[0][0] < oldest_kept:
+            _, calls, failures, slow = buckets.popleft()
+            self.calls -= calls
+            self.failures -= failures
+            self.slow -= slow
+
+    def add(self, failed: bool, slow: bool, now: float = 0.0) -> None:
+        self.expire(now)
+        index = self._index(now)
+        buckets = self._buckets
+        if not buckets or buckets[-1][0] < index:
+            buckets.append([index, 0, 0, 0])
+        last = buckets[-1]
+        last[1] += 1
+        last[2] += failed
+        last[3] += slow
+        self.calls += 1
+        self.failures += failed
+        self.slow += slow
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self.calls = self.failures = self.slow = 0
+
+
+Window = CountWindow | TimeWindow

@@ -1,0 +1,68 @@
+"""Typed events: one frozen class per thing that happens to a breaker.
+
+Listeners receive these objects (never strings). Timestamps are wall-clock Unix seconds, for
+humans and logs; decisions use the monotonic clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .core.states import CircuitState, Trigger
+
+__all__ = [
+    "BackendFailover",
+    "BackendRecovered",
+    "BreakerEvent",
+    "CallRejected",
+    "Listener",
+    "StateChanged",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The circuit moved from ``old`` to ``new`` because of ``trigger``."""
+
+    name: str
+    old: CircuitState
+    new: CircuitState
+    at: float
+    trigger: Trigger | None = None
+    retry_after: float | None = None
+    """Seconds until trial calls, when ``new`` is OPEN."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRejected:
+    """A call was not let through."""
+
+    name: str
+    state: CircuitState
+    at: float
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFailover:
+    """A shared breaker lost its backend and applies ``policy`` until it returns."""
+
+    name: str
+    at: float
+    policy: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRecovered:
+    """A shared breaker reached its backend again after a failover."""
+
+    name: str
+    at: float
+
+
+BreakerEvent = StateChanged | CallRejected | BackendFailover | BackendRecovered
+Listener = Callable[[BreakerEvent], object]
+"""A listener is a plain callable; it runs inline, so it must be quick and must not raise
+(an exception it raises is logged and swallowed, never turned into a failed call)."""

@@ -1,0 +1,1 @@
+"""Lua scripts, one ``.lua`` file each, every file opening with its KEYS/ARGV/returns contract."""

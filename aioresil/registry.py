@@ -1,0 +1,102 @@
+"""A registry: one breaker per name, all on one backend, read together by health checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from .backends.base import BreakerBackend
+from .backends.memory import MemoryBackend
+from .breaker import BreakerStats, CircuitBreaker
+from .clock import Clock
+from .core.config import BreakerConfig
+from .events import Listener
+
+__all__ = ["BreakerRegistry"]
+
+
+class BreakerRegistry:
+    """Creates breakers on first use and hands back the same one afterwards.
+
+    Args:
+        backend: shared by every breaker of the registry (memory by default).
+        default_config: used by :meth:`get` when it is given no config.
+        clock: passed to every breaker.
+
+    Example::
+
+        registry = BreakerRegistry(backend=redis_backend)
+        async with registry.get("openai"):
+            ...
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: BreakerBackend | None = None,
+        default_config: BreakerConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if default_config is not None and not isinstance(default_config, BreakerConfig):
+            raise TypeError(
+                f"default_config must be a BreakerConfig, got {type(default_config).__name__}"
+            )
+        self.backend: BreakerBackend = backend if backend is not None else MemoryBackend()
+        self.default_config = default_config if default_config is not None else BreakerConfig()
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._listeners: list[Listener] = []
+
+    def get(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:
+        """The breaker called ``name``, created with ``config`` (or the default) on first use.
+
+        Asking again with a *different* explicit config raises ``ValueError``: two parts of a
+        program silently disagreeing about a circuit's rules is a bug worth hearing about.
+        """
+        breaker = self._breakers.get(name)
+        if breaker is not None:
+            if config is not None and config != breaker.config:
+                raise ValueError(
+                    f"breaker {name!r} already exists with a different config; "
+                    "pass the same config or none"
+                )
+            return breaker
+        breaker = CircuitBreaker(
+            name, config=config or self.default_config, backend=self.backend, clock=self._clock
+        )
+        for listener in self._listeners:
+            breaker.add_listener(listener)
+        self._breakers[name] = breaker
+        return breaker
+
+    def add_listener(self, listener: Listener) -> None:
+        """Listen to every breaker of the registry, present and future."""
+        self._listeners.append(listener)
+        for breaker in self._breakers.values():
+            breaker.add_listener(listener)
+
+    def names(self) -> list[str]:
+        """Names of the breakers created so far, in creation order."""
+        return list(self._breakers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._breakers
+
+    def __iter__(self) -> Iterator[CircuitBreaker]:
+        return iter(list(self._breakers.values()))
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    async def stats(self) -> dict[str, BreakerStats]:
+        """``{name: BreakerStats}`` for every breaker."""
+        breakers = list(self._breakers.values())
+        results = await asyncio.gather(*(b.stats() for b in breakers))
+        return {b.name: s for b, s in zip(breakers, results, strict=True)}
+
+    async def reset_all(self) -> None:
+        """Reset every breaker to CLOSED with cleared counters."""
+        await asyncio.gather(*(b.reset() for b in list(self._breakers.values())))
+
+    def __repr__(self) -> str:
+        return f"BreakerRegistry(breakers={len(self._breakers)}, backend={self.backend!r})"

@@ -1,0 +1,1 @@
+"""Benchmarks, run together by ``nox -s bench`` (``python -m benchmarks``)."""

@@ -1,0 +1,49 @@
+"""Shared fixtures.
+
+``backend_kind`` parametrizes the breaker suite over every backend. Each kind builds a fresh
+backend whose time is driven by the test's :class:`~aioresil.testing.FakeClock`, so no test
+sleeps for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from aioresil import BreakerConfig, CircuitBreaker, MemoryBackend
+from aioresil.testing import FakeClock
+
+BACKEND_KINDS = ["memory"]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=BACKEND_KINDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def backend(backend_kind: str, clock: FakeClock) -> AsyncIterator[Any]:
+    if backend_kind == "memory":
+        yield MemoryBackend()
+        return
+    raise AssertionError(f"unknown backend kind {backend_kind}")  # pragma: no cover
+
+
+MakeBreaker = Callable[..., CircuitBreaker]
+
+
+@pytest.fixture
+def make_breaker(backend: Any, clock: FakeClock) -> MakeBreaker:
+    """``make_breaker(name="b", **config_fields)`` on the test's backend and fake clock."""
+
+    def make(name: str = "b", **fields: Any) -> CircuitBreaker:
+        return CircuitBreaker(name, config=BreakerConfig(**fields), backend=backend, clock=clock)
+
+    return make

@@ -1,0 +1,305 @@
+"""Property tests of the pure core: invariants, windows against naive models, and the hot paths.
+
+The breaker's hot paths (``record_success`` and the inlined success in
+``CircuitBreaker.__aexit__``) must leave exactly the record the general ``record()`` leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from aioresil import BreakerConfig, CircuitBreaker, CircuitState, MemoryBackend
+from aioresil.core import machine
+from aioresil.core.machine import BreakerRecord, Outcome, Permit, Rejection
+from aioresil.core.states import TRANSITIONS, Trigger
+from aioresil.core.window import TIME_WINDOW_BUCKETS, CountWindow, TimeWindow
+from aioresil.testing import FakeClock
+
+
+def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends (memory backend) without an event loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("coroutine suspended")  # pragma: no cover
+
+
+def fields(rec: BreakerRecord) -> dict[str, Any]:
+    out = {name: getattr(rec, name) for name in BreakerRecord.__slots__ if name != "window"}
+    out["trials"] = dict(rec.trials)
+    if rec.window is not None:
+        out["window"] = (rec.window.calls, rec.window.failures, rec.window.slow)
+    return out
+
+
+def valid_config(**kw: Any) -> BreakerConfig | None:
+    try:
+        return BreakerConfig(**kw)
+    except ValueError:
+        return None
+
+
+config_kwargs = st.fixed_dictionaries(
+    {
+        "failure_threshold": st.one_of(st.none(), st.integers(1, 4)),
+        "failure_rate_threshold": st.sampled_from([None, 0.25, 0.5, 1.0]),
+        "window_size": st.sampled_from([None, 3, 8]),
+        "minimum_calls": st.integers(1, 3),
+        "recovery_timeout": st.sampled_from([1.0, 2.5]),
+        "backoff_multiplier": st.sampled_from([1.0, 2.0]),
+        "half_open_max_calls": st.integers(1, 3),
+        "success_threshold": st.integers(1, 3),
+        "trial_lease": st.sampled_from([0.5, 5.0]),
+    }
+)
+
+Op = tuple[str, int]
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "acquire",
+                "success",
+                "failure",
+                "ignored",
+                "cancel",
+                "advance",
+                "reset",
+                "force_open",
+                "disable",
+            ]
+        ),
+        st.integers(0, 7),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(config_kwargs, ops)
+def test_invariants_hold_for_any_sequence(kw: dict[str, Any], sequence: list[Op]) -> None:
+    config = valid_config(**kw)
+    if config is None:
+        return
+    rec = BreakerRecord(config)
+    now = 0.0
+    held: list[Permit] = []
+    outcomes = {
+        "success": Outcome.SUCCESS,
+        "failure": Outcome.FAILURE,
+        "ignored": Outcome.IGNORED,
+        "cancel": Outcome.CANCELLED,
+    }
+    for op, arg in sequence:
+        before = rec.state
+        transition = None
+        if op == "acquire":
+            decision, transition = machine.acquire(rec, config, now)
+            if isinstance(decision, Permit):
+                held.append(decision)
+            else:
+                assert isinstance(decision, Rejection)
+                assert decision.state in (
+                    CircuitState.OPEN,
+                    CircuitState.HALF_OPEN,
+                    CircuitState.FORCED_OPEN,
+                )
+        elif op in outcomes and held:
+            permit = held.pop(arg % len(held))
+            transition = machine.record(rec, config, permit, outcomes[op], now)
+        elif op == "advance":
+            now += arg * 0.5
+        elif op in ("reset", "force_open", "disable"):
+            transition = machine.operator(rec, Trigger(op), now)
+        if transition is not None:
+            assert transition.old is before
+            assert TRANSITIONS[(transition.old, transition.trigger)] is transition.new
+            assert transition.new is rec.state
+        else:
+            assert rec.state is before
+        # invariants
+        assert len(rec.trials) <= config.half_open_max_calls
+        if rec.state is not CircuitState.HALF_OPEN:
+            assert not rec.trials
+        if rec.state is CircuitState.CLOSED and config.failure_threshold is not None:
+            assert rec.consecutive_failures < config.failure_threshold
+        assert rec.total_calls == rec.successes + rec.failures + rec.ignored
+        if rec.state is CircuitState.OPEN:
+            assert rec.open_until > (rec.opened_at or 0) or rec.open_until == rec.opened_at
+        if rec.window is not None:
+            assert 0 <= rec.window.failures <= rec.window.calls
+
+
+@settings(max_examples=200, deadline=None)
+@given(config_kwargs, st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=40))
+def test_record_success_matches_general_record(
+    kw: dict[str, Any], steps: list[tuple[bool, int]]
+) -> None:
+    config = valid_config(**kw)
+    if config is None:
+        return
+    general, fast = BreakerRecord(config), BreakerRecord(config)
+    now = 0.0
+    for is_success, advance in steps:
+        now += advance
+        for rec in (general, fast):
+            decision, _ = machine.acquire(rec, config, now)
+        if not isinstance(decision, Permit) or decision.token:
+            # trials take the general path in both; keep the twins in step
+            if isinstance(decision, Permit):
+                outcome = Outcome.SUCCESS if is_success else Outcome.FAILURE
+                machine.record(general, config, decision, outcome, now)
+                machine.record(fast, config, decision, outcome, now)
+            continue
+        if is_success:
+            t1 = machine.record(general, config, decision, Outcome.SUCCESS, now)
+            t2 = machine.record_success(fast, config, decision.generation, now, 0.0)
+            assert t1 == t2
+        else:
+            machine.record(general, config, decision, Outcome.FAILURE, now)
+            machine.record(fast, config, decision, Outcome.FAILURE, now)
+        assert fields(general) == fields(fast)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    config_kwargs,
+    st.lists(st.tuples(st.sampled_from(["ok", "fail", "tick"]), st.integers(0, 3)), max_size=40),
+)
+def test_memory_breaker_hot_path_matches_the_pure_machine(
+    kw: dict[str, Any], steps: list[tuple[str, int]]
+) -> None:
+    config = valid_config(**kw)
+    if config is None:
+        return
+    clock = FakeClock(start=0.0)
+    breaker = CircuitBreaker("m", config=config, backend=MemoryBackend(), clock=clock)
+    twin = BreakerRecord(config)
+
+    class Boom(Exception):
+        pass
+
+    for op, arg in steps:
+        if op == "tick":
+            clock.advance(arg)
+            continue
+        now = clock.monotonic()
+        decision, _ = machine.acquire(twin, config, now)
+        try:
+            run_sync(breaker.__aenter__())
+        except Exception as error:
+            assert isinstance(decision, Rejection), error
+            continue
+        assert isinstance(decision, Permit)
+        if op == "ok":
+            run_sync(breaker.__aexit__(None, None, None))
+            machine.record(twin, config, decision, Outcome.SUCCESS, now)
+        else:
+            error = Boom()
+            run_sync(breaker.__aexit__(Boom, error, None))
+            machine.record(twin, config, decision, Outcome.FAILURE, now)
+        assert fields(breaker._view) == fields(twin)
+
+
+@given(st.integers(1, 6), st.lists(st.tuples(st.booleans(), st.booleans()), max_size=50))
+def test_count_window_matches_a_naive_list(size: int, outcomes: list[tuple[bool, bool]]) -> None:
+    window = CountWindow(size)
+    seen: list[tuple[bool, bool]] = []
+    for failed, slow in outcomes:
+        if not failed and not slow and len(seen) % 2:
+            window.add_success()
+        else:
+            window.add(failed, slow)
+        seen.append((failed, slow))
+        last = seen[-size:]
+        assert window.calls == len(last)
+        assert window.failures == sum(f for f, _ in last)
+        assert window.slow == sum(s for _, s in last)
+
+
+@given(
+    st.sampled_from([1.0, 10.0, 60.0]),
+    st.lists(st.tuples(st.floats(0, 5), st.booleans(), st.booleans()), max_size=50),
+)
+def test_time_window_matches_a_naive_bucket_recount(
+    duration: float, steps: list[tuple[float, bool, bool]]
+) -> None:
+    import math
+
+    window = TimeWindow(duration)
+    width = duration / TIME_WINDOW_BUCKETS
+    now = 100.0
+    seen: list[tuple[int, bool, bool]] = []
+    for advance, failed, slow in steps:
+        now += advance
+        window.add(failed, slow, now)
+        seen.append((math.floor(now / width), failed, slow))
+        current = math.floor(now / width)
+        kept = [s for s in seen if s[0] > current - TIME_WINDOW_BUCKETS]
+        assert window.calls == len(kept)
+        assert window.failures == sum(f for _, f, _ in kept)
+        assert window.slow == sum(s for _, _, s in kept)
+
+
+class StaleOutcomes(RuleBasedStateMachine):
+    """Outcomes of permits from an older generation change totals, never the state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = BreakerConfig(failure_threshold=2, recovery_timeout=1, success_threshold=2)
+        self.rec = BreakerRecord(self.config)
+        self.now = 0.0
+        self.old: list[Permit] = []
+
+    @rule()
+    def take_and_shelve(self) -> None:
+        decision, _ = machine.acquire(self.rec, self.config, self.now)
+        if isinstance(decision, Permit) and not decision.token:
+            self.old.append(decision)
+
+    @rule(failed=st.booleans())
+    def fresh_call(self, failed: bool) -> None:
+        decision, _ = machine.acquire(self.rec, self.config, self.now)
+        if isinstance(decision, Permit):
+            machine.record(
+                self.rec,
+                self.config,
+                decision,
+                Outcome.FAILURE if failed else Outcome.SUCCESS,
+                self.now,
+            )
+
+    @rule()
+    def tick(self) -> None:
+        self.now += 0.5
+
+    @rule(failed=st.booleans())
+    def late_outcome(self, failed: bool) -> None:
+        stale = [p for p in self.old if p.generation != self.rec.generation]
+        if not stale:
+            return
+        self.old.remove(stale[0])
+        before = fields(self.rec)
+        machine.record(
+            self.rec,
+            self.config,
+            stale[0],
+            Outcome.FAILURE if failed else Outcome.SUCCESS,
+            self.now,
+        )
+        after = fields(self.rec)
+        for key in ("state", "generation", "consecutive_failures", "trials", "trial_successes"):
+            assert before[key] == after[key]
+
+    @invariant()
+    def trials_bounded(self) -> None:
+        assert len(self.rec.trials) <= self.config.half_open_max_calls
+
+
+TestStaleOutcomes = StaleOutcomes.TestCase
