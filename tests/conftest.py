@@ -7,13 +7,15 @@ sleeps for real.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from aioresil import BreakerConfig, CircuitBreaker, MemoryBackend
 from aioresil.testing import FakeClock
+
+from .servers import RedisServer, free_port
 
 BACKEND_KINDS = ["memory"]
 
@@ -47,3 +49,37 @@ def make_breaker(backend: Any, clock: FakeClock) -> MakeBreaker:
         return CircuitBreaker(name, config=BreakerConfig(**fields), backend=backend, clock=clock)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real ``redis-server`` for the whole session, on a free loopback port."""
+    server = RedisServer(free_port()).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, flushed before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+        client.script_flush()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A ``redis-server`` only this test uses (for restarts and kills)."""
+    server = RedisServer(free_port()).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -1,0 +1,107 @@
+"""Start and stop real ``redis-server`` processes on free loopback ports.
+
+Tests never use a server they did not start: each fixture launches ``redis-server`` with no
+persistence on ``127.0.0.1`` and a free port, waits until it answers ``PING``, and stops it by
+PID. Without the binary the real-Redis tests are skipped, except when
+``AIORESIL_REQUIRE_REDIS=1`` (CI), where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REQUIRE = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
+
+
+def redis_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        message = "redis-server not found on PATH (apt-get install -y redis-server)"
+        if REQUIRE:
+            pytest.fail(f"{message}; AIORESIL_REQUIRE_REDIS=1 forbids skipping", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class RedisServer:
+    """One ``redis-server`` process we own."""
+
+    port: int
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="aioresil-redis-"))
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = redis_binary()
+        args = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", self.workdir, "--protected-mode", "yes",
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
+        )
+        deadline = time.monotonic() + 10
+        while not _ping(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-server did not answer PING within 10 s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        """Stop by PID (SIGTERM, then SIGKILL)."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: data and script cache are gone."""
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def workdir_of(server: RedisServer) -> Path:
+    return Path(server.workdir)
