@@ -162,6 +162,7 @@ class CircuitBreaker:
         self._handle: BreakerHandle = (backend or MemoryBackend()).bind_breaker(name, config)
         self._view = self._handle.view
         self._handle.subscribe(self._on_transition)
+        self._handle.subscribe_events(self._on_backend_event)
         self._listeners: list[Listener] = []
         self._ticket: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
         self._slow_rule = config.slow_call_duration is not None
@@ -308,7 +309,11 @@ class CircuitBreaker:
 
     @property
     def state(self) -> CircuitState:
-        """The state as this process sees it now (no I/O; see :meth:`stats` for a fresh read)."""
+        """The state as this process sees it now, without I/O (:meth:`stats` reads it fresh).
+
+        For a Redis-shared breaker this is the local view: before its first call it reports
+        OPEN, meaning "unknown, the next call asks Redis".
+        """
         return self._view.state
 
     async def stats(self) -> BreakerStats:
@@ -362,6 +367,10 @@ class CircuitBreaker:
                     retry_after,
                 )
             )
+
+    def _on_backend_event(self, event: BreakerEvent) -> None:
+        if self._listeners:
+            self._dispatch(event)
 
     def _dispatch(self, event: BreakerEvent) -> None:
         for listener in tuple(self._listeners):

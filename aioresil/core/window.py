@@ -115,6 +115,10 @@ class TimeWindow:
         self.failures += failed
         self.slow += slow
 
+    def restore_bucket(self, index: int, calls: int, failures: int, slow: int) -> None:
+        """Append a bucket read back from storage (oldest first); sums are the caller's."""
+        self._buckets.append([index, calls, failures, slow])
+
     def clear(self) -> None:
         self._buckets.clear()
         self.calls = self.failures = self.slow = 0
