@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -157,8 +158,10 @@ class CircuitBreaker:
         self.name = name
         self.config = config
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._mono = self._clock.monotonic
-        self._wall = self._clock.time
+        # Bind the C functions directly for the default clock: one Python frame less per read.
+        system = type(self._clock) is SystemClock
+        self._mono = time.monotonic if system else self._clock.monotonic
+        self._wall = time.time if system else self._clock.time
         self._handle: BreakerHandle = (backend or MemoryBackend()).bind_breaker(name, config)
         self._view = self._handle.view
         self._handle.subscribe(self._on_transition)

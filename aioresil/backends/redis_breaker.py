@@ -236,9 +236,13 @@ class RedisBreakerHandle:
         state = view.state
         if state is CLOSED or state is DISABLED:
             return Permit(view.generation)
-        if state is OPEN and now < view.open_until:
-            self._pending_rejections += 1
-            return Rejection(OPEN, view.open_until - now)
+        if state is OPEN:
+            # open_until is in this handle's time base (set from a server-side duration),
+            # which need not be the breaker's clock: compare in ours.
+            local_now = self._mono()
+            if local_now < view.open_until:
+                self._pending_rejections += 1
+                return Rejection(OPEN, view.open_until - local_now)
         if state is FORCED_OPEN:
             self._pending_rejections += 1
             return Rejection(FORCED_OPEN, None)
