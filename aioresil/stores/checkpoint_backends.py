@@ -275,10 +275,10 @@ class RedisCheckpointDriver:
     async def page(
         self, low: str | None, prefix: str | None, limit: int
     ) -> tuple[list[tuple[str, int, float]], str | None]:
-        if low is not None:
+        if low is not None and (prefix is None or low >= prefix):
             start = "(" + low
         elif prefix is not None:
-            start = "[" + prefix
+            start = "[" + prefix  # a cursor before the prefix range: start at the range
         else:
             start = "-"
         # Encoded ids are ASCII, so every id that starts with ``prefix`` sorts before \xff.

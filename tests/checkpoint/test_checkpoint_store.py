@@ -241,6 +241,29 @@ async def test_list_filters_by_prefix_and_iter_walks_all_pages(make_store: MakeS
     assert len(everything) == 5
 
 
+async def test_list_order_is_the_encoded_id_order_on_every_backend(
+    make_store: MakeStore,
+) -> None:
+    store = make_store()
+    names = ["a b", "a%", "a-", "a.", "a/", "a~", "aZ", "a0", "é", "a"]
+    for name in names:
+        await store.save(name, name)
+    listed = [s.task_id async for s in store.iter(page_size=3)]
+    assert listed == sorted(names, key=encode_name)
+
+
+async def test_a_cursor_outside_the_prefix_range_starts_at_the_range(
+    make_store: MakeStore,
+) -> None:
+    store = make_store()
+    for name in ["a1", "b1", "b2", "c1"]:
+        await store.save(name, 0)
+    page = await store.list(prefix="b", cursor="a1")
+    assert [e.task_id for e in page.entries] == ["b1", "b2"]
+    page = await store.list(prefix="b", cursor="b1")
+    assert [e.task_id for e in page.entries] == ["b2"]
+
+
 async def test_list_reports_versions_and_skips_deleted_tasks(make_store: MakeStore) -> None:
     store = make_store()
     await store.save("a", 1)
