@@ -348,7 +348,7 @@ def test_a_worker_killed_mid_loop_resumes_and_processes_every_item_once(
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(WORKER), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(script), redis_url, "300"]
+    command = [sys.executable, str(script), redis_url, "1000"]
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     watchdog = threading.Timer(60, worker.kill)
     watchdog.start()
@@ -377,7 +377,7 @@ def test_a_worker_killed_mid_loop_resumes_and_processes_every_item_once(
     killed_at = asyncio.run(checkpoint())
     assert killed_at is not None
     reached = killed_at.state["next"]
-    assert 0 < reached < 300, "the kill must land mid-loop"
+    assert 0 < reached < 1000, "the kill must land mid-loop"
     assert killed_at.state["done"] == list(range(reached))
 
     rerun = subprocess.run(
@@ -389,5 +389,5 @@ def test_a_worker_killed_mid_loop_resumes_and_processes_every_item_once(
 
     final = asyncio.run(checkpoint())
     assert final is not None
-    assert final.state == {"next": 300, "done": list(range(300))}  # each item exactly once
+    assert final.state == {"next": 1000, "done": list(range(1000))}  # each item exactly once
     assert final.version == int(lines[-1].split()[1])
