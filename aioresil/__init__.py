@@ -34,6 +34,8 @@ from .exceptions import (
     SerializationError,
 )
 from .registry import BreakerRegistry
+from .stores.checkpoint import Checkpoint, CheckpointPage, CheckpointStore, CheckpointSummary
+from .stores.checkpoint_resume import CheckpointRun
 
 __all__ = [
     "AioresilError",
@@ -48,8 +50,13 @@ __all__ = [
     "BreakerRegistry",
     "BreakerStats",
     "CallRejected",
+    "Checkpoint",
     "CheckpointConflictError",
     "CheckpointCorruptError",
+    "CheckpointPage",
+    "CheckpointRun",
+    "CheckpointStore",
+    "CheckpointSummary",
     "CheckpointTooLarge",
     "CircuitBreaker",
     "CircuitOpenError",
