@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 from .backends.base import BreakerBackend
 from .backends.memory import MemoryBackend
-from .breaker import BreakerStats, CircuitBreaker
+from .breaker import BreakerStats, CircuitBreaker, stats_from_record
 from .clock import Clock
 from .core.config import BreakerConfig
 from .events import Listener
+from .exceptions import BackendError
 
 __all__ = ["BreakerRegistry"]
 
@@ -89,10 +90,29 @@ class BreakerRegistry:
         return len(self._breakers)
 
     async def stats(self) -> dict[str, BreakerStats]:
-        """``{name: BreakerStats}`` for every breaker."""
+        """``{name: BreakerStats}`` for every breaker.
+
+        On Redis this is one pipelined round trip for all of them (after flushing batched
+        outcomes), not one per breaker.
+        """
         breakers = list(self._breakers.values())
-        results = await asyncio.gather(*(b.stats() for b in breakers))
-        return {b.name: s for b, s in zip(breakers, results, strict=True)}
+        bulk = getattr(self.backend, "read_breakers", None)
+        if bulk is None or not breakers:
+            results = await asyncio.gather(*(b.stats() for b in breakers))
+            return {b.name: s for b, s in zip(breakers, results, strict=True)}
+        handles = [b._handle for b in breakers]
+        try:
+            for handle in handles:
+                await handle.flush()  # type: ignore[attr-defined]
+            records = await bulk(handles)
+        except BackendError:
+            # Redis is down: each breaker answers by its own policy (local fallback or error).
+            results = await asyncio.gather(*(b.stats() for b in breakers))
+            return {b.name: s for b, s in zip(breakers, results, strict=True)}
+        return {
+            b.name: stats_from_record(b.name, b.config, rec, now, offset)
+            for b, (rec, now, offset) in zip(breakers, records, strict=True)
+        }
 
     async def reset_all(self) -> None:
         """Reset every breaker to CLOSED with cleared counters."""

@@ -394,6 +394,19 @@ async def test_registry_on_redis_reads_all_breakers(
     registry = BreakerRegistry(backend=backend, clock=clock)
     for i in range(20):
         await succeed(registry.get(f"svc-{i}"))
+    await fail(registry.get("svc-3"))
+    spy = CommandSpy(backend.client)
+    pipelines = 0
+    make_pipeline = backend.client.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return make_pipeline(*args, **kwargs)
+
+    backend.client.pipeline = counting_pipeline  # type: ignore[method-assign]
     stats = await registry.stats()
+    assert (spy.count(), pipelines) == (0, 1), "1,000 breakers would still be one round trip"
     assert len(stats) == 20
     assert all(s.success_count == 1 for s in stats.values())
+    assert stats["svc-3"].failure_count == 1
