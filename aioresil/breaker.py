@@ -170,7 +170,9 @@ class CircuitBreaker:
         self._ticket: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
         self._slow_rule = config.slow_call_duration is not None
         self._timed = config.timed
-        self._inline = self._handle.authoritative and not config.timed
+        # Memory successes of normal permits are applied inline unless the slow-call rule
+        # needs a duration (then a success may trip the circuit and must go through the core).
+        self._inline = self._handle.authoritative and config.slow_call_duration is None
         self._classify_cache: dict[type[BaseException], Outcome] = {}
 
     # ------------------------------------------------------------------ guarding
@@ -198,8 +200,9 @@ class CircuitBreaker:
             ticket = self._ticket.get(None)
             if ticket.__class__ is int:
                 if self._inline:
-                    # machine.record_success, inlined for the memory backend's untimed case
-                    # (tests/test_machine.py pins that both give the same record).
+                    # machine.record_success, inlined for the memory backend without a
+                    # slow-call rule (tests/test_machine.py pins that both give the same
+                    # record).
                     # A matching generation means the state is still the CLOSED or DISABLED
                     # that granted the permit; consecutive_failures is always 0 in DISABLED.
                     rec = self._view
@@ -208,7 +211,10 @@ class CircuitBreaker:
                         rec.consecutive_failures = 0
                         window = rec.window
                         if window is not None and rec.state is _CLOSED:
-                            window.add_success()  # untimed here, so a CountWindow
+                            if self._timed:
+                                window.add(False, False, self._mono())  # a TimeWindow
+                            else:
+                                window.add_success()  # a CountWindow
                     return
                 now = self._mono() if self._timed else 0.0
                 pending = self._handle.success_fast(ticket, now, 0.0)

@@ -50,6 +50,7 @@ config_kwargs = st.fixed_dictionaries(
         "failure_threshold": st.one_of(st.none(), st.integers(1, 4)),
         "failure_rate_threshold": st.sampled_from([None, 0.25, 0.5, 1.0]),
         "window_size": st.sampled_from([None, 3, 8]),
+        "window_duration": st.sampled_from([None, None, 4.0]),
         "minimum_calls": st.integers(1, 3),
         "recovery_timeout": st.sampled_from([1.0, 2.5]),
         "backoff_multiplier": st.sampled_from([1.0, 2.0]),
