@@ -133,6 +133,7 @@ class RedisBreakerHandle:
         self._buffer: list[tuple[int, int, int]] = []  # (generation, outcome, duration_us)
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        self._flush_lock: asyncio.Lock | None = None  # created on the running loop
         self._fallback: BreakerRecord | None = None
         self._last_probe = 0.0
         self._probe_task: asyncio.Task[None] | None = None
@@ -312,7 +313,19 @@ class RedisBreakerHandle:
         self.backend.track(self._flush_task)
 
     async def flush(self) -> None:
-        """Send every buffered outcome, in order, one script call per generation run."""
+        """Send every buffered outcome, in order, one script call per generation run.
+
+        Flushes are serialized so a newer batch can never reach Redis before an older one
+        (the consecutive-failure rule depends on order).
+        """
+        if not self._buffer:
+            return
+        if self._flush_lock is None:
+            self._flush_lock = asyncio.Lock()
+        async with self._flush_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         while self._buffer:
             batch, self._buffer = self._buffer, []
             start = 0
