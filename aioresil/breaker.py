@@ -128,10 +128,12 @@ class CircuitBreaker:
         "__weakref__",
         "_classify_cache",
         "_clock",
+        "_get_ticket",
         "_handle",
         "_inline",
         "_listeners",
         "_mono",
+        "_set_ticket",
         "_slow_rule",
         "_ticket",
         "_timed",
@@ -168,6 +170,8 @@ class CircuitBreaker:
         self._handle.subscribe_events(self._on_backend_event)
         self._listeners: list[Listener] = []
         self._ticket: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
+        self._set_ticket = self._ticket.set  # bound once: the hot path skips two lookups
+        self._get_ticket = self._ticket.get
         self._slow_rule = config.slow_call_duration is not None
         self._timed = config.timed
         # Memory successes of normal permits are applied inline unless the slow-call rule
@@ -183,9 +187,9 @@ class CircuitBreaker:
         if state is _CLOSED or state is _DISABLED:
             # Hot path: the local view grants a normal permit without asking the backend.
             if self._slow_rule:
-                self._ticket.set((view.generation, 0, self._mono()))
+                self._set_ticket((view.generation, 0, self._mono()))
             else:
-                self._ticket.set(view.generation)
+                self._set_ticket(view.generation)
             return self
         await self._enter_slow()
         return self
@@ -197,7 +201,7 @@ class CircuitBreaker:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
-            ticket = self._ticket.get(None)
+            ticket = self._get_ticket(None)
             if ticket.__class__ is int:
                 if self._inline:
                     # machine.record_success, inlined for the memory backend without a
