@@ -197,6 +197,7 @@ class DeadLetterQueue:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._injected_clock = clock is not None
         self._listeners: list[DeadLetterListener] = []
+        self._id_counter = secrets.randbelow(0x10000)
         self._spool: deque[tuple[str, RawFields]] = deque()
         self._spool_path = Path(spool_path) if spool_path is not None else None
         self._flush_lock = asyncio.Lock()
@@ -248,8 +249,11 @@ class DeadLetterQueue:
         return int(self._clock.time() * 1000)
 
     def _new_id(self, now_ms: int) -> str:
-        # Sortable by creation time (12 hex digits of ms) and unique (40 random bits).
-        return f"{now_ms:012x}-{secrets.token_hex(5)}"
+        # 12 hex digits of ms, a per-queue-object counter (so ids made in one ms keep their
+        # order) and 24 random bits (so two processes do not collide; if they ever did, the
+        # push script refuses the duplicate and push() draws a new id).
+        self._id_counter = (self._id_counter + 1) & 0xFFFF
+        return f"{now_ms:012x}-{self._id_counter:04x}{secrets.token_hex(3)}"
 
     def _error_fields(self, error: BaseException | str) -> tuple[str, str, str]:
         if isinstance(error, str):
@@ -337,7 +341,6 @@ class DeadLetterQueue:
             )
         meta = dumps_checked(JSON, dict(metadata or {}), f"metadata of {task_type!r}")
         now_ms = self._wall_ms()
-        entry_id = self._new_id(now_ms)
         fields: RawFields = {
             "ty": task_type,
             "tk": encode_name(task_type),
@@ -352,11 +355,16 @@ class DeadLetterQueue:
         }
         if task_id is not None:
             fields["ti"] = task_id
-        try:
-            await self._store(entry_id, fields)
-        except BackendUnavailableError as exc:
-            self._to_spool(entry_id, fields, exc)
-            return entry_id
+        for _ in range(3):
+            entry_id = self._new_id(now_ms)
+            try:
+                if await self._store(entry_id, fields):
+                    break
+            except BackendUnavailableError as exc:
+                self._to_spool(entry_id, fields, exc)
+                return entry_id
+        else:  # pragma: no cover - three id collisions in a row
+            raise RuntimeError("could not draw an unused dead letter id")
         if self._spool:
             await self._flush_quietly()
         return entry_id
