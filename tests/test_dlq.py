@@ -143,7 +143,7 @@ async def test_tracebacks_are_cut_to_their_last_characters(make_dlq: MakeDlq) ->
 
 async def test_get_of_an_unknown_or_malformed_id_is_none(dlq: DeadLetterQueue) -> None:
     await dlq.push("t", 1, "e")
-    assert await dlq.get("0123456789ab-0123456789") is None
+    assert await dlq.get("0123456789ab-0123456789abcdef") is None
     assert await dlq.get("not an id:{}") is None
     assert await dlq.remove("not an id") is False
 
@@ -370,7 +370,7 @@ async def test_retry_of_a_missing_entry_is_a_clear_error(dlq: DeadLetterQueue) -
         raise AssertionError("must not run")
 
     with pytest.raises(DeadLetterUnavailable, match="does not exist") as info:
-        await dlq.retry("0123456789ab-0123456789", handler)
+        await dlq.retry("0123456789ab-0123456789abcdef", handler)
     assert info.value.reason == "missing"
 
 
@@ -465,19 +465,21 @@ async def test_retry_all_reports_per_type_with_bounded_concurrency(
     await fill(dlq, clock, ["a", "b"] * 30)
     running = peak = 0
     reports: list[int] = []
+    all_busy = asyncio.Event()
 
     async def handler(letter: DeadLetter) -> None:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
+        if running == 4:
+            all_busy.set()
+        await all_busy.wait()  # the first handlers wait until four run at once
         await asyncio.sleep(0)
         running -= 1
         if letter.task_type == "b" and letter.payload["n"] % 4 == 1:
             raise Boom("still failing")
 
-    report = await dlq.retry_all(
-        handler, concurrency=4, progress=lambda r: reports.append(r.total)
-    )
+    report = await dlq.retry_all(handler, concurrency=4, progress=lambda r: reports.append(r.total))
     assert peak == 4
     assert (report.succeeded, report.failed, report.skipped) == (45, 15, 0)
     assert report.by_task_type == {"a": RetryCounts(30, 0, 0), "b": RetryCounts(15, 15, 0)}
@@ -555,7 +557,7 @@ async def test_purge_by_age_by_date_by_type_and_everything(
     ids = await fill(dlq, clock, ["a", "b", "a", "b", "a", "b"])  # t = 0..5 s
     assert await dlq.purge(older_than=start + timedelta(seconds=1)) == 1  # before t=1
     clock.advance(0)  # now = t=6 s
-    assert await dlq.purge(older_than=timedelta(seconds=4), task_type="a") == 1  # t=2
+    assert await dlq.purge(older_than=timedelta(seconds=3.5), task_type="a") == 1  # t=2
     assert await dlq.purge(older_than=4.5) == 1  # t=1
     assert [e.id for e in (await dlq.list()).entries] == [ids[5], ids[4], ids[3]]
     assert await dlq.purge(task_type="b") == 2
@@ -601,15 +603,13 @@ async def test_evict_oldest_counts_evictions_and_emits_events(
     ]
 
 
-async def test_retention_drops_expired_entries_on_push(
-    make_dlq: MakeDlq, clock: FakeClock
-) -> None:
+async def test_retention_drops_expired_entries_on_push(make_dlq: MakeDlq, clock: FakeClock) -> None:
     dlq = make_dlq(retention=timedelta(hours=1))
     old = [await dlq.push("t", i, "e") for i in range(3)]
     clock.advance(3600.5)
     fresh = await dlq.push("t", 3, "e")
     assert [e.id for e in (await dlq.list()).entries] == [fresh]
-    assert all(await dlq.get(i) is None for i in old)
+    assert [await dlq.get(i) for i in old] == [None, None, None]
     assert (await dlq.stats())["expired"] == 3
 
 
@@ -734,14 +734,27 @@ def test_on_failure_refuses_synchronous_functions() -> None:
 # ---------------------------------------------------------------- scale
 
 
+async def test_push_prepared_stores_in_batches_with_the_cap_per_entry(
+    make_dlq: MakeDlq,
+) -> None:
+    dlq = make_dlq(max_entries=25)
+    rows = [dlq.prepare("t", i, "e", task_id=f"task-{i}") for i in range(30)]
+    with pytest.raises(DeadLetterQueueFull, match="25 entries were stored before"):
+        await dlq.push_prepared(rows, batch=7)
+    page = await dlq.list(limit=100)
+    assert [e.payload for e in page.entries] == list(reversed(range(25)))
+    assert page.entries[0].task_id == "task-24"
+    with pytest.raises(SerializationError):
+        dlq.prepare("t", object(), "e")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dlq_backend", ["memory", "redis"], indirect=True)
 async def test_stats_and_purge_on_100k_entries(dlq: DeadLetterQueue, clock: FakeClock) -> None:
     types = ["a", "b", "c", "d"]
     for start in range(0, 100_000, 1000):
-        await asyncio.gather(
-            *(dlq.push(types[i % 4], i, "e") for i in range(start, start + 1000))
-        )
+        rows = [dlq.prepare(types[i % 4], i, "e") for i in range(start, start + 1000)]
+        assert await dlq.push_prepared(rows, batch=500) == 1000
         clock.advance(1)
     stats = await dlq.stats()
     assert stats["total_failed_tasks"] == 100_000

@@ -47,7 +47,7 @@ import re
 import secrets
 import traceback as tb_module
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -90,8 +90,8 @@ Handler = Callable[[DeadLetter], Awaitable[object]]
 Overflow = Literal["reject", "evict_oldest"]
 
 _log = structlog.get_logger("aioresil")
-_ID_RE = re.compile(r"^[0-9a-f]{12}-[0-9a-f]{10}$")
-_CURSOR_RE = re.compile(r"^\d{13}\|[0-9a-f]{12}-[0-9a-f]{10}$")
+_ID_RE = re.compile(r"^[0-9a-f]{12}-[0-9a-f]{16}$")
+_CURSOR_RE = re.compile(r"^\d{13}\|[0-9a-f]{12}-[0-9a-f]{16}$")
 _MAX_TASK_TYPE = 200
 _MAX_MESSAGE = 4096
 _PURGE_BATCH = 500
@@ -153,7 +153,8 @@ class DeadLetterQueue:
             beyond it the push raises :class:`~aioresil.BackendUnavailableError`.
         spool_path: optional append-only JSON-lines file that mirrors the spool, so entries
             survive a restart of this process; it is read back on construction.
-        clock: injected time (tests); see the module docstring for what it decides.
+        clock: injected time (tests); see the module docstring for what it decides. Defaults
+            to the backend's own test clock when it has one, else the system clock.
     """
 
     def __init__(
@@ -194,10 +195,12 @@ class DeadLetterQueue:
         self.max_payload_bytes = max_payload_bytes
         self.max_traceback_chars = max_traceback_chars
         self.spool_max = spool_max
+        if clock is None:
+            clock = getattr(backend, "clock", None)  # a RedisBackend's test clock, if any
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._injected_clock = clock is not None
         self._listeners: list[DeadLetterListener] = []
-        self._id_counter = secrets.randbelow(0x10000)
+        self._id_ms = self._id_counter = 0
         self._spool: deque[tuple[str, RawFields]] = deque()
         self._spool_path = Path(spool_path) if spool_path is not None else None
         self._flush_lock = asyncio.Lock()
@@ -249,11 +252,14 @@ class DeadLetterQueue:
         return int(self._clock.time() * 1000)
 
     def _new_id(self, now_ms: int) -> str:
-        # 12 hex digits of ms, a per-queue-object counter (so ids made in one ms keep their
-        # order) and 24 random bits (so two processes do not collide; if they ever did, the
-        # push script refuses the duplicate and push() draws a new id).
-        self._id_counter = (self._id_counter + 1) & 0xFFFF
-        return f"{now_ms:012x}-{self._id_counter:04x}{secrets.token_hex(3)}"
+        # 12 hex digits of ms, a counter restarted every ms (so the ids one queue object makes
+        # in one ms keep their order) and 48 random bits (so two processes do not collide; if
+        # they ever did, the push script refuses the duplicate and push() draws a new id).
+        if now_ms != self._id_ms:
+            self._id_ms, self._id_counter = now_ms, 0
+        else:
+            self._id_counter += 1
+        return f"{now_ms:012x}-{self._id_counter & 0xFFFF:04x}{secrets.token_hex(6)}"
 
     def _error_fields(self, error: BaseException | str) -> tuple[str, str, str]:
         if isinstance(error, str):
@@ -295,7 +301,7 @@ class DeadLetterQueue:
 
     # ------------------------------------------------------------------ push
 
-    async def push(
+    def prepare(
         self,
         task_type: str,
         payload: Any,
@@ -304,26 +310,11 @@ class DeadLetterQueue:
         attempts: int = 1,
         task_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Store a failed task; return its id.
+    ) -> RawFields:
+        """Validate and encode one entry as :meth:`push` stores it (nothing is stored).
 
-        Everything is validated before anything is stored; on Redis the entry and all its
-        indexes are written by one script. When Redis is unreachable the entry goes to the
-        local spool (see :meth:`flush_spool`) and its id is returned all the same.
-
-        Args:
-            task_type: what kind of task failed (any non-empty string, at most 200 chars).
-            payload: the task's input, serializable by the queue's serializer.
-            error: the exception (type, message and the end of its traceback are kept) or a
-                message.
-            attempts: how many times the task was tried (>= 1).
-            task_id: the task's own id, if it has one.
-            metadata: JSON-serializable extra fields (tenant, queue, ...).
-
-        Raises:
-            SerializationError: the payload or metadata cannot be serialized.
-            DeadLetterTooLarge: the serialized payload exceeds ``max_payload_bytes``.
-            DeadLetterQueueFull: the queue is full and ``overflow="reject"``.
+        Public for bulk loaders and benchmarks that pipeline the push script themselves;
+        raises exactly what :meth:`push` raises for bad input.
         """
         _check_task_type(task_type)
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
@@ -355,6 +346,42 @@ class DeadLetterQueue:
         }
         if task_id is not None:
             fields["ti"] = task_id
+        return fields
+
+    async def push(
+        self,
+        task_type: str,
+        payload: Any,
+        error: BaseException | str,
+        *,
+        attempts: int = 1,
+        task_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Store a failed task; return its id.
+
+        Everything is validated before anything is stored; on Redis the entry and all its
+        indexes are written by one script. When Redis is unreachable the entry goes to the
+        local spool (see :meth:`flush_spool`) and its id is returned all the same.
+
+        Args:
+            task_type: what kind of task failed (any non-empty string, at most 200 chars).
+            payload: the task's input, serializable by the queue's serializer.
+            error: the exception (type, message and the end of its traceback are kept) or a
+                message.
+            attempts: how many times the task was tried (>= 1).
+            task_id: the task's own id, if it has one.
+            metadata: JSON-serializable extra fields (tenant, queue, ...).
+
+        Raises:
+            SerializationError: the payload or metadata cannot be serialized.
+            DeadLetterTooLarge: the serialized payload exceeds ``max_payload_bytes``.
+            DeadLetterQueueFull: the queue is full and ``overflow="reject"``.
+        """
+        fields = self.prepare(
+            task_type, payload, error, attempts=attempts, task_id=task_id, metadata=metadata
+        )
+        now_ms = int(_text(fields["fa"]))
         for _ in range(3):
             entry_id = self._new_id(now_ms)
             try:
@@ -368,6 +395,52 @@ class DeadLetterQueue:
         if self._spool:
             await self._flush_quietly()
         return entry_id
+
+    async def push_prepared(self, entries: Iterable[RawFields], *, batch: int = 1000) -> int:
+        """Store entries made by :meth:`prepare`, many per round trip; return how many.
+
+        For migrations, bulk loads and benchmarks. Each entry is still stored by its own
+        atomic push script (pipelined on Redis), with the cap and retention applied per entry;
+        a full queue (``overflow="reject"``) stops the load with
+        :class:`~aioresil.DeadLetterQueueFull` after the entries before it. Nothing is spooled.
+
+        Example::
+
+            rows = [dlq.prepare("import", row, "legacy failure") for row in legacy_rows]
+            await dlq.push_prepared(rows)
+        """
+        stored = 0
+        chunk: list[tuple[str, RawFields]] = []
+        retention_bound = ""
+        if self.retention is not None:
+            retention_bound = "(" + _pad(self._wall_ms() - int(self.retention * 1000))
+        for fields in entries:
+            chunk.append((self._new_id(int(_text(fields["fa"]))), fields))
+            if len(chunk) >= batch:
+                stored += await self._push_chunk(chunk, retention_bound, stored)
+                chunk = []
+        if chunk:
+            stored += await self._push_chunk(chunk, retention_bound, stored)
+        return stored
+
+    async def _push_chunk(
+        self, chunk: list[tuple[str, RawFields]], retention_bound: str, before: int
+    ) -> int:
+        results = await self._storage.push_many(
+            chunk, self.max_entries, self.overflow, retention_bound
+        )
+        stored = 0
+        for (entry_id, _), (status, evicted) in zip(chunk, results, strict=True):
+            for victim in evicted:
+                _log.warning("dlq_evicted", queue=self.name, entry_id=victim)
+                self._emit(DeadLetterEvicted(self.name, victim, self._clock.time()))
+            if status == 0:
+                raise DeadLetterQueueFull(
+                    f"dead letter queue {self.name!r} holds max_entries={self.max_entries}; "
+                    f"{before + stored} entries were stored before {entry_id!r}"
+                )
+            stored += status == 1
+        return stored
 
     async def _store(self, entry_id: str, fields: RawFields) -> bool:
         """Push one entry; raise ``DeadLetterQueueFull``; False when it was already stored."""
@@ -602,10 +675,10 @@ class DeadLetterQueue:
         if not _ID_RE.match(entry_id):
             raise DeadLetterUnavailable(entry_id, "missing")
         row = await self._storage.claim(entry_id, self._lease_now(), max(int(lease * 1000), 1))
-        if row.status == 0 or row.fields is None:
-            raise DeadLetterUnavailable(entry_id, "missing")
         if row.status < 0:
             raise DeadLetterUnavailable(entry_id, "leased")
+        if row.status == 0 or row.fields is None:
+            raise DeadLetterUnavailable(entry_id, "missing")
         return DeadLetterLease(self._decode(entry_id, row.fields), row.token, float(lease))
 
     async def ack(self, lease: DeadLetterLease) -> bool:

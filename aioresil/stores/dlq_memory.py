@@ -125,6 +125,21 @@ class MemoryDlqStorage:
         s.counts[task_type] = s.counts.get(task_type, 0) + 1
         return 1, evicted
 
+    async def push_many(
+        self,
+        items: list[tuple[str, RawFields]],
+        max_entries: int,
+        overflow: str,
+        retention_bound: str,
+    ) -> list[tuple[int, list[str]]]:
+        results = []
+        for entry_id, fields in items:
+            result = await self.push(entry_id, fields, max_entries, overflow, retention_bound)
+            results.append(result)
+            if result[0] == 0:
+                break  # as on Redis, where the caller stops at the first rejection
+        return results
+
     async def get(self, entry_id: str) -> RawFields | None:
         fields = self.state.entries.get(entry_id)
         return dict(fields) if fields is not None else None

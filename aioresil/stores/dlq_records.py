@@ -192,6 +192,16 @@ class DlqStorage(Protocol):
         """Store an entry: (1, evicted ids) stored, (0, []) full, (2, []) id already stored."""
         ...
 
+    async def push_many(
+        self,
+        items: list[tuple[str, RawFields]],
+        max_entries: int,
+        overflow: str,
+        retention_bound: str,
+    ) -> list[tuple[int, list[str]]]:
+        """:meth:`push` for each item, in order, in as few round trips as possible."""
+        ...
+
     async def get(self, entry_id: str) -> RawFields | None: ...
 
     async def page(

@@ -67,23 +67,35 @@ class RedisDlqStorage:
         overflow: str,
         retention_bound: str,
     ) -> tuple[int, list[str]]:
-        rest: list[str | bytes] = []
-        for name, value in fields.items():
-            if name not in ("ty", "tk", "fa"):
-                rest += [name, value]
-        reply = await self._run(
-            "dlq_push",
-            self.idx,
-            entry_id,
-            fields["ty"],
-            fields["tk"],
-            fields["fa"],
-            max_entries,
-            overflow,
-            retention_bound,
-            *rest,
-        )
+        args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
+        reply = await self._run("dlq_push", self.idx, *args)
         return int(reply[0]), [_text(v) for v in reply[1:]]
+
+    async def push_many(
+        self,
+        items: list[tuple[str, RawFields]],
+        max_entries: int,
+        overflow: str,
+        retention_bound: str,
+    ) -> list[tuple[int, list[str]]]:
+        script = dlq_script("dlq_push")
+        client = self.backend.client
+        try:
+            await client.script_load(script.source)
+            pipe = client.pipeline(transaction=False)
+            for entry_id, fields in items:
+                args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
+                pipe.evalsha(script.sha, 1, self.idx, self.base, *args)
+            replies = await pipe.execute()
+        except Exception as exc:
+            raise _mapped(exc, "dlq push_many") from exc
+        results = [(int(r[0]), [_text(v) for v in r[1:]]) for r in replies]
+        for i, (status, _) in enumerate(results):
+            if status == 0:
+                # Later pushes of the batch were refused too (the queue stays full), unless an
+                # entry was removed meanwhile: report only up to the first rejection.
+                return results[: i + 1]
+        return results
 
     async def get(self, entry_id: str) -> RawFields | None:
         try:
@@ -156,6 +168,25 @@ class RedisDlqStorage:
     async def purge_batch(self, type_key: str | None, upper: str, batch: int) -> int:
         key = self.idx if type_key is None else self.base + "t:" + type_key
         return int(await self._run("dlq_purge", key, upper, batch))
+
+
+def _push_args(
+    entry_id: str, fields: RawFields, max_entries: int, overflow: str, retention_bound: str
+) -> list[str | bytes | int]:
+    """ARGV[2..] of dlq_push.lua (ARGV[1], the key base, is added by the caller)."""
+    args: list[str | bytes | int] = [
+        entry_id,
+        fields["ty"],
+        fields["tk"],
+        fields["fa"],
+        max_entries,
+        overflow,
+        retention_bound,
+    ]
+    for name, value in fields.items():
+        if name not in ("ty", "tk", "fa"):
+            args += [name, value]
+    return args
 
 
 def _mapped(exc: BaseException, what: str) -> BackendError:
