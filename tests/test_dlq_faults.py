@@ -198,7 +198,7 @@ async def test_replaying_a_spooled_push_that_already_landed_stores_it_once(
         entry_id = await dlq.push("t", 1, "e")
         own_redis_server.start()
         # That push reached Redis and only its reply was lost: store it as the push would have.
-        spooled_id, spooled_fields = dlq._spool[0]
+        spooled_id, spooled_fields = dlq._spool.first()
         assert spooled_id == entry_id
         assert await dlq._storage.push(entry_id, spooled_fields, 10, "reject", "") == (1, [])
         assert await dlq.flush_spool() == 0  # already there: not stored twice

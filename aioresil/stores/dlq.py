@@ -39,14 +39,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import inspect
 import json
 import re
 import secrets
 import traceback as tb_module
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +62,7 @@ from ..exceptions import (
     DeadLetterTooLarge,
     DeadLetterUnavailable,
 )
+from .dlq_health import recommendations
 from .dlq_memory import MemoryDlqStorage, QueueState
 from .dlq_records import (
     DeadLetter,
@@ -80,6 +79,7 @@ from .dlq_records import (
     RetryReport,
 )
 from .dlq_redis import RedisDlqStorage
+from .dlq_spool import LocalSpool
 from .serialize import JSON, Serializer, dumps_checked
 
 __all__ = ["DeadLetterQueue", "Handler", "Overflow"]
@@ -201,8 +201,7 @@ class DeadLetterQueue:
         self._injected_clock = clock is not None
         self._listeners: list[DeadLetterListener] = []
         self._id_ms = self._id_counter = 0
-        self._spool: deque[tuple[str, RawFields]] = deque()
-        self._spool_path = Path(spool_path) if spool_path is not None else None
+        self._spool = LocalSpool(spool_max, spool_path)
         self._flush_lock = asyncio.Lock()
         if backend is None:
             backend = MemoryBackend()
@@ -224,8 +223,6 @@ class DeadLetterQueue:
             raise TypeError(
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )
-        if self._spool_path is not None:
-            self._load_spool_file()
 
     # ------------------------------------------------------------------ helpers
 
@@ -463,42 +460,13 @@ class DeadLetterQueue:
     # ------------------------------------------------------------------ spool
 
     def _to_spool(self, entry_id: str, fields: RawFields, exc: BaseException) -> None:
-        if len(self._spool) >= self.spool_max:
+        if not self._spool.append(entry_id, fields):
             raise BackendUnavailableError(
                 f"dead letter queue {self.name!r}: backend unreachable and the local spool is "
                 f"full ({self.spool_max} entries); entry not stored"
             ) from exc
-        self._spool.append((entry_id, fields))
-        if self._spool_path is not None:
-            line = {
-                k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
-                for k, v in fields.items()
-            }
-            with self._spool_path.open("a", encoding="utf-8") as file:
-                file.write(json.dumps({"id": entry_id, "fields": line}) + "\n")
         _log.warning("dlq_spooled", queue=self.name, entry_id=entry_id, error=str(exc))
         self._emit(DeadLetterSpooled(self.name, entry_id, self._clock.time(), str(exc)))
-
-    def _load_spool_file(self) -> None:
-        assert self._spool_path is not None
-        if not self._spool_path.exists():
-            return
-        for number, line in enumerate(self._spool_path.read_text("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                fields: RawFields = dict(record["fields"])
-                fields["p"] = base64.b64decode(str(fields["p"]))
-                self._spool.append((str(record["id"]), fields))
-            except (ValueError, KeyError, TypeError) as exc:
-                # A torn last line (crash mid-write) is expected; anything else is reported.
-                _log.warning(
-                    "dlq_spool_line_unreadable",
-                    path=str(self._spool_path),
-                    line=number,
-                    error=repr(exc),
-                )
 
     @property
     def spooled(self) -> int:
@@ -516,7 +484,7 @@ class DeadLetterQueue:
         stored = 0
         async with self._flush_lock:
             while self._spool:
-                entry_id, fields = self._spool[0]
+                entry_id, fields = self._spool.first()
                 try:
                     if await self._store(entry_id, fields):
                         stored += 1
@@ -525,9 +493,7 @@ class DeadLetterQueue:
                     self._emit(
                         DeadLetterSpoolDropped(self.name, entry_id, self._clock.time(), str(exc))
                     )
-                self._spool.popleft()
-            if self._spool_path is not None and self._spool_path.exists():
-                self._spool_path.write_text("", encoding="utf-8")
+                self._spool.pop_first()
         return stored
 
     async def _flush_quietly(self) -> None:
@@ -654,7 +620,7 @@ class DeadLetterQueue:
                 "critical_threshold": critical_threshold,
                 "warning_threshold": warning_threshold,
             },
-            "recommendations": _recommendations(stats, warning_threshold, critical_threshold),
+            "recommendations": recommendations(stats, warning_threshold, critical_threshold),
         }
 
     # ------------------------------------------------------------------ retry
@@ -903,41 +869,3 @@ class DeadLetterQueue:
 
     def __repr__(self) -> str:
         return f"DeadLetterQueue(name={self.name!r}, backend={self.backend!r})"
-
-
-def _recommendations(stats: Mapping[str, Any], warning: int, critical: int) -> list[str]:
-    """Human advice for :meth:`DeadLetterQueue.health`, most urgent first."""
-    total = stats["total_failed_tasks"]
-    advice: list[str] = []
-    if total == 0 and not stats["spooled"]:
-        return ["DLQ is empty - system operating normally"]
-    if total >= critical:
-        advice.append(
-            f"DLQ has {total} failed tasks (critical threshold {critical}) - "
-            "investigate immediately and retry or purge resolved failures"
-        )
-    elif total >= warning:
-        advice.append(
-            f"DLQ has {total} failed tasks (warning threshold {warning}) - "
-            "review recent failures before they accumulate"
-        )
-    elif total:
-        advice.append(f"DLQ has {total} failed tasks - monitor for trends")
-    by_type: Mapping[str, int] = stats["failures_by_task_type"]
-    if by_type and total >= warning:
-        top, n = max(by_type.items(), key=lambda item: (item[1], item[0]))
-        advice.append(f"Task type '{top}' accounts for {n} of {total} failures - check it first")
-    if stats["recent_failures_24h"] >= warning and warning:
-        advice.append(
-            f"{stats['recent_failures_24h']} failures in the last 24 hours - "
-            "a recent deployment or dependency may be failing"
-        )
-    if stats["evicted"]:
-        advice.append(
-            f"{stats['evicted']} entries were evicted at max_entries - raise the cap or retry"
-        )
-    if stats["spooled"]:
-        advice.append(
-            f"{stats['spooled']} entries are spooled locally - the backend was unreachable"
-        )
-    return advice
