@@ -46,9 +46,7 @@ def dumps_checked(serializer: Serializer, obj: Any, what: str) -> bytes:
     try:
         data = serializer.dumps(obj)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise SerializationError(
-            f"{what} is not serializable with {serializer!r}: {exc}"
-        ) from exc
+        raise SerializationError(f"{what} is not serializable with {serializer!r}: {exc}") from exc
     if isinstance(data, str):
         data = data.encode("utf-8")
     if not isinstance(data, bytes):
