@@ -64,8 +64,19 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = redis_binary()
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self.workdir, "--protected-mode", "yes",
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.workdir,
+            "--protected-mode",
+            "yes",
             *self.extra_args,
         ]
         self.process = subprocess.Popen(

@@ -480,13 +480,17 @@ class Attempt:
         number: 1 for the first try.
     """
 
-    __slots__ = ("_iterator", "number")
+    __slots__ = ("_entered", "_iterator", "number")
 
     def __init__(self, iterator: _AttemptIterator, number: int) -> None:
         self._iterator = iterator
+        self._entered = False
         self.number = number
 
     async def __aenter__(self) -> Attempt:
+        if self._entered:
+            raise RuntimeError(f"attempt {self.number} was already used; enter each attempt once")
+        self._entered = True
         return self
 
     async def __aexit__(
