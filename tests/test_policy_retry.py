@@ -239,6 +239,14 @@ async def test_retry_after_hint_is_capped_by_backoff_max() -> None:
 
 
 @on_both_backends
+async def test_max_retry_after_raises_the_cap_for_a_constant_backoff() -> None:
+    retry, sleep, _ = make_retry(3, backoff=constant(0.01), max_retry_after=30.0)
+    hints = iter([5.0, 100.0])
+    assert await retry.call(Flaky(2, error=lambda: RetryAfterError(next(hints)))) == "ok"
+    assert sleep.delays == [5.0, 30.0]
+
+
+@on_both_backends
 async def test_unusable_retry_after_values_are_ignored() -> None:
     retry, sleep, _ = make_retry(4, backoff=constant(0.5))
     hints = iter(["soon", float("nan"), True])

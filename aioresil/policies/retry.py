@@ -7,7 +7,8 @@ Why these rules:
 * **A ``retry_after`` hint wins over the computed backoff.** An exception carrying a numeric
   ``retry_after`` (``CircuitOpenError`` from a breaker inside the retry,
   ``RateLimitExceeded``, ``BulkheadFullError``, your own 429 error) is waited out: the wait is
-  ``max(backoff, retry_after)``, capped by the backoff's ``max``. If the wait would end after
+  ``max(backoff, retry_after)``, the hint capped by ``max_retry_after`` (the backoff's
+  ``max`` unless you say otherwise). If the wait would end after
   the retry's ``timeout``, the retry gives up at once instead of sleeping for nothing.
 * **A retry budget stops retries from amplifying an outage.** Every call deposits ``ratio``
   tokens, each retry takes one, so with ``RetryBudget(ratio=0.2)`` retries add at most 20% load
@@ -296,6 +297,9 @@ class Retry(PolicyBase):
             would end after it. (It does not cancel a running attempt: put a
             :class:`Timeout` outside the retry for that.)
         budget: a :class:`RetryBudget`, shared with the other retries to the same dependency.
+        max_retry_after: the longest ``retry_after`` hint waited out (longer hints are cut to
+            it); the backoff's ``max`` by default. Raise it for a ``constant()`` backoff, or
+            to wait out a breaker whose ``recovery_timeout`` is longer than that max.
         name: for logs, events and statistics.
         sleep: ``async sleep(seconds)``; ``anyio.sleep`` by default.
         clock: time source for ``timeout`` and event timestamps.
@@ -319,6 +323,7 @@ class Retry(PolicyBase):
         "_budget_exhausted",
         "_calls",
         "_gave_up",
+        "_max_hint",
         "_random",
         "_recovered",
         "_retries",
@@ -335,6 +340,7 @@ class Retry(PolicyBase):
         backoff: Backoff | None = None,
         timeout: float | None = None,
         budget: RetryBudget | None = None,
+        max_retry_after: float | None = None,
         name: str = "retry",
         sleep: Sleep | None = None,
         clock: Clock | None = None,
@@ -355,6 +361,11 @@ class Retry(PolicyBase):
         self._backoff = backoff
         self._timeout = None if timeout is None else check_seconds("timeout", timeout)
         self._budget = budget
+        self._max_hint = (
+            backoff.max
+            if max_retry_after is None
+            else check_seconds("max_retry_after", max_retry_after, allow_zero=True)
+        )
         self._sleep: Sleep = sleep if sleep is not None else anyio.sleep
         self._random = random.random
         self._calls = 0
@@ -420,7 +431,7 @@ class Retry(PolicyBase):
         delay = backoff.delay(attempt, self._random())
         hint = retry_after_of(error)
         if hint is not None:
-            delay = min(max(delay, hint), backoff.max)
+            delay = max(delay, min(hint, self._max_hint))
         if TESTING.enabled:
             delay = 0.0
         if deadline is not None and self._clock.monotonic() + delay > deadline:
