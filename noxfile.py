@@ -35,5 +35,14 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Every benchmark in one run; writes benchmarks/results.md (ratios, not absolute times)."""
-    session.install("-e", ".[test]", "pybreaker", "aiobreaker", "purgatory", "circuitbreaker")
+    session.install(
+        "-e",
+        ".[test]",
+        "pybreaker",
+        "aiobreaker",
+        "purgatory",
+        "circuitbreaker",
+        "tenacity",  # bench_pipeline: Retry vs tenacity and stamina
+        "stamina",
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)
