@@ -12,7 +12,7 @@ inside the acquire script. Keep ``lease`` longer than your slowest call (put a
 :class:`Timeout` inside the bulkhead): a call that outlives its lease no longer counts. Fleet
 waiters poll every ``poll_interval`` seconds; ``max_waiting`` then bounds this process's
 waiters. A Redis error while acquiring propagates (``BackendUnavailableError``): the call does
-not run without a slot.
+not run without a slot. A release that fails (Redis down) is logged; the lease then expires.
 """
 
 from __future__ import annotations

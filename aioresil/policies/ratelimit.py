@@ -9,7 +9,8 @@ its token when it will come within that time.
 On a ``RedisBackend`` the bucket is fleet-wide: one Lua script refills, checks and takes, on
 Redis ``TIME``, so the whole fleet shares one quota however skewed its clocks are.
 In process, a waiting call *reserves* its token (the balance goes below zero), so concurrent
-waiters are served in order and never exceed the rate.
+waiters are served in order and never exceed the rate; a waiter cancelled while it waits does
+not give its token back (the limiter errs on the side of fewer calls).
 """
 
 from __future__ import annotations
