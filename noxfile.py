@@ -42,6 +42,7 @@ def bench(session: nox.Session) -> None:
         "aiobreaker",
         "purgatory",
         "circuitbreaker",
+        "interlock-cb",
         "tenacity",  # bench_pipeline: Retry vs tenacity and stamina
         "stamina",
     )

@@ -67,6 +67,8 @@ from .policies import (
     pipeline,
 )
 from .registry import BreakerRegistry
+from .stores.checkpoint import Checkpoint, CheckpointPage, CheckpointStore, CheckpointSummary
+from .stores.checkpoint_resume import CheckpointRun
 
 # Plain ASCII order with dunders last (tests/test_public_api.py); ruff would put `__version__`
 # before the lowercase function names.
@@ -91,8 +93,13 @@ __all__ = [  # noqa: RUF022
     "CallRejected",
     "CallTimedOut",
     "CallTimeoutError",
+    "Checkpoint",
     "CheckpointConflictError",
     "CheckpointCorruptError",
+    "CheckpointPage",
+    "CheckpointRun",
+    "CheckpointStore",
+    "CheckpointSummary",
     "CheckpointTooLarge",
     "CircuitBreaker",
     "CircuitOpenError",

@@ -47,11 +47,17 @@ class CircuitOpenError(AioresilError):
     """
 
     def __init__(self, name: str, state: CircuitState, retry_after: float | None) -> None:
+        # The message is built only when someone reads it: rejections are a hot path.
         self.name = name
         self.state = state
         self.retry_after = retry_after
-        hint = f", retry after {retry_after:.3f}s" if retry_after is not None else ""
-        super().__init__(f"circuit {name!r} is {state.value}{hint}")
+
+    def __str__(self) -> str:
+        hint = f", retry after {self.retry_after:.3f}s" if self.retry_after is not None else ""
+        return f"circuit {self.name!r} is {self.state.value}{hint}"
+
+    def __repr__(self) -> str:
+        return f"CircuitOpenError({str(self)!r})"
 
     def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, CircuitState, float | None]]:
         return (type(self), (self.name, self.state, self.retry_after))

@@ -65,26 +65,45 @@ async def interleaved(bodies: dict[str, Body], n: int, repeats: int) -> dict[str
     return best
 
 
-def competitors(fails_once: FailsOnce | None) -> dict[str, Callable[[], Awaitable[object]]]:
-    """tenacity and stamina retrying ``fails_once`` (or ``trivial``) with zero waits."""
-    import stamina
-    import tenacity
+Call = Callable[[], Awaitable[object]]
 
-    target = fails_once if fails_once is not None else trivial
-    stamina.instrumentation.set_on_retry_hooks([])
-    by_stamina = stamina.retry(
-        on=OSError, attempts=3, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0
-    )(target)
-    by_tenacity = tenacity.retry(
-        retry=tenacity.retry_if_exception_type(OSError),
-        stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_none(),
-        reraise=True,
-    )(target)
-    return {
-        f"tenacity {version('tenacity')} `@retry`": by_tenacity,
-        f"stamina {version('stamina')} `@retry`": by_stamina,
-    }
+
+def competitors(target: Callable[[], Awaitable[int]]) -> dict[str, Call | None]:
+    """tenacity and stamina retrying ``target`` with zero waits; ``None`` when not installed
+    (they are bench-only dependencies: CI's smoke run has neither)."""
+    calls: dict[str, Call | None] = {}
+    try:
+        import tenacity
+    except ImportError:
+        calls["tenacity `@retry`"] = None
+    else:
+        calls[f"tenacity {version('tenacity')} `@retry`"] = tenacity.retry(
+            retry=tenacity.retry_if_exception_type(OSError),
+            stop=tenacity.stop_after_attempt(3),
+            wait=tenacity.wait_none(),
+            reraise=True,
+        )(target)
+    try:
+        import stamina
+    except ImportError:
+        calls["stamina `@retry`"] = None
+    else:
+        stamina.instrumentation.set_on_retry_hooks([])
+        calls[f"stamina {version('stamina')} `@retry`"] = stamina.retry(
+            on=OSError, attempts=3, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0
+        )(target)
+    return calls
+
+
+def table(calls: dict[str, Call | None], times: dict[str, float], floor: float) -> list[list[str]]:
+    rows = []
+    for label in calls:
+        if label in times:
+            us = times[label]
+            rows.append([label, f"{us:.2f}", f"{us / floor:.1f}x"])
+        else:
+            rows.append([label, "not installed", "-"])
+    return rows
 
 
 async def main(smoke: bool) -> str:
@@ -98,7 +117,7 @@ async def main(smoke: bool) -> str:
     four = pipeline(
         Timeout(60), Retry(3, backoff=constant(0.0)), CircuitBreaker("bench"), Bulkhead(100)
     )
-    success: dict[str, Callable[[], Awaitable[object]]] = {
+    success: dict[str, Call | None] = {
         "bare `await trivial()` (floor)": trivial,
         "`Timeout(60).call`": lambda: timeout_alone.call(trivial),
         "`Retry(3).call`": lambda: retry.call(trivial),
@@ -106,10 +125,10 @@ async def main(smoke: bool) -> str:
         "`CircuitBreaker.call`": lambda: breaker_alone.call(trivial),
         "4-policy pipeline: Timeout, Retry, breaker, Bulkhead": lambda: four.call(trivial),
     }
-    success.update(competitors(None))
-    times = await interleaved({k: loop_of(v) for k, v in success.items()}, n, repeats)
-    floor = times["bare `await trivial()` (floor)"]
-    rows = [[label, f"{us:.2f}", f"{us / floor:.1f}x"] for label, us in times.items()]
+    success.update(competitors(trivial))
+    bodies = {k: loop_of(v) for k, v in success.items() if v is not None}
+    times = await interleaved(bodies, n, repeats)
+    rows = table(success, times, times["bare `await trivial()` (floor)"])
 
     flaky = fails_once()
     ours = Retry(3, on=OSError, backoff=constant(0.0))
@@ -121,15 +140,17 @@ async def main(smoke: bool) -> str:
         except OSError:
             await flaky()
 
-    failing: dict[str, Callable[[], Awaitable[object]]] = {
+    failing: dict[str, Call | None] = {
         "hand-written `try`/`except` + second call (floor)": floor_retry,
         "aioresil `Retry(3).call`": lambda: ours.call(flaky),
         **competitors(flaky),
     }
     fail_n = max(n // 4, 100)  # the competitors take ~100 us a call here
-    fail_times = await interleaved({k: loop_of(v) for k, v in failing.items()}, fail_n, repeats)
-    fail_floor = fail_times["hand-written `try`/`except` + second call (floor)"]
-    fail_rows = [[k, f"{us:.2f}", f"{us / fail_floor:.1f}x"] for k, us in fail_times.items()]
+    fail_bodies = {k: loop_of(v) for k, v in failing.items() if v is not None}
+    fail_times = await interleaved(fail_bodies, fail_n, repeats)
+    fail_rows = table(
+        failing, fail_times, fail_times["hand-written `try`/`except` + second call (floor)"]
+    )
 
     structlog.reset_defaults()
     return (

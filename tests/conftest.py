@@ -17,7 +17,7 @@ from aioresil.testing import FakeClock
 
 from .servers import RedisServer, free_port
 
-BACKEND_KINDS = ["memory"]
+BACKEND_KINDS = ["memory", "fakeredis", "redis"]
 
 
 @pytest.fixture
@@ -31,9 +31,27 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def backend(backend_kind: str, clock: FakeClock) -> AsyncIterator[Any]:
+async def backend(
+    backend_kind: str, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
+    """A fresh backend of ``backend_kind`` whose scripts take "now" from the fake clock."""
     if backend_kind == "memory":
         yield MemoryBackend()
+        return
+    from aioresil import RedisBackend
+
+    if backend_kind == "fakeredis":
+        import fakeredis
+
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        async with RedisBackend(client, clock=clock) as redis_backend:
+            yield redis_backend
+        await client.aclose()
+        return
+    if backend_kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        async with RedisBackend.from_url(url, clock=clock) as redis_backend:
+            yield redis_backend
         return
     raise AssertionError(f"unknown backend kind {backend_kind}")  # pragma: no cover
 

@@ -40,7 +40,6 @@ async def bulkhead(url: str, workers: int, tasks: int, hold: float) -> dict[str,
 
         await barrier(backend, workers)
         await asyncio.gather(*(limit.call(job) for _ in range(tasks)))
-        await backend.client.connection_pool.disconnect()
         return limit.statistics().to_dict()
 
 
@@ -60,7 +59,6 @@ async def ratelimit(url: str, workers: int, seconds: float) -> dict[str, object]
                 refused += 1
                 await asyncio.sleep(min(error.retry_after, 0.01))
         last = await backend.client.time()
-        await backend.client.connection_pool.disconnect()
         return {
             "granted": granted,
             "refused": refused,

@@ -34,8 +34,9 @@ CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.H
 
 async def test_new_breaker_is_closed_and_allows_calls(make_breaker: MakeBreaker) -> None:
     breaker = make_breaker()
-    assert breaker.state is CLOSED
+    assert (await breaker.stats()).state is CLOSED
     await succeed(breaker)
+    assert breaker.state is CLOSED  # the local view, after a call
     stats = await breaker.stats()
     assert stats.state is CLOSED
     assert (stats.success_count, stats.failure_count, stats.total_calls) == (1, 0, 1)
@@ -340,25 +341,33 @@ async def test_half_open_limit_holds_under_100_concurrent_tasks(
     )
     await fail(breaker)
     clock.advance(1)
-    running = peak = 0
-    gate = asyncio.Event()
+    running = peak = decided = 0
+    gate, all_decided = asyncio.Event(), asyncio.Event()
+
+    def one_decided() -> None:
+        nonlocal decided
+        decided += 1
+        if decided == 100:
+            all_decided.set()
 
     async def trial() -> str:
         nonlocal running, peak
         try:
             async with breaker:
+                one_decided()
                 running += 1
                 peak = max(peak, running)
                 await gate.wait()
                 running -= 1
                 return "ran"
         except CircuitOpenError as error:
+            one_decided()
             assert error.state is HALF_OPEN
             return "rejected"
 
     tasks = [asyncio.create_task(trial()) for _ in range(100)]
-    for _ in range(20):
-        await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        await all_decided.wait()  # every task has its answer while the permit holders run
     gate.set()
     results = await asyncio.gather(*tasks)
     assert peak == 3

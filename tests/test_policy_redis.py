@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -36,25 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 
 
-@asynccontextmanager
-async def closing(url: str, **options: float) -> AsyncIterator[RedisBackend]:
-    """``RedisBackend.from_url`` whose pool connections are really closed afterwards.
-
-    ``RedisBackend.aclose()`` closes the client, but redis-py does not close a pool it was
-    handed (``auto_close_connection_pool`` is false then), so the sockets leak (a
-    ResourceWarning, an error under ``filterwarnings = error``). Reported; worked around here.
-    """
-    backend = RedisBackend.from_url(url, **options)  # type: ignore[arg-type]
-    try:
-        yield backend
-    finally:
-        await backend.aclose()
-        await backend.client.connection_pool.disconnect()
-
-
 @pytest.fixture
 async def backend(redis_url: str) -> AsyncIterator[RedisBackend]:
-    async with closing(redis_url) as backend:
+    async with RedisBackend.from_url(redis_url) as backend:
         yield backend
 
 
@@ -216,7 +199,7 @@ async def test_the_bucket_key_expires_once_full(backend: RedisBackend) -> None:
 
 
 async def test_redis_down_means_no_slot_and_no_token(own_redis_server: RedisServer) -> None:
-    async with closing(
+    async with RedisBackend.from_url(
         own_redis_server.url, socket_timeout=0.5, socket_connect_timeout=0.5
     ) as backend:
         bulkhead = Bulkhead(1, name="down", backend=backend)

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import Trigger
+from ..events import BreakerEvent
 
 __all__ = ["BreakerBackend", "BreakerHandle", "TransitionCallback"]
 
@@ -39,6 +40,10 @@ class BreakerHandle(Protocol):
 
     def subscribe(self, callback: TransitionCallback) -> None:
         """Be told about transitions this handle observes."""
+        ...
+
+    def subscribe_events(self, sink: Callable[[BreakerEvent], None]) -> None:
+        """Be told about backend events (failover, recovery) of this handle."""
         ...
 
     def acquire_local(self, now: float) -> Permit | Rejection | None:

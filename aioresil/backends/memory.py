@@ -8,6 +8,7 @@ between threads running separate event loops; give each loop its own, or use Red
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -15,6 +16,7 @@ from ..core import machine
 from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import Trigger
+from ..events import BreakerEvent
 from .base import TransitionCallback
 
 __all__ = ["MemoryBackend", "MemoryBreakerHandle"]
@@ -35,6 +37,9 @@ class MemoryBreakerHandle:
 
     def subscribe(self, callback: TransitionCallback) -> None:
         self._callbacks.append(callback)
+
+    def subscribe_events(self, sink: Callable[[BreakerEvent], None]) -> None:
+        """Memory never fails over: there are no backend events to deliver."""
 
     def _emit(self, transition: Transition, now: float) -> None:
         retry_after = (

@@ -11,12 +11,19 @@ reads a value, decides in Python, and writes it back in a second round trip.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import structlog
+
+from ..clock import Clock
+from ..core.config import BreakerConfig
 from ..exceptions import BackendError, BackendUnavailableError, PoolTimeoutError
-from .keys import object_key, validate_prefix
+from .keys import decode_name, object_key, validate_prefix
+from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript
 
 try:
@@ -30,6 +37,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 __all__ = ["RedisBackend", "map_redis_error"]
+
+_log = structlog.get_logger("aioresil")
 
 _MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redis]'"
 
@@ -58,6 +67,9 @@ class RedisBackend:
         client: a ``redis.asyncio.Redis`` (or ``RedisCluster``) you already own. aioresil never
             closes a client it was given.
         prefix: first segment of every key (``[A-Za-z0-9._-:]``, no braces).
+        clock: for tests only: scripts then take "now" from ``clock.monotonic()`` instead of
+            Redis ``TIME`` (so a :class:`~aioresil.testing.FakeClock` drives shared state).
+        listen: subscribe to transitions published by other processes (default ``True``).
 
     Example::
 
@@ -65,14 +77,43 @@ class RedisBackend:
             breaker = CircuitBreaker("payments", backend=backend)
     """
 
-    def __init__(self, client: Redis, *, prefix: str = "aioresil", _owns_client: bool = False):
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "aioresil",
+        clock: Clock | None = None,
+        listen: bool = True,
+        _owns_client: bool = False,
+    ):
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
         self.client: Redis = client
         self.prefix = validate_prefix(prefix)
+        self.clock = clock
+        self.events_channel = f"{self.prefix}:breaker-events"
+        self._listen = listen
         self._owns_client = _owns_client
         self._closed = False
         self._closers: list[Any] = []
+        self._breakers: dict[str, RedisBreakerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
+        # A pool that raises when exhausted (redis-py's default) would lose calls under load;
+        # bound our own concurrency to its size so callers wait instead. A blocking pool
+        # (what from_url builds) already waits, with its own timeout.
+        pool = getattr(client, "connection_pool", None)
+        limit = getattr(pool, "max_connections", None)
+        self._gate: asyncio.Semaphore | None = None
+        if (
+            aioredis is not None
+            and pool is not None
+            and not isinstance(pool, aioredis.BlockingConnectionPool)
+            and isinstance(limit, int)
+            and 0 < limit < 2**31
+        ):
+            self._gate = asyncio.Semaphore(max(limit - 2, 1))  # keep room for pub/sub
 
     @classmethod
     def from_url(
@@ -80,6 +121,8 @@ class RedisBackend:
         url: str,
         *,
         prefix: str = "aioresil",
+        clock: Clock | None = None,
+        listen: bool = True,
         max_connections: int = 64,
         pool_timeout: float = 5.0,
         socket_timeout: float = 5.0,
@@ -114,7 +157,7 @@ class RedisBackend:
             # redis-py's message may echo the URL; never repeat a password back.
             raise ValueError(f"invalid Redis URL: {str(exc).split(':')[0]}") from None
         client = aioredis.Redis(connection_pool=pool)
-        return cls(client, prefix=prefix, _owns_client=True)
+        return cls(client, prefix=prefix, clock=clock, listen=listen, _owns_client=True)
 
     def key(self, kind: str, name: str, part: str) -> str:
         """Key of ``part`` of object ``name`` (see :mod:`aioresil.backends.keys`)."""
@@ -128,6 +171,14 @@ class RedisBackend:
         Every redis-py exception is mapped to :class:`BackendError` or
         :class:`BackendUnavailableError`.
         """
+        if self._gate is not None:
+            async with self._gate:
+                return await self._run_script(script, keys, args)
+        return await self._run_script(script, keys, args)
+
+    async def _run_script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> Any:
         client = self.client
         try:
             try:
@@ -139,6 +190,133 @@ class RedisBackend:
             raise
         except Exception as exc:
             raise map_redis_error(exc, f"script {script.name}") from exc
+
+    # ------------------------------------------------------------------ breakers
+
+    def bind_breaker(self, name: str, config: BreakerConfig) -> RedisBreakerHandle:
+        """The handle of breaker ``name`` (one per name per backend)."""
+        handle = self._breakers.get(name)
+        if handle is None:
+            handle = self._breakers[name] = RedisBreakerHandle(self, name, config)
+        elif handle.config != config:
+            raise ValueError(
+                f"breaker {name!r} is already bound to this backend with a different config; "
+                "use one config per name (a BreakerRegistry does this for you)"
+            )
+        return handle
+
+    async def read_breakers(
+        self, handles: Sequence[RedisBreakerHandle], *, raw_view: bool = False
+    ) -> list[Any]:
+        """Read many breakers in ONE pipelined round trip (plain reads, no decisions).
+
+        Returns ``(record, now, wall_offset)`` per handle, or ``(state, generation,
+        retry_after_us)`` with ``raw_view``.
+        """
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.time()
+            for handle in handles:
+                pipe.hgetall(handle.keys[0])
+                pipe.zrange(handle.keys[1], 0, -1, withscores=True)
+                if handle.config.window_duration is not None:
+                    pipe.hgetall(handle.keys[2])
+            replies = await pipe.execute()
+        except Exception as exc:
+            raise map_redis_error(exc, "read breakers") from exc
+        if self.clock is not None:
+            now_s, wall_offset = self.clock.monotonic(), self.clock.time() - self.clock.monotonic()
+        else:
+            seconds, micros = replies[0]
+            now_s, wall_offset = int(seconds) + int(micros) / 1e6, 0.0
+        now_us = round(now_s * 1e6)
+        out: list[Any] = []
+        i = 1
+        for handle in handles:
+            state, trials = replies[i], replies[i + 1]
+            i += 2
+            window = None
+            if handle.config.window_duration is not None:
+                window = replies[i]
+                i += 1
+            live = sum(1 for _, deadline in trials if deadline > now_us)
+            if raw_view:
+                if not state:
+                    out.append(("closed", 0, -1))
+                    continue
+                st = state[b"st"].decode()
+                retry = max(int(float(state.get(b"ou", b"0"))) - now_us, 0) if st == "open" else -1
+                out.append((st, int(state[b"g"]), retry))
+                continue
+            try:
+                record = handle.record_from(state, live, window, now_us)
+            except (KeyError, ValueError) as exc:
+                from ..exceptions import CorruptStateError
+
+                raise CorruptStateError(
+                    f"breaker {handle.name!r}: stored state is unreadable ({exc!r}); "
+                    "the next state change resets it"
+                ) from exc
+            out.append((record, now_s, wall_offset))
+        return out
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a background task referenced until it ends; :meth:`aclose` awaits it."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def ensure_listener(self) -> None:
+        """Start the pub/sub listener once, on the running loop (no-op when disabled)."""
+        if not self._listen or self._listener is not None or self._closed:
+            return
+        self._listener = asyncio.get_running_loop().create_task(self._listen_loop())
+
+    async def _listen_loop(self) -> None:
+        """Apply transitions other processes publish; resync every view after a reconnect.
+
+        A ``get_message(timeout=...)`` loop with a stop flag, not ``listen()``: cancelling a
+        task blocked in ``listen()`` can hang on close.
+        """
+        delay = 0.05
+        while not self._stopping:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.events_channel)
+                await self._resync_views()
+                delay = 0.05
+                while not self._stopping:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                    if message is not None and message.get("type") == "message":
+                        self._on_message(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._stopping:
+                    _log.warning("breaker_listener_reconnecting", error=type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _resync_views(self) -> None:
+        handles = list(self._breakers.values())
+        if not handles:
+            return
+        for handle, (state, generation, retry_us) in zip(
+            handles, await self.read_breakers(handles, raw_view=True), strict=True
+        ):
+            handle.apply_view(state, generation, retry_us)
+
+    def _on_message(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        try:
+            encoded, state, generation, retry_us = text.split(" ")
+            handle = self._breakers.get(decode_name(encoded))
+            if handle is not None:
+                handle.apply_view(state, int(generation), int(retry_us))
+        except (ValueError, KeyError):
+            _log.warning("breaker_event_malformed", message=text[:200])
 
     async def ping(self) -> None:
         """Round-trip to Redis; raises :class:`BackendUnavailableError` when it fails."""
@@ -156,11 +334,22 @@ class RedisBackend:
         if self._closed:
             return
         self._closed = True
+        for handle in list(self._breakers.values()):
+            with contextlib.suppress(BackendError):
+                await handle.flush()  # batched outcomes are never dropped on a clean close
         closers, self._closers = self._closers, []
         for closer in reversed(closers):
             await closer()
+        self._stopping = True
+        if self._listener is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._listener, timeout=2)
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=2)
         if self._owns_client:
-            await self.client.aclose()
+            # A pool passed to Redis() explicitly is not closed by a plain aclose().
+            await self.client.aclose(close_connection_pool=True)
 
     async def __aenter__(self) -> Self:
         return self

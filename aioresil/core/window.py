@@ -74,13 +74,16 @@ class CountWindow:
 class TimeWindow:
     """Outcomes of the last ``duration`` seconds, in ``TIME_WINDOW_BUCKETS`` buckets."""
 
-    __slots__ = ("_buckets", "bucket_width", "calls", "duration", "failures", "slow")
+    __slots__ = ("_buckets", "_edge", "bucket_width", "calls", "duration", "failures", "slow")
 
     def __init__(self, duration: float) -> None:
         self.duration = duration
         self.bucket_width = duration / TIME_WINDOW_BUCKETS
         # Each bucket: [index, calls, failures, slow], oldest first.
         self._buckets: deque[list[int]] = deque()
+        # Until this time, an add lands in the newest bucket and nothing can expire (what
+        # expire() drops depends only on the bucket index, and time only moves forward).
+        self._edge = -math.inf
         self.calls = 0
         self.failures = 0
         self.slow = 0
@@ -102,12 +105,19 @@ class TimeWindow:
             self.slow -= slow
 
     def add(self, failed: bool, slow: bool, now: float = 0.0) -> None:
-        self.expire(now)
-        index = self._index(now)
         buckets = self._buckets
-        if not buckets or buckets[-1][0] < index:
-            buckets.append([index, 0, 0, 0])
-        last = buckets[-1]
+        if now < self._edge:
+            last = buckets[-1]  # fast path: same bucket as the last add, nothing to expire
+        else:
+            self.expire(now)
+            index = self._index(now)
+            if not buckets or buckets[-1][0] < index:
+                buckets.append([index, 0, 0, 0])
+            last = buckets[-1]
+            if last[0] == index:
+                # A hair early, so floating-point rounding can never keep an add in a bucket
+                # that floor(now / width) would already have moved past.
+                self._edge = (index + 1 - 1e-9) * self.bucket_width
         last[1] += 1
         last[2] += failed
         last[3] += slow
@@ -115,7 +125,12 @@ class TimeWindow:
         self.failures += failed
         self.slow += slow
 
+    def restore_bucket(self, index: int, calls: int, failures: int, slow: int) -> None:
+        """Append a bucket read back from storage (oldest first); sums are the caller's."""
+        self._buckets.append([index, calls, failures, slow])
+
     def clear(self) -> None:
+        self._edge = -math.inf
         self._buckets.clear()
         self.calls = self.failures = self.slow = 0
 

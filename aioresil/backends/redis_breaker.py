@@ -1,0 +1,481 @@
+"""A breaker whose state lives in Redis and is shared by every process using its name.
+
+How a call costs what it costs:
+
+* **Acquire** is answered from the *local view* while it says CLOSED or DISABLED (zero round
+  trips), and while it says OPEN and the recovery timeout has not elapsed (zero round trips,
+  the rejection is counted locally and sent with the next script call). Otherwise (HALF_OPEN,
+  or OPEN with the timeout elapsed) it is one ``breaker.lua`` call that grants or refuses a
+  trial lease.
+* **Record** is one ``breaker.lua`` call in ``"strict"`` mode, awaited before the guarded
+  block returns. In ``"batched"`` mode outcomes of normal calls are kept in order locally and
+  flushed in one script call every ``batch_interval`` seconds (at once after a failure), so
+  the call itself makes no round trip; trial outcomes are always strict.
+* **The local view** is updated from every script reply and from a pub/sub message every
+  script publishes on a transition, so when one process opens the circuit the others stop
+  sending calls within about a millisecond instead of at their next poll.
+
+When Redis cannot be reached the config's ``on_backend_error`` decides: ``"fail_open"`` judges
+calls with a private in-memory breaker (same config) until a background ping succeeds;
+``"fail_closed"`` refuses calls with :class:`~aioresil.exceptions.BackendUnavailableError`.
+Each switch emits :class:`~aioresil.events.BackendFailover` /
+:class:`~aioresil.events.BackendRecovered` and a structlog line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import structlog
+
+from ..core import machine
+from ..core.config import BreakerConfig
+from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
+from ..core.states import CircuitState, Trigger
+from ..core.window import CountWindow, TimeWindow
+from ..events import BackendFailover, BackendRecovered, BreakerEvent
+from ..exceptions import BackendError, BackendUnavailableError
+from .base import TransitionCallback
+from .keys import encode_name
+from .scripts import load_script
+
+if TYPE_CHECKING:
+    from .redis import RedisBackend
+
+__all__ = ["RedisBreakerHandle", "config_argument"]
+
+_log = structlog.get_logger("aioresil")
+
+CLOSED = CircuitState.CLOSED
+OPEN = CircuitState.OPEN
+DISABLED = CircuitState.DISABLED
+FORCED_OPEN = CircuitState.FORCED_OPEN
+HALF_OPEN = CircuitState.HALF_OPEN
+
+RECONNECT_INTERVAL = 1.0
+"""Seconds between pings while a fail-open breaker runs on its local fallback."""
+
+EventSink = Callable[[BreakerEvent], None]
+
+
+class _Reply(NamedTuple):
+    """What ``breaker.lua`` answered (see its header)."""
+
+    code: int
+    token: int
+    state: str
+    generation: int
+    retry_after_us: int
+
+
+def _us(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if math.isinf(seconds):
+        return "1e300"
+    return str(round(seconds * 1_000_000))
+
+
+def config_argument(config: BreakerConfig) -> str:
+    """The config as ``breaker.lua`` reads it (ARGV[3]); times in microseconds."""
+
+    def plain(value: float | int | None) -> str:
+        return "" if value is None else repr(value)
+
+    return ",".join(
+        [
+            plain(config.failure_threshold),
+            plain(config.failure_rate_threshold),
+            plain(config.window_size),
+            _us(config.window_duration),
+            plain(config.minimum_calls),
+            _us(config.slow_call_duration),
+            plain(config.slow_call_rate_threshold),
+            _us(config.recovery_timeout),
+            repr(float(config.backoff_multiplier)),
+            _us(config.max_recovery_timeout),
+            plain(config.half_open_max_calls),
+            plain(config.success_threshold),
+            _us(config.trial_lease),
+        ]
+    )
+
+
+class RedisBreakerHandle:
+    """One breaker's state in Redis, with a local view kept fresh by replies and pub/sub."""
+
+    authoritative = False
+
+    def __init__(self, backend: RedisBackend, name: str, config: BreakerConfig) -> None:
+        self.backend = backend
+        self.name = name
+        self.config = config
+        self.encoded = encode_name(name)
+        self.keys = [
+            backend.key("cb", name, "state"),
+            backend.key("cb", name, "trials"),
+            backend.key("cb", name, "window"),
+        ]
+        self._config_arg = config_argument(config)
+        # Unknown until the first reply: generation 0 (every reply is newer) and OPEN with an
+        # elapsed timeout, so the first call asks Redis instead of trusting a guess.
+        self.view = BreakerRecord(config)
+        self.view.generation = 0
+        self.view.state = OPEN
+        self._callbacks: list[TransitionCallback] = []
+        self._sinks: list[EventSink] = []
+        self._pending_rejections = 0
+        self._batched = config.recording == "batched"
+        self._buffer: list[tuple[int, int, int]] = []  # (generation, outcome, duration_us)
+        self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self._fallback: BreakerRecord | None = None
+        self._last_probe = 0.0
+        self._probe_task: asyncio.Task[None] | None = None
+        self._outage_logged = False
+        clock = backend.clock
+        self._mono: Callable[[], float] = clock.monotonic if clock is not None else time.monotonic
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, callback: TransitionCallback) -> None:
+        self._callbacks.append(callback)
+
+    def subscribe_events(self, sink: EventSink) -> None:
+        self._sinks.append(sink)
+
+    def _emit(self, transition: Transition, retry_after: float | None) -> None:
+        for callback in self._callbacks:
+            callback(transition, retry_after)
+
+    def _emit_event(self, event: BreakerEvent) -> None:
+        for sink in self._sinks:
+            sink(event)
+
+    # ------------------------------------------------------------------ the local view
+
+    def apply_view(self, state: str, generation: int, retry_after_us: int) -> None:
+        """Adopt a state seen in Redis if it is at least as new as the one we hold."""
+        view = self.view
+        if self._fallback is not None or generation < view.generation:
+            return
+        view.state = CircuitState(state)
+        view.generation = generation
+        if view.state is OPEN and retry_after_us >= 0:
+            view.open_until = self._mono() + retry_after_us / 1e6
+        elif view.state is not OPEN:
+            view.open_until = 0.0
+
+    def _apply_reply(self, reply: list[Any]) -> _Reply:
+        code, state, generation, retry_after_us = (
+            int(reply[0]),
+            _text(reply[1]),
+            int(reply[2]),
+            int(reply[3]),
+        )
+        token, old, trigger, corrupt = int(reply[4]), _text(reply[5]), _text(reply[6]), reply[7]
+        self.apply_view(state, generation, retry_after_us)
+        if int(corrupt):
+            _log.error(
+                "circuit_state_corrupt_reset",
+                breaker=self.name,
+                detail="stored state was unreadable or from another version; reset",
+            )
+        if trigger:
+            retry_after = retry_after_us / 1e6 if retry_after_us >= 0 else None
+            self._emit(
+                Transition(CircuitState(old), CircuitState(state), Trigger(trigger)), retry_after
+            )
+        return _Reply(code, token, state, generation, retry_after_us)
+
+    # ------------------------------------------------------------------ scripts
+
+    def _now_arg(self) -> str:
+        clock = self.backend.clock
+        return "" if clock is None else _us(clock.monotonic())
+
+    async def _run(self, op: str, *extra: str | int) -> _Reply:
+        self.backend.ensure_listener()
+        rejections, self._pending_rejections = self._pending_rejections, 0
+        try:
+            reply = await self.backend.run_script(
+                load_script("breaker"),
+                self.keys,
+                [
+                    op,
+                    self._now_arg(),
+                    self._config_arg,
+                    self.backend.events_channel,
+                    self.encoded,
+                    rejections,
+                    *extra,
+                ],
+            )
+        except BackendError:
+            self._pending_rejections += rejections
+            raise
+        if self._outage_logged and self._fallback is None:
+            self._outage_logged = False  # a fail-closed outage ended
+            _log.info("circuit_backend_recovered", breaker=self.name)
+            self._emit_event(BackendRecovered(self.name, time.time()))
+        return self._apply_reply(reply)
+
+    # ------------------------------------------------------------------ acquire
+
+    def acquire_local(self, now: float) -> Permit | Rejection | None:
+        fallback = self._fallback
+        if fallback is not None:
+            if now - self._last_probe >= RECONNECT_INTERVAL:
+                self._start_probe(now)
+            return self._fallback_acquire(fallback, now)
+        view = self.view
+        state = view.state
+        if state is CLOSED or state is DISABLED:
+            return Permit(view.generation)
+        if state is OPEN:
+            # open_until is in this handle's time base (set from a server-side duration),
+            # which need not be the breaker's clock: compare in ours.
+            local_now = self._mono()
+            if local_now < view.open_until:
+                self._pending_rejections += 1
+                return Rejection(OPEN, view.open_until - local_now)
+        if state is FORCED_OPEN:
+            self._pending_rejections += 1
+            return Rejection(FORCED_OPEN, None)
+        return None
+
+    async def acquire_remote(self, now: float) -> Permit | Rejection:
+        try:
+            reply = await self._run("acquire")
+        except BackendUnavailableError as error:
+            self._outage(error, now)
+            if self._fallback is None:
+                raise  # fail-closed
+            return self._fallback_acquire(self._fallback, now)
+        if reply.code:
+            return Permit(reply.generation, reply.token)
+        if reply.state == "open":
+            return Rejection(OPEN, reply.retry_after_us / 1e6)
+        return Rejection(CircuitState(reply.state), None)
+
+    # ------------------------------------------------------------------ record
+
+    def success_fast(self, generation: int, now: float, duration: float) -> Awaitable[None] | None:
+        return self.record(Permit(generation), Outcome.SUCCESS, now, duration)
+
+    def record(
+        self, permit: Permit, outcome: Outcome, now: float, duration: float
+    ) -> Awaitable[None] | None:
+        if permit.generation < 0 or self._fallback is not None:
+            self._fallback_record(permit, outcome, now, duration)
+            return None
+        if outcome is Outcome.CANCELLED and not permit.token:
+            return None  # nothing to give back, nothing to count
+        if self._batched and not permit.token:
+            self._buffer.append((permit.generation, int(outcome), round(duration * 1e6)))
+            self._schedule_flush(soon=outcome is Outcome.FAILURE)
+            return None
+        return self._record_remote(permit, outcome, now, duration)
+
+    async def _record_remote(
+        self, permit: Permit, outcome: Outcome, now: float, duration: float
+    ) -> None:
+        try:
+            await self._run(
+                "record", permit.generation, permit.token, int(outcome), round(duration * 1e6)
+            )
+        except BackendUnavailableError as error:
+            self._outage(error, now)
+
+    # ------------------------------------------------------------------ batching
+
+    def _schedule_flush(self, *, soon: bool) -> None:
+        if self._flush_task is not None and not self._flush_task.done():
+            return  # the running flush takes what is buffered when it starts its next round
+        loop = asyncio.get_running_loop()
+        if self._flush_handle is not None:
+            if not soon:
+                return
+            self._flush_handle.cancel()
+        if soon:
+            self._flush_handle = loop.call_soon(self._start_flush)
+        else:
+            self._flush_handle = loop.call_later(self.config.batch_interval, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        self._flush_task = asyncio.get_running_loop().create_task(self.flush())
+        self.backend.track(self._flush_task)
+
+    async def flush(self) -> None:
+        """Send every buffered outcome, in order, one script call per generation run."""
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            start = 0
+            while start < len(batch):
+                generation = batch[start][0]
+                end = start
+                while end < len(batch) and batch[end][0] == generation:
+                    end += 1
+                run = batch[start:end]
+                outcomes = "".join(str(o) for _, o, _ in run)
+                durations = ",".join(str(d) for _, _, d in run) if self.config.timed else ""
+                try:
+                    await self._run("batch", generation, outcomes, durations)
+                except BackendUnavailableError as error:
+                    # Keep them (in order, ahead of newer ones) for the next flush.
+                    self._buffer[:0] = batch[start:]
+                    self._outage(error, self._mono())
+                    if self._fallback is None:  # fail-closed: retry later
+                        self._flush_handle = asyncio.get_running_loop().call_later(
+                            RECONNECT_INTERVAL, self._start_flush
+                        )
+                    return
+                start = end
+
+    # ------------------------------------------------------------------ operators and stats
+
+    async def operator(self, trigger: Trigger, now: float) -> None:
+        await self.flush()
+        await self._run("operator", trigger.value)
+
+    async def refresh(self, now: float, wall: float) -> tuple[BreakerRecord, float, float]:
+        """Read the shared state in one pipelined round trip (after flushing batched outcomes)."""
+        await self.flush()
+        if self._fallback is not None:
+            return self._fallback, now, wall - now
+        results = await self.backend.read_breakers([self])
+        record: tuple[BreakerRecord, float, float] = results[0]
+        return record
+
+    def record_from(
+        self, state: dict[bytes, bytes], trials: int, window: dict[bytes, bytes] | None, now_us: int
+    ) -> BreakerRecord:
+        """Build a :class:`BreakerRecord` from raw Redis data (times in seconds)."""
+        config = self.config
+        rec = BreakerRecord(config)
+
+        def get(field: str, default: float = 0) -> float:
+            raw = state.get(field.encode())
+            return float(raw) if raw not in (None, b"") else default
+
+        if state:
+            rec.state = CircuitState(state[b"st"].decode())
+            rec.generation = int(get("g", 1))
+        rec.consecutive_failures = int(get("cf"))
+        opened = state.get(b"oa")
+        rec.opened_at = float(opened) / 1e6 if opened else None
+        rec.open_until = get("ou") / 1e6
+        rec.reopen_count = int(get("ro"))
+        rec.trial_successes = int(get("ts"))
+        rec.trials = dict.fromkeys(range(trials), math.inf)
+        rec.successes, rec.failures = int(get("ns")), int(get("nf"))
+        rec.ignored, rec.slow = int(get("ni")), int(get("nsl"))
+        rec.rejected = int(get("nr")) + self._pending_rejections
+        if isinstance(rec.window, CountWindow):
+            rec.window.calls, rec.window.failures = int(get("wc")), int(get("wf"))
+            rec.window.slow = int(get("ws"))
+        elif isinstance(rec.window, TimeWindow) and window:
+            # Bucket indexes are floor(now_us / width_us) == floor(now_s / width_s): the same
+            # numbers TimeWindow uses, so its expire() applies unchanged.
+            for index in sorted(int(k) for k in window):
+                calls, failures, slow = (int(x) for x in window[str(index).encode()].split())
+                rec.window.restore_bucket(index, calls, failures, slow)
+                rec.window.calls += calls
+                rec.window.failures += failures
+                rec.window.slow += slow
+        return rec
+
+    # ------------------------------------------------------------------ backend failures
+
+    def _outage(self, error: BackendUnavailableError, now: float) -> None:
+        """Redis could not be reached: apply the configured policy (once per outage)."""
+        if self.config.on_backend_error == "fail_closed":
+            if not self._outage_logged:
+                self._outage_logged = True
+                _log.error(
+                    "circuit_backend_unavailable",
+                    breaker=self.name,
+                    policy="fail_closed",
+                    error=str(error),
+                )
+                self._emit_event(BackendFailover(self.name, time.time(), "fail_closed", str(error)))
+            # Refuse calls until a script call succeeds again: with the view OPEN and its
+            # timeout elapsed, every call asks Redis (and gets BackendUnavailableError).
+            self.view.state = OPEN
+            self.view.open_until = 0.0
+            self.view.generation = 0
+            return
+        if self._fallback is None:
+            self._fallback = BreakerRecord(self.config)
+            self._last_probe = now
+            self._sync_view_from_fallback()
+            _log.error(
+                "circuit_backend_unavailable",
+                breaker=self.name,
+                policy="fail_open",
+                error=str(error),
+            )
+            self._emit_event(BackendFailover(self.name, time.time(), "fail_open", str(error)))
+
+    def _sync_view_from_fallback(self) -> None:
+        fallback = self._fallback
+        assert fallback is not None
+        view = self.view
+        view.state = fallback.state
+        view.generation = -fallback.generation  # never equal to a Redis generation
+        view.open_until = fallback.open_until
+
+    def _fallback_acquire(self, fallback: BreakerRecord, now: float) -> Permit | Rejection:
+        decision, transition = machine.acquire(fallback, self.config, now)
+        self._sync_view_from_fallback()
+        if transition is not None:
+            self._emit(transition, None)
+        if isinstance(decision, Permit):
+            return Permit(-decision.generation, decision.token)
+        return decision
+
+    def _fallback_record(
+        self, permit: Permit, outcome: Outcome, now: float, duration: float
+    ) -> None:
+        fallback = self._fallback
+        if fallback is None or permit.generation >= 0:
+            return  # a permit from the other side of a switch: drop it
+        transition = machine.record(
+            fallback, self.config, Permit(-permit.generation, permit.token), outcome, now, duration
+        )
+        self._sync_view_from_fallback()
+        if transition is not None:
+            retry_after = max(fallback.open_until - now, 0.0) if transition.new is OPEN else None
+            self._emit(transition, retry_after)
+        if now - self._last_probe >= RECONNECT_INTERVAL:
+            self._start_probe(now)
+
+    def _start_probe(self, now: float) -> None:
+        self._last_probe = now
+        if self._probe_task is not None and not self._probe_task.done():
+            return
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+        self.backend.track(self._probe_task)
+
+    async def _probe(self) -> None:
+        try:
+            await self.backend.ping()
+            records = await self.backend.read_breakers([self], raw_view=True)
+        except BackendError:
+            return
+        state, generation, retry_after_us = records[0]
+        self._fallback = None
+        self._outage_logged = False
+        self.view.generation = 0
+        self.apply_view(state, generation, retry_after_us)
+        _log.info("circuit_backend_recovered", breaker=self.name)
+        self._emit_event(BackendRecovered(self.name, time.time()))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

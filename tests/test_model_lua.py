@@ -1,0 +1,239 @@
+"""Model-based test: ``breaker.lua`` and the pure Python machine agree step for step.
+
+Hypothesis drives both with the same random sequences of acquire / success / failure /
+ignored / cancel / time advance / operator actions and compares every field after each step.
+It runs against fakeredis (many examples, fast) and a real redis-server (fewer examples).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from aioresil import BreakerConfig
+from aioresil.backends.keys import object_key
+from aioresil.backends.redis_breaker import config_argument
+from aioresil.backends.scripts import load_script
+from aioresil.core import machine
+from aioresil.core.machine import BreakerRecord, Outcome, Permit, Rejection
+from aioresil.core.states import Trigger
+from aioresil.core.window import TimeWindow
+
+SCRIPT = load_script("breaker")
+
+configs = st.builds(
+    dict,
+    failure_threshold=st.one_of(st.none(), st.integers(1, 4)),
+    failure_rate_threshold=st.sampled_from([None, 0.25, 0.5, 1.0]),
+    slow=st.booleans(),
+    window=st.sampled_from(["count3", "count8", "time2", "time4", "time10"]),
+    minimum_calls=st.integers(1, 3),
+    recovery_timeout=st.sampled_from([1.0, 2.5]),
+    backoff_multiplier=st.sampled_from([1.0, 2.0]),
+    max_recovery_timeout=st.sampled_from([None, 4.0]),
+    half_open_max_calls=st.integers(1, 3),
+    success_threshold=st.integers(1, 3),
+    trial_lease=st.sampled_from([0.5, 5.0]),
+)
+
+
+def build_config(raw: dict[str, Any]) -> BreakerConfig | None:
+    kw = dict(raw)
+    slow = kw.pop("slow")
+    window = kw.pop("window")
+    if slow:
+        kw["slow_call_duration"] = 1.0
+        kw["slow_call_rate_threshold"] = 0.5
+    if kw["failure_rate_threshold"] is not None or slow:
+        if window.startswith("count"):
+            kw["window_size"] = int(window[5:])
+        else:
+            kw["window_duration"] = float(window[4:])
+    try:
+        return BreakerConfig(**kw)
+    except ValueError:
+        return None
+
+
+def us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+class LuaAgreesWithPython(RuleBasedStateMachine):
+    client: Any = None  # set by the test functions below
+
+    @initialize(raw=configs)
+    def setup(self, raw: dict[str, Any]) -> None:
+        config = build_config(raw)
+        if config is None:
+            config = BreakerConfig(failure_threshold=2)
+        self.config = config
+        self.rec = BreakerRecord(config)
+        self.now = 1000.0
+        self.held: list[Permit] = []
+        self.keys = [object_key("model", "cb", "m", part) for part in ("state", "trials", "window")]
+        self.client.delete(*self.keys)
+        self.lua("operator", "reset")  # start both from the same fresh record
+        machine.operator(self.rec, Trigger.RESET, self.now)
+
+    def lua(self, op: str, *extra: Any) -> list[Any]:
+        args = [op, us(self.now), config_argument(self.config), "", "m", 0, *extra]
+        return list(self.client.evalsha(SCRIPT.sha, 3, *self.keys, *args))
+
+    @rule()
+    def acquire(self) -> None:
+        decision, _ = machine.acquire(self.rec, self.config, self.now)
+        reply = self.lua("acquire")
+        if isinstance(decision, Permit):
+            assert int(reply[0]) == 1
+            assert int(reply[4]) == decision.token
+            assert int(reply[2]) == decision.generation
+            self.held.append(decision)
+        else:
+            assert isinstance(decision, Rejection)
+            assert int(reply[0]) == 0
+            if decision.retry_after is not None:
+                assert int(reply[3]) == us(decision.retry_after)
+
+    @rule(
+        index=st.integers(0, 9),
+        outcome=st.sampled_from(
+            [Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED, Outcome.CANCELLED]
+        ),
+        duration=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+    )
+    def finish(self, index: int, outcome: Outcome, duration: float) -> None:
+        if not self.held:
+            return
+        permit = self.held.pop(index % len(self.held))
+        transition = machine.record(self.rec, self.config, permit, outcome, self.now, duration)
+        reply = self.lua("record", permit.generation, permit.token, int(outcome), us(duration))
+        expected_trigger = "" if transition is None else transition.trigger.value
+        assert reply[6].decode() == expected_trigger
+
+    @rule(
+        successes=st.lists(
+            st.sampled_from([Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED]),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    def batch(self, successes: list[Outcome]) -> None:
+        """A batched flush equals the same outcomes recorded one by one."""
+        decision, _ = machine.acquire(self.rec, self.config, self.now)
+        reply = self.lua("acquire")
+        if not isinstance(decision, Permit) or decision.token:
+            if isinstance(decision, Permit):
+                self.held.append(decision)
+            return
+        assert int(reply[0]) == 1
+        for outcome in successes:
+            machine.record(self.rec, self.config, decision, outcome, self.now, 0.0)
+        codes = "".join(str(int(o)) for o in successes)
+        durations = ",".join("0" for _ in successes) if self.config.timed else ""
+        self.lua("batch", decision.generation, codes, durations)
+
+    @rule(seconds=st.sampled_from([0.25, 0.5, 1.0, 2.0, 2.5, 4.0, 5.0, 10.0]))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @rule(action=st.sampled_from([Trigger.RESET, Trigger.FORCE_OPEN, Trigger.DISABLE]))
+    def operator(self, action: Trigger) -> None:
+        machine.operator(self.rec, action, self.now)
+        self.lua("operator", action.value)
+
+    @invariant()
+    def same_record(self) -> None:
+        if not hasattr(self, "rec"):
+            return
+        raw = self.client.hgetall(self.keys[0])
+        stored = {k.decode(): v.decode() for k, v in raw.items()}
+        rec = self.rec
+        assert stored["st"] == rec.state.value
+        assert int(stored["g"]) == rec.generation
+        assert int(stored["cf"]) == rec.consecutive_failures
+        assert int(stored["ro"]) == rec.reopen_count
+        assert int(stored["ts"]) == rec.trial_successes
+        assert int(stored["nt"]) == rec.next_token
+        assert (
+            int(stored["ns"]),
+            int(stored["nf"]),
+            int(stored["ni"]),
+            int(stored["nr"]),
+            int(stored["nsl"]),
+        ) == (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
+        if rec.state.value == "open":
+            assert int(stored["ou"]) == us(rec.open_until)
+        trials = {
+            int(m): int(s) for m, s in self.client.zrange(self.keys[1], 0, -1, withscores=True)
+        }
+        assert trials == {t: us(d) for t, d in rec.trials.items()}
+        if rec.window is not None:
+            assert (int(stored["wc"]), int(stored["wf"]), int(stored["ws"])) == (
+                rec.window.calls,
+                rec.window.failures,
+                rec.window.slow,
+            )
+        if isinstance(rec.window, TimeWindow):
+            buckets = {
+                int(k): [int(x) for x in v.split()]
+                for k, v in self.client.hgetall(self.keys[2]).items()
+            }
+            assert buckets == {b[0]: b[1:] for b in rec.window._buckets}
+
+
+@pytest.mark.parametrize("gap", [9.0, 9.99, 10.0, 10.5, 11.0])
+def test_time_window_expiry_boundary_matches(gap: float) -> None:
+    """A bucket exactly one window old is dropped by both (the edge the model can miss)."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    config = BreakerConfig(
+        failure_threshold=None, failure_rate_threshold=1.0, window_duration=10, minimum_calls=1
+    )
+    rec = BreakerRecord(config)
+    keys = [object_key("edge", "cb", "e", part) for part in ("state", "trials", "window")]
+    for now in (1.0, 1.0 + gap):
+        permit, _ = machine.acquire(rec, config, now)
+        assert isinstance(permit, Permit)
+        machine.record(rec, config, permit, Outcome.SUCCESS, now)
+        base = [us(now), config_argument(config), "", "e", 0]
+        client.eval(SCRIPT.source, 3, *keys, "acquire", *base)
+        client.eval(SCRIPT.source, 3, *keys, "record", *base, permit.generation, 0, 0, 0)
+    assert rec.window is not None
+    assert int(client.hget(keys[0], "wc")) == rec.window.calls
+    assert rec.window.calls == (2 if gap < 10 else 1)
+
+
+def _load(client: Any) -> None:
+    client.script_load(SCRIPT.source)
+
+
+def test_lua_matches_python_on_fakeredis() -> None:
+    import fakeredis
+
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    _load(client)
+    LuaAgreesWithPython.client = client
+    runner = LuaAgreesWithPython.TestCase
+    runner.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+    runner().runTest()
+
+
+@pytest.mark.redis_server
+def test_lua_matches_python_on_real_redis(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        _load(client)
+        LuaAgreesWithPython.client = client
+        runner = LuaAgreesWithPython.TestCase
+        runner.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+        runner().runTest()
+    finally:
+        client.close()
