@@ -20,10 +20,16 @@ from structlog.testing import capture_logs
 
 from aioresil import (
     BackendUnavailableError,
+    BreakerConfig,
     Bulkhead,
     BulkheadFullError,
+    CircuitBreaker,
+    CircuitOpenError,
     RateLimiter,
     RateLimitExceeded,
+    Retry,
+    constant,
+    pipeline,
 )
 from aioresil.backends.redis import RedisBackend
 
@@ -216,3 +222,45 @@ async def test_redis_down_means_no_slot_and_no_token(own_redis_server: RedisServ
         with pytest.raises(BackendUnavailableError):
             await limiter.call(work)
         assert not ran
+
+
+# ---------------------------------------------------------------------- with a shared breaker
+
+
+async def test_retry_waits_out_a_redis_breakers_retry_after_then_the_trial_succeeds(
+    backend: RedisBackend,
+) -> None:
+    breaker = CircuitBreaker(
+        "shared-upstream",
+        config=BreakerConfig(failure_threshold=1, recovery_timeout=0.2),
+        backend=backend,
+    )
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(seconds)
+
+    retry = Retry(3, backoff=constant(0.01), max_retry_after=1.0, sleep=sleep)
+    errors: list[BaseException] = []
+    calls = 0
+
+    async def upstream() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("down")
+        return "ok"
+
+    async def recorded() -> str:
+        try:
+            return await breaker.call(upstream)
+        except Exception as error:
+            errors.append(error)
+            raise
+
+    assert await pipeline(retry).call(recorded) == "ok"
+    assert isinstance(errors[0], ConnectionError)
+    assert isinstance(errors[1], CircuitOpenError)  # the shared circuit opened
+    assert 0.1 < delays[1] <= 0.2  # waited out the breaker's retry_after, not the backoff
+    assert calls == 2  # the rejected attempt never reached the upstream
