@@ -36,6 +36,14 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every benchmark in one run; writes benchmarks/results.md (ratios, not absolute times)."""
     session.install(
-        "-e", ".[test]", "pybreaker", "aiobreaker", "purgatory", "circuitbreaker", "interlock-cb"
+        "-e",
+        ".[test]",
+        "pybreaker",
+        "aiobreaker",
+        "purgatory",
+        "circuitbreaker",
+        "interlock-cb",
+        "tenacity",  # bench_pipeline: Retry vs tenacity and stamina
+        "stamina",
     )
     session.run("python", "-m", "benchmarks", *session.posargs)

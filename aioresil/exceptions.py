@@ -16,6 +16,8 @@ __all__ = [
     "AioresilError",
     "BackendError",
     "BackendUnavailableError",
+    "BulkheadFullError",
+    "CallTimeoutError",
     "CheckpointConflictError",
     "CheckpointCorruptError",
     "CheckpointTooLarge",
@@ -26,6 +28,7 @@ __all__ = [
     "DeadLetterUnavailable",
     "IllegalTransitionError",
     "PoolTimeoutError",
+    "RateLimitExceeded",
     "SerializationError",
 ]
 
@@ -146,3 +149,60 @@ class DeadLetterUnavailable(AioresilError, LookupError):
 
     def __reduce__(self) -> tuple[type[DeadLetterUnavailable], tuple[str, str]]:
         return (type(self), (self.entry_id, self.reason))
+class CallTimeoutError(AioresilError, TimeoutError):
+    """A :class:`~aioresil.Timeout` policy cancelled the guarded call when its time ran out.
+
+    Why it also derives from the builtin ``TimeoutError`` (without shadowing its name):
+    ``asyncio.timeout`` and ``anyio.fail_after`` raise the builtin, so code that already says
+    ``except TimeoutError`` keeps working when it swaps in our policy. Mind that the builtin is
+    an ``OSError``: a ``Retry(on=OSError)`` retries timeouts too (usually what you want).
+
+    Attributes:
+        name: the policy's name.
+        seconds: the limit that was exceeded.
+    """
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name = name
+        self.seconds = seconds
+        super().__init__(f"{name!r} timed out after {seconds:g}s")
+
+    def __reduce__(self) -> tuple[type[CallTimeoutError], tuple[str, float]]:
+        return (type(self), (self.name, self.seconds))
+
+
+class BulkheadFullError(AioresilError):
+    """A :class:`~aioresil.Bulkhead` had no free slot (and no room, or time, left to wait).
+
+    Attributes:
+        name: the bulkhead's name.
+        max_concurrent: its limit (fleet-wide on the Redis backend).
+        retry_after: seconds until a fleet-wide lease expires at the latest, when known.
+    """
+
+    def __init__(self, name: str, max_concurrent: int, retry_after: float | None = None) -> None:
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.retry_after = retry_after
+        super().__init__(f"bulkhead {name!r} is full ({max_concurrent} concurrent calls)")
+
+    def __reduce__(self) -> tuple[type[BulkheadFullError], tuple[str, int, float | None]]:
+        return (type(self), (self.name, self.max_concurrent, self.retry_after))
+
+
+class RateLimitExceeded(AioresilError):
+    """A :class:`~aioresil.RateLimiter` had no token; the call did not run.
+
+    Attributes:
+        name: the limiter's name.
+        retry_after: seconds until a token is available (a :class:`~aioresil.Retry` around
+            the limiter waits that long instead of its own backoff).
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(f"rate limit {name!r} exceeded, retry after {retry_after:.3f}s")
+
+    def __reduce__(self) -> tuple[type[RateLimitExceeded], tuple[str, float]]:
+        return (type(self), (self.name, self.retry_after))

@@ -10,7 +10,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
 from .backends.memory import MemoryBackend, MemoryBreakerHandle
@@ -140,3 +141,46 @@ class FaultyBackend(MemoryBackend):
     async def ping(self) -> None:
         if self.failing:
             raise BackendUnavailableError("injected fault: backend unavailable")
+
+
+# ---------------------------------------------------------------------- retries in tests
+
+
+def set_retry_testing(enabled: bool, *, attempts: int | None = None) -> None:
+    """Make every :class:`~aioresil.Retry` wait zero seconds (and try at most ``attempts``
+    times) while ``enabled``, so users' test suites never sleep through backoffs.
+
+    Like stamina's ``set_testing``; process-wide. Prefer :func:`retry_testing` in tests.
+    Retries still yield to the event loop between attempts (cancellation still works).
+    """
+    from .policies.retry import TESTING
+
+    if attempts is not None and (
+        isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+    ):
+        raise ValueError(f"attempts must be an int >= 1 or None, got {attempts!r}")
+    TESTING.enabled = bool(enabled)
+    TESTING.attempts = attempts if enabled else None
+
+
+@contextlib.contextmanager
+def retry_testing(*, attempts: int | None = None) -> Iterator[None]:
+    """Zero-wait retries inside the block, the previous setting restored after it.
+
+    Example::
+
+        with retry_testing(attempts=2):
+            with pytest.raises(OSError):
+                await fetch()        # tried twice, no sleeping
+    """
+    from .policies.retry import TESTING
+
+    previous = (TESTING.enabled, TESTING.attempts)
+    set_retry_testing(True, attempts=attempts)
+    try:
+        yield
+    finally:
+        TESTING.enabled, TESTING.attempts = previous
+
+
+__all__ += ["retry_testing", "set_retry_testing"]

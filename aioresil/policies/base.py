@@ -1,0 +1,182 @@
+"""What every policy shares: the ``Policy`` protocol, the decorator, listeners, input checks.
+
+Why a protocol rather than a base class users must inherit: a :class:`~aioresil.CircuitBreaker`
+already has ``await breaker.call(fn, ...)`` and ``@breaker``, so it is a pipeline stage as it
+is; so is any object of yours with that one method.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+
+import structlog
+
+from ..backends.scripts import LuaScript
+from ..clock import Clock, SystemClock
+from .events import PolicyEvent, PolicyListener
+
+__all__ = [
+    "ExceptionFilter",
+    "Policy",
+    "PolicyBase",
+    "ScriptBackend",
+    "check_name",
+    "check_seconds",
+    "exception_filter",
+    "script_backend",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = structlog.get_logger("aioresil")
+
+ExceptionFilter = Callable[[BaseException], bool]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that can run a coroutine function under some rule.
+
+    ``pipeline()`` accepts every object with this method: the policies of this package and
+    :class:`~aioresil.CircuitBreaker`.
+    """
+
+    async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``await fn(*args, **kwargs)`` under the policy."""
+        ...
+
+
+@runtime_checkable
+class ScriptBackend(Protocol):
+    """What a fleet-wide policy needs from a backend (``RedisBackend`` has both)."""
+
+    def key(self, kind: str, name: str, part: str) -> str: ...
+
+    async def run_script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[str | int | float | bytes]
+    ) -> Any: ...
+
+
+def script_backend(backend: object, what: str) -> ScriptBackend | None:
+    """``None`` for in-process state (no backend, or a ``MemoryBackend``), else the backend.
+
+    Anything else must run Lua scripts (``RedisBackend``); we refuse it early otherwise.
+    """
+    if backend is None:
+        return None
+    from ..backends.memory import MemoryBackend
+
+    if isinstance(backend, MemoryBackend):
+        return None
+    if isinstance(backend, ScriptBackend):
+        return backend
+    raise TypeError(f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}")
+
+
+class PolicyBase:
+    """Decorator, listeners and clock for the policies; subclasses implement :meth:`call`."""
+
+    __slots__ = ("_clock", "_listeners", "name")
+
+    def __init__(self, name: str, clock: Clock | None) -> None:
+        self.name = check_name(name)
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must implement aioresil.Clock, got {clock!r}")
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._listeners: list[PolicyListener] = []
+
+    async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        raise NotImplementedError  # pragma: no cover
+
+    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        """Decorate an ``async def`` so that every call runs under this policy."""
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@{type(self).__name__} decorates async functions; {fn!r} is not one")
+        call = self.call
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            return await call(fn, *args, **kwargs)
+
+        return guarded
+
+    def add_listener(self, listener: PolicyListener) -> None:
+        """Call ``listener(event)`` for every event of this policy (inline: keep it quick)."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: PolicyListener) -> None:
+        """Stop calling ``listener``; a ``ValueError`` if it was not added."""
+        self._listeners.remove(listener)
+
+    def _dispatch(self, event: PolicyEvent) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("listener_failed", policy=self.name, listener=repr(listener))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    return name
+
+
+def check_seconds(what: str, value: object, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite float > 0 (or >= 0), else a ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{what} must be finite and {bound}, got {value!r}")
+    return seconds
+
+
+def exception_filter(
+    on: type[BaseException] | tuple[type[BaseException], ...] | ExceptionFilter, what: str
+) -> ExceptionFilter:
+    """Turn ``on=`` (a class, a tuple of classes, or a predicate) into a predicate.
+
+    Classes must derive from ``Exception``: cancellation (``CancelledError``, trio's
+    ``Cancelled``, ``KeyboardInterrupt``) is never retried or replaced by a fallback, and
+    saying otherwise is refused here rather than ignored later. A predicate only ever sees
+    ``Exception`` instances.
+    """
+    if isinstance(on, type):
+        on = (on,)
+    if isinstance(on, tuple):
+        if not on:
+            raise ValueError(f"{what}: on= must name at least one exception class")
+        for cls in on:
+            if not isinstance(cls, type) or not issubclass(cls, BaseException):
+                raise TypeError(f"{what}: on= holds {cls!r}, which is not an exception class")
+            if not issubclass(cls, Exception):
+                raise ValueError(
+                    f"{what}: on= holds {cls.__name__}, a BaseException that is not an "
+                    "Exception; cancellation and interrupts are never handled"
+                )
+        classes = on
+
+        def matches(exc: BaseException) -> bool:
+            return isinstance(exc, classes)
+
+        return matches
+    if callable(on):
+        predicate = on
+
+        def checked(exc: BaseException) -> bool:
+            return isinstance(exc, Exception) and bool(predicate(exc))
+
+        return checked
+    raise TypeError(f"{what}: on= must be an exception class, a tuple of them or a predicate")
