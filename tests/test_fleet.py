@@ -16,14 +16,9 @@ clock is one time base. Timing figures are printed (``-s``), never asserted beyo
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import queue
 import signal
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -34,85 +29,15 @@ import pytest
 from aioresil import BreakerConfig, CircuitBreaker, CircuitState, StateChanged, Trigger
 from aioresil.backends.redis import RedisBackend
 
+from .fleet import Worker
+
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "tests" / "workers" / "fleet_worker.py"
-REPLY_TIMEOUT = 30.0
 TRIP = ["closed", "open", "trip"]
 
 
 class Boom(Exception):
     """The failure of a guarded call made by the test process itself."""
-
-
-class Worker:
-    """One fleet member process: send a JSON command, await its one-line JSON answer."""
-
-    def __init__(self, spec: dict[str, Any], log: Path) -> None:
-        self.log = log
-        self._stderr = log.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), json.dumps(spec)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("@@ "):
-                self._lines.put(line[3:])
-        self._lines.put(None)
-
-    def send(self, op: str, **fields: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
-        self.process.stdin.flush()
-
-    def receive(self, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"worker {self.pid} did not answer: {self.stderr()}") from None
-        if line is None:
-            raise AssertionError(f"worker {self.pid} exited: {self.stderr()}")
-        answer: dict[str, Any] = json.loads(line)
-        assert answer.get("failovers", 0) == 0, f"worker {self.pid} lost Redis: {answer}"
-        return answer
-
-    async def areceive(self) -> dict[str, Any]:
-        """:meth:`receive` without blocking the test's event loop."""
-        return await asyncio.to_thread(self.receive)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.log.read_text(errors="replace")[-2000:]
-
-    def stop(self) -> None:
-        """Ask politely, then SIGKILL by PID."""
-        if self.process.poll() is None:
-            try:
-                self.send("exit")
-                self.process.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                os.kill(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-        self._stderr.close()
 
 
 Spawn = Callable[..., list[Worker]]

@@ -20,8 +20,8 @@ stderr, so its lines never mix with answers). Commands (``op``):
 * ``hold``: retry until a permit is granted, then write ``flag`` = the wall time the granted
   attempt started, answer ``holding`` and sleep forever (the test SIGKILLs us).
 * ``probe``: successful guarded calls every ``interval`` s until one succeeds or ``until``.
-* ``watch``: read ``breaker.state`` (no I/O) every ``interval`` s until it is OPEN or
-  ``until``; answers the wall time OPEN was first seen.
+* ``watch``: read ``breaker.state`` (no I/O) every ``interval`` s until it is ``state``
+  (default ``"open"``) or ``until``; answers the wall time it was first seen.
 * ``attempt``: one successful guarded call; ``outcome`` "ok" or "rejected".
 * ``exit``: close the backend and exit.
 
@@ -155,12 +155,12 @@ class Member:
             await asyncio.sleep(interval)
         self.reply(attempts=attempts)
 
-    async def watch(self, until: float, interval: float) -> None:
+    async def watch(self, until: float, interval: float, state: str) -> None:
         polls = 0
         seen = None
         while time.time() < until:
             polls += 1
-            if self.breaker.state.value == "open":
+            if self.breaker.state.value == state:
                 seen = time.time()
                 break
             await asyncio.sleep(interval)
@@ -185,7 +185,7 @@ class Member:
             elif op == "probe":
                 await self.probe(cmd["until"], cmd["interval"])
             elif op == "watch":
-                await self.watch(cmd["until"], cmd["interval"])
+                await self.watch(cmd["until"], cmd["interval"], cmd.get("state", "open"))
             elif op == "attempt":
                 before = time.time()
                 outcome = await self.ok()
