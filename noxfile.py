@@ -36,6 +36,12 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every benchmark in one run; writes benchmarks/results.md (ratios, not absolute times)."""
     session.install(
-        "-e", ".[test]", "pybreaker", "aiobreaker", "purgatory", "circuitbreaker", "interlock-cb"
+        "-e",
+        ".[test]",
+        "pybreaker",
+        "aiobreaker",
+        "purgatory[redis]",
+        "circuitbreaker",
+        "interlock-cb",
     )
     session.run("python", "-m", "benchmarks", *session.posargs)
