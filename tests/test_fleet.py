@@ -318,6 +318,15 @@ async def test_processes_with_clocks_a_day_apart_agree_on_the_recovery_timeout(
         config=config,
         clock={"start": 1000.0 + day, "wall_start": 1_700_000_000.0 + day},
     )
+    # A third process, a day in the future too, makes no call before the trip: its view is
+    # unknown, so its first call is decided by the script (Redis TIME), not by a local view.
+    (fresh,) = spawn(
+        1,
+        url=redis_url,
+        name="skew",
+        config=config,
+        clock={"start": 5.0 + day, "wall_start": 1_800_000_000.0},
+    )
     for worker in (early, late):
         worker.send("warm")
         assert (await worker.areceive())["outcome"] == "ok"
@@ -328,7 +337,7 @@ async def test_processes_with_clocks_a_day_apart_agree_on_the_recovery_timeout(
     assert tripped["events"] == [TRIP]
     late.send("watch", until=time.time() + 5, interval=0.001)
     assert (await late.areceive())["seen"] is not None
-    for worker in (early, late):  # the late clock is a day past the timeout: still rejected
+    for worker in (early, late, fresh):  # a clock a day past the timeout: still rejected
         worker.send("attempt")
         assert (await worker.areceive())["outcome"] == "rejected:open"
 
