@@ -40,7 +40,7 @@ def bench(session: nox.Session) -> None:
         ".[test]",
         "pybreaker",
         "aiobreaker",
-        "purgatory",
+        "purgatory[redis]",
         "circuitbreaker",
         "interlock-cb",
         "tenacity",  # bench_pipeline: Retry vs tenacity and stamina
