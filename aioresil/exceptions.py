@@ -149,6 +149,8 @@ class DeadLetterUnavailable(AioresilError, LookupError):
 
     def __reduce__(self) -> tuple[type[DeadLetterUnavailable], tuple[str, str]]:
         return (type(self), (self.entry_id, self.reason))
+
+
 class CallTimeoutError(AioresilError, TimeoutError):
     """A :class:`~aioresil.Timeout` policy cancelled the guarded call when its time ran out.
 

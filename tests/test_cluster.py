@@ -162,19 +162,6 @@ async def test_breaker_lifecycle_runs_on_a_cluster_for_names_on_every_node(
     assert all(e["event"] == "circuit_state_changed" for e in problems), problems
 
 
-STATS_BUG = (
-    "RedisBackend.read_breakers pipelines TIME, which redis-py's cluster pipeline refuses "
-    "(RedisClusterException: 'Calling pipelined function time is blocked'), so stats() raises "
-    "BackendError on a RedisCluster client"
-)
-RESYNC_BUG = (
-    "the pub/sub listener resyncs every view through read_breakers after subscribing; on a "
-    "RedisCluster that raises (TIME in a cluster pipeline), so the listener reconnects in a "
-    "loop and never applies a published transition"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=STATS_BUG)
 async def test_stats_reads_a_breaker_on_a_cluster(
     cluster_client: RedisCluster, clock: FakeClock
 ) -> None:
@@ -211,7 +198,6 @@ async def test_redis_time_drives_the_recovery_timeout_on_a_cluster(
         assert (state["st"], state["ts"]) == ("half_open", "1")
 
 
-@pytest.mark.xfail(strict=True, reason=RESYNC_BUG)
 async def test_a_transition_published_on_a_cluster_reaches_another_backends_view(
     cluster: RedisClusterNodes,
     cluster_client: RedisCluster,

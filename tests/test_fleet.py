@@ -366,16 +366,6 @@ async def test_processes_with_clocks_a_day_apart_agree_on_the_recovery_timeout(
 # --------------------------------------------------------------------------- counters
 
 
-LOST_REJECTIONS = (
-    "a rejection answered from the local view is only counted in Redis with the handle's "
-    "next script call; RedisBackend.aclose() flushes batched outcomes but not these pending "
-    "rejections, so a process that closes while OPEN drops them from the fleet's "
-    "rejected_calls (fix: on close, send them with an outcome-free script call, e.g. op "
-    "'batch' with an empty outcome string)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LOST_REJECTIONS)
 async def test_rejections_counted_locally_reach_redis_when_the_backend_closes(
     redis_url: str, observer: RedisBackend
 ) -> None:

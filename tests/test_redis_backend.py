@@ -395,6 +395,7 @@ async def test_registry_on_redis_reads_all_breakers(
     for i in range(20):
         await succeed(registry.get(f"svc-{i}"))
     await fail(registry.get("svc-3"))
+    await registry.stats()  # the first read loads breaker_read.lua (SCRIPT LOAD + retry)
     spy = CommandSpy(backend.client)
     pipelines = 0
     make_pipeline = backend.client.pipeline

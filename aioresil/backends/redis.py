@@ -21,10 +21,15 @@ import structlog
 
 from ..clock import Clock
 from ..core.config import BreakerConfig
-from ..exceptions import BackendError, BackendUnavailableError, PoolTimeoutError
+from ..exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    CorruptStateError,
+    PoolTimeoutError,
+)
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
-from .scripts import LuaScript
+from .scripts import LuaScript, load_script
 
 try:
     import redis.asyncio as aioredis
@@ -100,6 +105,7 @@ class RedisBackend:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._stopping = False
+        self._cluster = hasattr(client, "get_node_from_key")  # a RedisCluster client
         # A pool that raises when exhausted (redis-py's default) would lose calls under load;
         # bound our own concurrency to its size so callers wait instead. A blocking pool
         # (what from_url builds) already waits, with its own timeout.
@@ -208,38 +214,53 @@ class RedisBackend:
     async def read_breakers(
         self, handles: Sequence[RedisBreakerHandle], *, raw_view: bool = False
     ) -> list[Any]:
-        """Read many breakers in ONE pipelined round trip (plain reads, no decisions).
+        """Read many breakers in ONE pipelined round trip of read-only scripts.
 
+        Each breaker is one ``breaker_read.lua`` call (an atomic snapshot with the server's
+        time); a pipeline sends them together. On Redis Cluster (whose redis-py pipeline
+        refuses scripts) they are sent as concurrent calls instead.
         Returns ``(record, now, wall_offset)`` per handle, or ``(state, generation,
         retry_after_us)`` with ``raw_view``.
         """
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.time()
-            for handle in handles:
-                pipe.hgetall(handle.keys[0])
-                pipe.zrange(handle.keys[1], 0, -1, withscores=True)
-                if handle.config.window_duration is not None:
-                    pipe.hgetall(handle.keys[2])
-            replies = await pipe.execute()
-        except Exception as exc:
-            raise map_redis_error(exc, "read breakers") from exc
-        if self.clock is not None:
-            now_s, wall_offset = self.clock.monotonic(), self.clock.time() - self.clock.monotonic()
+        if not handles:
+            return []
+        script = load_script("breaker_read")
+        now_arg = "" if self.clock is None else str(round(self.clock.monotonic() * 1e6))
+
+        def args(handle: RedisBreakerHandle) -> list[str]:
+            timed = "1" if handle.config.window_duration is not None else "0"
+            return [now_arg, timed]
+
+        if self._cluster:
+            # redis-py's cluster pipeline refuses scripts: one concurrent call per breaker.
+            replies = await asyncio.gather(
+                *(self.run_script(script, h.keys, args(h)) for h in handles)
+            )
         else:
-            seconds, micros = replies[0]
-            now_s, wall_offset = int(seconds) + int(micros) / 1e6, 0.0
-        now_us = round(now_s * 1e6)
+
+            async def execute() -> list[Any]:
+                pipe = self.client.pipeline(transaction=False)
+                for handle in handles:
+                    pipe.evalsha(script.sha, 3, *handle.keys, *args(handle))
+                return list(await pipe.execute())
+
+            try:
+                try:
+                    replies = await execute()
+                except redis_errors.NoScriptError:
+                    await self.client.script_load(script.source)
+                    replies = await execute()
+            except Exception as exc:
+                raise map_redis_error(exc, "read breakers") from exc
+        if self.clock is not None:
+            wall_offset = self.clock.time() - self.clock.monotonic()
+        else:
+            wall_offset = 0.0
         out: list[Any] = []
-        i = 1
-        for handle in handles:
-            state, trials = replies[i], replies[i + 1]
-            i += 2
-            window = None
-            if handle.config.window_duration is not None:
-                window = replies[i]
-                i += 1
-            live = sum(1 for _, deadline in trials if deadline > now_us)
+        for handle, (now_raw, flat_state, live, flat_window) in zip(handles, replies, strict=True):
+            now_us = int(now_raw)
+            state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
+            window = dict(zip(flat_window[::2], flat_window[1::2], strict=True))
             if raw_view:
                 if not state:
                     out.append(("closed", 0, -1))
@@ -249,14 +270,13 @@ class RedisBackend:
                 out.append((st, int(state[b"g"]), retry))
                 continue
             try:
-                record = handle.record_from(state, live, window, now_us)
+                record = handle.record_from(state, int(live), window or None, now_us)
             except (KeyError, ValueError) as exc:
-                from ..exceptions import CorruptStateError
-
                 raise CorruptStateError(
                     f"breaker {handle.name!r}: stored state is unreadable ({exc!r}); "
                     "the next state change resets it"
                 ) from exc
+            now_s = self.clock.monotonic() if self.clock is not None else now_us / 1e6
             out.append((record, now_s, wall_offset))
         return out
 
@@ -279,6 +299,15 @@ class RedisBackend:
         """
         delay = 0.05
         while not self._stopping:
+            initialize = getattr(self.client, "initialize", None)
+            if initialize is not None:  # RedisCluster: learn the slots before pub/sub
+                try:
+                    await initialize()
+                except Exception as exc:
+                    _log.warning("breaker_listener_reconnecting", error=type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.events_channel)
@@ -336,7 +365,8 @@ class RedisBackend:
         self._closed = True
         for handle in list(self._breakers.values()):
             with contextlib.suppress(BackendError):
-                await handle.flush()  # batched outcomes are never dropped on a clean close
+                # batched outcomes and locally counted rejections survive a clean close
+                await handle.flush(rejections=True)
         closers, self._closers = self._closers, []
         for closer in reversed(closers):
             await closer()

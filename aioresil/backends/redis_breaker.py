@@ -312,18 +312,21 @@ class RedisBreakerHandle:
         self._flush_task = asyncio.get_running_loop().create_task(self.flush())
         self.backend.track(self._flush_task)
 
-    async def flush(self) -> None:
+    async def flush(self, *, rejections: bool = False) -> None:
         """Send every buffered outcome, in order, one script call per generation run.
 
         Flushes are serialized so a newer batch can never reach Redis before an older one
-        (the consecutive-failure rule depends on order).
+        (the consecutive-failure rule depends on order). With ``rejections``, locally counted
+        rejections are sent too, even when no outcome is buffered (used on close).
         """
-        if not self._buffer:
+        if not self._buffer and not (rejections and self._pending_rejections):
             return
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
             await self._flush_locked()
+            if rejections and self._pending_rejections and self._fallback is None:
+                await self._run("batch", self.view.generation, "", "")
 
     async def _flush_locked(self) -> None:
         while self._buffer:
