@@ -252,10 +252,8 @@ class RedisBackend:
                     replies = await execute()
             except Exception as exc:
                 raise map_redis_error(exc, "read breakers") from exc
-        if self.clock is not None:
-            wall_offset = self.clock.time() - self.clock.monotonic()
-        else:
-            wall_offset = 0.0
+        clock = self.clock
+        wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
         out: list[Any] = []
         for handle, (now_raw, flat_state, live, flat_window) in zip(handles, replies, strict=True):
             now_us = int(now_raw)
