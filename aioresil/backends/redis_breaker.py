@@ -80,29 +80,27 @@ def _us(seconds: float | None) -> str:
     return str(round(seconds * 1_000_000))
 
 
-def config_argument(config: BreakerConfig) -> str:
-    """The config as ``breaker.lua`` reads it (ARGV[3]); times in microseconds."""
+def config_argument(config: BreakerConfig) -> list[str]:
+    """The config as ``breaker.lua`` reads it (ARGV[3..15]); times in microseconds."""
 
     def plain(value: float | int | None) -> str:
         return "" if value is None else repr(value)
 
-    return ",".join(
-        [
-            plain(config.failure_threshold),
-            plain(config.failure_rate_threshold),
-            plain(config.window_size),
-            _us(config.window_duration),
-            plain(config.minimum_calls),
-            _us(config.slow_call_duration),
-            plain(config.slow_call_rate_threshold),
-            _us(config.recovery_timeout),
-            repr(float(config.backoff_multiplier)),
-            _us(config.max_recovery_timeout),
-            plain(config.half_open_max_calls),
-            plain(config.success_threshold),
-            _us(config.trial_lease),
-        ]
-    )
+    return [
+        plain(config.failure_threshold),
+        plain(config.failure_rate_threshold),
+        plain(config.window_size),
+        _us(config.window_duration),
+        plain(config.minimum_calls),
+        _us(config.slow_call_duration),
+        plain(config.slow_call_rate_threshold),
+        _us(config.recovery_timeout),
+        repr(float(config.backoff_multiplier)),
+        _us(config.max_recovery_timeout),
+        plain(config.half_open_max_calls),
+        plain(config.success_threshold),
+        _us(config.trial_lease),
+    ]
 
 
 class RedisBreakerHandle:
@@ -209,7 +207,7 @@ class RedisBreakerHandle:
                 [
                     op,
                     self._now_arg(),
-                    self._config_arg,
+                    *self._config_arg,
                     self.backend.events_channel,
                     self.encoded,
                     rejections,

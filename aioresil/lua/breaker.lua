@@ -11,16 +11,20 @@ KEYS[3]  window count-based: a string ring, one byte per call ('0'..'3' = failed
                 time-based: a hash bucket index -> "calls failures slow"
 ARGV[1]  op: "acquire" | "record" | "batch" | "operator"
 ARGV[2]  now in microseconds, or "" to use Redis TIME (the fleet's one clock; see why below)
-ARGV[3]  config: "ft,frt,wsize,wdur_us,minc,slow_us,srt,rec_us,mult,maxrec_us,homax,sth,lease_us"
-         (empty item = None), sent with every call so the caller's config is applied
-ARGV[4]  pub/sub channel for transitions ("" = do not publish)
-ARGV[5]  the breaker's encoded name (for the published message)
-ARGV[6]  rejections counted locally since the last call (added to the counter)
-op "record":   ARGV[7] generation, ARGV[8] token (0 = normal), ARGV[9] outcome
-               (0 success, 1 failure, 2 ignored, 3 cancelled), ARGV[10] duration (us)
-op "batch":    ARGV[7] generation, ARGV[8] outcomes as a string of digits "0"-"2", one per
-               call, in the order they ended, ARGV[9] durations "us,us,..." or "" (all 0)
-op "operator": ARGV[7] "reset" | "force_open" | "disable"
+ARGV[3..15] config, one item each (empty = None), sent with every call so the caller's
+         config is applied: failure_threshold, failure_rate_threshold, window_size,
+         window_duration_us, minimum_calls, slow_call_us, slow_call_rate_threshold,
+         recovery_us, backoff_multiplier, max_recovery_us, half_open_max_calls,
+         success_threshold, trial_lease_us (separate items: parsing one string cost more
+         than the rest of a success)
+ARGV[16] pub/sub channel for transitions ("" = do not publish)
+ARGV[17] the breaker's encoded name (for the published message)
+ARGV[18] rejections counted locally since the last call (added to the counter)
+op "record":   ARGV[19] generation, ARGV[20] token (0 = normal), ARGV[21] outcome
+               (0 success, 1 failure, 2 ignored, 3 cancelled), ARGV[22] duration (us)
+op "batch":    ARGV[19] generation, ARGV[20] outcomes as a string of digits "0"-"2", one per
+               call, in the order they ended, ARGV[21] durations "us,us,..." or "" (all 0)
+op "operator": ARGV[19] "reset" | "force_open" | "disable"
 
 Returns {code, state, generation, retry_after_us, token, old_state, trigger, corrupt}
   code: 1 permit / 0 rejected (acquire); 1 otherwise
@@ -51,14 +55,11 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local cfg = {}
-do
-  local i = 1
-  for item in string.gmatch(ARGV[3] .. ',', '([^,]*),') do cfg[i] = num(item); i = i + 1 end
-end
-local FT, FRT, WSIZE, WDUR, MINC = cfg[1], cfg[2], cfg[3], cfg[4], cfg[5]
-local SLOW, SRT, REC, MULT, MAXREC = cfg[6], cfg[7], cfg[8], cfg[9], cfg[10]
-local HOMAX, STH, LEASE = cfg[11], cfg[12], cfg[13]
+local FT, FRT, WSIZE, WDUR, MINC = num(ARGV[3]), num(ARGV[4]), num(ARGV[5]), num(ARGV[6]),
+  num(ARGV[7])
+local SLOW, SRT, REC, MULT, MAXREC = num(ARGV[8]), num(ARGV[9]), num(ARGV[10]), num(ARGV[11]),
+  num(ARGV[12])
+local HOMAX, STH, LEASE = num(ARGV[13]), num(ARGV[14]), num(ARGV[15])
 
 local function recovery_timeout(reopen)
   local n = reopen - 1
@@ -75,6 +76,9 @@ local r = {}
 for i = 1, #raw, 2 do r[raw[i]] = raw[i + 1] end
 local corrupt = 0
 local fresh = (#raw == 0)
+
+local NUMERIC = {'g', 'cf', 'ou', 'ro', 'ts', 'nt', 'ns', 'nf', 'ni', 'nr', 'nsl', 'wp', 'wc',
+                 'wf', 'ws'}
 
 local function blank(gen)
   return {v = SCHEMA, st = 'closed', g = gen, cf = 0, oa = '', ou = 0, ro = 0, ts = 0, nt = 1,
@@ -100,7 +104,7 @@ else
            wf = num(r.wf) or 0, ws = num(r.ws) or 0}
   end
 end
-rec.nr = rec.nr + (num(ARGV[6]) or 0)
+rec.nr = rec.nr + (num(ARGV[18]) or 0)
 
 local last_old, last_trigger = '', ''
 
@@ -276,21 +280,22 @@ if op == 'acquire' then
   if type(a) == 'table' then return a end
   code, token = a, b
 elseif op == 'record' then
-  local err = record(tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]))
+  local err = record(tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21]),
+    tonumber(ARGV[22]))
   if err then return err end
 elseif op == 'batch' then
-  local gen = tonumber(ARGV[7])
-  local outcomes = ARGV[8]
+  local gen = tonumber(ARGV[19])
+  local outcomes = ARGV[20]
   local durations = {}
-  if ARGV[9] ~= '' then
-    for d in string.gmatch(ARGV[9], '([^,]+)') do durations[#durations + 1] = tonumber(d) end
+  if ARGV[21] ~= '' then
+    for d in string.gmatch(ARGV[21], '([^,]+)') do durations[#durations + 1] = tonumber(d) end
   end
   for i = 1, #outcomes do
     local err = record(gen, 0, tonumber(string.sub(outcomes, i, i)), durations[i] or 0)
     if err then return err end
   end
 elseif op == 'operator' then
-  local trigger = ARGV[7]
+  local trigger = ARGV[19]
   if trigger ~= 'reset' and trigger ~= 'force_open' and trigger ~= 'disable' then
     return redis.error_reply('AIORESIL_BADOP not an operator action: ' .. tostring(trigger))
   end
@@ -305,11 +310,22 @@ else
 end
 
 -- ------------------------------------------------------------------ save and answer
-redis.call('HSET', H, 'v', SCHEMA, 'st', rec.st, 'g', fmt(rec.g), 'cf', fmt(rec.cf),
-  'oa', rec.oa, 'ou', fmt(rec.ou), 'ro', fmt(rec.ro), 'ts', fmt(rec.ts), 'nt', fmt(rec.nt),
-  'ns', fmt(rec.ns), 'nf', fmt(rec.nf), 'ni', fmt(rec.ni), 'nr', fmt(rec.nr),
-  'nsl', fmt(rec.nsl), 'wp', fmt(rec.wp), 'wc', fmt(rec.wc), 'wf', fmt(rec.wf),
-  'ws', fmt(rec.ws))
+-- Write only the fields that changed: a success in CLOSED touches two of them, and HSET of
+-- the whole record was most of this script's cost.
+-- Numbers are compared before formatting: string.format was the other large cost.
+local changed = {}
+local rewrite = fresh or corrupt == 1
+if rewrite or r.v ~= SCHEMA then changed[#changed + 1] = 'v'; changed[#changed + 1] = SCHEMA end
+if rewrite or r.st ~= rec.st then changed[#changed + 1] = 'st'; changed[#changed + 1] = rec.st end
+if rewrite or r.oa ~= rec.oa then changed[#changed + 1] = 'oa'; changed[#changed + 1] = rec.oa end
+for _, field in ipairs(NUMERIC) do
+  local value = rec[field]
+  if rewrite or num(r[field]) ~= value then
+    changed[#changed + 1] = field
+    changed[#changed + 1] = fmt(value)
+  end
+end
+if #changed > 0 then redis.call('HSET', H, unpack(changed)) end
 
 local retry_after = -1
 if rec.st == 'open' then
@@ -317,9 +333,9 @@ if rec.st == 'open' then
   if retry_after < 0 then retry_after = 0 end
 end
 
-if last_trigger ~= '' and ARGV[4] ~= '' then
+if last_trigger ~= '' and ARGV[16] ~= '' then
   -- "<encoded name> <state> <generation> <retry_after_us>": other processes update their view
-  redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. rec.st .. ' ' .. fmt(rec.g) .. ' ' .. fmt(retry_after))
+  redis.call('PUBLISH', ARGV[16], ARGV[17] .. ' ' .. rec.st .. ' ' .. fmt(rec.g) .. ' ' .. fmt(retry_after))
 end
 
 return {code, rec.st, fmt(rec.g), fmt(retry_after), fmt(token), last_old, last_trigger, corrupt}
