@@ -264,6 +264,13 @@ class RedisBreakerHandle:
     # ------------------------------------------------------------------ record
 
     def success_fast(self, generation: int, now: float, duration: float) -> Awaitable[None] | None:
+        if self._batched and generation > 0 and self._fallback is None:
+            # The batched hot path: one append; a flush is already due if anything is buffered.
+            buffer = self._buffer
+            buffer.append((generation, 0, round(duration * 1e6) if duration else 0))
+            if len(buffer) == 1 and self._flush_handle is None:
+                self._schedule_flush(soon=False)
+            return None
         return self.record(Permit(generation), Outcome.SUCCESS, now, duration)
 
     def record(
@@ -293,8 +300,8 @@ class RedisBreakerHandle:
     # ------------------------------------------------------------------ batching
 
     def _schedule_flush(self, *, soon: bool) -> None:
-        if self._flush_task is not None and not self._flush_task.done():
-            return  # the running flush takes what is buffered when it starts its next round
+        # Even while a flush runs, arm a timer: flushes are serialized by a lock, and an item
+        # appended just after a running flush emptied the buffer must not be stranded.
         loop = asyncio.get_running_loop()
         if self._flush_handle is not None:
             if not soon:
