@@ -29,7 +29,8 @@ entry), so a crash between "push" and "remember that I pushed" must not lead to 
 Pending and confirmed ids are never evaluated again, so no item can also end up in ``done``.
 The checkpoint is the record of the run; once it is marked ``finished``, running again
 changes nothing (so draining the DLQ afterwards cannot cause a re-push). Cost: one DLQ listing
-per start while ids are pending.
+per start while ids are pending. One process per run id: the checkpoint is fenced, so a second
+process resuming the same run gets ``CheckpointConflictError`` instead of forking it.
 
 Run it (no internet needed; from a checkout, ``pip install -e '.[redis]'`` first)::
 
@@ -118,11 +119,15 @@ async def evaluate(
     return "dead", error
 
 
-async def reconcile(cp: Any, dlq: DeadLetterQueue) -> None:
-    """Step 4 of the protocol: confirm pending ids already in the DLQ, push the others."""
+async def reconcile(cp: Any, dlq: DeadLetterQueue) -> int:
+    """Step 4 of the protocol: confirm pending ids already in the DLQ, push the others.
+
+    Returns how many it pushed.
+    """
     pending: dict[str, Any] = cp.state["dlq_pending"]
     if not pending:
-        return
+        return 0
+    pushed = 0
     await dlq.flush_spool()
     present: set[str] = set()
     page = await dlq.list(task_type=TASK_TYPE, limit=1000)
@@ -140,11 +145,13 @@ async def reconcile(cp: Any, dlq: DeadLetterQueue) -> None:
                 attempts=info["attempts"],
                 task_id=item_id,
             )
+            pushed += 1
             if dlq.spooled:
                 continue
         del pending[item_id]
         cp.state["dead_lettered"].append(item_id)
     await cp.save(cp.state)
+    return pushed
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,7 +198,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             state = cp.state
             if state["items"] != n:
                 raise SystemExit(f"run {args.run_id!r} has {state['items']} items, not {n}")
-            await reconcile(cp, dlq)
+            pushes += await reconcile(cp, dlq)
             accounted = set(state["done"]) | set(state["dead_lettered"])
             todo = [i for i in range(n) if f"item-{i:04d}" not in accounted]
             print(
@@ -217,13 +224,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "attempts": args.attempts * len(providers),
                 }
                 await cp.save(state)  # 1. intent, durable before the push
-                await dlq.push(
-                    TASK_TYPE,
-                    payload,
-                    value,
-                    task_id=item_id,  # 2. push
-                    attempts=args.attempts * len(providers),
-                )
+                attempts = args.attempts * len(providers)  # 2. push
+                await dlq.push(TASK_TYPE, payload, value, task_id=item_id, attempts=attempts)
                 pushes += 1
                 if args.crash_after_dlq_push == pushes:
                     os.kill(os.getpid(), signal.SIGKILL)  # fault injection: the worst moment
@@ -236,7 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 async with asyncio.TaskGroup() as group:
                     for index in todo:
                         group.create_task(one(index))
-                await reconcile(cp, dlq)
+                pushes += await reconcile(cp, dlq)
                 state["finished"] = not state["dlq_pending"]
                 await cp.save(state)
             breakers = {name: s.state.value for name, s in (await registry.stats()).items()}

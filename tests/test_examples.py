@@ -90,7 +90,8 @@ def check_agent_summary(summary: dict[str, Any]) -> None:
 
 
 def test_agent_falls_back_past_the_open_breaker_and_answers_every_subtask_on_memory() -> None:
-    summary = summary_of(run_example("agent.py", "--json"))
+    # A long recovery timeout: once open, primary stays open for the rest of the run.
+    summary = summary_of(run_example("agent.py", "--json", "--recovery-timeout", "30"))
 
     check_agent_summary(summary)
     assert not summary["resumed"]
@@ -118,7 +119,7 @@ def test_agent_on_redis_resumes_after_sigkill_without_planning_or_dead_lettering
     check_agent_summary(summary)
     assert summary["resumed"]
     assert not summary["planned_this_run"]  # the memoized plan step came from the checkpoint
-    assert sum(summary["provider_calls"].values()) >= 5  # only subtasks 8..12 were asked
+    assert sum(summary["answered_by"].values()) == 5  # only subtasks 8..12 were asked
     state = asyncio.run(load_state(redis_url, "examples-agent", "agent-demo"))
     assert state["next"] == 12
     assert sorted(state["answers"]) == [f"subtask-{i:02d}" for i in range(1, 13) if i != 7]
