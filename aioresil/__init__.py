@@ -4,6 +4,8 @@ Circuit breakers that many processes share through Redis (every transition one L
 with an in-process memory backend as the default.
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
@@ -167,6 +169,10 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "pipeline",
     "__version__",
 ]
+
+
+if TYPE_CHECKING:  # type checkers see the real class; at run time it is imported lazily
+    from .backends.redis import RedisBackend
 
 
 def __getattr__(name: str) -> object:
