@@ -216,9 +216,13 @@ class DashboardApp:
         return []
 
     async def _dispatch(self, request: Request, receive: Receive) -> Response:
-        routes = [r for r in self._routes(request.path) if not r.admin or self._token]
-        if not routes:
-            raise HttpError(404, f"no such route: {request.path}")
+        every = self._routes(request.path)
+        routes = [r for r in every if not r.admin or self._token]
+        if not routes or (
+            len(routes) < len(every) and request.method not in {r.method for r in routes}
+        ):
+            # Without a token the admin routes do not exist, whatever else shares their path.
+            raise HttpError(404, f"no such route: {request.method} {request.path}")
         for route in routes:
             if route.method == request.method:
                 if route.admin:

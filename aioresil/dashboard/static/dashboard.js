@@ -1,8 +1,8 @@
 // aioresil dashboard: polls the JSON API every second and renders it with DOM APIs only.
 //
 // Everything shown here (breaker names, task types, error messages, payloads) is untrusted
-// input, so it is only ever assigned through textContent or attributes set by DOM calls,
-// never through innerHTML. The server's Content-Security-Policy forbids inline scripts too.
+// input, so it is only ever assigned through textContent or attributes set by DOM calls;
+// no HTML string is ever parsed. The server's Content-Security-Policy forbids inline scripts.
 "use strict";
 
 (function () {
