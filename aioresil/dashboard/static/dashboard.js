@@ -10,9 +10,16 @@
   const TOKEN_KEY = "aioresil.dashboard.token";
   const POLL_MS = 1000;
   const HISTORY_MS = 5 * 60 * 1000;
+  const MIN_SPAN_MS = 10 * 1000;
   const PAGE_SIZE = 25;
   const SVG = "http://www.w3.org/2000/svg";
-  const STATE_COLOURS = { closed: "#2f855a", half_open: "#b7791f", open: "#c53030" };
+  const STATE_COLOURS = {
+    closed: "#2f855a",
+    half_open: "#b7791f",
+    open: "#c53030",
+    forced_open: "#742a2a",
+    disabled: "#718096",
+  };
 
   const state = {
     config: null,
@@ -104,10 +111,13 @@
     if (b.failure_threshold !== null && b.failure_threshold !== undefined) {
       parts.push(b.consecutive_failures + " / " + b.failure_threshold + " in a row");
     }
-    return parts.length ? parts.join(", ") : String(b.failure_count);
+    parts.push(b.failure_count + " failed");
+    return parts.join(" · ");
   }
 
   function failureValue(b) {
+    // How close the breaker is to opening, 0..1 (1 while open), for the sparkline.
+    if (b.state === "open" || b.state === "forced_open") return 1;
     if (b.failure_rate !== null && b.failure_rate !== undefined) return b.failure_rate;
     if (b.failure_threshold) return Math.min(1, b.consecutive_failures / b.failure_threshold);
     return 0;
@@ -141,7 +151,12 @@
     svg.setAttribute("height", String(height));
     svg.setAttribute("class", "timeline");
     const points = state.history.get(name) || [];
-    const x = (t) => ((t - (now - HISTORY_MS)) / HISTORY_MS) * width;
+    // The strip spans what this page has seen (10 s at least, 5 min at most), so it is filled
+    // from the first poll on instead of being a sliver at the right for five minutes.
+    const span = points.length
+      ? Math.min(HISTORY_MS, Math.max(MIN_SPAN_MS, now - points[0].t))
+      : HISTORY_MS;
+    const x = (t) => ((t - (now - span)) / span) * width;
     for (let i = 0; i < points.length; i++) {
       const start = x(points[i].t);
       const end = i + 1 < points.length ? x(points[i + 1].t) : width;
@@ -165,7 +180,7 @@
       svg.append(line);
     }
     const title = document.createElementNS(SVG, "title");
-    title.textContent = "state (bar) and failures against the threshold (line), last 5 minutes";
+    title.textContent = "state (bar) and failures against the threshold (line), up to 5 minutes";
     svg.append(title);
     return svg;
   }
@@ -192,9 +207,10 @@
     let open = 0;
     for (const b of breakers) {
       if (b.state !== "closed") open += 1;
-      const badge = el("span", { class: "badge state-" + b.state, text: b.state });
-      const next =
-        b.state === "open" && b.retry_after !== null ? "in " + seconds(b.retry_after) : "–";
+      const badge = el("span", { class: "badge state-" + b.state, text: b.state.replace("_", " ") });
+      let next = "–";
+      if (b.state === "open" && b.retry_after !== null) next = "in " + seconds(b.retry_after);
+      else if (b.state === "forced_open") next = "after a reset";
       const cells = [
         el("td", { class: "name", text: b.name }),
         el("td", null, badge),
@@ -411,6 +427,11 @@
     $("entry-retry").hidden = !(visible && cfg.retry);
   }
 
+  function redrawActions() {
+    // Breaker rows carry their action buttons: redraw them now rather than at the next poll.
+    if (state.config.breakers) refreshBreakers().catch(() => {});
+  }
+
   function setupAdmin() {
     $("admin-form").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -418,12 +439,12 @@
       if (value) sessionStorage.setItem(TOKEN_KEY, value);
       $("admin-token").value = "";
       applyAdmin();
-      refreshBreakers().catch(() => {});
+      redrawActions();
     });
     $("admin-forget").addEventListener("click", () => {
       sessionStorage.removeItem(TOKEN_KEY);
       applyAdmin();
-      refreshBreakers().catch(() => {});
+      redrawActions();
     });
   }
 
