@@ -40,13 +40,19 @@ LAUNCH_ARGS = [
     "--disable-quic",
 ]
 
-if not Path(CHROMIUM).exists():
+
+def _unavailable(reason: str) -> None:
     if os.environ.get("AIORESIL_REQUIRE_BROWSER") == "1":
-        pytest.fail(
-            f"AIORESIL_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install chromium)",
-            pytrace=False,
-        )
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+        pytest.fail(f"AIORESIL_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+if not Path(CHROMIUM).exists():
+    _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+try:
+    import playwright  # noqa: F401
+except ImportError:
+    _unavailable("playwright is not installed (pip install -e '.[test]')")
 
 from playwright.async_api import (  # noqa: E402 - only once the browser is known to exist
     Browser,
