@@ -148,6 +148,7 @@ class DashboardApp:
         self._clock = clock
         self._token = admin_token.encode() if admin_token is not None else None
         self._index = _static("index.html").decode()
+        self._pages: dict[str, bytes] = {}
         self._files = {name: _static(name) for name in _STATIC_TYPES}
 
     # ------------------------------------------------------------------ ASGI
@@ -244,11 +245,16 @@ class DashboardApp:
     # ------------------------------------------------------------------ page
 
     async def _page(self, request: Request, receive: Receive) -> Response:
-        base = html.escape(request.root_path, quote=True)
-        page = self._index.replace("{{base}}", base).replace(
-            "{{title}}", html.escape(self.title, quote=True)
-        )
-        return Response(200, page.encode(), "text/html; charset=utf-8")
+        page = self._pages.get(request.root_path)
+        if page is None:
+            base = html.escape(request.root_path, quote=True)
+            text = self._index.replace("{{base}}", base).replace(
+                "{{title}}", html.escape(self.title, quote=True)
+            )
+            page = text.encode()
+            if len(self._pages) < 16:  # one per mount point; the server sets root_path
+                self._pages[request.root_path] = page
+        return Response(200, page, "text/html; charset=utf-8")
 
     async def _file(self, request: Request, receive: Receive) -> Response:
         name = request.path[8:]
