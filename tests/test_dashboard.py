@@ -598,3 +598,15 @@ async def test_redis_outage_is_503_without_leaking_the_server(own_redis_server: 
     assert "backend is unavailable" in response.json()["error"]
     assert str(own_redis_server.port) not in response.text
     assert "127.0.0.1" not in response.text
+
+
+async def test_a_corrupt_entry_is_500_naming_it() -> None:
+    backend = MemoryBackend()
+    dlq = DeadLetterQueue(backend, name="jobs")
+    entry_id = await push_failure(dlq, "t", {}, "x")
+    backend.namespace("dlq")["jobs"].entries[entry_id]["p"] = b"{not json"
+    async with client(dashboard_app(dlq=dlq)) as c:
+        response = await c.get(f"/api/dlq/entries/{entry_id}")
+    assert response.status_code == 500
+    assert entry_id in response.json()["error"]
+    assert_security_headers(response)

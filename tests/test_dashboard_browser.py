@@ -308,11 +308,19 @@ async def test_reset_with_the_token_closes_the_breaker(server: Server, watched: 
     assert all("401" in e for e in watched.errors), watched.errors
 
 
-async def test_remove_a_dead_letter_with_the_token(server: Server, watched: Watched) -> None:
+async def test_remove_and_retry_dead_letters_with_the_token(
+    server: Server, watched: Watched
+) -> None:
     dlq = DeadLetterQueue()
+    retried: list[object] = []
+
+    async def resend(letter: DeadLetter) -> None:
+        retried.append(letter.payload)
+
     gone = await dlq.push("email", {"n": 1}, "boom")
-    await dlq.push("email", {"n": 2}, "boom")
-    server.install(dashboard_app(dlq=dlq, admin_token=TOKEN))
+    again = await dlq.push("email", {"n": 2}, "boom")
+    await dlq.push("email", {"n": 3}, "boom")
+    server.install(dashboard_app(dlq=dlq, admin_token=TOKEN, retry_handler=resend))
     page = await open_dashboard(server, watched)
     await page.locator("#admin-token").fill(TOKEN)
     await page.locator("#admin-use").click()
@@ -320,9 +328,21 @@ async def test_remove_a_dead_letter_with_the_token(server: Server, watched: Watc
     await page.locator(f'#dlq-rows tr[data-id="{gone}"]').click()
     await page.locator("#entry-remove").click()
     await expect(page.locator("#result")).to_contain_text(f"Removed {gone}")
-    await expect(page.locator("#dlq-total")).to_have_text("1")
-    await expect(page.locator("#dlq-rows tr")).to_have_count(1)
+    await expect(page.locator("#dlq-total")).to_have_text("2")
+    await expect(page.locator("#dlq-rows tr")).to_have_count(2)
     assert await dlq.get(gone) is None
+
+    await page.locator(f'#dlq-rows tr[data-id="{again}"]').click()
+    await expect(page.locator("#entry-id")).to_have_text(again)
+    await page.locator("#entry-retry").click()
+    await expect(page.locator("#result")).to_contain_text(f"Retried {again}: succeeded")
+    await expect(page.locator("#dlq-total")).to_have_text("1")
+    assert retried == [{"n": 2}]
+    assert await dlq.get(again) is None
+    assert watched.dialogs == [
+        f"confirm: Remove dead letter {gone}? This cannot be undone.",
+        f"confirm: Retry dead letter {again} now?",
+    ]
     assert watched.errors == []
 
 

@@ -41,7 +41,7 @@ from importlib.resources import files
 from typing import Any
 
 from ..clock import Clock, SystemClock
-from ..exceptions import BackendError, DeadLetterUnavailable
+from ..exceptions import BackendError, CorruptStateError, DeadLetterUnavailable
 from ..registry import BreakerRegistry
 from ..stores.dlq import DeadLetterQueue, Handler
 from ..stores.dlq_records import DeadLetter
@@ -167,6 +167,9 @@ class DashboardApp:
             response = await self._dispatch(request, receive)
         except HttpError as exc:
             response = json_response(exc.status, {"error": exc.message}, *exc.headers)
+        except CorruptStateError as exc:
+            # Names the record that could not be decoded; the page shows it instead of a blank.
+            response = json_response(500, {"error": str(exc)})
         except BackendError as exc:
             # The exception's text may name the server; say what failed, not where.
             response = json_response(

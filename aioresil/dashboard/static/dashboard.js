@@ -468,7 +468,9 @@
   }
 
   function loop() {
-    tick()
+    // A background tab does not poll; it catches up on the first tick once shown again.
+    const work = document.hidden ? Promise.resolve() : tick();
+    work
       .catch(() => {})
       .finally(() => window.setTimeout(loop, POLL_MS));
   }
