@@ -1,0 +1,467 @@
+"""The dashboard's ASGI application: one HTML page, its static files and a small JSON API.
+
+The page is static (package data, no build step, no CDN) and fetches everything it shows
+from the JSON routes below, every second. Routes are relative to the mount point
+(``scope["root_path"]``), so the same app works standalone at ``/`` and mounted under
+``/dashboard`` by :func:`aioresil.health_app` or a Starlette ``Mount``.
+
+Read-only routes::
+
+    GET  /                              the page
+    GET  /static/dashboard.js|.css|favicon.svg
+    GET  /api/config                    what the page may show (admin actions available?)
+    GET  /api/breakers                  [stats dict + "config" thresholds, ...] sorted by name
+    GET  /api/dlq/stats                 DeadLetterQueue.stats() + oldest_age_seconds
+    GET  /api/dlq/entries?type=&cursor=&limit=   one page, newest first (summaries)
+    GET  /api/dlq/entries/{id}          one entry in full: error, traceback, payload
+
+Admin routes exist only when ``admin_token`` is set (404 otherwise) and need
+``Authorization: Bearer <token>`` (401 otherwise, compared with :func:`hmac.compare_digest`)::
+
+    POST   /api/breakers/{name}/reset
+    POST   /api/breakers/{name}/force_open
+    POST   /api/dlq/entries/{id}/retry  runs ``retry_handler`` under a lease (400 without one)
+    DELETE /api/dlq/entries/{id}
+    POST   /api/dlq/purge               {"older_than_seconds": N, "task_type": optional}
+
+The bearer header (not a cookie) is what makes cross-site request forgery moot: a foreign
+page cannot make the browser attach it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.resources import files
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..exceptions import BackendError, CorruptStateError, DeadLetterUnavailable
+from ..registry import BreakerRegistry
+from ..stores.dlq import DeadLetterQueue, Handler
+from ..stores.dlq_records import DeadLetter
+from .http import (
+    BodyTooLarge,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    json_response,
+    read_body,
+)
+
+__all__ = ["DashboardApp", "dashboard_app"]
+
+_STATIC_TYPES = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+_MAX_LIST_MESSAGE = 300
+_CONFIG_FIELDS = (
+    "failure_threshold",
+    "failure_rate_threshold",
+    "minimum_calls",
+    "window_size",
+    "window_duration",
+    "slow_call_rate_threshold",
+    "recovery_timeout",
+    "half_open_max_calls",
+    "success_threshold",
+)
+
+
+class HttpError(Exception):
+    """Ends a request with ``status`` and a JSON ``{"error": message}`` body."""
+
+    def __init__(self, status: int, message: str, *headers: tuple[str, str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+Endpoint = Callable[[Request, Receive], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    method: str
+    admin: bool
+    endpoint: Endpoint
+
+
+def _static(name: str) -> bytes:
+    return files("aioresil.dashboard").joinpath("static", name).read_bytes()
+
+
+def _summary(entry: DeadLetter) -> dict[str, Any]:
+    message = entry.error_message
+    if len(message) > _MAX_LIST_MESSAGE:
+        message = message[:_MAX_LIST_MESSAGE] + "…"
+    return {
+        "id": entry.id,
+        "task_type": entry.task_type,
+        "task_id": entry.task_id,
+        "error_type": entry.error_type,
+        "error_message": message,
+        "attempts": entry.attempts,
+        "failed_at": entry.failed_at.isoformat(),
+        "first_failed_at": entry.first_failed_at.isoformat(),
+    }
+
+
+def _detail(entry: DeadLetter) -> dict[str, Any]:
+    return {
+        **_summary(entry),
+        "error_message": entry.error_message,
+        "traceback": entry.traceback,
+        "payload": entry.payload,
+        "metadata": dict(entry.metadata),
+        "idempotency_key": entry.idempotency_key,
+    }
+
+
+class DashboardApp:
+    """The dashboard as an ASGI 3 application; build it with :func:`dashboard_app`."""
+
+    def __init__(
+        self,
+        *,
+        registry: BreakerRegistry | None,
+        dlq: DeadLetterQueue | None,
+        admin_token: str | None,
+        retry_handler: Handler | None,
+        title: str,
+        clock: Clock,
+    ) -> None:
+        self.registry = registry
+        self.dlq = dlq
+        self.title = title
+        self.retry_handler = retry_handler
+        self._clock = clock
+        self._token = admin_token.encode() if admin_token is not None else None
+        self._index = _static("index.html").decode()
+        self._pages: dict[str, bytes] = {}
+        self._files = {name: _static(name) for name in _STATIC_TYPES}
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        request = Request.from_scope(scope)
+        try:
+            response = await self._dispatch(request, receive)
+        except HttpError as exc:
+            response = json_response(exc.status, {"error": exc.message}, *exc.headers)
+        except CorruptStateError as exc:
+            # Names the record that could not be decoded; the page shows it instead of a blank.
+            response = json_response(500, {"error": str(exc)})
+        except BackendError as exc:
+            # The exception's text may name the server; say what failed, not where.
+            response = json_response(
+                503, {"error": f"the backend is unavailable ({type(exc).__name__})"}
+            )
+        await response.send(send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------------ routing
+
+    def _routes(self, path: str) -> list[_Route]:
+        """Every route whose pattern matches ``path`` (one per method)."""
+        if path in ("/", "/index.html"):
+            return [_Route("GET", False, self._page)]
+        if path.startswith("/static/") and path[8:] in self._files:
+            return [_Route("GET", False, self._file)]
+        fixed: dict[str, list[_Route]] = {
+            "/api/config": [_Route("GET", False, self._config)],
+            "/api/breakers": [_Route("GET", False, self._breakers)],
+            "/api/dlq/stats": [_Route("GET", False, self._dlq_stats)],
+            "/api/dlq/entries": [_Route("GET", False, self._dlq_entries)],
+            "/api/dlq/purge": [_Route("POST", True, self._dlq_purge)],
+        }
+        if path in fixed:
+            return fixed[path]
+        if path.startswith("/api/breakers/"):
+            for action in ("reset", "force_open"):
+                if path.endswith("/" + action) and len(path) > 15 + len(action):
+                    return [_Route("POST", True, self._breaker_action)]
+            return []
+        if path.startswith("/api/dlq/entries/"):
+            rest = path[17:]
+            if rest.endswith("/retry") and "/" not in rest[:-6]:
+                return [_Route("POST", True, self._dlq_retry)]
+            if rest and "/" not in rest:
+                return [
+                    _Route("GET", False, self._dlq_entry),
+                    _Route("DELETE", True, self._dlq_remove),
+                ]
+        return []
+
+    async def _dispatch(self, request: Request, receive: Receive) -> Response:
+        every = self._routes(request.path)
+        routes = [r for r in every if not r.admin or self._token]
+        if not routes or (
+            len(routes) < len(every) and request.method not in {r.method for r in routes}
+        ):
+            # Without a token the admin routes do not exist, whatever else shares their path.
+            raise HttpError(404, f"no such route: {request.method} {request.path}")
+        for route in routes:
+            if route.method == request.method:
+                if route.admin:
+                    self._authorize(request)
+                return await route.endpoint(request, receive)
+        allow = ", ".join(sorted({r.method for r in routes}))
+        raise HttpError(405, f"{request.method} is not allowed here", ("allow", allow))
+
+    def _authorize(self, request: Request) -> None:
+        assert self._token is not None
+        challenge = ("www-authenticate", 'Bearer realm="aioresil"')
+        header = request.authorization or b""
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not given:
+            raise HttpError(401, "admin actions need an Authorization: Bearer token", challenge)
+        if not hmac.compare_digest(given.strip(), self._token):
+            raise HttpError(401, "the admin token is not valid", challenge)
+
+    # ------------------------------------------------------------------ page
+
+    async def _page(self, request: Request, receive: Receive) -> Response:
+        page = self._pages.get(request.root_path)
+        if page is None:
+            base = html.escape(request.root_path, quote=True)
+            text = self._index.replace("{{base}}", base).replace(
+                "{{title}}", html.escape(self.title, quote=True)
+            )
+            page = text.encode()
+            if len(self._pages) < 16:  # one per mount point; the server sets root_path
+                self._pages[request.root_path] = page
+        return Response(200, page, "text/html; charset=utf-8")
+
+    async def _file(self, request: Request, receive: Receive) -> Response:
+        name = request.path[8:]
+        return Response(200, self._files[name], _STATIC_TYPES[name], cache="no-cache")
+
+    async def _config(self, request: Request, receive: Receive) -> Response:
+        return json_response(
+            200,
+            {
+                "title": self.title,
+                "breakers": self.registry is not None,
+                "dlq": self.dlq is not None,
+                "admin": self._token is not None,
+                "retry": self.retry_handler is not None,
+            },
+        )
+
+    # ------------------------------------------------------------------ breakers
+
+    def _registry(self) -> BreakerRegistry:
+        if self.registry is None:
+            raise HttpError(404, "no breaker registry is configured")
+        return self.registry
+
+    async def _breakers(self, request: Request, receive: Receive) -> Response:
+        registry = self._registry()
+        stats = await registry.stats()
+        rows = []
+        for breaker in sorted(registry, key=lambda b: b.name):
+            row = stats[breaker.name].to_dict()
+            row["config"] = {name: getattr(breaker.config, name) for name in _CONFIG_FIELDS}
+            rows.append(row)
+        return json_response(200, rows)
+
+    async def _breaker_action(self, request: Request, receive: Receive) -> Response:
+        registry = self._registry()
+        action = "reset" if request.path.endswith("/reset") else "force_open"
+        name = request.path[len("/api/breakers/") : -len(action) - 1]
+        if name not in registry:
+            raise HttpError(404, f"no breaker named {name!r}")
+        breaker = registry.get(name)
+        if action == "reset":
+            await breaker.reset()
+        else:
+            await breaker.force_open()
+        stats = await breaker.stats()
+        return json_response(200, {"action": action, "breaker": stats.to_dict()})
+
+    # ------------------------------------------------------------------ dead letters
+
+    def _dlq(self) -> DeadLetterQueue:
+        if self.dlq is None:
+            raise HttpError(404, "no dead letter queue is configured")
+        return self.dlq
+
+    async def _dlq_stats(self, request: Request, receive: Receive) -> Response:
+        stats = await self._dlq().stats()
+        now = self._clock.time()
+        oldest = stats.get("oldest_failure")
+        age = None
+        if oldest is not None:
+            age = max(0.0, now - datetime.fromisoformat(oldest).timestamp())
+        return json_response(200, {**stats, "oldest_age_seconds": age, "now": now})
+
+    async def _dlq_entries(self, request: Request, receive: Receive) -> Response:
+        dlq = self._dlq()
+        task_type = request.query.get("type") or None
+        cursor = request.query.get("cursor") or None
+        raw_limit = request.query.get("limit") or "50"
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise HttpError(400, f"limit must be an integer, got {raw_limit!r}") from None
+        try:
+            page = await dlq.list(task_type=task_type, limit=limit, cursor=cursor)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        return json_response(
+            200,
+            {"entries": [_summary(e) for e in page.entries], "next_cursor": page.next_cursor},
+        )
+
+    async def _entry(self, request: Request) -> tuple[DeadLetterQueue, str, DeadLetter]:
+        dlq = self._dlq()
+        entry_id = request.path[17:].removesuffix("/retry")
+        entry = await dlq.get(entry_id)
+        if entry is None:
+            raise HttpError(404, f"no dead letter with id {entry_id!r}")
+        return dlq, entry_id, entry
+
+    async def _dlq_entry(self, request: Request, receive: Receive) -> Response:
+        _, _, entry = await self._entry(request)
+        return json_response(200, _detail(entry))
+
+    async def _dlq_remove(self, request: Request, receive: Receive) -> Response:
+        dlq, entry_id, _ = await self._entry(request)
+        if not await dlq.remove(entry_id):
+            raise HttpError(404, f"no dead letter with id {entry_id!r}")
+        return json_response(200, {"id": entry_id, "removed": True})
+
+    async def _dlq_retry(self, request: Request, receive: Receive) -> Response:
+        if self.retry_handler is None:
+            raise HttpError(
+                400,
+                "retry is not available: the dashboard was started without a retry_handler "
+                "(pass retry_handler= to dashboard_app)",
+            )
+        dlq, entry_id, _ = await self._entry(request)
+        try:
+            succeeded = await dlq.retry(entry_id, self.retry_handler)
+        except DeadLetterUnavailable as exc:
+            raise HttpError(409, str(exc)) from None
+        body: dict[str, Any] = {"id": entry_id, "succeeded": succeeded}
+        if not succeeded:
+            after = await dlq.get(entry_id)
+            if after is not None:
+                body["attempts"] = after.attempts
+                body["error"] = f"{after.error_type or 'error'}: {after.error_message}"
+        return json_response(200, body)
+
+    async def _dlq_purge(self, request: Request, receive: Receive) -> Response:
+        dlq = self._dlq()
+        try:
+            raw = await read_body(receive)
+        except BodyTooLarge as exc:
+            raise HttpError(413, str(exc)) from None
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            raise HttpError(400, "the body must be JSON") from None
+        if not isinstance(body, dict):
+            raise HttpError(400, 'the body must be a JSON object: {"older_than_seconds": N}')
+        unknown = sorted(set(body) - {"older_than_seconds", "task_type"})
+        if unknown:
+            raise HttpError(400, f"unknown fields: {', '.join(unknown)}")
+        age = body.get("older_than_seconds")
+        if (
+            isinstance(age, bool)
+            or not isinstance(age, int | float)
+            or not math.isfinite(age)
+            or age < 0
+        ):
+            raise HttpError(400, f"older_than_seconds must be a number >= 0, got {age!r}")
+        task_type = body.get("task_type")
+        if task_type is not None and not isinstance(task_type, str):
+            raise HttpError(400, "task_type must be a string or null")
+        try:
+            purged = await dlq.purge(older_than=age, task_type=task_type or None)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        return json_response(200, {"purged": purged})
+
+
+def dashboard_app(
+    *,
+    registry: BreakerRegistry | None = None,
+    dlq: DeadLetterQueue | None = None,
+    admin_token: str | None = None,
+    retry_handler: Handler | None = None,
+    title: str = "aioresil",
+    clock: Clock | None = None,
+) -> DashboardApp:
+    """A live dashboard of breakers and dead letters, as a plain ASGI 3 application.
+
+    Serve it with uvicorn, or mount it (``root_path`` is honoured) in Starlette/FastAPI. It
+    needs no web framework and no network beyond the browser talking to it: the page, its
+    script and its stylesheet are package data.
+
+    Args:
+        registry: the breakers to show (the registry's own breakers, read together).
+        dlq: the dead letter queue to show.
+        admin_token: enables the admin routes (reset/force-open breakers, retry/remove/purge
+            dead letters), each requiring ``Authorization: Bearer <admin_token>``. ``None``
+            (the default) makes the dashboard read-only: the routes do not exist.
+        retry_handler: ``await retry_handler(dead_letter)`` re-runs a task for the retry
+            action (see :meth:`DeadLetterQueue.retry`); without it retry answers 400.
+        title: shown in the page's heading and title.
+        clock: time for the "oldest dead letter" age; the DLQ's clock, when it has one.
+
+    Example::
+
+        app = dashboard_app(registry=registry, dlq=dlq, admin_token=os.environ["TOKEN"])
+        uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    if registry is not None and not isinstance(registry, BreakerRegistry):
+        raise TypeError(f"registry must be a BreakerRegistry, got {type(registry).__name__}")
+    if dlq is not None and not isinstance(dlq, DeadLetterQueue):
+        raise TypeError(f"dlq must be a DeadLetterQueue, got {type(dlq).__name__}")
+    if admin_token is not None:
+        if not isinstance(admin_token, str) or len(admin_token) < 8:
+            raise ValueError("admin_token must be a string of at least 8 characters")
+        if not admin_token.isascii() or not admin_token.isprintable() or " " in admin_token:
+            raise ValueError("admin_token must be printable ASCII without spaces")
+    if retry_handler is not None and not callable(retry_handler):
+        raise TypeError("retry_handler must be an async callable taking a DeadLetter")
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__}")
+    if clock is None:
+        clock = getattr(dlq, "_clock", None) if dlq is not None else None
+    return DashboardApp(
+        registry=registry,
+        dlq=dlq,
+        admin_token=admin_token,
+        retry_handler=retry_handler,
+        title=title,
+        clock=clock if clock is not None else SystemClock(),
+    )
