@@ -214,11 +214,10 @@ class RedisBackend:
     async def read_breakers(
         self, handles: Sequence[RedisBreakerHandle], *, raw_view: bool = False
     ) -> list[Any]:
-        """Read many breakers in ONE pipelined round trip of read-only scripts.
+        """Read many breakers in ONE round trip: one ``breaker_read.lua`` call for all of them.
 
-        Each breaker is one ``breaker_read.lua`` call (an atomic snapshot with the server's
-        time); a pipeline sends them together. On Redis Cluster (whose redis-py pipeline
-        refuses scripts) they are sent as concurrent calls instead.
+        The script returns an atomic snapshot with the server's time. On Redis Cluster, where
+        the breakers live in different slots, it is called once per breaker, concurrently.
         Returns ``(record, now, wall_offset)`` per handle, or ``(state, generation,
         retry_after_us)`` with ``raw_view``.
         """
@@ -227,36 +226,26 @@ class RedisBackend:
         script = load_script("breaker_read")
         now_arg = "" if self.clock is None else str(round(self.clock.monotonic() * 1e6))
 
-        def args(handle: RedisBreakerHandle) -> list[str]:
-            timed = "1" if handle.config.window_duration is not None else "0"
-            return [now_arg, timed]
+        def timed(handle: RedisBreakerHandle) -> str:
+            return "1" if handle.config.window_duration is not None else "0"
+
+        def unpack(reply: list[Any]) -> list[tuple[int, Any, Any, Any]]:
+            now_us = int(reply[0])
+            return [(now_us, *reply[1 + 3 * i : 4 + 3 * i]) for i in range((len(reply) - 1) // 3)]
 
         if self._cluster:
-            # redis-py's cluster pipeline refuses scripts: one concurrent call per breaker.
+            # Breakers live in different slots: one concurrent call per breaker.
             replies = await asyncio.gather(
-                *(self.run_script(script, h.keys, args(h)) for h in handles)
+                *(self.run_script(script, h.keys, [now_arg, timed(h)]) for h in handles)
             )
+            rows = [row for reply in replies for row in unpack(reply)]
         else:
-
-            async def execute() -> list[Any]:
-                pipe = self.client.pipeline(transaction=False)
-                for handle in handles:
-                    pipe.evalsha(script.sha, 3, *handle.keys, *args(handle))
-                return list(await pipe.execute())
-
-            try:
-                try:
-                    replies = await execute()
-                except redis_errors.NoScriptError:
-                    await self.client.script_load(script.source)
-                    replies = await execute()
-            except Exception as exc:
-                raise map_redis_error(exc, "read breakers") from exc
+            keys = [key for h in handles for key in h.keys]
+            rows = unpack(await self.run_script(script, keys, [now_arg, *map(timed, handles)]))
         clock = self.clock
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
         out: list[Any] = []
-        for handle, (now_raw, flat_state, live, flat_window) in zip(handles, replies, strict=True):
-            now_us = int(now_raw)
+        for handle, (now_us, flat_state, live, flat_window) in zip(handles, rows, strict=True):
             state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
             window = dict(zip(flat_window[::2], flat_window[1::2], strict=True))
             if raw_view:

@@ -1,18 +1,21 @@
---[[ breaker_read.lua: a consistent, read-only snapshot of one breaker, with the server's time.
+--[[ breaker_read.lua: a consistent, read-only snapshot of one or many breakers.
 
 Why a script and not a pipeline of HGETALL/ZRANGE/TIME: the snapshot is atomic (no transition
-can land between the reads), "now" comes from the node that holds the keys (one clock, as in
-breaker.lua), and it runs on Redis Cluster, where a pipelined TIME has no key to route by.
-It writes nothing.
+can land between the reads), "now" comes from the server that holds the keys (one clock, as in
+breaker.lua), and reading 1,000 breakers is one command with one reply, which costs the
+client far less than 1,000 pipelined commands. On Redis Cluster, where the breakers live in
+different slots, the client calls it once per breaker instead. It writes nothing.
 
-KEYS[1]  hash   the breaker's state (see breaker.lua)
-KEYS[2]  zset   trial leases
-KEYS[3]  hash   time-window buckets (ignored unless ARGV[2] == "1")
-ARGV[1]  now in microseconds, or "" to use Redis TIME
-ARGV[2]  "1" to include the time-window buckets
+KEYS[3i-2]  hash   breaker i's state (see breaker.lua)
+KEYS[3i-1]  zset   breaker i's trial leases
+KEYS[3i]    hash   breaker i's time-window buckets (read only if ARGV[i+1] == "1")
+ARGV[1]     now in microseconds, or "" to use Redis TIME
+ARGV[i+1]   "1" to include breaker i's time-window buckets
 
-Returns {now_us, {state hash as field, value, ...}, live_trials, {window field, value, ...}}
-  live_trials: trial leases whose deadline is after now
+Returns {now_us, state_1, live_1, window_1, state_2, live_2, window_2, ...}
+  state_i:  the state hash as {field, value, ...}
+  live_i:   trial leases whose deadline is after now
+  window_i: the bucket hash as {field, value, ...} (empty unless asked for)
 ]]
 
 local now
@@ -22,8 +25,15 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local state = redis.call('HGETALL', KEYS[1])
-local live = redis.call('ZCOUNT', KEYS[2], '(' .. string.format('%.0f', now), '+inf')
-local window = {}
-if ARGV[2] == '1' then window = redis.call('HGETALL', KEYS[3]) end
-return {string.format('%.0f', now), state, live, window}
+local after_now = '(' .. string.format('%.0f', now)
+local out = {string.format('%.0f', now)}
+for i = 1, #KEYS / 3 do
+  out[#out + 1] = redis.call('HGETALL', KEYS[3 * i - 2])
+  out[#out + 1] = redis.call('ZCOUNT', KEYS[3 * i - 1], after_now, '+inf')
+  if ARGV[i + 1] == '1' then
+    out[#out + 1] = redis.call('HGETALL', KEYS[3 * i])
+  else
+    out[#out + 1] = {}
+  end
+end
+return out
