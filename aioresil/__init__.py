@@ -29,6 +29,8 @@ from .exceptions import (
     CircuitOpenError,
     CorruptStateError,
     DeadLetterQueueFull,
+    DeadLetterTooLarge,
+    DeadLetterUnavailable,
     IllegalTransitionError,
     PoolTimeoutError,
     SerializationError,
@@ -36,6 +38,18 @@ from .exceptions import (
 from .registry import BreakerRegistry
 from .stores.checkpoint import Checkpoint, CheckpointPage, CheckpointStore, CheckpointSummary
 from .stores.checkpoint_resume import CheckpointRun
+from .stores.dlq import DeadLetterQueue
+from .stores.dlq_records import (
+    DeadLetter,
+    DeadLetterEvent,
+    DeadLetterEvicted,
+    DeadLetterLease,
+    DeadLetterPage,
+    DeadLetterSpoolDropped,
+    DeadLetterSpooled,
+    RetryCounts,
+    RetryReport,
+)
 
 __all__ = [
     "AioresilError",
@@ -63,12 +77,24 @@ __all__ = [
     "CircuitState",
     "Clock",
     "CorruptStateError",
+    "DeadLetter",
+    "DeadLetterEvent",
+    "DeadLetterEvicted",
+    "DeadLetterLease",
+    "DeadLetterPage",
+    "DeadLetterQueue",
     "DeadLetterQueueFull",
+    "DeadLetterSpoolDropped",
+    "DeadLetterSpooled",
+    "DeadLetterTooLarge",
+    "DeadLetterUnavailable",
     "IllegalTransitionError",
     "Listener",
     "MemoryBackend",
     "PoolTimeoutError",
     "RedisBackend",
+    "RetryCounts",
+    "RetryReport",
     "SerializationError",
     "StateChanged",
     "SystemClock",

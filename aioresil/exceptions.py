@@ -22,6 +22,8 @@ __all__ = [
     "CircuitOpenError",
     "CorruptStateError",
     "DeadLetterQueueFull",
+    "DeadLetterTooLarge",
+    "DeadLetterUnavailable",
     "IllegalTransitionError",
     "PoolTimeoutError",
     "SerializationError",
@@ -122,3 +124,25 @@ class CheckpointCorruptError(CorruptStateError):
 
 class DeadLetterQueueFull(AioresilError):
     """The dead letter queue is at ``max_entries`` and its overflow policy is ``"reject"``."""
+
+
+class DeadLetterTooLarge(AioresilError, ValueError):
+    """A dead letter's serialized payload exceeds ``max_payload_bytes``; nothing was stored."""
+
+
+class DeadLetterUnavailable(AioresilError, LookupError):
+    """A dead letter cannot be claimed: it does not exist, or another worker leases it.
+
+    Attributes:
+        entry_id: the entry asked for.
+        reason: ``"missing"`` or ``"leased"``.
+    """
+
+    def __init__(self, entry_id: str, reason: str) -> None:
+        self.entry_id = entry_id
+        self.reason = reason
+        what = "does not exist" if reason == "missing" else "is leased by another worker"
+        super().__init__(f"dead letter {entry_id!r} {what}")
+
+    def __reduce__(self) -> tuple[type[DeadLetterUnavailable], tuple[str, str]]:
+        return (type(self), (self.entry_id, self.reason))

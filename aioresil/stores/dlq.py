@@ -1,0 +1,871 @@
+"""A dead letter queue that never loses an entry: failed tasks kept, inspected and retried.
+
+Why another DLQ: existing Python DLQs retry a dead job by removing it and pushing it back in a
+second step (a crash in between loses it), cap silently, and offer no per-type statistics.
+Here every change is one atomic step (one Lua script on Redis), a retry *leases* the entry
+instead of removing it, caps are loud, and a push made while Redis is down waits in a local
+spool instead of vanishing.
+
+Storage: ``DeadLetterQueue()`` keeps its entries in a private
+:class:`~aioresil.MemoryBackend`; pass a ``MemoryBackend`` to share a queue between objects
+of one process, or a :class:`~aioresil.RedisBackend` to share it across processes (the same
+connection pool as the breakers). Every key of one queue shares one hash tag, so a queue lives
+in one Redis Cluster slot: scripts stay slot-local, at the price that one queue cannot be
+spread over shards (use several queue names for that).
+
+Time, decided once:
+
+* ``failed_at`` / ``first_failed_at`` are *labels*: the pushing process's wall clock
+  (``clock.time()``), sent to Redis as an argument. ``since=``/``until=``, ``older_than=``,
+  retention and the 24 h statistic compare against that same wall clock.
+* *Lease expiry* is a decision shared by every worker, so it uses one time base: Redis
+  ``TIME`` inside the claim script (workers with skewed clocks agree). When a ``clock`` is
+  injected (tests), its ``time()`` is passed to the scripts instead, so a
+  :class:`~aioresil.testing.FakeClock` drives leases on Redis too. The memory storage uses the
+  clock's ``monotonic()`` reading for leases.
+
+Example::
+
+    dlq = DeadLetterQueue(backend, name="orders")
+    entry_id = await dlq.push("send_email", {"to": "a@b.c"}, exc, attempts=3)
+
+    async def resend(letter: DeadLetter) -> None:
+        await send_email(**letter.payload, idempotency_key=letter.idempotency_key)
+
+    ok = await dlq.retry(entry_id, resend)          # at-least-once, under a lease
+    report = await dlq.retry_all(resend, task_type="send_email", concurrency=20)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import re
+import secrets
+import traceback as tb_module
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import structlog
+
+from ..backends.keys import encode_name
+from ..backends.memory import MemoryBackend
+from ..clock import Clock, SystemClock
+from ..exceptions import (
+    BackendUnavailableError,
+    CorruptStateError,
+    DeadLetterQueueFull,
+    DeadLetterTooLarge,
+    DeadLetterUnavailable,
+)
+from .dlq_health import recommendations
+from .dlq_memory import MemoryDlqStorage, QueueState
+from .dlq_records import (
+    DeadLetter,
+    DeadLetterEvent,
+    DeadLetterEvicted,
+    DeadLetterLease,
+    DeadLetterListener,
+    DeadLetterPage,
+    DeadLetterSpoolDropped,
+    DeadLetterSpooled,
+    DlqStorage,
+    RawFields,
+    RetryCounts,
+    RetryReport,
+)
+from .dlq_redis import RedisDlqStorage
+from .dlq_spool import LocalSpool
+from .serialize import JSON, Serializer, dumps_checked
+
+__all__ = ["DeadLetterQueue", "Handler", "Overflow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Handler = Callable[[DeadLetter], Awaitable[object]]
+Overflow = Literal["reject", "evict_oldest"]
+
+_log = structlog.get_logger("aioresil")
+_ID_RE = re.compile(r"^[0-9a-f]{12}-[0-9a-f]{16}$")
+_CURSOR_RE = re.compile(r"^\d{13}\|[0-9a-f]{12}-[0-9a-f]{16}$")
+_MAX_TASK_TYPE = 200
+_MAX_MESSAGE = 4096
+_PURGE_BATCH = 500
+_PAGE = 200
+_DAY_MS = 86_400_000
+
+
+def _pad(ms: int) -> str:
+    return f"{max(ms, 0):013d}"
+
+
+def _ms(when: datetime) -> int:
+    if when.tzinfo is None:
+        raise ValueError(f"datetimes must be timezone-aware, got naive {when!r}")
+    return int(when.timestamp() * 1000)
+
+
+def _dt(padded: str) -> datetime:
+    return datetime.fromtimestamp(int(padded) / 1000, tz=UTC)
+
+
+def _iso(member: str) -> str | None:
+    return _dt(member[:13]).isoformat() if member else None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check_task_type(task_type: object) -> str:
+    if not isinstance(task_type, str):
+        raise TypeError(f"task_type must be a str, got {type(task_type).__name__}")
+    if not task_type.strip():
+        raise ValueError("task_type must be a non-empty string")
+    if len(task_type) > _MAX_TASK_TYPE:
+        raise ValueError(f"task_type is {len(task_type)} characters, at most {_MAX_TASK_TYPE}")
+    return task_type
+
+
+class DeadLetterQueue:
+    """Failed tasks, stored atomically, listed cheaply, retried under a lease.
+
+    Args:
+        backend: ``None`` (a private in-process store), a :class:`~aioresil.MemoryBackend`
+            (queues of one ``name`` on it share entries) or a
+            :class:`~aioresil.RedisBackend`.
+        name: the queue's name (any non-empty string; encoded inside Redis keys).
+        max_entries: the cap; what happens beyond it is ``overflow``.
+        retention: seconds (or a ``timedelta``) after which an entry is dropped; enforced on
+            push (at most 100 per push, counted as ``expired`` in :meth:`stats`) and by
+            :meth:`purge`. ``None`` keeps entries until removed.
+        overflow: ``"reject"`` raises :class:`~aioresil.DeadLetterQueueFull` and stores
+            nothing; ``"evict_oldest"`` drops the oldest entry, counts it (``evicted`` in
+            :meth:`stats`) and emits :class:`DeadLetterEvicted`. Never silent.
+        serializer: turns payloads into bytes; strict JSON by default, never pickle.
+        max_payload_bytes: the largest serialized payload accepted.
+        max_traceback_chars: tracebacks are cut to their last this-many characters.
+        spool_max: how many pushes may wait in the local spool while Redis is unreachable;
+            beyond it the push raises :class:`~aioresil.BackendUnavailableError`.
+        spool_path: optional append-only JSON-lines file that mirrors the spool, so entries
+            survive a restart of this process; it is read back on construction.
+        clock: injected time (tests); see the module docstring for what it decides. Defaults
+            to the backend's own test clock when it has one, else the system clock.
+    """
+
+    def __init__(
+        self,
+        backend: Any = None,
+        *,
+        name: str = "default",
+        max_entries: int = 100_000,
+        retention: float | timedelta | None = None,
+        overflow: Overflow = "reject",
+        serializer: Serializer = JSON,
+        max_payload_bytes: int = 1_048_576,
+        max_traceback_chars: int = 8192,
+        spool_max: int = 10_000,
+        spool_path: str | Path | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        encode_name(name)  # validates: a str, not empty
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ValueError(f"max_entries must be an int >= 1, got {max_entries!r}")
+        if overflow not in ("reject", "evict_oldest"):
+            raise ValueError(f"overflow must be 'reject' or 'evict_oldest', got {overflow!r}")
+        if isinstance(retention, timedelta):
+            retention = retention.total_seconds()
+        if retention is not None and not retention > 0:
+            raise ValueError(f"retention must be > 0 seconds or None, got {retention!r}")
+        if not isinstance(serializer, Serializer):
+            raise TypeError(f"serializer needs dumps() and loads(), got {serializer!r}")
+        if max_payload_bytes < 1 or max_traceback_chars < 0 or spool_max < 0:
+            raise ValueError(
+                "max_payload_bytes must be >= 1, max_traceback_chars and spool_max >= 0"
+            )
+        self.name = name
+        self.max_entries = max_entries
+        self.retention = retention
+        self.overflow: Overflow = overflow
+        self.serializer = serializer
+        self.max_payload_bytes = max_payload_bytes
+        self.max_traceback_chars = max_traceback_chars
+        self.spool_max = spool_max
+        if clock is None:
+            clock = getattr(backend, "clock", None)  # a RedisBackend's test clock, if any
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._injected_clock = clock is not None
+        self._listeners: list[DeadLetterListener] = []
+        self._id_ms = self._id_counter = 0
+        self._spool = LocalSpool(spool_max, spool_path)
+        self._flush_lock = asyncio.Lock()
+        if backend is None:
+            backend = MemoryBackend()
+        self.backend = backend
+        self._storage: DlqStorage
+        if isinstance(backend, MemoryBackend):
+            states = backend.namespace("dlq")
+            state = states.get(name)
+            if state is None:
+                state = states[name] = QueueState()
+            self._storage = MemoryDlqStorage(state)
+            self._is_memory = True
+        elif callable(getattr(backend, "run_script", None)) and callable(
+            getattr(backend, "key", None)
+        ):
+            self._storage = RedisDlqStorage(backend, name)
+            self._is_memory = False
+        else:
+            raise TypeError(
+                f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    def add_listener(self, listener: DeadLetterListener) -> None:
+        """Call ``listener(event)`` for every :data:`DeadLetterEvent` of this queue."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: DeadLetterEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                _log.exception("dlq_listener_failed", queue=self.name, listener=repr(listener))
+
+    def _lease_now(self) -> int | None:
+        """The lease time base: see the module docstring."""
+        if self._is_memory:
+            return int(self._clock.monotonic() * 1000)
+        if self._injected_clock:
+            return int(self._clock.time() * 1000)
+        return None
+
+    def _wall_ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
+    def _new_id(self, now_ms: int) -> str:
+        # 12 hex digits of ms, a counter restarted every ms (so the ids one queue object makes
+        # in one ms keep their order) and 48 random bits (so two processes do not collide; if
+        # they ever did, the push script refuses the duplicate and push() draws a new id).
+        if now_ms != self._id_ms:
+            self._id_ms, self._id_counter = now_ms, 0
+        else:
+            self._id_counter += 1
+        return f"{now_ms:012x}-{self._id_counter & 0xFFFF:04x}{secrets.token_hex(6)}"
+
+    def _error_fields(self, error: BaseException | str) -> tuple[str, str, str]:
+        if isinstance(error, str):
+            return "", error[:_MAX_MESSAGE], ""
+        if not isinstance(error, BaseException):
+            raise TypeError(f"error must be an exception or a str, got {type(error).__name__}")
+        text = "".join(tb_module.format_exception(error)) if error.__traceback__ else ""
+        if len(text) > self.max_traceback_chars:
+            text = "...\n" + text[len(text) - self.max_traceback_chars :]
+        return type(error).__qualname__, str(error)[:_MAX_MESSAGE], text
+
+    def _decode(self, entry_id: str, fields: RawFields) -> DeadLetter:
+        try:
+            payload_raw = fields["p"]
+            payload = self.serializer.loads(
+                payload_raw if isinstance(payload_raw, bytes) else payload_raw.encode()
+            )
+            task_id = _text(fields["ti"]) if "ti" in fields else None
+            error_type = _text(fields.get("et", "")) or None
+            tb = _text(fields.get("tb", "")) or None
+            metadata = json.loads(_text(fields.get("md", "{}")))
+            return DeadLetter(
+                id=entry_id,
+                task_type=_text(fields["ty"]),
+                task_id=task_id,
+                payload=payload,
+                error_type=error_type,
+                error_message=_text(fields.get("em", "")),
+                traceback=tb,
+                attempts=int(_text(fields["a"])),
+                first_failed_at=_dt(_text(fields["ff"])),
+                failed_at=_dt(_text(fields["fa"])),
+                metadata=metadata,
+            )
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise CorruptStateError(
+                f"dead letter {entry_id!r} of queue {self.name!r} could not be decoded: {exc!r}"
+            ) from exc
+
+    # ------------------------------------------------------------------ push
+
+    def prepare(
+        self,
+        task_type: str,
+        payload: Any,
+        error: BaseException | str,
+        *,
+        attempts: int = 1,
+        task_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RawFields:
+        """Validate and encode one entry as :meth:`push` stores it (nothing is stored).
+
+        Public for bulk loaders and benchmarks that pipeline the push script themselves;
+        raises exactly what :meth:`push` raises for bad input.
+        """
+        _check_task_type(task_type)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
+        if task_id is not None and (not isinstance(task_id, str) or not task_id):
+            raise ValueError(f"task_id must be a non-empty str or None, got {task_id!r}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        error_type, message, text = self._error_fields(error)
+        data = dumps_checked(self.serializer, payload, f"payload of {task_type!r}")
+        if len(data) > self.max_payload_bytes:
+            raise DeadLetterTooLarge(
+                f"payload of {task_type!r} is {len(data)} bytes serialized, "
+                f"max_payload_bytes is {self.max_payload_bytes}"
+            )
+        meta = dumps_checked(JSON, dict(metadata or {}), f"metadata of {task_type!r}")
+        now_ms = self._wall_ms()
+        fields: RawFields = {
+            "ty": task_type,
+            "tk": encode_name(task_type),
+            "fa": _pad(now_ms),
+            "ff": _pad(now_ms),
+            "p": data,
+            "et": error_type,
+            "em": message,
+            "tb": text,
+            "a": str(attempts),
+            "md": meta.decode(),
+        }
+        if task_id is not None:
+            fields["ti"] = task_id
+        return fields
+
+    async def push(
+        self,
+        task_type: str,
+        payload: Any,
+        error: BaseException | str,
+        *,
+        attempts: int = 1,
+        task_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Store a failed task; return its id.
+
+        Everything is validated before anything is stored; on Redis the entry and all its
+        indexes are written by one script. When Redis is unreachable the entry goes to the
+        local spool (see :meth:`flush_spool`) and its id is returned all the same.
+
+        Args:
+            task_type: what kind of task failed (any non-empty string, at most 200 chars).
+            payload: the task's input, serializable by the queue's serializer.
+            error: the exception (type, message and the end of its traceback are kept) or a
+                message.
+            attempts: how many times the task was tried (>= 1).
+            task_id: the task's own id, if it has one.
+            metadata: JSON-serializable extra fields (tenant, queue, ...).
+
+        Raises:
+            SerializationError: the payload or metadata cannot be serialized.
+            DeadLetterTooLarge: the serialized payload exceeds ``max_payload_bytes``.
+            DeadLetterQueueFull: the queue is full and ``overflow="reject"``.
+        """
+        fields = self.prepare(
+            task_type, payload, error, attempts=attempts, task_id=task_id, metadata=metadata
+        )
+        now_ms = int(_text(fields["fa"]))
+        for _ in range(3):
+            entry_id = self._new_id(now_ms)
+            try:
+                if await self._store(entry_id, fields):
+                    break
+            except BackendUnavailableError as exc:
+                self._to_spool(entry_id, fields, exc)
+                return entry_id
+        else:  # pragma: no cover - three id collisions in a row
+            raise RuntimeError("could not draw an unused dead letter id")
+        if self._spool:
+            await self._flush_quietly()
+        return entry_id
+
+    async def push_prepared(self, entries: Iterable[RawFields], *, batch: int = 1000) -> int:
+        """Store entries made by :meth:`prepare`, many per round trip; return how many.
+
+        For migrations, bulk loads and benchmarks. Each entry is still stored by its own
+        atomic push script (pipelined on Redis), with the cap and retention applied per entry;
+        a full queue (``overflow="reject"``) stops the load with
+        :class:`~aioresil.DeadLetterQueueFull` after the entries before it. Nothing is spooled.
+
+        Example::
+
+            rows = [dlq.prepare("import", row, "legacy failure") for row in legacy_rows]
+            await dlq.push_prepared(rows)
+        """
+        stored = 0
+        chunk: list[tuple[str, RawFields]] = []
+        retention_bound = ""
+        if self.retention is not None:
+            retention_bound = "(" + _pad(self._wall_ms() - int(self.retention * 1000))
+        for fields in entries:
+            chunk.append((self._new_id(int(_text(fields["fa"]))), fields))
+            if len(chunk) >= batch:
+                stored += await self._push_chunk(chunk, retention_bound, stored)
+                chunk = []
+        if chunk:
+            stored += await self._push_chunk(chunk, retention_bound, stored)
+        return stored
+
+    async def _push_chunk(
+        self, chunk: list[tuple[str, RawFields]], retention_bound: str, before: int
+    ) -> int:
+        results = await self._storage.push_many(
+            chunk, self.max_entries, self.overflow, retention_bound
+        )
+        stored = 0
+        for (entry_id, _), (status, evicted) in zip(chunk, results, strict=True):
+            for victim in evicted:
+                _log.warning("dlq_evicted", queue=self.name, entry_id=victim)
+                self._emit(DeadLetterEvicted(self.name, victim, self._clock.time()))
+            if status == 0:
+                raise DeadLetterQueueFull(
+                    f"dead letter queue {self.name!r} holds max_entries={self.max_entries}; "
+                    f"{before + stored} entries were stored before {entry_id!r}"
+                )
+            stored += status == 1
+        return stored
+
+    async def _store(self, entry_id: str, fields: RawFields) -> bool:
+        """Push one entry; raise ``DeadLetterQueueFull``; False when it was already stored."""
+        retention_bound = ""
+        if self.retention is not None:
+            retention_bound = "(" + _pad(self._wall_ms() - int(self.retention * 1000))
+        status, evicted = await self._storage.push(
+            entry_id, fields, self.max_entries, self.overflow, retention_bound
+        )
+        if status == 0:
+            raise DeadLetterQueueFull(
+                f"dead letter queue {self.name!r} holds max_entries={self.max_entries}; "
+                "nothing was stored (overflow='reject')"
+            )
+        for victim in evicted:
+            _log.warning("dlq_evicted", queue=self.name, entry_id=victim)
+            self._emit(DeadLetterEvicted(self.name, victim, self._clock.time()))
+        return status == 1
+
+    # ------------------------------------------------------------------ spool
+
+    def _to_spool(self, entry_id: str, fields: RawFields, exc: BaseException) -> None:
+        if not self._spool.append(entry_id, fields):
+            raise BackendUnavailableError(
+                f"dead letter queue {self.name!r}: backend unreachable and the local spool is "
+                f"full ({self.spool_max} entries); entry not stored"
+            ) from exc
+        _log.warning("dlq_spooled", queue=self.name, entry_id=entry_id, error=str(exc))
+        self._emit(DeadLetterSpooled(self.name, entry_id, self._clock.time(), str(exc)))
+
+    @property
+    def spooled(self) -> int:
+        """How many pushes wait in the local spool for the backend to come back."""
+        return len(self._spool)
+
+    async def flush_spool(self) -> int:
+        """Store every spooled entry; return how many were stored.
+
+        Raises :class:`~aioresil.BackendUnavailableError` (keeping the rest spooled) when the
+        backend is still unreachable. Replaying is idempotent by entry id, so an entry whose
+        first push reached Redis but whose reply was lost is not stored twice. An entry the
+        queue rejects as full is dropped loudly (logged, :class:`DeadLetterSpoolDropped`).
+        """
+        stored = 0
+        async with self._flush_lock:
+            while self._spool:
+                entry_id, fields = self._spool.first()
+                try:
+                    if await self._store(entry_id, fields):
+                        stored += 1
+                except DeadLetterQueueFull as exc:
+                    _log.error("dlq_spool_dropped", queue=self.name, entry_id=entry_id)
+                    self._emit(
+                        DeadLetterSpoolDropped(self.name, entry_id, self._clock.time(), str(exc))
+                    )
+                self._spool.pop_first()
+        return stored
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush_spool()
+        except BackendUnavailableError:
+            pass  # still down: the entries stay spooled for the next push or flush
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, entry_id: str) -> DeadLetter | None:
+        """The entry ``entry_id``, or ``None`` when there is none (retried, removed, unknown)."""
+        if not isinstance(entry_id, str):
+            raise TypeError(f"entry_id must be a str, got {type(entry_id).__name__}")
+        if not _ID_RE.match(entry_id):
+            return None
+        fields = await self._storage.get(entry_id)
+        return self._decode(entry_id, fields) if fields is not None else None
+
+    async def list(
+        self,
+        *,
+        task_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """One page of entries, newest ``failed_at`` first.
+
+        Cost is O(log n + limit) on either storage: pages come from a time index (one per task
+        type), never from a scan.
+
+        Args:
+            task_type: only entries of this type.
+            since: only entries that failed at or after this aware datetime.
+            until: only entries that failed strictly before this aware datetime.
+            limit: page size, 1..1000.
+            cursor: ``next_cursor`` of the previous page.
+
+        Example::
+
+            page = await dlq.list(task_type="email", limit=50)
+            while page.next_cursor:
+                page = await dlq.list(task_type="email", limit=50, cursor=page.next_cursor)
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be an int in 1..1000, got {limit!r}")
+        type_key = encode_name(_check_task_type(task_type)) if task_type is not None else None
+        upper = "+"
+        if until is not None:
+            upper = "(" + _pad(_ms(until))
+        if cursor is not None:
+            if not isinstance(cursor, str) or not _CURSOR_RE.match(cursor):
+                raise ValueError(f"cursor is not one this queue returned: {cursor!r}")
+            if upper == "+" or cursor < upper[1:]:
+                upper = "(" + cursor
+        lower = "-" if since is None else "[" + _pad(_ms(since))
+        rows = await self._storage.page(type_key, upper, lower, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        entries = tuple(self._decode(member[14:], fields) for member, fields in rows)
+        next_cursor = rows[-1][0] if more and rows else None
+        return DeadLetterPage(entries, next_cursor)
+
+    async def count(self, *, task_type: str | None = None) -> int:
+        """How many entries the queue holds (of ``task_type``, when given); O(1)."""
+        if task_type is not None:
+            _check_task_type(task_type)
+        return await self._storage.count(task_type)
+
+    async def stats(self) -> dict[str, Any]:
+        """The queue's statistics, from counters and index ends only (no scan).
+
+        Returns the seed's shape, ``total_failed_tasks``, ``recent_failures_24h``,
+        ``failures_by_task_type``, ``oldest_failure``, ``newest_failure`` (ISO-8601 or
+        ``None``), plus ``in_flight`` (live retry leases), ``evicted`` (overflow evictions),
+        ``expired`` (retention drops) and ``spooled`` (pushes waiting for the backend).
+        """
+        since = "[" + _pad(self._wall_ms() - _DAY_MS)
+        row = await self._storage.stats(since, self._lease_now())
+        return {
+            "total_failed_tasks": row.total,
+            "recent_failures_24h": row.recent,
+            "failures_by_task_type": dict(sorted(row.by_type.items())),
+            "oldest_failure": _iso(row.oldest_member),
+            "newest_failure": _iso(row.newest_member),
+            "in_flight": row.in_flight,
+            "evicted": row.evicted,
+            "expired": row.expired,
+            "spooled": len(self._spool),
+        }
+
+    async def health(
+        self, *, warning_threshold: int = 10, critical_threshold: int = 50
+    ) -> dict[str, Any]:
+        """The ``/health/dlq`` body: status, timestamp, statistics, indicators, advice.
+
+        ``status`` is ``"healthy"`` below ``warning_threshold`` entries, ``"degraded"`` from
+        it, ``"unhealthy"`` from ``critical_threshold``.
+        """
+        if warning_threshold < 0 or critical_threshold < warning_threshold:
+            raise ValueError(
+                f"need 0 <= warning_threshold <= critical_threshold, got "
+                f"{warning_threshold} and {critical_threshold}"
+            )
+        stats = await self.stats()
+        total = stats["total_failed_tasks"]
+        recent = stats["recent_failures_24h"]
+        if total >= critical_threshold:
+            status = "unhealthy"
+        elif total >= warning_threshold:
+            status = "degraded"
+        else:
+            status = "healthy"
+        return {
+            "status": status,
+            "timestamp": datetime.fromtimestamp(self._clock.time(), tz=UTC).isoformat(),
+            "statistics": stats,
+            "health_indicators": {
+                "total_failed_tasks": total,
+                "recent_failures_24h": recent,
+                "requires_attention": total >= warning_threshold,
+                "critical_threshold": critical_threshold,
+                "warning_threshold": warning_threshold,
+            },
+            "recommendations": recommendations(stats, warning_threshold, critical_threshold),
+        }
+
+    # ------------------------------------------------------------------ retry
+
+    async def claim(self, entry_id: str, *, lease: float = 60.0) -> DeadLetterLease:
+        """Lease one entry for ``lease`` seconds; settle it with :meth:`ack` or :meth:`nack`.
+
+        The entry stays in the queue (listed, counted) until acknowledged; if the holder dies,
+        the lease expires and the entry can be claimed again.
+
+        Raises:
+            DeadLetterUnavailable: no such entry, or another worker holds a live lease on it.
+        """
+        if not isinstance(entry_id, str):
+            raise TypeError(f"entry_id must be a str, got {type(entry_id).__name__}")
+        if not lease > 0:
+            raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
+        if not _ID_RE.match(entry_id):
+            raise DeadLetterUnavailable(entry_id, "missing")
+        row = await self._storage.claim(entry_id, self._lease_now(), max(int(lease * 1000), 1))
+        if row.status < 0:
+            raise DeadLetterUnavailable(entry_id, "leased")
+        if row.status == 0 or row.fields is None:
+            raise DeadLetterUnavailable(entry_id, "missing")
+        return DeadLetterLease(self._decode(entry_id, row.fields), row.token, float(lease))
+
+    async def ack(self, lease: DeadLetterLease) -> bool:
+        """Delete the leased entry (its retry succeeded); ``False`` if the lease was lost."""
+        return await self._storage.ack(lease.entry.id, lease.token)
+
+    async def nack(self, lease: DeadLetterLease, error: BaseException | str) -> bool:
+        """Return the leased entry with ``attempts + 1`` and ``error``; ``False`` if lost."""
+        error_type, message, text = self._error_fields(error)
+        attempts = await self._storage.nack(
+            lease.entry.id, lease.token, _pad(self._wall_ms()), error_type, message, text
+        )
+        return attempts > 0
+
+    async def release(self, lease: DeadLetterLease) -> bool:
+        """Give the lease back without an outcome (attempts unchanged)."""
+        return await self._storage.release(lease.entry.id, lease.token)
+
+    async def retry(self, entry_id: str, handler: Handler, *, lease: float = 60.0) -> bool:
+        """Run ``await handler(dead_letter)`` under a lease; return whether it succeeded.
+
+        On success the entry is deleted; on an exception it is returned with
+        ``attempts + 1`` and the new error (the exception is not re-raised). If this process
+        dies meanwhile the lease expires and the entry is back: at-least-once, so the
+        handler should honour ``dead_letter.idempotency_key``. Cancellation gives the lease
+        back and propagates.
+
+        Raises:
+            DeadLetterUnavailable: no such entry, or another worker is retrying it.
+        """
+        held = await self.claim(entry_id, lease=lease)
+        return await self._run_leased(held, handler)
+
+    async def _run_leased(self, held: DeadLetterLease, handler: Handler) -> bool:
+        try:
+            await handler(held.entry)
+        except Exception as exc:
+            if not await self.nack(held, exc):
+                _log.warning("dlq_lease_lost", queue=self.name, entry_id=held.entry.id)
+            return False
+        except BaseException:
+            await asyncio.shield(self._release_quietly(held))
+            raise
+        if not await self.ack(held):
+            _log.warning("dlq_lease_lost", queue=self.name, entry_id=held.entry.id)
+        return True
+
+    async def _release_quietly(self, held: DeadLetterLease) -> None:
+        try:
+            await self.release(held)
+        except BackendUnavailableError:
+            pass  # the lease will expire on its own
+
+    async def retry_all(
+        self,
+        handler: Handler,
+        *,
+        task_type: str | None = None,
+        concurrency: int = 10,
+        limit: int | None = None,
+        lease: float = 60.0,
+        progress: Callable[[RetryReport], object] | None = None,
+    ) -> RetryReport:
+        """Retry every entry (of ``task_type``), at most ``concurrency`` at a time.
+
+        Entries are read page by page (never all in memory), newest first. An entry whose
+        retry fails moves to "now" and is not retried again in the same run; entries leased
+        by another worker, or gone, are counted as ``skipped``.
+
+        Args:
+            handler: ``async handler(dead_letter)``; an exception means "still failing".
+            concurrency: handlers running at once.
+            limit: stop after this many entries.
+            progress: called with the report so far after each entry.
+        """
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {limit!r}")
+        counts: dict[str, list[int]] = {}
+        totals = [0, 0, 0]
+        queue: asyncio.Queue[DeadLetter | None] = asyncio.Queue(maxsize=concurrency * 2)
+
+        def report() -> RetryReport:
+            return RetryReport(
+                totals[0],
+                totals[1],
+                totals[2],
+                {t: RetryCounts(*c) for t, c in sorted(counts.items())},
+            )
+
+        async def worker() -> None:
+            while (letter := await queue.get()) is not None:
+                try:
+                    held = await self.claim(letter.id, lease=lease)
+                except DeadLetterUnavailable:
+                    outcome = 2
+                else:
+                    outcome = 0 if await self._run_leased(held, handler) else 1
+                totals[outcome] += 1
+                counts.setdefault(letter.task_type, [0, 0, 0])[outcome] += 1
+                if progress is not None:
+                    progress(report())
+
+        async def producer() -> None:
+            sent = 0
+            cursor: str | None = None
+            try:
+                while limit is None or sent < limit:
+                    size = _PAGE if limit is None else min(_PAGE, limit - sent)
+                    page = await self.list(task_type=task_type, limit=size, cursor=cursor)
+                    for letter in page.entries:
+                        await queue.put(letter)
+                    sent += len(page.entries)
+                    if page.next_cursor is None:
+                        break
+                    cursor = page.next_cursor
+            finally:
+                for _ in range(concurrency):
+                    await queue.put(None)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(producer())
+            for _ in range(concurrency):
+                group.create_task(worker())
+        return report()
+
+    # ------------------------------------------------------------------ removal
+
+    async def remove(self, entry_id: str) -> bool:
+        """Delete one entry; ``True`` when it existed."""
+        if not isinstance(entry_id, str):
+            raise TypeError(f"entry_id must be a str, got {type(entry_id).__name__}")
+        if not _ID_RE.match(entry_id):
+            return False
+        return await self._storage.remove(entry_id)
+
+    async def purge(
+        self,
+        *,
+        older_than: float | timedelta | datetime | None = None,
+        task_type: str | None = None,
+    ) -> int:
+        """Delete entries, in batches of 500 (each entry atomically); return how many.
+
+        Args:
+            older_than: an age (seconds or ``timedelta``: entries that failed longer ago) or an
+                aware ``datetime`` (entries that failed before it). ``None``: every entry.
+            task_type: only entries of this type.
+        """
+        type_key = encode_name(_check_task_type(task_type)) if task_type is not None else None
+        upper = "+"
+        if isinstance(older_than, datetime):
+            upper = "(" + _pad(_ms(older_than))
+        elif older_than is not None:
+            age = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+            if isinstance(age, bool) or not isinstance(age, int | float) or age < 0:
+                raise ValueError(f"older_than must be >= 0 seconds, got {older_than!r}")
+            upper = "(" + _pad(self._wall_ms() - int(age * 1000))
+        removed = 0
+        while True:
+            batch = await self._storage.purge_batch(type_key, upper, _PURGE_BATCH)
+            removed += batch
+            if batch < _PURGE_BATCH:
+                return removed
+
+    # ------------------------------------------------------------------ decorator
+
+    def on_failure(
+        self, task_type: str, *, payload: Callable[..., Any] | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a function so its failures are pushed here, then re-raised unchanged.
+
+        The payload is ``{"args": [...], "kwargs": {...}}`` of the call, or
+        ``payload(*args, **kwargs)`` when given. If the push itself fails (payload not
+        serializable, queue full, backend down with a full spool) that is logged, and the
+        original exception is still the one raised. Cancellation is never dead-lettered.
+
+        Example::
+
+            @dlq.on_failure("send_email")
+            async def send_email(to: str, body: str) -> None: ...
+        """
+        _check_task_type(task_type)
+
+        def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if payload is not None:
+                return payload(*args, **kwargs)
+            return {"args": list(args), "kwargs": kwargs}
+
+        def decorate(func: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(func):
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    try:
+                        return await func(*args, **kwargs)
+                    except Exception as exc:
+                        await self._push_failure(task_type, build, args, kwargs, exc)
+                        raise
+
+                return async_wrapper  # type: ignore[return-value]
+            raise TypeError(
+                f"on_failure decorates async functions; {func!r} is not one "
+                "(call dlq.push() from synchronous code)"
+            )
+
+        return decorate
+
+    async def _push_failure(
+        self,
+        task_type: str,
+        build: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exc: Exception,
+    ) -> None:
+        try:
+            await self.push(task_type, build(args, kwargs), exc)
+        except Exception:
+            _log.exception("dlq_on_failure_push_failed", queue=self.name, task_type=task_type)
+
+    def __repr__(self) -> str:
+        return f"DeadLetterQueue(name={self.name!r}, backend={self.backend!r})"

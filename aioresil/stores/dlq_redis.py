@@ -1,0 +1,197 @@
+"""The dead letter queue's Redis storage: every change is one ``dlq_*.lua`` script.
+
+The scripts share helpers from ``dlq_lib.lua``, prepended here to each script's source before
+its SHA is computed, so each remains one self-contained ``EVALSHA``. Reads that touch a single
+key (``get``, ``count``) are plain commands; reads that span keys (``list``, ``stats``) are
+scripts too, so they see one snapshot in one round trip.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from ..backends.scripts import LuaScript, load_script
+from ..exceptions import BackendError
+from .dlq_records import ClaimRow, RawFields, StatsRow
+
+if TYPE_CHECKING:
+    from ..backends.redis import RedisBackend
+
+__all__ = ["RedisDlqStorage", "dlq_script"]
+
+
+@cache
+def dlq_script(name: str) -> LuaScript:
+    """``dlq_lib.lua`` followed by ``<name>.lua``, as one script."""
+    return LuaScript(name, load_script("dlq_lib").source + "\n" + load_script(name).source)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(flat: list[Any]) -> RawFields:
+    """A flat [field, value, ...] reply as a dict; the payload stays bytes."""
+    out: RawFields = {}
+    for i in range(0, len(flat) - 1, 2):
+        name = _text(flat[i])
+        value = flat[i + 1]
+        if name == "p":
+            out[name] = value if isinstance(value, bytes) else str(value).encode()
+        else:
+            out[name] = _text(value)
+    return out
+
+
+class RedisDlqStorage:
+    """One queue's keys on a :class:`~aioresil.backends.redis.RedisBackend`."""
+
+    __slots__ = ("backend", "base", "idx", "lease", "tok")
+
+    def __init__(self, backend: RedisBackend, name: str) -> None:
+        self.backend = backend
+        self.base = backend.key("dlq", name, "")
+        self.idx = self.base + "idx"
+        self.lease = self.base + "lease"
+        self.tok = self.base + "tok"
+
+    async def _run(self, script: str, key: str, *args: str | int | float | bytes) -> Any:
+        return await self.backend.run_script(dlq_script(script), [key], [self.base, *args])
+
+    async def push(
+        self,
+        entry_id: str,
+        fields: RawFields,
+        max_entries: int,
+        overflow: str,
+        retention_bound: str,
+    ) -> tuple[int, list[str]]:
+        args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
+        reply = await self._run("dlq_push", self.idx, *args)
+        return int(reply[0]), [_text(v) for v in reply[1:]]
+
+    async def push_many(
+        self,
+        items: list[tuple[str, RawFields]],
+        max_entries: int,
+        overflow: str,
+        retention_bound: str,
+    ) -> list[tuple[int, list[str]]]:
+        script = dlq_script("dlq_push")
+        client = self.backend.client
+        try:
+            await client.script_load(script.source)
+            pipe = client.pipeline(transaction=False)
+            for entry_id, fields in items:
+                args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
+                pipe.evalsha(script.sha, 1, self.idx, self.base, *args)
+            replies = await pipe.execute()
+        except Exception as exc:
+            raise _mapped(exc, "dlq push_many") from exc
+        results = [(int(r[0]), [_text(v) for v in r[1:]]) for r in replies]
+        for i, (status, _) in enumerate(results):
+            if status == 0:
+                # Later pushes of the batch were refused too (the queue stays full), unless an
+                # entry was removed meanwhile: report only up to the first rejection.
+                return results[: i + 1]
+        return results
+
+    async def get(self, entry_id: str) -> RawFields | None:
+        try:
+            flat = await self.backend.client.hgetall(self.base + "e:" + entry_id)
+        except Exception as exc:
+            raise _mapped(exc, "dlq get") from exc
+        if not flat:
+            return None
+        out: list[Any] = []
+        for name, value in flat.items():
+            out += [name, value]
+        return _fields(out)
+
+    async def page(
+        self, type_key: str | None, upper: str, lower: str, limit: int
+    ) -> list[tuple[str, RawFields]]:
+        key = self.idx if type_key is None else self.base + "t:" + type_key
+        rows = await self._run("dlq_list", key, upper, lower, limit)
+        return [(_text(row[0]), _fields(row[1:])) for row in rows if len(row) > 1]
+
+    async def count(self, task_type: str | None) -> int:
+        try:
+            if task_type is None:
+                return int(await self.backend.client.zcard(self.idx))
+            value = await self.backend.client.hget(self.base + "counts", task_type)
+        except Exception as exc:
+            raise _mapped(exc, "dlq count") from exc
+        return int(value) if value is not None else 0
+
+    async def stats(self, since_bound: str, now_ms: float | None) -> StatsRow:
+        now = "" if now_ms is None else repr(now_ms)
+        reply = await self._run("dlq_stats", self.idx, since_bound, now)
+        counts = reply[7:]
+        return StatsRow(
+            total=int(reply[0]),
+            recent=int(reply[1]),
+            oldest_member=_text(reply[2]),
+            newest_member=_text(reply[3]),
+            evicted=int(reply[4]),
+            expired=int(reply[5]),
+            in_flight=int(reply[6]),
+            by_type={_text(counts[i]): int(counts[i + 1]) for i in range(0, len(counts) - 1, 2)},
+        )
+
+    async def claim(self, entry_id: str, now_ms: float | None, lease_ms: int) -> ClaimRow:
+        now = "" if now_ms is None else repr(now_ms)
+        reply = await self._run("dlq_claim", self.lease, entry_id, now, lease_ms)
+        status = int(reply[0])
+        if status != 1:
+            return ClaimRow(status)
+        return ClaimRow(1, int(reply[1]), _fields(reply[3:]))
+
+    async def ack(self, entry_id: str, token: int) -> bool:
+        return bool(await self._run("dlq_ack", self.tok, entry_id, token))
+
+    async def nack(
+        self, entry_id: str, token: int, failed_at: str, error_type: str, message: str, tb: str
+    ) -> int:
+        reply = await self._run(
+            "dlq_nack", self.tok, entry_id, token, failed_at, error_type, message, tb
+        )
+        return int(reply)
+
+    async def release(self, entry_id: str, token: int) -> bool:
+        return bool(await self._run("dlq_release", self.tok, entry_id, token))
+
+    async def remove(self, entry_id: str) -> bool:
+        return bool(await self._run("dlq_remove", self.idx, entry_id))
+
+    async def purge_batch(self, type_key: str | None, upper: str, batch: int) -> int:
+        key = self.idx if type_key is None else self.base + "t:" + type_key
+        return int(await self._run("dlq_purge", key, upper, batch))
+
+
+def _push_args(
+    entry_id: str, fields: RawFields, max_entries: int, overflow: str, retention_bound: str
+) -> list[str | bytes | int]:
+    """ARGV[2..] of dlq_push.lua (ARGV[1], the key base, is added by the caller)."""
+    args: list[str | bytes | int] = [
+        entry_id,
+        fields["ty"],
+        fields["tk"],
+        fields["fa"],
+        max_entries,
+        overflow,
+        retention_bound,
+    ]
+    for name, value in fields.items():
+        if name not in ("ty", "tk", "fa"):
+            args += [name, value]
+    return args
+
+
+def _mapped(exc: BaseException, what: str) -> BackendError:
+    if isinstance(exc, BackendError):
+        return exc
+    from ..backends.redis import map_redis_error
+
+    return map_redis_error(exc, what)
