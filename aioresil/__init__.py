@@ -35,6 +35,7 @@ from .exceptions import (
     PoolTimeoutError,
     SerializationError,
 )
+from .health import HealthApp, health_app
 from .registry import BreakerRegistry
 from .stores.checkpoint import Checkpoint, CheckpointPage, CheckpointStore, CheckpointSummary
 from .stores.checkpoint_resume import CheckpointRun
@@ -88,6 +89,7 @@ __all__ = [
     "DeadLetterSpooled",
     "DeadLetterTooLarge",
     "DeadLetterUnavailable",
+    "HealthApp",
     "IllegalTransitionError",
     "Listener",
     "MemoryBackend",
@@ -100,6 +102,7 @@ __all__ = [
     "SystemClock",
     "Trigger",
     "__version__",
+    "health_app",
 ]
 
 
