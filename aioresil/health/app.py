@@ -147,7 +147,11 @@ class HealthApp:
                 elif not self.admin.authorized(headers):
                     await _reply(send, _UNAUTHORIZED)
                 else:
-                    await _reply(send, await self.admin.handle(segments, scope["query_string"]))
+                    try:
+                        reply = await self.admin.handle(segments, scope["query_string"])
+                    except Exception as exc:  # Redis down, corrupt entry: 503, never a 500
+                        reply = self._failure(exc)
+                    await _reply(send, reply)
                 return
         await _reply(send, Reply(404, {"error": "not found", "path": path[:200]}))
 

@@ -90,7 +90,10 @@ async def collect_snapshot(
     Raises whatever the reads raise (:class:`~aioresil.BackendError` when Redis is down and
     a breaker's policy is ``fail_closed``, or the DLQ cannot be read).
     """
-    now = time.time() if now is None else now
+    if now is None:
+        # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
+        clock = getattr(dlq, "_clock", None)
+        now = clock.time() if clock is not None else time.time()
     breakers: tuple[BreakerStats, ...] = ()
     if registry is not None:
         breakers = tuple((await registry.stats()).values())
