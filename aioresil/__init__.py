@@ -52,7 +52,8 @@ from .stores.dlq_records import (
     RetryReport,
 )
 
-__all__ = [
+# Sorted as tests/test_public_api.py checks (dunders last), not as ruff's RUF022 would.
+__all__ = [  # noqa: RUF022
     "AioresilError",
     "BackendError",
     "BackendFailover",
@@ -101,8 +102,8 @@ __all__ = [
     "StateChanged",
     "SystemClock",
     "Trigger",
-    "__version__",
     "health_app",
+    "__version__",
 ]
 
 
