@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -630,3 +631,82 @@ async def test_metrics_are_503_when_the_queue_cannot_be_read() -> None:
     assert metrics.text.startswith("# aioresil metrics unavailable: BackendUnavailableError")
     assert dlq_health.status_code == 503
     assert dlq_health.json()["status"] == "unhealthy"
+
+
+# ---------------------------------------------------------------------- shared reads, cache
+
+
+class SlowRegistry:
+    """A registry stand-in whose bulk read waits for the test: counts reads in flight."""
+
+    def __init__(self, inner: BreakerRegistry) -> None:
+        self.inner = inner
+        self.backend = type("Bulk", (), {"read_breakers": True})()
+        self.reads = 0
+        self.release = asyncio.Event()
+
+    async def stats(self) -> dict[str, Any]:
+        self.reads += 1
+        await self.release.wait()
+        return await self.inner.stats()
+
+
+async def asgi_get(app: HealthApp, path: str) -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    return sent[0]["status"], sent[1]["body"]
+
+
+async def test_requests_arriving_during_a_read_share_it() -> None:
+    inner = BreakerRegistry()
+    inner.get("payments")
+    slow = SlowRegistry(inner)
+    app = health_app(registry=slow)  # type: ignore[arg-type]
+    tasks = [asyncio.ensure_future(asgi_get(app, "/health/circuit-breakers")) for _ in range(10)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert slow.reads == 1
+    slow.release.set()
+    answers = await asyncio.gather(*tasks)
+    assert slow.reads == 1
+    assert {status for status, _ in answers} == {200}
+    assert len({body for _, body in answers}) == 1
+    await asgi_get(app, "/health/circuit-breakers")  # no cache_ttl: the next request reads
+    assert slow.reads == 2
+
+
+async def test_a_cancelled_request_does_not_cancel_the_shared_read() -> None:
+    inner = BreakerRegistry()
+    slow = SlowRegistry(inner)
+    app = health_app(registry=slow)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(asgi_get(app, "/health/circuit-breakers"))
+    second = asyncio.ensure_future(asgi_get(app, "/health/circuit-breakers"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    first.cancel()
+    slow.release.set()
+    assert (await second)[0] == 200
+    assert slow.reads == 1
+
+
+async def test_cache_ttl_reuses_answers_until_an_admin_action(registry: BreakerRegistry) -> None:
+    registry.get("payments")
+    app = health_app(registry=registry, cache_ttl=3600, admin_token=TOKEN)
+    async with client_for(app) as client:
+        before = (await client.get("/health/circuit-breakers")).json()
+        await trip(registry, "payments")
+        cached = (await client.get("/health/circuit-breakers")).json()
+        await client.post("/admin/breakers/payments/open", headers=AUTH)
+        after = (await client.get("/health/circuit-breakers")).json()
+    assert cached == before
+    assert after["circuit_breakers"]["payments"]["state"] == "forced_open"
+    with pytest.raises(ValueError, match="cache_ttl"):
+        health_app(cache_ttl=-1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from .._version import __version__
 from ..core.states import CircuitState
 from .admin import AdminRoutes, Reply
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .metrics import collect_snapshot, render
+from .metrics import breaker_stats, collect_snapshot, render
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -54,6 +55,8 @@ READY_TIMEOUT = 2.0
 _HEALTH_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
 _OPEN = (CircuitState.OPEN, CircuitState.FORCED_OPEN)
+_CACHEABLE = frozenset({"/health/circuit-breakers", "/health/dlq", "/metrics"})
+Rendered = tuple[int, bytes, bytes]
 
 
 def _now() -> str:
@@ -76,6 +79,7 @@ class HealthApp:
         open_circuit_is_unhealthy: bool,
         admin_token: str | None,
         dlq_retry_handler: Handler | None,
+        cache_ttl: float = 0.0,
     ) -> None:
         if not isinstance(service, str) or not service:
             raise ValueError(f"service must be a non-empty str, got {service!r}")
@@ -84,6 +88,11 @@ class HealthApp:
                 "need 0 <= dlq_warning_threshold <= dlq_critical_threshold, got "
                 f"{dlq_warning_threshold} and {dlq_critical_threshold}"
             )
+        if isinstance(cache_ttl, bool) or not isinstance(cache_ttl, int | float) or cache_ttl < 0:
+            raise ValueError(f"cache_ttl must be >= 0 seconds, got {cache_ttl!r}")
+        self.cache_ttl = float(cache_ttl)
+        self._cache: dict[tuple[str, bool], tuple[float, Rendered]] = {}
+        self._inflight: dict[tuple[str, bool], asyncio.Task[Rendered]] = {}
         self.registry = registry
         self.dlq = dlq
         self.service = service
@@ -110,6 +119,7 @@ class HealthApp:
             "/health/ready": self._ready,
             "/health/circuit-breakers": self._breakers,
             "/health/dlq": self._dlq,
+            "/metrics": self._metrics,
         }
 
     # ------------------------------------------------------------------ ASGI
@@ -129,15 +139,16 @@ class HealthApp:
         method: str = scope["method"]
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         route = self._routes.get(path)
-        if route is not None or path == "/metrics":
+        if route is not None:
             if method != "GET":
                 await _reply(send, Reply(405, {"error": f"{method} not allowed"}, _ALLOW_GET))
                 return
-            if route is None:
-                await self._metrics(send)
-                return
-            reply = await route()
-            await _reply(send, reply, self._flavour(headers))
+            flavour = self._flavour(headers)
+            if path in _CACHEABLE:
+                status, content_type, body = await self._shared(path, route, flavour)
+            else:
+                status, content_type, body = _render(await route(), flavour)
+            await _send(send, status, body, content_type, ())
             return
         if self.admin is not None and path.startswith("/admin/"):
             segments = [unquote(s) for s in _raw_path(scope, root).split("/")[2:]]
@@ -149,6 +160,7 @@ class HealthApp:
                 else:
                     try:
                         reply = await self.admin.handle(segments, scope["query_string"])
+                        self._cache.clear()  # the next read shows what the action did
                     except Exception as exc:  # Redis down, corrupt entry: 503, never a 500
                         reply = self._failure(exc)
                     await _reply(send, reply)
@@ -160,6 +172,35 @@ class HealthApp:
             if key.lower() == b"accept" and HEALTH_JSON_TYPE in value.lower():
                 return (self.service, self.version)
         return None
+
+    async def _shared(
+        self,
+        path: str,
+        route: Callable[[], Awaitable[Reply]],
+        flavour: tuple[str, str] | None,
+    ) -> Rendered:
+        """One backend read for every request that arrives while it runs (and for
+        ``cache_ttl`` seconds after it, when set): a thousand probes at once cost one read."""
+        key = (path, flavour is not None)
+        if self.cache_ttl:
+            cached = self._cache.get(key)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]
+        task = self._inflight.get(key)
+        if task is None:
+
+            async def produce() -> Rendered:
+                try:
+                    rendered = _render(await route(), flavour)
+                    if self.cache_ttl:
+                        self._cache[key] = (time.monotonic() + self.cache_ttl, rendered)
+                    return rendered
+                finally:
+                    del self._inflight[key]
+
+            task = self._inflight[key] = asyncio.ensure_future(produce())
+        # shield: a client that disconnects does not cancel the read the others wait for
+        return await asyncio.shield(task)
 
     # ------------------------------------------------------------------ routes
 
@@ -200,7 +241,7 @@ class HealthApp:
             stats: dict[str, Any] = {}
         else:
             try:
-                stats = await self.registry.stats()
+                stats = await breaker_stats(self.registry)
             except Exception as exc:
                 return self._failure(exc)
         open_ = half_open = 0
@@ -243,14 +284,13 @@ class HealthApp:
             return self._failure(exc)
         return Reply(503 if body["status"] == "unhealthy" else 200, body)
 
-    async def _metrics(self, send: Send) -> None:
+    async def _metrics(self) -> Reply:
         try:
             snapshot = await collect_snapshot(registry=self.registry, dlq=self.dlq)
         except Exception as exc:
-            text, status = f"# aioresil metrics unavailable: {self._safe_error(exc)}\n", 503
-        else:
-            text, status = render(snapshot), 200
-        await _send(send, status, text.encode(), METRICS_TYPE.encode(), ())
+            text = f"# aioresil metrics unavailable: {self._safe_error(exc)}\n"
+            return Reply(503, text)
+        return Reply(200, render(snapshot))
 
     # ------------------------------------------------------------------ errors
 
@@ -319,8 +359,12 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _reply(send: Send, reply: Reply, flavour: tuple[str, str] | None = None) -> None:
-    body, content_type = reply.body, JSON_TYPE
+def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
+    """``(status, content type, body bytes)``: text bodies are metrics, dicts JSON."""
+    body = reply.body
+    if isinstance(body, str):
+        return reply.status, METRICS_TYPE.encode(), body.encode()
+    content_type = JSON_TYPE
     if flavour is not None and isinstance(body, dict) and body.get("status") in _HEALTH_STATUS:
         body = {
             **body,
@@ -329,7 +373,12 @@ async def _reply(send: Send, reply: Reply, flavour: tuple[str, str] | None = Non
             "version": flavour[1],
         }
         content_type = HEALTH_JSON_TYPE
-    await _send(send, reply.status, _encode(body), content_type, reply.headers)
+    return reply.status, content_type, _encode(body)
+
+
+async def _reply(send: Send, reply: Reply) -> None:
+    status, content_type, body = _render(reply)
+    await _send(send, status, body, content_type, reply.headers)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -354,6 +403,7 @@ def health_app(
     open_circuit_is_unhealthy: bool = False,
     admin_token: str | None = None,
     dlq_retry_handler: Handler | None = None,
+    cache_ttl: float = 0.0,
 ) -> HealthApp:
     """A plain ASGI 3 app serving health, readiness, breakers, DLQ and metrics.
 
@@ -371,6 +421,10 @@ def health_app(
             at least 16 characters; ``None`` (default): no admin routes at all.
         dlq_retry_handler: ``async handler(dead_letter)`` run by ``POST
             /admin/dlq/entries/<id>/retry``; without it that route answers 404.
+        cache_ttl: seconds a breakers, DLQ or metrics answer is reused. ``0`` (default):
+            every request reads the backend, but requests arriving while a read runs share
+            it. With thousands of breakers and frequent probes, ``1.0`` bounds the backend
+            load to one read per second per endpoint, whatever the probe rate.
 
     Example::
 
@@ -388,4 +442,5 @@ def health_app(
         open_circuit_is_unhealthy=open_circuit_is_unhealthy,
         admin_token=admin_token,
         dlq_retry_handler=dlq_retry_handler,
+        cache_ttl=cache_ttl,
     )

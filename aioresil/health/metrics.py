@@ -43,6 +43,7 @@ __all__ = [
     "CONTENT_TYPE",
     "STATES",
     "MetricsSnapshot",
+    "breaker_stats",
     "calls_by_kind",
     "collect_snapshot",
     "escape_label",
@@ -79,6 +80,14 @@ def failure_rate_percent(stats: BreakerStats) -> float:
     return -1.0 if stats.failure_rate is None else round(stats.failure_rate * 100.0, 6)
 
 
+async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
+    """``{name: stats}`` of every breaker: one pipelined round trip on Redis; in memory, one
+    breaker after the other (no task per breaker: three times cheaper than a gather)."""
+    if getattr(registry.backend, "read_breakers", None) is not None:
+        return await registry.stats()
+    return {breaker.name: await breaker.stats() for breaker in registry}
+
+
 async def collect_snapshot(
     *,
     registry: BreakerRegistry | None = None,
@@ -96,7 +105,7 @@ async def collect_snapshot(
         now = clock.time() if clock is not None else time.time()
     breakers: tuple[BreakerStats, ...] = ()
     if registry is not None:
-        breakers = tuple((await registry.stats()).values())
+        breakers = tuple((await breaker_stats(registry)).values())
     by_type: Mapping[str, int] | None = None
     oldest_age = 0.0
     if dlq is not None:
