@@ -710,3 +710,12 @@ async def test_cache_ttl_reuses_answers_until_an_admin_action(registry: BreakerR
     assert after["circuit_breakers"]["payments"]["state"] == "forced_open"
     with pytest.raises(ValueError, match="cache_ttl"):
         health_app(cache_ttl=-1)
+
+
+async def test_purge_reports_progress_after_each_batch() -> None:
+    dlq = DeadLetterQueue()
+    rows = [dlq.prepare("email", {"n": i}, "down") for i in range(1200)]
+    await dlq.push_prepared(rows)
+    seen: list[int] = []
+    assert await dlq.purge(progress=seen.append) == 1200
+    assert seen == [500, 1000, 1200]
