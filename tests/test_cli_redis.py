@@ -369,6 +369,8 @@ async def test_serve_reports_redis_breakers_and_admin_works_with_the_token(
         "serve",
         "--port",
         str(port),
+        "--discover-every",
+        "0",
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -387,6 +389,9 @@ async def test_serve_reports_redis_breakers_and_admin_works_with_the_token(
                     assert time.monotonic() < deadline, "serve did not start"
                     await asyncio.sleep(0.05)
             breakers = await client.get("/health/circuit-breakers")
+            async with seeded["registry"].get("started-later"):
+                pass
+            rediscovered = await client.get("/health/circuit-breakers")
             dlq = await client.get("/health/dlq")
             metrics = await client.get("/metrics")
             refused = await client.post("/admin/breakers/payments/reset")
@@ -401,6 +406,7 @@ async def test_serve_reports_redis_breakers_and_admin_works_with_the_token(
     body = breakers.json()
     assert sorted(body["circuit_breakers"]) == ["a/b c", "payments", "search"]
     assert body["status"] == "degraded"
+    assert "started-later" in rediscovered.json()["circuit_breakers"]
     assert dlq.json()["statistics"]["total_failed_tasks"] == 4
     assert 'aioresil_circuitbreaker_state{name="payments",state="open"} 1' in metrics.text
     assert refused.status_code == 401

@@ -614,19 +614,27 @@ async def _get_text(registry: BreakerRegistry, dlq: DeadLetterQueue) -> str:
 
 
 @pytest.mark.redis_server
-async def test_metrics_are_503_when_the_queue_cannot_be_read() -> None:
+async def test_reads_are_503_when_redis_is_down_but_liveness_stays_200() -> None:
     from aioresil import RedisBackend
 
     down = RedisBackend.from_url(
         f"redis://127.0.0.1:{free_port()}/0", listen=False, socket_connect_timeout=0.5
     )
     try:
-        app = health_app(dlq=DeadLetterQueue(down))
+        registry = BreakerRegistry(backend=down)
+        registry.get("payments")
+        app = health_app(registry=registry, dlq=DeadLetterQueue(down))
         async with client_for(app) as client:
             metrics = await client.get("/metrics")
             dlq_health = await client.get("/health/dlq")
+            breakers = await client.get("/health/circuit-breakers")
+            live = await client.get("/health")
     finally:
         await down.aclose()
+    assert live.status_code == 200
+    assert breakers.status_code == 503
+    assert breakers.json()["status"] == "unhealthy"
+    assert breakers.json()["error"].startswith("BackendUnavailableError: ")
     assert metrics.status_code == 503
     assert metrics.text.startswith("# aioresil metrics unavailable: BackendUnavailableError")
     assert dlq_health.status_code == 503
