@@ -40,6 +40,7 @@ from .exceptions import (
     RateLimitExceeded,
     SerializationError,
 )
+from .health import HealthApp, health_app
 from .policies import (
     Attempt,
     Backoff,
@@ -135,6 +136,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "DeadLetterUnavailable",
     "Fallback",
     "FallbackStatistics",
+    "HealthApp",
     "IllegalTransitionError",
     "Listener",
     "MemoryBackend",
@@ -166,6 +168,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Trigger",
     "constant",
     "exponential",
+    "health_app",
     "pipeline",
     "__version__",
 ]

@@ -1,15 +1,39 @@
-"""The ``aioresil`` command line (also ``python -m aioresil``)."""
+"""The ``aioresil`` command line (also ``python -m aioresil``).
+
+``aioresil demo`` needs nothing; every other command talks to Redis, given by ``--redis URL``
+or the ``AIORESIL_REDIS_URL`` environment variable (``--redis`` and ``--prefix`` may come
+before or after the command). User mistakes and outages print one line on stderr and exit
+non-zero: 2 for usage errors, 1 for everything else.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from ..exceptions import AioresilError
+from .common import ENV_URL, CliError
 
 __all__ = ["build_parser", "main"]
+
+
+def _connection_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=default,
+        help=f"Redis URL, e.g. redis://127.0.0.1:6379/0 (default: ${ENV_URL})",
+    )
+    parser.add_argument(
+        "--prefix",
+        default="aioresil" if default is None else default,
+        help="key prefix the application uses (default aioresil)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Asyncio-native resilience: circuit breakers, checkpoints, dead letters.",
     )
     parser.add_argument("--version", action="version", version=f"aioresil {__version__}")
+    _connection_options(parser, None)
+    # The same options after the command; SUPPRESS keeps a value given before it.
+    shared = argparse.ArgumentParser(add_help=False)
+    _connection_options(shared, argparse.SUPPRESS)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -43,7 +73,120 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="--serve: interface (127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="--serve: port (8000; 0 = any)")
     demo.add_argument("--rounds", type=int, default=None, help="--serve: stop after N outages")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[shared],
+        help="serve the health app over HTTP (needs aioresil[server])",
+        description="Serve /health, /health/ready, /health/circuit-breakers, /health/dlq and "
+        "/metrics for the breakers and the queue on Redis. Admin routes are on when "
+        "AIORESIL_ADMIN_TOKEN is set.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--dlq", default="default", help="dead letter queue name")
+    serve.add_argument("--handler", metavar="MODULE:FUNC", help="enables HTTP DLQ retry")
+    serve.add_argument(
+        "--discover-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="rediscover breaker names with SCAN at most this often (default 10)",
+    )
+
+    breakers = commands.add_parser(
+        "breakers",
+        parents=[shared, as_json],
+        help="table of every breaker on Redis; reset or force one open",
+        description="Without an action: every breaker under --prefix (found with SCAN).",
+    )
+    actions = breakers.add_subparsers(dest="action", metavar="ACTION")
+    for action, text in (("reset", "close it, clear counters"), ("open", "force it open")):
+        one = actions.add_parser(action, parents=[shared], help=text, description=text)
+        one.add_argument("name", help="breaker name")
+
+    dlq = commands.add_parser(
+        "dlq",
+        parents=[shared],
+        help="inspect, retry and purge a dead letter queue",
+        description="Inspect, retry and purge a dead letter queue on Redis.",
+    )
+    dlq.add_argument("--dlq", default="default", help="queue name (default 'default')")
+    leaf = argparse.ArgumentParser(add_help=False, parents=[shared])
+    leaf.add_argument("--dlq", default=argparse.SUPPRESS, help="queue name (default 'default')")
+    dlq_actions = dlq.add_subparsers(dest="action", metavar="ACTION")
+    dlq_actions.add_parser("stats", parents=[leaf, as_json], help="statistics")
+    listing = dlq_actions.add_parser("list", parents=[leaf, as_json], help="newest entries")
+    listing.add_argument("--type", help="only this task type")
+    listing.add_argument("--limit", type=int, default=20, help="entries (1..1000, default 20)")
+    show = dlq_actions.add_parser("show", parents=[leaf, as_json], help="one entry, in full")
+    show.add_argument("entry_id", metavar="ID")
+    retry = dlq_actions.add_parser(
+        "retry",
+        parents=[leaf],
+        help="retry one entry or all with --handler module:function",
+        description="Run an async handler(dead_letter) on the entry under a lease: removed "
+        "when it returns, kept with attempts+1 when it raises.",
+    )
+    retry.add_argument("entry_id", metavar="ID", nargs="?")
+    retry.add_argument("--all", action="store_true", help="every entry (of --type)")
+    retry.add_argument("--type", help="with --all: only this task type")
+    retry.add_argument("--handler", metavar="MODULE:FUNC", help="async function to run")
+    retry.add_argument("--concurrency", type=int, default=10, help="with --all (default 10)")
+    retry.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge = dlq_actions.add_parser("purge", parents=[leaf], help="delete old entries")
+    purge.add_argument(
+        "--older-than", required=True, metavar="DURATION", help="e.g. 7d, 12h, 90s; 0 = all"
+    )
+    purge.add_argument("--type", help="only this task type")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from .serve import run_serve
+
+        return await run_serve(args)
+    if args.command == "breakers":
+        from .breakers import run_breakers
+
+        return await run_breakers(args)
+    from .dlq import run_dlq
+
+    return await run_dlq(args)
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if args.interval is None:
+        args.interval = 0.25 if args.serve else 0.05
+    if args.calls < 1 or args.interval < 0:
+        parser.error("--calls must be >= 1 and --interval >= 0")
+    if not args.serve:
+        return asyncio.run(
+            run_demo(calls=args.calls, interval=args.interval, seed=args.seed, as_json=args.json)
+        )
+    from .demo_serve import serve_demo
+
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be in 0..65535")
+    try:
+        return asyncio.run(
+            serve_demo(
+                host=args.host,
+                port=args.port,
+                calls=args.calls,
+                interval=args.interval,
+                seed=args.seed,
+                rounds=args.rounds,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,34 +194,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo
+        return _demo(parser, args)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    import structlog
 
-        if args.interval is None:
-            args.interval = 0.25 if args.serve else 0.05
-        if args.calls < 1 or args.interval < 0:
-            parser.error("--calls must be >= 1 and --interval >= 0")
-        if args.serve:
-            from .demo_serve import serve_demo
-
-            if args.rounds is not None and args.rounds < 1:
-                parser.error("--rounds must be >= 1")
-            if not 0 <= args.port <= 65535:
-                parser.error("--port must be in 0..65535")
-            try:
-                return asyncio.run(
-                    serve_demo(
-                        host=args.host,
-                        port=args.port,
-                        calls=args.calls,
-                        interval=args.interval,
-                        seed=args.seed,
-                        rounds=args.rounds,
-                    )
-                )
-            except KeyboardInterrupt:
-                return 0
-        return asyncio.run(
-            run_demo(calls=args.calls, interval=args.interval, seed=args.seed, as_json=args.json)
-        )
-    parser.print_help(sys.stderr)
-    return 2
+    # Commands print their own results; keep the library's log lines for real errors.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    try:
+        return asyncio.run(_dispatch(args))
+    except CliError as exc:
+        print(f"aioresil: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (AioresilError, ValueError, TypeError) as exc:
+        print(f"aioresil: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aioresil: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `aioresil dlq list --json | head`: the reader left; exit quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -787,6 +787,7 @@ class DeadLetterQueue:
         *,
         older_than: float | timedelta | datetime | None = None,
         task_type: str | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> int:
         """Delete entries, in batches of 500 (each entry atomically); return how many.
 
@@ -794,6 +795,7 @@ class DeadLetterQueue:
             older_than: an age (seconds or ``timedelta``: entries that failed longer ago) or an
                 aware ``datetime`` (entries that failed before it). ``None``: every entry.
             task_type: only entries of this type.
+            progress: called with the number removed so far after each batch (progress bars).
         """
         type_key = encode_name(_check_task_type(task_type)) if task_type is not None else None
         upper = "+"
@@ -808,6 +810,8 @@ class DeadLetterQueue:
         while True:
             batch = await self._storage.purge_batch(type_key, upper, _PURGE_BATCH)
             removed += batch
+            if progress is not None:
+                progress(removed)
             if batch < _PURGE_BATCH:
                 return removed
 

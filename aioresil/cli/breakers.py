@@ -1,0 +1,105 @@
+"""``aioresil breakers``: list every breaker on Redis, reset one, force one open.
+
+How names are found: breakers keep no central index (a hot-path write the breakers do not
+need), so the CLI discovers them with ``SCAN MATCH <prefix>:{cb:*}:state COUNT 1000`` and
+decodes each name from its key. SCAN is incremental and never blocks Redis the way ``KEYS``
+does; its cost grows with the size of the database, which is fine for an operator's command
+and for ``aioresil serve``'s periodic rediscovery, never for a request path. A breaker that
+has never changed state since Redis started (no state hash yet) is not listed.
+
+Thresholds are part of each process's ``BreakerConfig`` and are not stored in Redis, so the
+table shows what is stored: consecutive failures and the failure rate of all counted calls
+since the last reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..backends.keys import decode_name
+from ..breaker import BreakerStats, CircuitBreaker
+from ..registry import BreakerRegistry
+from .common import CliError, connect, print_table
+
+__all__ = ["discover_names", "run_breakers"]
+
+
+async def discover_names(backend: Any) -> list[str]:
+    """Every breaker name under the backend's prefix, sorted (``SCAN``, see module doc)."""
+    head = f"{backend.prefix}:{{cb:"
+    tail = "}:state"
+    names: set[str] = set()
+    async for raw in backend.client.scan_iter(match=f"{head}*{tail}", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if key.startswith(head) and key.endswith(tail):
+            try:
+                names.add(decode_name(key[len(head) : -len(tail)]))
+            except (ValueError, IndexError, UnicodeDecodeError):
+                continue  # not one of ours (a foreign key that happens to match)
+    return sorted(names)
+
+
+def lifetime_failure_rate(stats: BreakerStats) -> float | None:
+    """Failures over successes + failures since the last reset (``None`` without calls)."""
+    judged = stats.failure_count + stats.success_count
+    return None if judged == 0 else stats.failure_count / judged
+
+
+def _row(stats: BreakerStats) -> list[str]:
+    rate = lifetime_failure_rate(stats)
+    retry = "-" if stats.retry_after is None else f"{stats.retry_after:.1f}s"
+    return [
+        stats.name,
+        stats.state.value,
+        str(stats.consecutive_failures),
+        "-" if rate is None else f"{rate:.1%}",
+        str(stats.total_calls),
+        str(stats.rejected_calls),
+        retry,
+    ]
+
+
+async def run_breakers(args: argparse.Namespace) -> int:
+    backend = await connect(args)
+    try:
+        if args.action is None:
+            return await _table(backend, args.json)
+        return await _operate(backend, args.action, args.name)
+    finally:
+        await backend.aclose()
+
+
+async def _table(backend: Any, as_json: bool) -> int:
+    registry = BreakerRegistry(backend=backend)
+    for name in await discover_names(backend):
+        registry.get(name)
+    stats = await registry.stats()  # one pipelined round trip for all of them
+    if as_json:
+        body = {
+            name: {**one.to_dict(), "lifetime_failure_rate": lifetime_failure_rate(one)}
+            for name, one in stats.items()
+        }
+        print(json.dumps(body, indent=2))
+        return 0
+    if not stats:
+        print(f"no breakers under prefix {backend.prefix!r}")
+        return 0
+    headers = ["NAME", "STATE", "CONSEC. FAILURES", "FAILURE RATE", "CALLS", "REJECTED", "RETRY"]
+    print_table(headers, [_row(one) for one in stats.values()], sys.stdout)
+    return 0
+
+
+async def _operate(backend: Any, action: str, name: str) -> int:
+    if not await backend.client.exists(backend.key("cb", name, "state")):
+        raise CliError(f"no breaker named {name!r} under prefix {backend.prefix!r}")
+    breaker = CircuitBreaker(name, backend=backend)
+    if action == "reset":
+        await breaker.reset()
+    else:
+        await breaker.force_open()
+    stats = await breaker.stats()
+    print(f"breaker {name!r} is now {stats.state.value}")
+    return 0

@@ -1,0 +1,208 @@
+"""``aioresil dlq``: inspect, retry and purge a dead letter queue on Redis.
+
+Retrying from a shell: the CLI cannot run your task by itself, so ``dlq retry`` imports the
+function that can, ``--handler module:function`` (an ``async def handler(dead_letter)``; the
+current directory is importable). It runs under the queue's lease exactly like
+:meth:`DeadLetterQueue.retry`: the entry is deleted when the handler returns, and kept with
+``attempts + 1`` and the new error when it raises. Example::
+
+    # ops/redrive.py
+    async def resend(letter):
+        await queue.enqueue(letter.task_type, letter.payload, key=letter.idempotency_key)
+
+    aioresil --redis "$URL" dlq retry --all --type send_email --handler ops.redrive:resend
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..stores.dlq import DeadLetterQueue
+from ..stores.dlq_records import DeadLetter, RetryReport
+from .common import CliError, ProgressBar, confirm, connect, load_handler, print_table
+
+__all__ = ["letter_to_dict", "run_dlq"]
+
+
+def letter_to_dict(letter: DeadLetter, *, full: bool) -> dict[str, Any]:
+    """JSON-ready entry; ``full`` adds the payload, traceback and metadata (``show``)."""
+    body: dict[str, Any] = {
+        "id": letter.id,
+        "task_type": letter.task_type,
+        "task_id": letter.task_id,
+        "attempts": letter.attempts,
+        "error_type": letter.error_type,
+        "error_message": letter.error_message,
+        "first_failed_at": letter.first_failed_at.isoformat(),
+        "failed_at": letter.failed_at.isoformat(),
+    }
+    if full:
+        body["payload"] = letter.payload
+        body["metadata"] = dict(letter.metadata)
+        body["traceback"] = letter.traceback
+    return body
+
+
+async def run_dlq(args: argparse.Namespace) -> int:
+    if args.action is None:
+        raise CliError("dlq needs an action: stats, list, show, retry or purge", 2)
+    handler = None
+    if args.action == "retry":
+        if args.entry_id is None and not args.all:
+            raise CliError("dlq retry needs an entry ID or --all", 2)
+        if args.entry_id is not None and args.all:
+            raise CliError("dlq retry takes an entry ID or --all, not both", 2)
+        if args.handler is None:
+            raise CliError(
+                "dlq retry needs --handler module:function, an async function that re-runs the "
+                "task for one DeadLetter (the CLI cannot run your task by itself)",
+                2,
+            )
+        handler = load_handler(args.handler)
+    backend = await connect(args)
+    try:
+        dlq = DeadLetterQueue(backend, name=args.dlq)
+        if args.action == "stats":
+            return await _stats(dlq, args.json)
+        if args.action == "list":
+            return await _list(dlq, args)
+        if args.action == "show":
+            return await _show(dlq, args.entry_id, args.json)
+        if args.action == "retry":
+            assert handler is not None
+            if args.all:
+                return await _retry_all(dlq, handler, args)
+            return await _retry_one(dlq, handler, args.entry_id)
+        return await _purge(dlq, args)
+    finally:
+        await backend.aclose()
+
+
+async def _stats(dlq: DeadLetterQueue, as_json: bool) -> int:
+    stats = await dlq.stats()
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"queue {dlq.name!r}: {stats['total_failed_tasks']} entries")
+    for key in ("recent_failures_24h", "oldest_failure", "newest_failure", "in_flight"):
+        print(f"  {key:22} {stats[key]}")
+    for key in ("evicted", "expired"):
+        print(f"  {key:22} {stats[key]}")
+    if stats["failures_by_task_type"]:
+        print("  by task type:")
+        for task_type, count in stats["failures_by_task_type"].items():
+            print(f"    {task_type:20} {count}")
+    return 0
+
+
+async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise CliError(f"--limit must be in 1..1000, got {args.limit}", 2)
+    page = await dlq.list(task_type=args.type, limit=args.limit)
+    if args.json:
+        entries = [letter_to_dict(letter, full=False) for letter in page.entries]
+        print(json.dumps({"entries": entries, "more": page.next_cursor is not None}, indent=2))
+        return 0
+    if not page.entries:
+        print(
+            f"queue {dlq.name!r} has no entries" + (f" of type {args.type!r}" if args.type else "")
+        )
+        return 0
+    rows = [
+        [
+            letter.id,
+            letter.task_type,
+            str(letter.attempts),
+            letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{letter.error_type or 'error'}: {letter.error_message}"[:60],
+        ]
+        for letter in page.entries
+    ]
+    print_table(["ID", "TYPE", "ATTEMPTS", "FAILED AT (UTC)", "ERROR"], rows, sys.stdout)
+    if page.next_cursor is not None:
+        print(f"(first {len(rows)} shown, newest first; --limit up to 1000)")
+    return 0
+
+
+async def _get(dlq: DeadLetterQueue, entry_id: str) -> DeadLetter:
+    letter = await dlq.get(entry_id)
+    if letter is None:
+        raise CliError(f"no dead letter {entry_id!r} in queue {dlq.name!r}")
+    return letter
+
+
+async def _show(dlq: DeadLetterQueue, entry_id: str, as_json: bool) -> int:
+    letter = await _get(dlq, entry_id)
+    body = letter_to_dict(letter, full=True)
+    if as_json:
+        print(json.dumps(body, indent=2, default=str))
+        return 0
+    for key, value in body.items():
+        if key in ("payload", "metadata"):
+            value = json.dumps(value, default=str)
+        if key == "traceback" and value:
+            print("traceback:")
+            print(value.rstrip())
+            continue
+        print(f"{key:16} {value}")
+    return 0
+
+
+async def _retry_one(dlq: DeadLetterQueue, handler: Any, entry_id: str) -> int:
+    await _get(dlq, entry_id)  # a clear "no such entry" before taking a lease
+    if await dlq.retry(entry_id, handler):
+        print(f"retried {entry_id}: succeeded, entry removed")
+        return 0
+    after = await dlq.get(entry_id)
+    attempts = "?" if after is None else after.attempts
+    print(
+        f"retried {entry_id}: the handler failed again; entry kept (attempts {attempts})",
+        file=sys.stderr,
+    )
+    return 1
+
+
+async def _retry_all(dlq: DeadLetterQueue, handler: Any, args: argparse.Namespace) -> int:
+    total = await dlq.count(task_type=args.type)
+    what = f"entries of type {args.type!r}" if args.type else "entries"
+    if total == 0:
+        print(f"queue {dlq.name!r} has no {what}")
+        return 0
+    confirm(f"Retry {total} {what} of queue {dlq.name!r} with {args.handler}?", args.yes)
+    bar = ProgressBar(total, "retrying")
+
+    def progress(report: RetryReport) -> None:
+        bar.update(report.succeeded + report.failed + report.skipped)
+
+    report = await dlq.retry_all(
+        handler, task_type=args.type, concurrency=args.concurrency, progress=progress
+    )
+    bar.finish(report.succeeded + report.failed + report.skipped)
+    print(f"succeeded {report.succeeded}, failed {report.failed}, skipped {report.skipped}")
+    return 0 if report.failed == 0 else 1
+
+
+async def _purge(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
+    from ..health.admin import parse_duration
+
+    try:
+        age = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise CliError(f"--older-than: {exc}", 2) from None
+    total = await dlq.count(task_type=args.type)
+    what = f"entries of type {args.type!r}" if args.type else "entries"
+    if total == 0:
+        print(f"queue {dlq.name!r} has no {what}")
+        return 0
+    confirm(
+        f"Purge {what} older than {args.older_than} from queue {dlq.name!r} (at most {total})?",
+        args.yes,
+    )
+    bar = ProgressBar(total, "purging")
+    removed = await dlq.purge(older_than=age, task_type=args.type, progress=bar.update)
+    bar.finish(removed)
+    print(f"purged {removed} {what} older than {args.older_than}")
+    return 0

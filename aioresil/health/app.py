@@ -1,0 +1,446 @@
+"""The health app: liveness, readiness, breakers, DLQ and Prometheus metrics, as plain ASGI 3.
+
+Why plain ASGI: no web framework to install or keep compatible; the app mounts under
+Starlette/FastAPI (``app.mount("/ops", health_app(...))``) and uvicorn serves it directly.
+
+Routes (all ``GET``; any other method gets 405 with an ``Allow`` header, unknown paths 404):
+
+* ``/health``: liveness. Never touches Redis, so a Redis outage never makes an orchestrator
+  restart every pod.
+* ``/health/ready``: pings each backend; 503 with the error's class and message (never a
+  URL or password) when one is unreachable.
+* ``/health/circuit-breakers``: every breaker's statistics (one Redis round trip for all),
+  a summary; ``degraded`` (200) while a circuit is open or half-open, ``unhealthy`` (503)
+  for an open one when ``open_circuit_is_unhealthy``.
+* ``/health/dlq``: :meth:`~aioresil.DeadLetterQueue.health`; 503 when ``unhealthy``.
+* ``/metrics``: Prometheus text 0.0.4 (see :mod:`aioresil.health.metrics`).
+
+JSON is ``application/json``; a client whose ``Accept`` asks for ``application/health+json``
+gets that type with ``status`` as ``pass``/``warn``/``fail`` (plus ``serviceId`` and
+``version``), the draft "Health Check Response Format for HTTP APIs". Admin actions exist only
+with an ``admin_token`` (see :mod:`aioresil.health.admin`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from .._version import __version__
+from ..core.states import CircuitState
+from .admin import AdminRoutes, Reply
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .metrics import breaker_stats, collect_snapshot, render
+
+if TYPE_CHECKING:
+    from ..registry import BreakerRegistry
+    from ..stores.dlq import DeadLetterQueue, Handler
+
+__all__ = ["HealthApp", "health_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = b"application/json"
+HEALTH_JSON_TYPE = b"application/health+json"
+READY_TIMEOUT = 2.0
+_HEALTH_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+_OPEN = (CircuitState.OPEN, CircuitState.FORCED_OPEN)
+_CACHEABLE = frozenset({"/health/circuit-breakers", "/health/dlq", "/metrics"})
+Rendered = tuple[int, bytes, bytes]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class HealthApp:
+    """The ASGI application :func:`health_app` returns (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        registry: BreakerRegistry | None,
+        dlq: DeadLetterQueue | None,
+        backend: Any,
+        service: str,
+        version: str,
+        dlq_warning_threshold: int,
+        dlq_critical_threshold: int,
+        open_circuit_is_unhealthy: bool,
+        admin_token: str | None,
+        dlq_retry_handler: Handler | None,
+        cache_ttl: float = 0.0,
+    ) -> None:
+        if not isinstance(service, str) or not service:
+            raise ValueError(f"service must be a non-empty str, got {service!r}")
+        if not 0 <= dlq_warning_threshold <= dlq_critical_threshold:
+            raise ValueError(
+                "need 0 <= dlq_warning_threshold <= dlq_critical_threshold, got "
+                f"{dlq_warning_threshold} and {dlq_critical_threshold}"
+            )
+        if isinstance(cache_ttl, bool) or not isinstance(cache_ttl, int | float) or cache_ttl < 0:
+            raise ValueError(f"cache_ttl must be >= 0 seconds, got {cache_ttl!r}")
+        self.cache_ttl = float(cache_ttl)
+        self._cache: dict[tuple[str, bool], tuple[float, Rendered]] = {}
+        self._inflight: dict[tuple[str, bool], asyncio.Task[Rendered]] = {}
+        self.registry = registry
+        self.dlq = dlq
+        self.service = service
+        self.version = version
+        self.dlq_warning_threshold = dlq_warning_threshold
+        self.dlq_critical_threshold = dlq_critical_threshold
+        self.open_circuit_is_unhealthy = open_circuit_is_unhealthy
+        self.backends: list[Any] = []
+        for candidate in (
+            backend,
+            getattr(registry, "backend", None),
+            getattr(dlq, "backend", None),
+        ):
+            if candidate is not None and all(candidate is not b for b in self.backends):
+                self.backends.append(candidate)
+        self._secrets = _secrets_of(self.backends)
+        self.admin = (
+            None
+            if admin_token is None
+            else AdminRoutes(admin_token, registry, dlq, dlq_retry_handler)
+        )
+        self._routes: dict[str, Callable[[], Awaitable[Reply]]] = {
+            "/health": self._live,
+            "/health/ready": self._ready,
+            "/health/circuit-breakers": self._breakers,
+            "/health/dlq": self._dlq,
+            "/metrics": self._metrics,
+        }
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if kind != "http":
+            return  # websockets: not ours; closing without accepting refuses them
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        path = path.rstrip("/") or "/"
+        method: str = scope["method"]
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        route = self._routes.get(path)
+        if route is not None:
+            if method != "GET":
+                await _reply(send, Reply(405, {"error": f"{method} not allowed"}, _ALLOW_GET))
+                return
+            flavour = self._flavour(headers)
+            if path in _CACHEABLE:
+                status, content_type, body = await self._shared(path, route, flavour)
+            else:
+                status, content_type, body = _render(await route(), flavour)
+            await _send(send, status, body, content_type, ())
+            return
+        if self.admin is not None and path.startswith("/admin/"):
+            segments = [unquote(s) for s in _raw_path(scope, root).split("/")[2:]]
+            if self.admin.match(segments):
+                if method != "POST":
+                    await _reply(send, Reply(405, {"error": f"{method} not allowed"}, _ALLOW_POST))
+                elif not self.admin.authorized(headers):
+                    await _reply(send, _UNAUTHORIZED)
+                else:
+                    try:
+                        reply = await self.admin.handle(segments, scope["query_string"])
+                        self._cache.clear()  # the next read shows what the action did
+                    except Exception as exc:  # Redis down, corrupt entry: 503, never a 500
+                        reply = self._failure(exc)
+                    await _reply(send, reply)
+                return
+        await _reply(send, Reply(404, {"error": "not found", "path": path[:200]}))
+
+    def _flavour(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
+        for key, value in headers:
+            if key.lower() == b"accept" and HEALTH_JSON_TYPE in value.lower():
+                return (self.service, self.version)
+        return None
+
+    async def _shared(
+        self,
+        path: str,
+        route: Callable[[], Awaitable[Reply]],
+        flavour: tuple[str, str] | None,
+    ) -> Rendered:
+        """One backend read for every request that arrives while it runs (and for
+        ``cache_ttl`` seconds after it, when set): a thousand probes at once cost one read."""
+        key = (path, flavour is not None)
+        if self.cache_ttl:
+            cached = self._cache.get(key)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]
+        task = self._inflight.get(key)
+        if task is None:
+
+            async def produce() -> Rendered:
+                try:
+                    rendered = _render(await route(), flavour)
+                    if self.cache_ttl:
+                        self._cache[key] = (time.monotonic() + self.cache_ttl, rendered)
+                    return rendered
+                finally:
+                    del self._inflight[key]
+
+            task = self._inflight[key] = asyncio.ensure_future(produce())
+        # shield: a client that disconnects does not cancel the read the others wait for
+        return await asyncio.shield(task)
+
+    # ------------------------------------------------------------------ routes
+
+    async def _live(self) -> Reply:
+        return Reply(
+            200,
+            {
+                "status": "healthy",
+                "timestamp": _now(),
+                "service": self.service,
+                "version": self.version,
+            },
+        )
+
+    async def _ready(self) -> Reply:
+        checks: list[dict[str, Any]] = []
+        healthy = True
+        for backend in self.backends:
+            check: dict[str, Any] = {"kind": type(backend).__name__, "status": "healthy"}
+            ping = getattr(backend, "ping", None)
+            if ping is not None:
+                try:
+                    await asyncio.wait_for(ping(), READY_TIMEOUT)
+                except Exception as exc:
+                    healthy = False
+                    check["status"] = "unhealthy"
+                    check["error"] = self._safe_error(exc)
+            checks.append(check)
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "timestamp": _now(),
+            "backends": checks,
+        }
+        return Reply(200 if healthy else 503, body)
+
+    async def _breakers(self) -> Reply:
+        if self.registry is None:
+            stats: dict[str, Any] = {}
+        else:
+            try:
+                stats = await breaker_stats(self.registry)
+            except Exception as exc:
+                return self._failure(exc)
+        open_ = half_open = 0
+        circuits: dict[str, Any] = {}
+        for name, one in stats.items():
+            if one.state in _OPEN:
+                open_ += 1
+            elif one.state is CircuitState.HALF_OPEN:
+                half_open += 1
+            circuits[name] = one.to_dict()
+        if open_ and self.open_circuit_is_unhealthy:
+            status, code = "unhealthy", 503
+        elif open_ or half_open:
+            status, code = "degraded", 200
+        else:
+            status, code = "healthy", 200
+        body = {
+            "status": status,
+            "timestamp": _now(),
+            "circuit_breakers": circuits,
+            "summary": {
+                "total_breakers": len(circuits),
+                "open_circuits": open_,
+                "half_open_circuits": half_open,
+                "closed_circuits": len(circuits) - open_ - half_open,
+                "all_healthy": not (open_ or half_open),
+            },
+        }
+        return Reply(code, body)
+
+    async def _dlq(self) -> Reply:
+        if self.dlq is None:
+            return Reply(404, {"error": "no dead letter queue is configured"})
+        try:
+            body = await self.dlq.health(
+                warning_threshold=self.dlq_warning_threshold,
+                critical_threshold=self.dlq_critical_threshold,
+            )
+        except Exception as exc:
+            return self._failure(exc)
+        return Reply(503 if body["status"] == "unhealthy" else 200, body)
+
+    async def _metrics(self) -> Reply:
+        try:
+            snapshot = await collect_snapshot(registry=self.registry, dlq=self.dlq)
+        except Exception as exc:
+            text = f"# aioresil metrics unavailable: {self._safe_error(exc)}\n"
+            return Reply(503, text)
+        return Reply(200, render(snapshot))
+
+    # ------------------------------------------------------------------ errors
+
+    def _failure(self, exc: Exception) -> Reply:
+        return Reply(
+            503, {"status": "unhealthy", "timestamp": _now(), "error": self._safe_error(exc)}
+        )
+
+    def _safe_error(self, exc: BaseException) -> str:
+        """``"Class: message"`` with any URL, password or user name blanked out."""
+        text = f"{type(exc).__name__}: {exc}"
+        text = _URL_RE.sub("<url>", text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text[:500]
+
+    def __repr__(self) -> str:
+        return f"HealthApp(service={self.service!r}, admin={self.admin is not None})"
+
+
+_ALLOW_GET = ((b"allow", b"GET"),)
+_ALLOW_POST = ((b"allow", b"POST"),)
+_UNAUTHORIZED = Reply(401, {"error": "unauthorized"}, ((b"www-authenticate", b"Bearer"),))
+
+
+def _secrets_of(backends: list[Any]) -> list[str]:
+    """Passwords and user names of the backends' Redis connections (never shown)."""
+    found: list[str] = []
+    for backend in backends:
+        pool = getattr(getattr(backend, "client", None), "connection_pool", None)
+        kwargs = getattr(pool, "connection_kwargs", None) or {}
+        for key in ("password", "username"):
+            value = kwargs.get(key)
+            if isinstance(value, str) and value:
+                found.append(value)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def _raw_path(scope: Scope, root: str) -> str:
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"]
+    path = path.split("?", 1)[0]
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.rstrip("/")
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: tuple[tuple[bytes, bytes], ...],
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
+    """``(status, content type, body bytes)``: text bodies are metrics, dicts JSON."""
+    body = reply.body
+    if isinstance(body, str):
+        return reply.status, METRICS_TYPE.encode(), body.encode()
+    content_type = JSON_TYPE
+    if flavour is not None and isinstance(body, dict) and body.get("status") in _HEALTH_STATUS:
+        body = {
+            **body,
+            "status": _HEALTH_STATUS[body["status"]],
+            "serviceId": flavour[0],
+            "version": flavour[1],
+        }
+        content_type = HEALTH_JSON_TYPE
+    return reply.status, content_type, _encode(body)
+
+
+async def _reply(send: Send, reply: Reply) -> None:
+    status, content_type, body = _render(reply)
+    await _send(send, status, body, content_type, reply.headers)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def health_app(
+    *,
+    registry: BreakerRegistry | None = None,
+    dlq: DeadLetterQueue | None = None,
+    backend: Any = None,
+    service: str = "aioresil",
+    version: str = __version__,
+    dlq_warning_threshold: int = 10,
+    dlq_critical_threshold: int = 50,
+    open_circuit_is_unhealthy: bool = False,
+    admin_token: str | None = None,
+    dlq_retry_handler: Handler | None = None,
+    cache_ttl: float = 0.0,
+) -> HealthApp:
+    """A plain ASGI 3 app serving health, readiness, breakers, DLQ and metrics.
+
+    Args:
+        registry: the breakers to report (``/health/circuit-breakers``, ``/metrics``).
+        dlq: the dead letter queue to report (``/health/dlq``, ``/metrics``).
+        backend: pinged by ``/health/ready``, besides the registry's and the DLQ's backends.
+        service: reported by ``/health`` (``serviceId`` in ``health+json``).
+        version: reported by ``/health``.
+        dlq_warning_threshold: entries from which ``/health/dlq`` is ``degraded``.
+        dlq_critical_threshold: entries from which it is ``unhealthy`` (503).
+        open_circuit_is_unhealthy: an open circuit makes ``/health/circuit-breakers``
+            ``unhealthy`` (503) instead of ``degraded`` (200).
+        admin_token: enables the ``POST /admin/...`` routes (:mod:`aioresil.health.admin`),
+            at least 16 characters; ``None`` (default): no admin routes at all.
+        dlq_retry_handler: ``async handler(dead_letter)`` run by ``POST
+            /admin/dlq/entries/<id>/retry``; without it that route answers 404.
+        cache_ttl: seconds a breakers, DLQ or metrics answer is reused. ``0`` (default):
+            every request reads the backend, but requests arriving while a read runs share
+            it. With thousands of breakers and frequent probes, ``1.0`` bounds the backend
+            load to one read per second per endpoint, whatever the probe rate.
+
+    Example::
+
+        app = health_app(registry=registry, dlq=dlq, open_circuit_is_unhealthy=True)
+        # uvicorn module:app, or Starlette: Mount("/ops", app=app)
+    """
+    return HealthApp(
+        registry=registry,
+        dlq=dlq,
+        backend=backend,
+        service=service,
+        version=version,
+        dlq_warning_threshold=dlq_warning_threshold,
+        dlq_critical_threshold=dlq_critical_threshold,
+        open_circuit_is_unhealthy=open_circuit_is_unhealthy,
+        admin_token=admin_token,
+        dlq_retry_handler=dlq_retry_handler,
+        cache_ttl=cache_ttl,
+    )

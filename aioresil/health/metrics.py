@@ -1,0 +1,173 @@
+"""Prometheus text exposition (format 0.0.4) of breakers and the dead letter queue.
+
+Why our own renderer: the health app must not need ``prometheus_client``; the format is a few
+lines of text. Apps that already run ``prometheus_client`` use
+:class:`aioresil.health.prometheus.AioresilCollector` instead, fed by the same
+:class:`MetricsSnapshot`.
+
+Names follow resilience4j's Micrometer names under an ``aioresil_`` prefix:
+
+* ``aioresil_circuitbreaker_state{name,state}``: gauge, 1 for the breaker's current state and
+  0 for every other state (so ``sum by (state)`` counts breakers per state).
+* ``aioresil_circuitbreaker_calls_total{name,kind}``: counter, ``kind`` one of
+  ``successful``, ``failed``, ``ignored``, ``rejected`` (since the breaker's last reset).
+* ``aioresil_circuitbreaker_failure_rate{name}``: gauge, percent 0-100 over the breaker's
+  window, ``-1`` while the window holds fewer than ``minimum_calls`` calls or the breaker
+  has no rate rule (resilience4j's convention).
+* ``aioresil_dlq_entries{task_type}``: gauge, entries per task type.
+* ``aioresil_dlq_oldest_age_seconds``: gauge, age of the oldest entry (0 when empty).
+
+Example::
+
+    snapshot = await collect_snapshot(registry=registry, dlq=dlq)
+    text = render(snapshot)     # serve as "text/plain; version=0.0.4; charset=utf-8"
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ..breaker import BreakerStats
+from ..core.states import CircuitState
+
+if TYPE_CHECKING:
+    from ..registry import BreakerRegistry
+    from ..stores.dlq import DeadLetterQueue
+
+__all__ = [
+    "CALL_KINDS",
+    "CONTENT_TYPE",
+    "STATES",
+    "MetricsSnapshot",
+    "breaker_stats",
+    "calls_by_kind",
+    "collect_snapshot",
+    "escape_label",
+    "failure_rate_percent",
+    "render",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CALL_KINDS = ("successful", "failed", "ignored", "rejected")
+STATES = tuple(state.value for state in CircuitState)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """Everything ``/metrics`` reports, read at one moment.
+
+    ``dlq_by_type`` is ``None`` when no dead letter queue is configured (its metrics are then
+    left out); ``dlq_oldest_age`` is in seconds.
+    """
+
+    breakers: tuple[BreakerStats, ...] = ()
+    dlq_by_type: Mapping[str, int] | None = None
+    dlq_oldest_age: float = 0.0
+    taken_at: float = field(default=0.0)
+
+
+def calls_by_kind(stats: BreakerStats) -> tuple[int, int, int, int]:
+    """``(successful, failed, ignored, rejected)`` in :data:`CALL_KINDS` order."""
+    return (stats.success_count, stats.failure_count, stats.ignored_count, stats.rejected_calls)
+
+
+def failure_rate_percent(stats: BreakerStats) -> float:
+    """The breaker's failure rate in percent, or ``-1`` when it has none yet."""
+    return -1.0 if stats.failure_rate is None else round(stats.failure_rate * 100.0, 6)
+
+
+async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
+    """``{name: stats}`` of every breaker: one pipelined round trip on Redis; in memory, one
+    breaker after the other (no task per breaker: three times cheaper than a gather)."""
+    if getattr(registry.backend, "read_breakers", None) is not None:
+        return await registry.stats()
+    return {breaker.name: await breaker.stats() for breaker in registry}
+
+
+async def collect_snapshot(
+    *,
+    registry: BreakerRegistry | None = None,
+    dlq: DeadLetterQueue | None = None,
+    now: float | None = None,
+) -> MetricsSnapshot:
+    """Read every breaker (one round trip on Redis) and the DLQ statistics (one script).
+
+    Raises whatever the reads raise (:class:`~aioresil.BackendError` when Redis is down and
+    a breaker's policy is ``fail_closed``, or the DLQ cannot be read).
+    """
+    if now is None:
+        # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
+        clock = getattr(dlq, "_clock", None)
+        now = clock.time() if clock is not None else time.time()
+    breakers: tuple[BreakerStats, ...] = ()
+    if registry is not None:
+        breakers = tuple((await breaker_stats(registry)).values())
+    by_type: Mapping[str, int] | None = None
+    oldest_age = 0.0
+    if dlq is not None:
+        stats = await dlq.stats()
+        by_type = dict(stats["failures_by_task_type"])
+        oldest = stats["oldest_failure"]
+        if oldest is not None:
+            oldest_age = max(now - datetime.fromisoformat(oldest).timestamp(), 0.0)
+    return MetricsSnapshot(breakers, by_type, oldest_age, now)
+
+
+def escape_label(value: str) -> str:
+    r"""Escape a label value for the text format: ``\`` ``"`` and newlines.
+
+    >>> escape_label('a"b\\c')
+    'a\\"b\\\\c'
+    """
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(snapshot: MetricsSnapshot) -> str:
+    """The text exposition of ``snapshot`` (ends with a newline, as the format requires)."""
+    out: list[str] = []
+    add = out.append
+    names = [(escape_label(s.name), s) for s in snapshot.breakers]
+    add("# HELP aioresil_circuitbreaker_state 1 for the circuit breaker's current state, else 0")
+    add("# TYPE aioresil_circuitbreaker_state gauge")
+    for label, stats in names:
+        current = stats.state.value
+        for state in STATES:
+            add(
+                f'aioresil_circuitbreaker_state{{name="{label}",state="{state}"}} '
+                f"{1 if state == current else 0}"
+            )
+    add("# HELP aioresil_circuitbreaker_calls_total Calls seen by the breaker, by outcome kind")
+    add("# TYPE aioresil_circuitbreaker_calls_total counter")
+    for label, stats in names:
+        for kind, count in zip(CALL_KINDS, calls_by_kind(stats), strict=True):
+            add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="{kind}"}} {count}')
+    add(
+        "# HELP aioresil_circuitbreaker_failure_rate Failure rate in percent over the window, "
+        "-1 when not computed"
+    )
+    add("# TYPE aioresil_circuitbreaker_failure_rate gauge")
+    for label, stats in names:
+        add(
+            f'aioresil_circuitbreaker_failure_rate{{name="{label}"}} '
+            f"{_number(failure_rate_percent(stats))}"
+        )
+    if snapshot.dlq_by_type is not None:
+        add("# HELP aioresil_dlq_entries Dead letters waiting, by task type")
+        add("# TYPE aioresil_dlq_entries gauge")
+        for task_type, count in sorted(snapshot.dlq_by_type.items()):
+            add(f'aioresil_dlq_entries{{task_type="{escape_label(task_type)}"}} {count}')
+        add("# HELP aioresil_dlq_oldest_age_seconds Age of the oldest dead letter (0 when empty)")
+        add("# TYPE aioresil_dlq_oldest_age_seconds gauge")
+        add(f"aioresil_dlq_oldest_age_seconds {_number(round(snapshot.dlq_oldest_age, 3))}")
+    out.append("")
+    return "\n".join(out)
