@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dlq", default="default", help="dead letter queue name")
     serve.add_argument("--handler", metavar="MODULE:FUNC", help="enables HTTP DLQ retry")
     serve.add_argument(
+        "--no-dashboard", action="store_true", help="do not serve the dashboard at /dashboard/"
+    )
+    serve.add_argument(
         "--discover-every",
         type=float,
         default=10.0,

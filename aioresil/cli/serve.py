@@ -70,7 +70,11 @@ async def run_serve(args: argparse.Namespace) -> int:
         dlq = DeadLetterQueue(backend, name=args.dlq)
         try:
             app = health_app(
-                registry=registry, dlq=dlq, admin_token=token, dlq_retry_handler=handler
+                registry=registry,
+                dlq=dlq,
+                admin_token=token,
+                dlq_retry_handler=handler,
+                dashboard=not args.no_dashboard,
             )
         except ValueError as exc:
             raise CliError(f"{ENV_TOKEN}: {exc}", 2) from None
@@ -79,8 +83,10 @@ async def run_serve(args: argparse.Namespace) -> int:
         config = uvicorn.Config(
             wrapped, host=args.host, port=args.port, log_level="warning", lifespan="on"
         )
+        base = f"http://{args.host}:{args.port}"
+        board = "" if args.no_dashboard else f", dashboard on {base}/dashboard/"
         print(
-            f"aioresil health app on http://{args.host}:{args.port}/health "
+            f"aioresil health app on {base}/health{board} "
             f"({len(registry)} breakers, queue {args.dlq!r}, admin "
             f"{'on' if token else 'off'})",
             flush=True,

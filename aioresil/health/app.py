@@ -80,6 +80,7 @@ class HealthApp:
         admin_token: str | None,
         dlq_retry_handler: Handler | None,
         cache_ttl: float = 0.0,
+        dashboard: bool = False,
     ) -> None:
         if not isinstance(service, str) or not service:
             raise ValueError(f"service must be a non-empty str, got {service!r}")
@@ -114,6 +115,18 @@ class HealthApp:
             if admin_token is None
             else AdminRoutes(admin_token, registry, dlq, dlq_retry_handler)
         )
+        self.dashboard: Any = None
+        if dashboard:
+            from ..dashboard import dashboard_app
+
+            # The same token guards the dashboard's actions; without one it is read-only.
+            self.dashboard = dashboard_app(
+                registry=registry,
+                dlq=dlq,
+                admin_token=admin_token,
+                retry_handler=dlq_retry_handler,
+                title=service,
+            )
         self._routes: dict[str, Callable[[], Awaitable[Reply]]] = {
             "/health": self._live,
             "/health/ready": self._ready,
@@ -135,6 +148,14 @@ class HealthApp:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
+        if self.dashboard is not None and (path == "/dashboard" or path.startswith("/dashboard/")):
+            # Mounted: the dashboard sees its own root path, as under Starlette's Mount.
+            if path == "/dashboard":
+                location = f"{root}/dashboard/".encode()
+                await _send(send, 308, b"", b"text/plain", ((b"location", location),))
+                return
+            await self.dashboard({**scope, "root_path": f"{root}/dashboard"}, receive, send)
+            return
         path = path.rstrip("/") or "/"
         method: str = scope["method"]
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
@@ -404,6 +425,7 @@ def health_app(
     admin_token: str | None = None,
     dlq_retry_handler: Handler | None = None,
     cache_ttl: float = 0.0,
+    dashboard: bool = False,
 ) -> HealthApp:
     """A plain ASGI 3 app serving health, readiness, breakers, DLQ and metrics.
 
@@ -425,6 +447,8 @@ def health_app(
             every request reads the backend, but requests arriving while a read runs share
             it. With thousands of breakers and frequent probes, ``1.0`` bounds the backend
             load to one read per second per endpoint, whatever the probe rate.
+        dashboard: also serve the live dashboard (:mod:`aioresil.dashboard`) at
+            ``/dashboard/``; its actions are enabled by the same ``admin_token``.
 
     Example::
 
@@ -443,4 +467,5 @@ def health_app(
         admin_token=admin_token,
         dlq_retry_handler=dlq_retry_handler,
         cache_ttl=cache_ttl,
+        dashboard=dashboard,
     )
