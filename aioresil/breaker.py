@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NoReturn, ParamSpec, Self, TypeVar
 
+import anyio
 import structlog
 
 from .backends.base import BreakerBackend, BreakerHandle
@@ -43,6 +44,9 @@ _CLOSED = CircuitState.CLOSED
 _DISABLED = CircuitState.DISABLED
 _OPEN = CircuitState.OPEN
 _HALF_OPEN = CircuitState.HALF_OPEN
+
+RELEASE_TIMEOUT = 5.0
+"""Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
 Ticket = int | tuple[int, int, float]
 """What ``__aenter__`` leaves for ``__aexit__``: the generation alone on the hot path, else
@@ -262,8 +266,16 @@ class CircuitBreaker:
             generation, token, started = ticket, 0, now  # type: ignore[assignment]
         outcome = Outcome.SUCCESS if exc_type is None else self._classify(exc_type)
         pending = self._handle.record(Permit(generation, token), outcome, now, now - started)
-        if pending is not None:
-            await self._settle(pending, exc_type)
+        if pending is None:
+            return
+        if outcome is Outcome.CANCELLED:
+            # Giving a trial permit back must survive the cancellation that ended the call:
+            # inside a cancelled anyio scope (a Timeout policy, a task group) every await is
+            # cancelled again at once. Shielded, and bounded so a dead backend cannot hang us.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
+                await self._settle(pending, exc_type)
+            return
+        await self._settle(pending, exc_type)
 
     async def _settle(self, pending: Awaitable[None], exc_type: type[BaseException] | None) -> None:
         # Recording happens after the guarded block ran: a storage problem here must neither

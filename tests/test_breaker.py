@@ -625,3 +625,27 @@ async def test_nested_use_of_one_breaker_reports_each_call_once(
     stats = await breaker.stats()
     assert stats.failure_count == 2
     assert stats.consecutive_failures == 2
+
+
+async def test_a_trial_cancelled_by_an_anyio_scope_gives_its_permit_back(
+    make_breaker: MakeBreaker, clock: FakeClock
+) -> None:
+    """Level-triggered cancellation (a Timeout policy, a task group) re-cancels every await."""
+    import anyio
+
+    from aioresil import CallTimeoutError, Timeout
+
+    breaker = make_breaker(failure_threshold=1, recovery_timeout=1, half_open_max_calls=1)
+    await fail(breaker)
+    clock.advance(1)
+
+    async def trial() -> None:
+        async with breaker:  # the only trial permit
+            await anyio.sleep(3600)
+
+    with pytest.raises(CallTimeoutError):
+        await Timeout(0.05).call(trial)
+    with anyio.move_on_after(0.05) as scope:
+        await trial()
+    assert scope.cancelled_caught
+    await succeed(breaker)  # the permit is free again, not held for trial_lease

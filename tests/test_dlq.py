@@ -769,3 +769,24 @@ async def test_stats_and_purge_on_100k_entries(dlq: DeadLetterQueue, clock: Fake
     assert stats["failures_by_task_type"] == {"b": 12_500, "c": 12_500, "d": 12_500}
     page = await dlq.list(limit=3)
     assert [json.dumps(e.payload) for e in page.entries] == ["99999", "99998", "99997"]
+
+
+async def test_retry_all_raises_a_failing_progress_callback_instead_of_hanging() -> None:
+    import asyncio
+
+    from aioresil import DeadLetterQueue
+
+    dlq = DeadLetterQueue()
+    for i in range(50):
+        await dlq.push("job", {"i": i}, "boom")
+
+    async def handler(letter: object) -> None:
+        return None
+
+    def progress(report: object) -> None:
+        raise RuntimeError("progress bar broke")
+
+    async with asyncio.timeout(5):
+        with pytest.raises(RuntimeError, match="progress bar broke"):
+            await dlq.retry_all(handler, concurrency=2, progress=progress)
+    assert await dlq.count() >= 48  # what was not retried is still there

@@ -413,3 +413,71 @@ async def test_registry_on_redis_reads_all_breakers(
     assert len(stats) == 20
     assert all(s.success_count == 1 for s in stats.values())
     assert stats["svc-3"].failure_count == 1
+
+
+async def test_fail_open_recovers_even_when_every_call_succeeds(
+    own_redis_server: RedisServer,
+) -> None:
+    """The recovery ping is timed on the handle's clock, not on the hot path's ``now=0``."""
+    events = EventRecorder()
+    async with RedisBackend.from_url(
+        own_redis_server.url, socket_timeout=1, socket_connect_timeout=0.5
+    ) as backend:
+        breaker = CircuitBreaker("only-ok", backend=backend)
+        breaker.add_listener(events)
+        await succeed(breaker)
+        own_redis_server.stop()
+        await succeed(breaker)  # the record fails: fail-open starts
+        assert events.of_type(BackendFailover)
+        own_redis_server.start()
+        async with asyncio.timeout(10):
+            while not events.of_type(BackendRecovered):
+                await succeed(breaker)
+                await asyncio.sleep(0.1)
+        await succeed(breaker)
+        assert (await breaker.stats()).success_count >= 1
+
+
+async def test_batched_outcomes_kept_during_an_outage_reach_redis_after_it(
+    own_redis_server: RedisServer,
+) -> None:
+    config = BreakerConfig(recording="batched", batch_interval=0.05)
+    events = EventRecorder()
+    async with RedisBackend.from_url(
+        own_redis_server.url, socket_timeout=1, socket_connect_timeout=0.5
+    ) as backend:
+        breaker = CircuitBreaker("kept", config=config, backend=backend)
+        breaker.add_listener(events)
+        for _ in range(3):
+            await succeed(breaker)  # buffered
+        own_redis_server.stop()
+        async with asyncio.timeout(10):
+            # the timed flush fails: outage (polled: the flush runs in the background)
+            while not events.of_type(BackendFailover):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        own_redis_server.start()
+        async with asyncio.timeout(10):
+            while not events.of_type(BackendRecovered):
+                await succeed(breaker)  # judged by the fallback, pings Redis
+                await asyncio.sleep(0.1)
+        key = backend.key("cb", "kept", "state")
+        async with asyncio.timeout(5):
+            # the three kept outcomes are flushed without any stats(), failure or close
+            while int(await backend.client.hget(key, "ns") or 0) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+
+async def test_an_unreadable_breaker_does_not_stop_the_listener_for_the_others(
+    redis_url: str,
+) -> None:
+    config = BreakerConfig(failure_threshold=1, recovery_timeout=60)
+    async with RedisBackend.from_url(redis_url) as one, RedisBackend.from_url(redis_url) as two:
+        CircuitBreaker("bad", backend=two)
+        await two.client.hset(two.key("cb", "bad", "state"), mapping={"v": "1", "st": "??"})
+        watcher = CircuitBreaker("good", config=config, backend=two)
+        await succeed(watcher)  # starts two's listener, which resyncs every view
+        await asyncio.sleep(0.2)
+        await fail(CircuitBreaker("good", config=config, backend=one))
+        async with asyncio.timeout(3):
+            while watcher.state is not CircuitState.OPEN:  # noqa: ASYNC110 - a pub/sub view
+                await asyncio.sleep(0.005)

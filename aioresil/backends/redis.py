@@ -21,6 +21,7 @@ import structlog
 
 from ..clock import Clock
 from ..core.config import BreakerConfig
+from ..core.states import CircuitState
 from ..exceptions import (
     BackendError,
     BackendUnavailableError,
@@ -65,6 +66,27 @@ def map_redis_error(exc: BaseException, what: str) -> BackendError:
     return BackendError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def _raw_view(
+    handle: RedisBreakerHandle, state: dict[bytes, bytes], now_us: int
+) -> tuple[str, int, int]:
+    """``(state, generation, retry_after_us)`` for a local view; never raises.
+
+    An unreadable hash must not stop the listener or a recovery probe for every other
+    breaker: it reads as "unknown, ask Redis" (generation 0, OPEN with the timeout elapsed),
+    and the next script call resets it.
+    """
+    if not state:
+        return ("closed", 0, -1)
+    try:
+        st = state[b"st"].decode()
+        CircuitState(st)
+        retry = max(int(float(state.get(b"ou", b"0"))) - now_us, 0) if st == "open" else -1
+        return (st, int(state[b"g"]), retry)
+    except (KeyError, ValueError, UnicodeDecodeError):
+        _log.warning("circuit_state_unreadable", breaker=handle.name)
+        return ("open", 0, 0)
+
+
 class RedisBackend:
     """Shared Redis storage for every aioresil object.
 
@@ -99,6 +121,7 @@ class RedisBackend:
         self.events_channel = f"{self.prefix}:breaker-events"
         self._listen = listen
         self._owns_client = _owns_client
+        self._closing = False
         self._closed = False
         self._closers: list[Any] = []
         self._breakers: dict[str, RedisBreakerHandle] = {}
@@ -177,6 +200,8 @@ class RedisBackend:
         Every redis-py exception is mapped to :class:`BackendError` or
         :class:`BackendUnavailableError`.
         """
+        if self._closed:
+            raise BackendUnavailableError(f"script {script.name}: this RedisBackend is closed")
         if self._gate is not None:
             async with self._gate:
                 return await self._run_script(script, keys, args)
@@ -249,12 +274,7 @@ class RedisBackend:
             state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
             window = dict(zip(flat_window[::2], flat_window[1::2], strict=True))
             if raw_view:
-                if not state:
-                    out.append(("closed", 0, -1))
-                    continue
-                st = state[b"st"].decode()
-                retry = max(int(float(state.get(b"ou", b"0"))) - now_us, 0) if st == "open" else -1
-                out.append((st, int(state[b"g"]), retry))
+                out.append(_raw_view(handle, state, now_us))
                 continue
             try:
                 record = handle.record_from(state, int(live), window or None, now_us)
@@ -347,13 +367,15 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         """Stop background work and close the pool, if this backend created it."""
-        if self._closed:
+        if self._closing:
             return
-        self._closed = True
+        self._closing = True
         for handle in list(self._breakers.values()):
+            handle.cancel_timers()
             with contextlib.suppress(BackendError):
                 # batched outcomes and locally counted rejections survive a clean close
                 await handle.flush(rejections=True)
+        self._closed = True  # from here on, scripts are refused
         closers, self._closers = self._closers, []
         for closer in reversed(closers):
             await closer()

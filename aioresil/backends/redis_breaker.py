@@ -170,6 +170,14 @@ class RedisBreakerHandle:
             view.open_until = 0.0
 
     def _apply_reply(self, reply: list[Any]) -> _Reply:
+        try:
+            return self._parse_reply(reply)
+        except (ValueError, IndexError, TypeError, KeyError) as exc:
+            raise BackendError(
+                f"breaker {self.name!r}: unexpected reply from breaker.lua ({exc!r})"
+            ) from exc
+
+    def _parse_reply(self, reply: list[Any]) -> _Reply:
         code, state, generation, retry_after_us = (
             int(reply[0]),
             _text(reply[1]),
@@ -214,7 +222,7 @@ class RedisBreakerHandle:
                     *extra,
                 ],
             )
-        except BackendError:
+        except BaseException:  # not sent (error or cancellation): count them next time
             self._pending_rejections += rejections
             raise
         if self._outage_logged and self._fallback is None:
@@ -228,8 +236,7 @@ class RedisBreakerHandle:
     def acquire_local(self, now: float) -> Permit | Rejection | None:
         fallback = self._fallback
         if fallback is not None:
-            if now - self._last_probe >= RECONNECT_INTERVAL:
-                self._start_probe(now)
+            self._maybe_probe()
             return self._fallback_acquire(fallback, now)
         view = self.view
         state = view.state
@@ -268,7 +275,7 @@ class RedisBreakerHandle:
             # The batched hot path: one append; a flush is already due if anything is buffered.
             buffer = self._buffer
             buffer.append((generation, 0, round(duration * 1e6) if duration else 0))
-            if len(buffer) == 1 and self._flush_handle is None:
+            if self._flush_handle is None:
                 self._schedule_flush(soon=False)
             return None
         return self.record(Permit(generation), Outcome.SUCCESS, now, duration)
@@ -317,6 +324,12 @@ class RedisBreakerHandle:
         self._flush_task = asyncio.get_running_loop().create_task(self.flush())
         self.backend.track(self._flush_task)
 
+    def cancel_timers(self) -> None:
+        """Disarm the batch timer (the backend is closing)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
     async def flush(self, *, rejections: bool = False) -> None:
         """Send every buffered outcome, in order, one script call per generation run.
 
@@ -351,11 +364,16 @@ class RedisBreakerHandle:
                     # Keep them (in order, ahead of newer ones) for the next flush.
                     self._buffer[:0] = batch[start:]
                     self._outage(error, self._mono())
-                    if self._fallback is None:  # fail-closed: retry later
+                    if self._fallback is None and self._flush_handle is None:
+                        # fail-closed: retry later
                         self._flush_handle = asyncio.get_running_loop().call_later(
                             RECONNECT_INTERVAL, self._start_flush
                         )
                     return
+                except BaseException:
+                    # Any other error or a cancellation: nothing of this batch is dropped.
+                    self._buffer[:0] = batch[start:]
+                    raise
                 start = end
 
     # ------------------------------------------------------------------ operators and stats
@@ -433,7 +451,7 @@ class RedisBreakerHandle:
             return
         if self._fallback is None:
             self._fallback = BreakerRecord(self.config)
-            self._last_probe = now
+            self._last_probe = self._mono()
             self._sync_view_from_fallback()
             _log.error(
                 "circuit_backend_unavailable",
@@ -473,10 +491,17 @@ class RedisBreakerHandle:
         if transition is not None:
             retry_after = max(fallback.open_until - now, 0.0) if transition.new is OPEN else None
             self._emit(transition, retry_after)
-        if now - self._last_probe >= RECONNECT_INTERVAL:
-            self._start_probe(now)
+        self._maybe_probe()
 
-    def _start_probe(self, now: float) -> None:
+    def _maybe_probe(self) -> None:
+        """Ping Redis at most every RECONNECT_INTERVAL while on the fallback.
+
+        Timed on this handle's own clock: the breaker passes ``now=0.0`` on its untimed hot
+        path, so the caller's ``now`` cannot drive it.
+        """
+        now = self._mono()
+        if now - self._last_probe < RECONNECT_INTERVAL:
+            return
         self._last_probe = now
         if self._probe_task is not None and not self._probe_task.done():
             return
@@ -487,7 +512,8 @@ class RedisBreakerHandle:
         try:
             await self.backend.ping()
             records = await self.backend.read_breakers([self], raw_view=True)
-        except BackendError:
+        except Exception as error:  # still down (or unreadable): try again later
+            _log.debug("circuit_backend_probe_failed", breaker=self.name, error=repr(error))
             return
         state, generation, retry_after_us = records[0]
         self._fallback = None
@@ -496,6 +522,8 @@ class RedisBreakerHandle:
         self.apply_view(state, generation, retry_after_us)
         _log.info("circuit_backend_recovered", breaker=self.name)
         self._emit_event(BackendRecovered(self.name, time.time()))
+        if self._buffer and self._flush_handle is None:
+            self._schedule_flush(soon=True)  # outcomes kept during the outage
 
 
 def _text(value: Any) -> str:

@@ -752,24 +752,32 @@ class DeadLetterQueue:
         async def producer() -> None:
             sent = 0
             cursor: str | None = None
-            try:
-                while limit is None or sent < limit:
-                    size = _PAGE if limit is None else min(_PAGE, limit - sent)
-                    page = await self.list(task_type=task_type, limit=size, cursor=cursor)
-                    for letter in page.entries:
-                        await queue.put(letter)
-                    sent += len(page.entries)
-                    if page.next_cursor is None:
-                        break
-                    cursor = page.next_cursor
-            finally:
-                for _ in range(concurrency):
-                    await queue.put(None)
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(producer())
+            while limit is None or sent < limit:
+                size = _PAGE if limit is None else min(_PAGE, limit - sent)
+                page = await self.list(task_type=task_type, limit=size, cursor=cursor)
+                for letter in page.entries:
+                    await queue.put(letter)
+                sent += len(page.entries)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            # Only on a normal end: after an error the task group cancels the workers, and a
+            # put into a full queue nobody reads any more would hang forever.
             for _ in range(concurrency):
-                group.create_task(worker())
+                await queue.put(None)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(producer())
+                for _ in range(concurrency):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:
+            # Raise what went wrong (Redis down, a raising progress callback) as itself, so
+            # `except BackendUnavailableError` works; extra errors are logged, not lost.
+            first, *others = failed.exceptions
+            for other in others:
+                _log.error("dlq_retry_all_error", queue=self.name, error=repr(other))
+            raise first from None
         return report()
 
     # ------------------------------------------------------------------ removal
