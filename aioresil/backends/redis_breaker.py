@@ -337,8 +337,11 @@ class RedisBreakerHandle:
         (the consecutive-failure rule depends on order). With ``rejections``, locally counted
         rejections are sent too, even when no outcome is buffered (used on close).
         """
-        if not self._buffer and not (rejections and self._pending_rejections):
+        busy = self._flush_lock is not None and self._flush_lock.locked()
+        if not self._buffer and not busy and not (rejections and self._pending_rejections):
             return
+        # Even with an empty buffer, wait for a flush in flight: a caller reading stats
+        # right after a failure must see that failure applied.
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
