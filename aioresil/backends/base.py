@@ -1,6 +1,6 @@
 """What a breaker needs from a backend: a handle offering atomic operations, never get/set.
 
-A breaker binds once (``backend.bind_breaker(name, config, clock)``) and then talks to its
+A breaker binds once (``backend.bind_breaker(name, config)``) and then talks to its
 :class:`BreakerHandle`. Each operation is atomic on its own (under the event loop for memory,
 one Lua script for Redis). The ``*_local`` methods answer without I/O when they can and return
 ``None`` when the backend must be asked; the breaker then awaits the ``*_remote`` twin. That
