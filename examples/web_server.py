@@ -70,7 +70,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
@@ -129,7 +129,10 @@ def create_app(registry: BreakerRegistry, upstream_url: str, *, timeout: float =
     async def quote(request: Request) -> JSONResponse:
         name = request.path_params["upstream"]
         if name not in UPSTREAMS:
-            body = {"error": f"unknown upstream {name!r}", "upstreams": list(UPSTREAMS)}
+            body: dict[str, Any] = {
+                "error": f"unknown upstream {name!r}",
+                "upstreams": [*UPSTREAMS],
+            }
             return JSONResponse(body, status_code=404)
         client: httpx.AsyncClient = request.app.state.client
         try:
@@ -302,7 +305,7 @@ async def serve(args: argparse.Namespace) -> int:
             await backend.aclose()
 
 
-def _server(app: Any, *, lifespan: str) -> _Server:
+def _server(app: Any, *, lifespan: Literal["on", "off"]) -> _Server:
     return _Server(
         uvicorn.Config(app, lifespan=lifespan, ws="none", log_level="warning", access_log=False)
     )
