@@ -32,6 +32,13 @@ changes nothing (so draining the DLQ afterwards cannot cause a re-push). Cost: o
 per start while ids are pending. One process per run id: the checkpoint is fenced, so a second
 process resuming the same run gets ``CheckpointConflictError`` instead of forking it.
 
+Draining the DLQ afterwards with the CLI: :func:`redrive` is the ``--handler``. It evaluates
+a dead-lettered item again (the outage that sank it may be over) and accepts a refusal as the
+item's final verdict; only a provider error again keeps the entry (``attempts + 1``)::
+
+    aioresil --redis redis://127.0.0.1:6379/0 dlq --dlq examples-benchmark:bench-demo \
+        retry --all --yes --handler examples.benchmark_run:redrive
+
 Run it (no internet needed; from a checkout, ``pip install -e '.[redis]'`` first)::
 
     python examples/benchmark_run.py                         # memory backend: runs once
@@ -59,11 +66,13 @@ from aioresil import (
     BreakerRegistry,
     CheckpointStore,
     CircuitOpenError,
+    DeadLetter,
     DeadLetterQueue,
     MemoryBackend,
 )
 
 TASK_TYPE = "eval-item"
+FAIL_RATES = {"alpha": 0.05, "beta": 0.15, "gamma": 0.10}
 
 
 class ProviderError(Exception):
@@ -172,9 +181,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     dlq = DeadLetterQueue(backend, name=f"examples-benchmark:{args.run_id}")
     n = args.items
     providers = [
-        Provider("alpha", 0.05, range(n // 4, n // 2), args),
-        Provider("beta", 0.15, range(0), args),
-        Provider("gamma", 0.10, range(0), args),
+        Provider("alpha", FAIL_RATES["alpha"], range(n // 4, n // 2), args),
+        Provider("beta", FAIL_RATES["beta"], range(0), args),
+        Provider("gamma", FAIL_RATES["gamma"], range(0), args),
     ]
     registry = BreakerRegistry(backend=backend, default_config=config)
     for provider in providers:
@@ -217,7 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     state["done"][item_id] = value
                     await cp.maybe_save(state)
                     return
-                payload = {"item": index}
+                payload = {"item": index, "seed": args.seed}
                 state["dlq_pending"][item_id] = {
                     "payload": payload,
                     "error": f"{type(value).__name__}: {value}",
@@ -259,6 +268,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if args.redis:
             await backend.aclose()
+
+
+async def redrive(letter: DeadLetter) -> None:
+    """The DLQ retry handler: ``aioresil dlq retry --all --handler examples.benchmark_run:redrive``.
+
+    Evaluates the item again, one round over every provider (no outage any more, no
+    latency; the round number continues from ``letter.attempts``, so the simulated flakiness
+    is not the same draw that sank it). A score, or a refusal (the provider answered: a
+    final verdict, not an outage), is accepted: the handler returns and the CLI deletes the
+    entry. Every provider failing again raises, so the CLI keeps the entry with
+    ``attempts + 1`` for a later drain. Prints one line per item: a real redrive would write
+    the verdict to the run's results instead.
+
+    Args:
+        letter: a dead letter pushed by :func:`run` (payload ``{"item": n, "seed": s}``).
+    """
+    index = int(letter.payload["item"])
+    args = argparse.Namespace(seed=int(letter.payload.get("seed", 7)), latency=0.0)
+    error: Exception | None = None
+    for name, fail_rate in FAIL_RATES.items():
+        try:
+            score = await Provider(name, fail_rate, range(0), args).evaluate(index, letter.attempts)
+        except Refused:
+            print(f"redriven {letter.task_id}: refused by {name}, accepted as final", flush=True)
+            return
+        except ProviderError as exc:
+            error = exc
+        else:
+            print(f"redriven {letter.task_id}: score {score} from {name}", flush=True)
+            return
+    assert error is not None
+    raise error
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ leave the state they promise: checked through aioresil's own API, not only by ex
 * ``benchmark_run.py`` is SIGKILLed at the worst moment (between its DLQ push and the
   checkpoint save that records it) and at 5 random moments, restarted each time, and ends
   with every item in exactly one of (checkpoint ``done``, DLQ), no DLQ duplicate; the DLQ
-  then drains through ``retry_all``;
+  then drains through ``retry_all``, and a fresh run's DLQ through the real
+  ``aioresil dlq retry --all`` CLI with the example's ``redrive`` handler;
 * ``multi_process.py``: 4 processes share one breaker; after one trips it, all 4 stop.
 """
 
@@ -219,7 +220,7 @@ def test_benchmark_run_killed_six_times_accounts_for_every_item_exactly_once(
     assert (again["evaluated_this_run"], again["pushed_this_run"]) == (0, 0)
     assert again["dlq_entries"] == len(dlq_ids)
 
-    # 5. The DLQ drains (the ``aioresil dlq retry --all`` CLI does the same through this API).
+    # 5. The DLQ drains through the Python API.
     retried: list[str] = []
 
     async def drain() -> tuple[int, int]:
@@ -235,6 +236,57 @@ def test_benchmark_run_killed_six_times_accounts_for_every_item_exactly_once(
     assert succeeded == len(dlq_ids)
     assert left == 0
     assert sorted(retried) == sorted(dlq_ids)
+
+    # 6. A fresh run's DLQ drains through the real CLI, with the example's own handler.
+    fresh = summary_of(
+        run_example(
+            "benchmark_run.py", "--redis", redis_url, "--fresh", "--latency", "0.005", "--json"
+        )
+    )
+    assert fresh["finished"]
+    assert fresh["dlq_entries"] == fresh["dead_lettered"] > 0
+    to_drain = sorted(str(letter.task_id) for letter in asyncio.run(dead_letters(redis_url, queue)))
+    assert set(to_drain) >= POISON
+
+    # The example's keys use the default prefix, which the CLI's default --prefix matches.
+    drained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aioresil",
+            "--redis",
+            redis_url,
+            "--prefix",
+            "aioresil",
+            "dlq",
+            "--dlq",
+            queue,
+            "retry",
+            "--all",
+            "--yes",
+            "--handler",
+            "examples.benchmark_run:redrive",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        cwd=ROOT,
+    )
+
+    assert drained.returncode == 0, drained.stderr
+    lines = drained.stdout.splitlines()
+    assert f"succeeded {len(to_drain)}, failed 0, skipped 0" in lines
+    verdicts = [line.split(maxsplit=2)[1:] for line in lines if line.startswith("redriven ")]
+    assert sorted(item.rstrip(":") for item, _ in verdicts) == to_drain  # once per entry
+    refused = {item.rstrip(":") for item, verdict in verdicts if "accepted as final" in verdict}
+    assert refused == POISON  # a refusal is a verdict; the outage's items got a score
+
+    async def left_in_queue() -> int:
+        async with RedisBackend.from_url(redis_url) as backend:
+            return await DeadLetterQueue(backend, name=queue).count()
+
+    assert asyncio.run(left_in_queue()) == 0
 
 
 # ---------------------------------------------------------------------------- multi process
