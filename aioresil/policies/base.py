@@ -7,6 +7,7 @@ is; so is any object of yours with that one method.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -24,6 +25,7 @@ __all__ = [
     "Policy",
     "PolicyBase",
     "ScriptBackend",
+    "Statistics",
     "check_name",
     "check_seconds",
     "exception_filter",
@@ -36,6 +38,16 @@ R = TypeVar("R")
 log = structlog.get_logger("aioresil")
 
 ExceptionFilter = Callable[[BaseException], bool]
+
+
+class Statistics:
+    """Base of every policy's frozen statistics dataclass: ``to_dict()`` for JSON and health."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name, JSON-ready (the fields are plain numbers and strings)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
 @runtime_checkable

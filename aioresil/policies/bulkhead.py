@@ -30,7 +30,7 @@ import anyio
 from ..backends.scripts import load_script
 from ..clock import Clock
 from ..exceptions import AioresilError, BulkheadFullError
-from .base import PolicyBase, check_seconds, log, script_backend
+from .base import PolicyBase, Statistics, check_seconds, log, script_backend
 from .events import BulkheadRejected
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
@@ -42,7 +42,7 @@ _Leases = tuple[str | None, "Any"] | None
 
 
 @dataclass(frozen=True, slots=True)
-class BulkheadStatistics:
+class BulkheadStatistics(Statistics):
     """A bulkhead at one moment, as this process sees it.
 
     ``active`` and ``waiting`` are this process's calls (fleet-wide totals live in Redis);
@@ -56,17 +56,6 @@ class BulkheadStatistics:
     waiting: int
     accepted: int
     rejected: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "max_concurrent": self.max_concurrent,
-            "fleet_wide": self.fleet_wide,
-            "active": self.active,
-            "waiting": self.waiting,
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-        }
 
 
 class Bulkhead(PolicyBase):

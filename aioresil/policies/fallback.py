@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ..clock import Clock
-from .base import ExceptionFilter, PolicyBase, exception_filter, log
+from .base import ExceptionFilter, PolicyBase, Statistics, exception_filter, log
 
 __all__ = ["Fallback", "FallbackStatistics"]
 
@@ -22,15 +22,12 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
-class FallbackStatistics:
+class FallbackStatistics(Statistics):
     """``calls`` that ran, and how many of them were answered by the handler."""
 
     name: str
     calls: int
     fallbacks: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "calls": self.calls, "fallbacks": self.fallbacks}
 
 
 class Fallback(PolicyBase):

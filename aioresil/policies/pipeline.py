@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
-from .base import check_name, log
+from .base import Statistics, check_name, log
 from .retry import Retry
 
 __all__ = ["Pipeline", "PipelineStatistics", "SupportsPush", "pipeline"]
@@ -56,7 +56,7 @@ class SupportsPush(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class PipelineStatistics:
+class PipelineStatistics(Statistics):
     """``calls`` through the pipeline, ``failures`` that escaped it, ``dead_lettered`` of
     them pushed to the DLQ and ``dlq_errors`` whose push failed (logged)."""
 
@@ -65,15 +65,6 @@ class PipelineStatistics:
     failures: int
     dead_lettered: int
     dlq_errors: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "calls": self.calls,
-            "failures": self.failures,
-            "dead_lettered": self.dead_lettered,
-            "dlq_errors": self.dlq_errors,
-        }
 
 
 class _Run:

@@ -26,7 +26,7 @@ import anyio
 from ..backends.scripts import load_script
 from ..clock import Clock
 from ..exceptions import RateLimitExceeded
-from .base import PolicyBase, check_seconds, log, script_backend
+from .base import PolicyBase, Statistics, check_seconds, log, script_backend
 from .events import RateLimited
 
 __all__ = ["RateLimiter", "RateLimiterStatistics"]
@@ -38,7 +38,7 @@ Sleep = Callable[[float], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
-class RateLimiterStatistics:
+class RateLimiterStatistics(Statistics):
     """A limiter's counters in this process: calls ``allowed`` (``waited`` of them after
     waiting for their token) and ``limited`` (refused)."""
 
@@ -50,18 +50,6 @@ class RateLimiterStatistics:
     allowed: int
     waited: int
     limited: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "rate": self.rate,
-            "per": self.per,
-            "burst": self.burst,
-            "fleet_wide": self.fleet_wide,
-            "allowed": self.allowed,
-            "waited": self.waited,
-            "limited": self.limited,
-        }
 
 
 class RateLimiter(PolicyBase):

@@ -35,7 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from ..clock import Clock, SystemClock
-from .base import ExceptionFilter, PolicyBase, check_seconds, exception_filter, log
+from .base import ExceptionFilter, PolicyBase, Statistics, check_seconds, exception_filter, log
 from .events import RetryExhausted, RetryScheduled
 
 __all__ = [
@@ -124,7 +124,7 @@ def constant(delay: float, *, jitter: float = 0.0) -> Backoff:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryBudgetStatistics:
+class RetryBudgetStatistics(Statistics):
     """A budget at one moment: its balance and what it let through or refused."""
 
     tokens: float
@@ -248,7 +248,7 @@ TESTING = _TestingMode()
 
 
 @dataclass(frozen=True, slots=True)
-class RetryStatistics:
+class RetryStatistics(Statistics):
     """A retry's counters since it was created.
 
     ``recovered`` calls succeeded after at least one retry; ``gave_up`` calls ended with the
@@ -261,16 +261,6 @@ class RetryStatistics:
     recovered: int
     gave_up: int
     budget_exhausted: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "calls": self.calls,
-            "retries": self.retries,
-            "recovered": self.recovered,
-            "gave_up": self.gave_up,
-            "budget_exhausted": self.budget_exhausted,
-        }
 
 
 def retry_after_of(exc: BaseException) -> float | None:

@@ -21,7 +21,7 @@ import anyio
 
 from ..clock import Clock
 from ..exceptions import CallTimeoutError
-from .base import PolicyBase, check_seconds, log
+from .base import PolicyBase, Statistics, check_seconds, log
 from .events import CallTimedOut
 
 __all__ = ["Timeout", "TimeoutStatistics"]
@@ -36,21 +36,13 @@ _Stack = tuple[anyio.CancelScope, "Any"] | None
 
 
 @dataclass(frozen=True, slots=True)
-class TimeoutStatistics:
+class TimeoutStatistics(Statistics):
     """A timeout's counters: ``calls`` that started, how many of them ``timed_out``."""
 
     name: str
     seconds: float
     calls: int
     timed_out: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "seconds": self.seconds,
-            "calls": self.calls,
-            "timed_out": self.timed_out,
-        }
 
 
 class Timeout(PolicyBase):
