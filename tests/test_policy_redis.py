@@ -102,14 +102,16 @@ async def test_fleet_rate_limiter_holds_its_rate_across_four_processes(
 async def test_a_crashed_holders_lease_expires_and_its_slot_is_reclaimed(
     backend: RedisBackend,
 ) -> None:
-    crashed = Bulkhead(1, name="leased", backend=backend, lease=0.2)
-    other = Bulkhead(1, name="leased", backend=backend, lease=0.2)
+    # A 1 s lease: wide enough that a stalled CI machine cannot let it lapse before the
+    # refusal below is checked.
+    crashed = Bulkhead(1, name="leased", backend=backend, lease=1.0)
+    other = Bulkhead(1, name="leased", backend=backend, lease=1.0)
     await crashed.__aenter__()  # holds the slot and never gives it back
     with pytest.raises(BulkheadFullError) as caught:
         await other.call(asyncio.sleep, 0)
     assert caught.value.retry_after is not None
-    assert 0 < caught.value.retry_after <= 0.2
-    await asyncio.sleep(0.25)
+    assert 0 < caught.value.retry_after <= 1.0
+    await asyncio.sleep(1.05)
     assert await other.call(asyncio.sleep, 0, "reclaimed") == "reclaimed"
     with capture_logs() as logs:
         await crashed.__aexit__(None, None, None)  # too late: its lease is gone
@@ -139,10 +141,12 @@ async def test_a_fleet_waiter_gets_the_slot_when_it_frees(backend: RedisBackend)
     waiter = Bulkhead(1, name="queue", backend=backend, max_waiting=1, poll_interval=0.01)
     release = asyncio.Event()
     holding = asyncio.create_task(holder.call(release.wait))
-    await asyncio.sleep(0.02)
-    waiting = asyncio.create_task(waiter.call(asyncio.sleep, 0, "got it"))
-    await asyncio.sleep(0.03)
-    assert waiter.statistics().waiting == 1
+    async with asyncio.timeout(5):  # conditions, not fixed sleeps: CI machines stall
+        while holder.statistics().active != 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        waiting = asyncio.create_task(waiter.call(asyncio.sleep, 0, "got it"))
+        while waiter.statistics().waiting != 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
     with pytest.raises(BulkheadFullError):
         await waiter.call(asyncio.sleep, 0)  # this process's one waiting place is taken
     release.set()
