@@ -92,7 +92,7 @@ class BreakerRegistry:
     async def stats(self) -> dict[str, BreakerStats]:
         """``{name: BreakerStats}`` for every breaker.
 
-        On Redis this is one pipelined round trip for all of them (after flushing batched
+        On Redis this is one round trip (one read-only script call) for all of them (after flushing batched
         outcomes), not one per breaker.
         """
         breakers = list(self._breakers.values())

@@ -386,7 +386,7 @@ class RedisBreakerHandle:
         await self._run("operator", trigger.value)
 
     async def refresh(self, now: float, wall: float) -> tuple[BreakerRecord, float, float]:
-        """Read the shared state in one pipelined round trip (after flushing batched outcomes)."""
+        """Read the shared state in one round trip (after flushing batched outcomes)."""
         await self.flush()
         if self._fallback is not None:
             return self._fallback, now, wall - now

@@ -76,7 +76,7 @@ async def _table(backend: Any, as_json: bool) -> int:
     registry = BreakerRegistry(backend=backend)
     for name in await discover_names(backend):
         registry.get(name)
-    stats = await registry.stats()  # one pipelined round trip for all of them
+    stats = await registry.stats()  # one round trip for all of them
     if as_json:
         body = {
             name: {**one.to_dict(), "lifetime_failure_rate": lifetime_failure_rate(one)}
