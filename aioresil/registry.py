@@ -92,8 +92,8 @@ class BreakerRegistry:
     async def stats(self) -> dict[str, BreakerStats]:
         """``{name: BreakerStats}`` for every breaker.
 
-        On Redis this is one round trip (one read-only script call) for all of them (after flushing batched
-        outcomes), not one per breaker.
+        On Redis this is one round trip (one read-only script call) for all of them, after
+        flushing batched outcomes; not one per breaker.
         """
         breakers = list(self._breakers.values())
         if all(b._handle.authoritative for b in breakers):
