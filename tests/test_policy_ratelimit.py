@@ -113,3 +113,28 @@ def test_bad_configuration_is_refused(
 ) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         RateLimiter(*args, **options)  # type: ignore[arg-type]
+
+
+async def test_a_waiter_cancelled_while_waiting_gives_its_token_back() -> None:
+    import asyncio
+
+    from aioresil import RateLimiter
+    from aioresil.testing import FakeClock
+
+    clock = FakeClock()
+    gate = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await gate.wait()  # never released: the waiter is cancelled first
+
+    limiter = RateLimiter(1, per=1.0, burst=1, max_wait=10, clock=clock, sleep=sleep)
+    await limiter.acquire()  # the only token
+    waiter = asyncio.create_task(limiter.acquire())  # reserves the next one and waits
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    clock.advance(1.0)  # one token refilled: it must be free, not owed to the cancelled waiter
+    async with asyncio.timeout(1):
+        await limiter.acquire()  # no wait: the sleep would block forever
+    assert limiter.statistics().allowed == 2

@@ -142,9 +142,14 @@ class RateLimiter(PolicyBase):
             self._tokens = tokens
             self._limit(wait)
         self._tokens = tokens - 1.0  # reserved: the next caller queues behind us
+        try:
+            await self._sleep(wait)
+        except BaseException:
+            # Cancelled while waiting: give the reserved token back (it was never used).
+            self._tokens += 1.0
+            raise
         self._allowed += 1
         self._waited += 1
-        await self._sleep(wait)
 
     async def _acquire_fleet(self) -> None:
         backend = self._backend
