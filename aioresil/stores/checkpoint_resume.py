@@ -71,6 +71,7 @@ class CheckpointRun:
         self._pending = 0
         self._last_write = 0.0
         self._lock = anyio.Lock()
+        self._step_locks: dict[str, anyio.Lock] = {}
         self._open = False
         self._entered = False
 
@@ -243,19 +244,25 @@ class CheckpointRun:
         store = self._store
         if name in self._steps:
             return self._copy(self._steps[name], name)
-        result = await fn(*args)
-        encoded = dumps_checked(
-            store.serializer, result, f"result of step {name!r} of {self.task_id!r}"
-        )
-        async with self._lock:
-            self._steps[name] = store.serializer.loads(encoded)
-            self._steps_dirty = True
-            try:
-                await self._write(self.state)
-            except BaseException:
-                del self._steps[name]
-                raise
-        return store.serializer.loads(encoded)
+        # One run per name even when two tasks of this worker ask at once: the second waits
+        # for the first and returns its stored result.
+        step_lock = self._step_locks.setdefault(name, anyio.Lock())
+        async with step_lock:
+            if name in self._steps:
+                return self._copy(self._steps[name], name)
+            result = await fn(*args)
+            encoded = dumps_checked(
+                store.serializer, result, f"result of step {name!r} of {self.task_id!r}"
+            )
+            async with self._lock:
+                self._steps[name] = store.serializer.loads(encoded)
+                self._steps_dirty = True
+                try:
+                    await self._write(self.state)
+                except BaseException:
+                    del self._steps[name]
+                    raise
+            return store.serializer.loads(encoded)
 
     def _copy(self, value: Any, name: str) -> Any:
         serializer = self._store.serializer

@@ -223,6 +223,28 @@ async def test_a_step_runs_once_and_its_result_survives_a_resume(make_store: Mak
     assert calls == ["cats"]
 
 
+async def test_concurrent_calls_of_one_step_run_it_once(make_store: MakeStore) -> None:
+    import asyncio
+
+    store = make_store()
+    calls = 0
+    gate = asyncio.Event()
+
+    async def plan() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return "the plan"
+
+    async with store.resume("agent-2", initial={}) as cp:
+        first = asyncio.create_task(cp.step("plan", plan))
+        second = asyncio.create_task(cp.step("plan", plan))
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(first, second) == ["the plan", "the plan"]
+    assert calls == 1
+
+
 async def test_step_results_are_saved_with_the_current_state(make_store: MakeStore) -> None:
     store = make_store()
 
