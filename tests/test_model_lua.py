@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from aioresil import BreakerConfig
 from aioresil.backends.keys import object_key
-from aioresil.backends.redis_breaker import config_argument
+from aioresil.backends.redis_breaker import fixed_argument
 from aioresil.backends.scripts import load_script
 from aioresil.core import machine
 from aioresil.core.machine import BreakerRecord, Outcome, Permit, Rejection
@@ -81,7 +81,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         machine.operator(self.rec, Trigger.RESET, self.now)
 
     def lua(self, op: str, *extra: Any) -> list[Any]:
-        args = [op, us(self.now), *config_argument(self.config), "", "m", 0, *extra]
+        args = [op, us(self.now), fixed_argument(self.config, "", "m"), 0, *extra]
         return list(self.client.evalsha(SCRIPT.sha, 3, *self.keys, *args))
 
     @rule()
@@ -201,7 +201,7 @@ def test_time_window_expiry_boundary_matches(gap: float) -> None:
         permit, _ = machine.acquire(rec, config, now)
         assert isinstance(permit, Permit)
         machine.record(rec, config, permit, Outcome.SUCCESS, now)
-        base = [us(now), *config_argument(config), "", "e", 0]
+        base = [us(now), fixed_argument(config, "", "e"), 0]
         client.eval(SCRIPT.source, 3, *keys, "acquire", *base)
         client.eval(SCRIPT.source, 3, *keys, "record", *base, permit.generation, 0, 0, 0)
     assert rec.window is not None

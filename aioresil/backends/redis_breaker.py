@@ -46,7 +46,7 @@ from .scripts import load_script
 if TYPE_CHECKING:
     from .redis import RedisBackend
 
-__all__ = ["RedisBreakerHandle", "config_argument"]
+__all__ = ["RedisBreakerHandle", "config_argument", "fixed_argument"]
 
 _log = structlog.get_logger("aioresil")
 
@@ -81,7 +81,7 @@ def _us(seconds: float | None) -> str:
 
 
 def config_argument(config: BreakerConfig) -> list[str]:
-    """The config as ``breaker.lua`` reads it (ARGV[3..15]); times in microseconds."""
+    """The config items of ``breaker.lua``'s ARGV[3]; times in microseconds."""
 
     def plain(value: float | int | None) -> str:
         return "" if value is None else repr(value)
@@ -103,6 +103,11 @@ def config_argument(config: BreakerConfig) -> list[str]:
     ]
 
 
+def fixed_argument(config: BreakerConfig, channel: str, encoded_name: str) -> bytes:
+    """ARGV[3] of ``breaker.lua``: the config items, the channel and the encoded name."""
+    return ",".join([*config_argument(config), channel, encoded_name]).encode()
+
+
 class RedisBreakerHandle:
     """One breaker's state in Redis, with a local view kept fresh by replies and pub/sub."""
 
@@ -118,7 +123,9 @@ class RedisBreakerHandle:
             backend.key("cb", name, "trials"),
             backend.key("cb", name, "window"),
         ]
-        self._config_arg = config_argument(config)
+        # ARGV[3] never changes for this handle: one argument, encoded once (redis-py packs
+        # every argument in Python on every call, which cost more than Lua parsing it).
+        self._fixed_arg = fixed_argument(config, backend.events_channel, self.encoded)
         # Unknown until the first reply: generation 0 (every reply is newer) and OPEN with an
         # elapsed timeout, so the first call asks Redis instead of trusting a guess.
         self.view = BreakerRecord(config)
@@ -212,15 +219,7 @@ class RedisBreakerHandle:
             reply = await self.backend.run_script(
                 load_script("breaker"),
                 self.keys,
-                [
-                    op,
-                    self._now_arg(),
-                    *self._config_arg,
-                    self.backend.events_channel,
-                    self.encoded,
-                    rejections,
-                    *extra,
-                ],
+                [op, self._now_arg(), self._fixed_arg, rejections, *extra],
             )
         except BaseException:  # not sent (error or cancellation): count them next time
             self._pending_rejections += rejections

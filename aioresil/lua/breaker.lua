@@ -11,20 +11,20 @@ KEYS[3]  window count-based: a string ring, one byte per call ('0'..'3' = failed
                 time-based: a hash bucket index -> "calls failures slow"
 ARGV[1]  op: "acquire" | "record" | "batch" | "operator"
 ARGV[2]  now in microseconds, or "" to use Redis TIME (the fleet's one clock; see why below)
-ARGV[3..15] config, one item each (empty = None), sent with every call so the caller's
-         config is applied: failure_threshold, failure_rate_threshold, window_size,
-         window_duration_us, minimum_calls, slow_call_us, slow_call_rate_threshold,
-         recovery_us, backoff_multiplier, max_recovery_us, half_open_max_calls,
-         success_threshold, trial_lease_us (separate items: parsing one string cost more
-         than the rest of a success)
-ARGV[16] pub/sub channel for transitions ("" = do not publish)
-ARGV[17] the breaker's encoded name (for the published message)
-ARGV[18] rejections counted locally since the last call (added to the counter)
-op "record":   ARGV[19] generation, ARGV[20] token (0 = normal), ARGV[21] outcome
-               (0 success, 1 failure, 2 ignored, 3 cancelled), ARGV[22] duration (us)
-op "batch":    ARGV[19] generation, ARGV[20] outcomes as a string of digits "0"-"2", one per
-               call, in the order they ended, ARGV[21] durations "us,us,..." or "" (all 0)
-op "operator": ARGV[19] "reset" | "force_open" | "disable"
+ARGV[3]  the handle's constant part, 15 comma-separated items (empty = None): the config
+         (failure_threshold, failure_rate_threshold, window_size, window_duration_us,
+         minimum_calls, slow_call_us, slow_call_rate_threshold, recovery_us,
+         backoff_multiplier, max_recovery_us, half_open_max_calls, success_threshold,
+         trial_lease_us), the pub/sub channel for transitions ("" = do not publish) and the
+         breaker's encoded name (for the published message). One argument, encoded once by
+         the client: redis-py packs every argument in Python, which cost more than parsing
+         this string here. Sent with every call, so the caller's config is applied.
+ARGV[4]  rejections counted locally since the last call (added to the counter)
+op "record":   ARGV[5] generation, ARGV[6] token (0 = normal), ARGV[7] outcome
+               (0 success, 1 failure, 2 ignored, 3 cancelled), ARGV[8] duration (us)
+op "batch":    ARGV[5] generation, ARGV[6] outcomes as a string of digits "0"-"2", one per
+               call, in the order they ended, ARGV[7] durations "us,us,..." or "" (all 0)
+op "operator": ARGV[5] "reset" | "force_open" | "disable"
 
 Returns {code, state, generation, retry_after_us, token, old_state, trigger, corrupt}
   code: 1 permit / 0 rejected (acquire); 1 otherwise
@@ -55,11 +55,14 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local FT, FRT, WSIZE, WDUR, MINC = num(ARGV[3]), num(ARGV[4]), num(ARGV[5]), num(ARGV[6]),
-  num(ARGV[7])
-local SLOW, SRT, REC, MULT, MAXREC = num(ARGV[8]), num(ARGV[9]), num(ARGV[10]), num(ARGV[11]),
-  num(ARGV[12])
-local HOMAX, STH, LEASE = num(ARGV[13]), num(ARGV[14]), num(ARGV[15])
+local fixed = {}
+for item in string.gmatch(ARGV[3] .. ',', '([^,]*),') do fixed[#fixed + 1] = item end
+local FT, FRT, WSIZE, WDUR, MINC = num(fixed[1]), num(fixed[2]), num(fixed[3]), num(fixed[4]),
+  num(fixed[5])
+local SLOW, SRT, REC, MULT, MAXREC = num(fixed[6]), num(fixed[7]), num(fixed[8]),
+  num(fixed[9]), num(fixed[10])
+local HOMAX, STH, LEASE = num(fixed[11]), num(fixed[12]), num(fixed[13])
+local CHANNEL, NAME = fixed[14], fixed[15]
 
 local function recovery_timeout(reopen)
   local n = reopen - 1
@@ -104,7 +107,7 @@ else
            wf = num(r.wf) or 0, ws = num(r.ws) or 0}
   end
 end
-rec.nr = rec.nr + (num(ARGV[18]) or 0)
+rec.nr = rec.nr + (num(ARGV[4]) or 0)
 
 local last_old, last_trigger = '', ''
 
@@ -280,22 +283,22 @@ if op == 'acquire' then
   if type(a) == 'table' then return a end
   code, token = a, b
 elseif op == 'record' then
-  local err = record(tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21]),
-    tonumber(ARGV[22]))
+  local err = record(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+    tonumber(ARGV[8]))
   if err then return err end
 elseif op == 'batch' then
-  local gen = tonumber(ARGV[19])
-  local outcomes = ARGV[20]
+  local gen = tonumber(ARGV[5])
+  local outcomes = ARGV[6]
   local durations = {}
-  if ARGV[21] ~= '' then
-    for d in string.gmatch(ARGV[21], '([^,]+)') do durations[#durations + 1] = tonumber(d) end
+  if ARGV[7] ~= '' then
+    for d in string.gmatch(ARGV[7], '([^,]+)') do durations[#durations + 1] = tonumber(d) end
   end
   for i = 1, #outcomes do
     local err = record(gen, 0, tonumber(string.sub(outcomes, i, i)), durations[i] or 0)
     if err then return err end
   end
 elseif op == 'operator' then
-  local trigger = ARGV[19]
+  local trigger = ARGV[5]
   if trigger ~= 'reset' and trigger ~= 'force_open' and trigger ~= 'disable' then
     return redis.error_reply('AIORESIL_BADOP not an operator action: ' .. tostring(trigger))
   end
@@ -333,9 +336,9 @@ if rec.st == 'open' then
   if retry_after < 0 then retry_after = 0 end
 end
 
-if last_trigger ~= '' and ARGV[16] ~= '' then
+if last_trigger ~= '' and CHANNEL ~= '' then
   -- "<encoded name> <state> <generation> <retry_after_us>": other processes update their view
-  redis.call('PUBLISH', ARGV[16], ARGV[17] .. ' ' .. rec.st .. ' ' .. fmt(rec.g) .. ' ' .. fmt(retry_after))
+  redis.call('PUBLISH', CHANNEL, NAME .. ' ' .. rec.st .. ' ' .. fmt(rec.g) .. ' ' .. fmt(retry_after))
 end
 
 return {code, rec.st, fmt(rec.g), fmt(retry_after), fmt(token), last_old, last_trigger, corrupt}
