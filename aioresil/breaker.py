@@ -53,6 +53,11 @@ Ticket = int | tuple[int, int, float]
 ``(generation, trial token or 0, start time)``."""
 
 
+# Enum ``.value`` is a Python-level descriptor (slow in 3.11); health endpoints serialize
+# thousands of these, so look the plain strings up instead.
+_STATE_VALUES = {state: state.value for state in CircuitState}
+
+
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
@@ -86,7 +91,7 @@ class BreakerStats:
         """JSON-ready: the state as its string value, ``opened_at`` as ISO-8601 or ``None``."""
         return {
             "name": self.name,
-            "state": self.state.value,
+            "state": _STATE_VALUES[self.state],
             "failure_count": self.failure_count,
             "success_count": self.success_count,
             "ignored_count": self.ignored_count,

@@ -81,11 +81,9 @@ def failure_rate_percent(stats: BreakerStats) -> float:
 
 
 async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
-    """``{name: stats}`` of every breaker: one round trip on Redis; in memory, one
-    breaker after the other (no task per breaker: three times cheaper than a gather)."""
-    if getattr(registry.backend, "read_breakers", None) is not None:
-        return await registry.stats()
-    return {breaker.name: await breaker.stats() for breaker in registry}
+    """``{name: stats}`` of every breaker: one round trip on Redis; in memory, read directly
+    (no coroutine per breaker). Both are :meth:`BreakerRegistry.stats`."""
+    return await registry.stats()
 
 
 async def collect_snapshot(
