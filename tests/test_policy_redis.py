@@ -1,6 +1,6 @@
 """Fleet-wide Bulkhead and RateLimiter on a real redis-server (started by the fixtures).
 
-The limits must hold across processes: four worker processes (``tests/fleet_worker.py``)
+The limits must hold across processes: four worker processes (``tests/workers/policy_worker.py``)
 share one bulkhead and one token bucket. Time here is Redis ``TIME`` (the fleet's one
 clock), so the lease tests wait a few tenths of a second for real.
 """
@@ -49,7 +49,7 @@ async def backend(redis_url: str) -> AsyncIterator[RedisBackend]:
 
 def run_workers(*args: str) -> list[dict[str, float]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "tests" / "fleet_worker.py"), *args]
+    command = [sys.executable, str(ROOT / "tests" / "workers" / "policy_worker.py"), *args]
     processes = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         for _ in range(WORKERS)

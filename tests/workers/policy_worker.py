@@ -1,7 +1,7 @@
 """A worker process for the fleet-wide bulkhead and rate limiter tests.
 
-``python tests/fleet_worker.py bulkhead URL WORKERS TASKS HOLD`` or
-``python tests/fleet_worker.py ratelimit URL WORKERS SECONDS``: waits until all ``WORKERS``
+``python tests/workers/policy_worker.py bulkhead URL WORKERS TASKS HOLD`` or
+``python tests/workers/policy_worker.py ratelimit URL WORKERS SECONDS``: waits until all ``WORKERS``
 processes are ready (a Redis counter used as a barrier), runs, and prints its statistics as
 JSON. Run with the repository root on ``sys.path``.
 """
