@@ -12,7 +12,8 @@ import functools
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
+from contextvars import ContextVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -38,6 +39,34 @@ R = TypeVar("R")
 log = structlog.get_logger("aioresil")
 
 ExceptionFilter = Callable[[BaseException], bool]
+
+
+T = TypeVar("T")
+
+
+class ContextStack(Generic[T]):
+    """Per-task values an ``async with`` policy keeps from ``__aenter__`` to ``__aexit__``.
+
+    ``__aexit__`` receives nothing from ``__aenter__`` and one policy object serves many tasks
+    at once (and nests), so the value travels in a ``ContextVar`` as a linked stack.
+    """
+
+    __slots__ = ("_var",)
+
+    def __init__(self, name: str) -> None:
+        self._var: ContextVar[tuple[T, Any] | None] = ContextVar(name, default=None)
+
+    def push(self, value: T) -> None:
+        self._var.set((value, self._var.get()))
+
+    def pop(self, owner: object) -> T:
+        """The value of the innermost open block of this task; an error if there is none."""
+        stack = self._var.get()
+        if stack is None:
+            raise RuntimeError(f"{owner!r}: __aexit__ without a matching __aenter__")
+        value, parent = stack
+        self._var.set(parent)
+        return value
 
 
 class Statistics:

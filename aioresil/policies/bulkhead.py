@@ -20,25 +20,22 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn, ParamSpec, Self, TypeVar
+from typing import NoReturn, ParamSpec, Self, TypeVar
 
 import anyio
 
 from ..backends.scripts import load_script
 from ..clock import Clock
 from ..exceptions import AioresilError, BulkheadFullError
-from .base import PolicyBase, Statistics, check_seconds, log, script_backend
+from .base import ContextStack, PolicyBase, Statistics, check_seconds, log, script_backend
 from .events import BulkheadRejected
 
 __all__ = ["Bulkhead", "BulkheadStatistics"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_Leases = tuple[str | None, "Any"] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +123,7 @@ class Bulkhead(PolicyBase):
         self._waiting_fleet = 0
         self._accepted = 0
         self._rejected = 0
-        self._leases: ContextVar[_Leases] = ContextVar(f"aioresil.bulkhead.{name}", default=None)
+        self._leases: ContextStack[str | None] = ContextStack(f"aioresil.bulkhead.{name}")
 
     @property
     def fleet_wide(self) -> bool:
@@ -162,7 +159,7 @@ class Bulkhead(PolicyBase):
                 await self._wait_local()
         else:
             lease = await self._acquire_fleet()
-        self._leases.set((lease, self._leases.get()))
+        self._leases.push(lease)
         return self
 
     async def __aexit__(
@@ -171,11 +168,7 @@ class Bulkhead(PolicyBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = self._leases.get()
-        if stack is None:
-            raise RuntimeError(f"{self!r}: __aexit__ without a matching __aenter__")
-        lease, parent = stack
-        self._leases.set(parent)
+        lease = self._leases.pop(self)
         if lease is None:
             self._release_local()
         else:

@@ -12,27 +12,21 @@ included; inside it bounds each attempt (and a ``CallTimeoutError`` is then retr
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import ParamSpec, Self, TypeVar
 
 import anyio
 
 from ..clock import Clock
 from ..exceptions import CallTimeoutError
-from .base import PolicyBase, Statistics, check_seconds, log
+from .base import ContextStack, PolicyBase, Statistics, check_seconds, log
 from .events import CallTimedOut
 
 __all__ = ["Timeout", "TimeoutStatistics"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# One Timeout object serves many tasks and may be nested in itself: each ``async with``
-# pushes its scope on an immutable per-context stack (a child task copies the context and
-# can never pop its parent's scope).
-_Stack = tuple[anyio.CancelScope, "Any"] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +61,9 @@ class Timeout(PolicyBase):
     def __init__(self, seconds: float, *, name: str = "timeout", clock: Clock | None = None):
         super().__init__(name, clock)
         self.seconds = check_seconds("seconds", seconds)
-        self._scopes: ContextVar[_Stack] = ContextVar(f"aioresil.timeout.{name}", default=None)
+        # One Timeout serves many tasks and may nest in itself: each ``async with`` pushes its
+        # scope on a per-context stack (a child task copies the context, never pops a parent's).
+        self._scopes: ContextStack[anyio.CancelScope] = ContextStack(f"aioresil.timeout.{name}")
         self._calls = 0
         self._timed_out = 0
 
@@ -84,7 +80,7 @@ class Timeout(PolicyBase):
         self._calls += 1
         scope = anyio.CancelScope(deadline=anyio.current_time() + self.seconds)
         scope.__enter__()
-        self._scopes.set((scope, self._scopes.get()))
+        self._scopes.push(scope)
         return self
 
     async def __aexit__(
@@ -93,11 +89,7 @@ class Timeout(PolicyBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = self._scopes.get()
-        if stack is None:
-            raise RuntimeError(f"{self!r}: __aexit__ without a matching __aenter__")
-        scope, parent = stack
-        self._scopes.set(parent)
+        scope = self._scopes.pop(self)
         if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
             raise self._expired(scope) from None
 
