@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
@@ -79,6 +80,25 @@ class Statistics:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
+class StatsAlias:
+    """The pre-0.x name ``statistics()``, kept one release as a deprecated alias of ``stats()``.
+
+    Why ``stats()`` won: breakers, the registry and the stores already used it; one word per
+    idea across the API (``tests/test_api_conventions.py`` checks it).
+    """
+
+    __slots__ = ()
+
+    def statistics(self) -> Any:
+        """Deprecated: use ``stats()`` (same result)."""
+        warnings.warn(
+            f"{type(self).__name__}.statistics() is deprecated; use .stats()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.stats()  # type: ignore[attr-defined]
+
+
 @runtime_checkable
 class Policy(Protocol):
     """Anything that can run a coroutine function under some rule.
@@ -119,7 +139,7 @@ def script_backend(backend: object, what: str) -> ScriptBackend | None:
     raise TypeError(f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}")
 
 
-class PolicyBase:
+class PolicyBase(StatsAlias):
     """Decorator, listeners and clock for the policies; subclasses implement :meth:`call`."""
 
     __slots__ = ("_clock", "_listeners", "name")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import math
 import re
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends.keys import decode_name, encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
-from ..exceptions import CheckpointConflictError, CheckpointCorruptError, CheckpointTooLarge
+from ..exceptions import CheckpointConflictError, CheckpointCorruptError, CheckpointTooLargeError
 from .checkpoint_backends import (
     CONFLICT,
     CORRUPT,
@@ -42,6 +43,7 @@ from .checkpoint_backends import (
     RawCheckpoint,
     RedisCheckpointDriver,
 )
+from .page import Page
 from .serialize import JSON, Serializer, dumps_checked
 
 if TYPE_CHECKING:
@@ -85,18 +87,30 @@ class CheckpointSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointPage:
+class CheckpointPage(Page[CheckpointSummary]):
     """One page of :meth:`CheckpointStore.list`.
 
     Attributes:
         entries: checkpoints in task id order (the byte order of the encoded ids).
-        cursor: pass it back as ``cursor=`` for the next page; ``None`` when the listing is
-            complete. A page can be shorter than ``limit`` (even empty) and still have a cursor
-            when expired entries were cleaned out of the index while it was built.
+        next_cursor: pass it back as ``cursor=`` for the next page; ``None`` when the listing
+            is complete. A page can be shorter than ``limit`` (even empty) and still have a
+            cursor when expired entries were cleaned out of the index while it was built.
+
+    Iterating over the page or taking ``len()`` works on ``entries``.
     """
 
     entries: tuple[CheckpointSummary, ...]
-    cursor: str | None
+    next_cursor: str | None
+
+    @property
+    def cursor(self) -> str | None:
+        """Deprecated: use ``next_cursor`` (the name every page uses)."""
+        warnings.warn(
+            "CheckpointPage.cursor is deprecated; use .next_cursor",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.next_cursor
 
 
 def _check_name(value: object, what: str) -> str:
@@ -130,7 +144,7 @@ class CheckpointStore:
         keep_history: how many versions :meth:`history` keeps, newest first, the current one
             included (``0``: none).
         max_bytes: the largest serialized state (plus step results, see :meth:`resume`)
-            accepted; bigger ones raise :class:`CheckpointTooLarge` and nothing is stored.
+            accepted; bigger ones raise :class:`CheckpointTooLargeError` and nothing is stored.
         serializer: ``dumps``/``loads`` pair (default strict JSON; never pickle).
         clock: drives ``updated_at`` and TTLs of the memory backend (pass
             ``aioresil.testing.FakeClock`` in tests). Redis uses its own ``TIME`` instead, so a
@@ -208,7 +222,7 @@ class CheckpointStore:
             detail = (
                 f" ({state_bytes} of state, {step_bytes} of step results)" if step_bytes else ""
             )
-            raise CheckpointTooLarge(
+            raise CheckpointTooLargeError(
                 f"checkpoint {task_id!r}: serialized size is {total} bytes{detail}, over "
                 f"max_bytes={self.max_bytes}; nothing was stored"
             )
@@ -240,7 +254,7 @@ class CheckpointStore:
             CheckpointConflictError: the stored version is not ``expected_version`` (the error
                 carries the current one); nothing was written.
             SerializationError: ``state`` cannot be serialized; nothing was written.
-            CheckpointTooLarge: the serialized state is over ``max_bytes``; nothing was written.
+            CheckpointTooLargeError: over ``max_bytes`` once serialized; nothing was written.
             CheckpointCorruptError: the stored record is unreadable; nothing was written.
 
         Example::
@@ -313,8 +327,8 @@ class CheckpointStore:
         Example::
 
             page = await store.list(prefix="user-7/", limit=50)
-            while page.cursor is not None:
-                page = await store.list(prefix="user-7/", limit=50, cursor=page.cursor)
+            while page.next_cursor is not None:
+                page = await store.list(prefix="user-7/", limit=50, cursor=page.next_cursor)
         """
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise TypeError(f"limit must be an int, got {limit!r}")
@@ -346,9 +360,9 @@ class CheckpointStore:
         while True:
             for entry in page.entries:
                 yield entry
-            if page.cursor is None:
+            if page.next_cursor is None:
                 return
-            page = await self.list(prefix=prefix, limit=page_size, cursor=page.cursor)
+            page = await self.list(prefix=prefix, limit=page_size, cursor=page.next_cursor)
 
     async def history(self, task_id: str) -> builtins.list[Checkpoint]:
         """The kept versions of the task, newest first, the current one included.

@@ -30,14 +30,42 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 
 from .serialize import dumps_checked
 
 if TYPE_CHECKING:
-    from .checkpoint import CheckpointStore
+    from ..clock import Clock
+    from .checkpoint_backends import RawCheckpoint
+    from .serialize import Serializer
+
+
+class ResumableStore(Protocol):
+    """What a :class:`CheckpointRun` needs from its :class:`~aioresil.CheckpointStore`.
+
+    Why a protocol: ``checkpoint.py`` builds runs (``store.resume()``), so this module must
+    not import it back (no import cycles; ``tests/test_layering.py``).
+    """
+
+    serializer: Serializer
+    clock: Clock
+
+    def _task(self, task_id: object) -> str: ...
+
+    def _check_size(self, task_id: str, state_bytes: int, step_bytes: int) -> None: ...
+
+    def _corrupt(self, task_id: str, why: str) -> Exception: ...
+
+    def _decode(self, task_id: str, data: bytes, what: str = "state") -> Any: ...
+
+    async def _load_raw(self, task_id: str) -> RawCheckpoint | None: ...
+
+    async def _write(
+        self, task_id: str, task: str, data: bytes, expected: int | None, steps: bytes | None
+    ) -> int: ...
+
 
 __all__ = ["CheckpointRun"]
 
@@ -55,7 +83,7 @@ class CheckpointRun:
         resumed: ``True`` when the block started from a stored checkpoint.
     """
 
-    def __init__(self, store: CheckpointStore, task_id: str, initial: bytes) -> None:
+    def __init__(self, store: ResumableStore, task_id: str, initial: bytes) -> None:
         self._store = store
         self._task = store._task(task_id)
         self._initial = initial
@@ -154,7 +182,7 @@ class CheckpointRun:
             CheckpointConflictError: another writer saved this task since this worker loaded
                 or wrote it; nothing was written and this handle stays stale (every later save
                 conflicts too), so the worker should stop.
-            SerializationError, CheckpointTooLarge: the state was refused; nothing written.
+            SerializationError, CheckpointTooLargeError: the state was refused; nothing written.
         """
         self._check_open()
         async with self._lock:
