@@ -339,6 +339,12 @@ class CircuitBreaker:
     # ------------------------------------------------------------------ state
 
     @property
+    def handle(self) -> BreakerHandle:
+        """This breaker's handle in its backend (for registries and operator tools: read
+        many breakers at once with ``backend.read_breakers([b.handle for b in ...])``)."""
+        return self._handle
+
+    @property
     def state(self) -> CircuitState:
         """The state as this process sees it now, without I/O (:meth:`stats` reads it fresh).
 

@@ -39,7 +39,7 @@ from ..core.states import CircuitState, Trigger
 from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError
-from .base import TransitionCallback
+from .base import BreakerReading, TransitionCallback
 from .keys import encode_name
 from .scripts import load_script
 
@@ -73,8 +73,12 @@ class BreakerHost(Protocol):
     async def ping(self) -> None: ...
 
     async def read_breakers(
-        self, handles: Sequence[RedisBreakerHandle], *, raw_view: bool = False
-    ) -> list[Any]: ...
+        self, handles: Sequence[RedisBreakerHandle], now: float = 0.0, wall: float = 0.0
+    ) -> list[BreakerReading]: ...
+
+    async def read_views(
+        self, handles: Sequence[RedisBreakerHandle]
+    ) -> list[tuple[str, int, int]]: ...
 
 
 __all__ = ["RedisBreakerHandle", "config_argument", "fixed_argument"]
@@ -544,7 +548,7 @@ class RedisBreakerHandle:
     async def _probe(self) -> None:
         try:
             await self.backend.ping()
-            records = await self.backend.read_breakers([self], raw_view=True)
+            records = await self.backend.read_views([self])
         except Exception as error:  # still down (or unreadable): try again later
             _log.debug("circuit_backend_probe_failed", breaker=self.name, error=repr(error))
             return

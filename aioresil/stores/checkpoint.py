@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..backends.base import ScriptRunner
 from ..backends.keys import decode_name, encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
@@ -84,6 +85,59 @@ class CheckpointSummary:
     task_id: str
     version: int
     updated_at: float
+
+
+class _RunAccess:
+    """What a :class:`CheckpointRun` may do with its store (``ResumableStore``)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self._store = store
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._store.serializer
+
+    @property
+    def clock(self) -> Clock:
+        return self._store.clock
+
+    def task(self, task_id: object) -> str:
+        return self._store._task(task_id)
+
+    def check_size(self, task_id: str, state_bytes: int, step_bytes: int) -> None:
+        self._store._check_size(task_id, state_bytes, step_bytes)
+
+    def corrupt(self, task_id: str, why: str) -> Exception:
+        return self._store._corrupt(task_id, why)
+
+    def decode(self, task_id: str, data: bytes, what: str = "state") -> Any:
+        return self._store._decode(task_id, data, what)
+
+    async def load_raw(self, task_id: str) -> RawCheckpoint | None:
+        return await self._store._load_raw(task_id)
+
+    async def write(
+        self, task_id: str, task: str, data: bytes, expected: int | None, steps: bytes | None
+    ) -> int:
+        return await self._store._write(task_id, task, data, expected, steps)
+
+
+class _DriverFactory:
+    """Builds a store's driver for whichever backend it is on (``backend.open_storage``)."""
+
+    kind = "checkpoint"
+
+    def __init__(self, namespace: str, clock: Clock) -> None:
+        self.namespace = namespace
+        self.clock = clock
+
+    def in_process(self, shared: dict[str, Any]) -> CheckpointDriver:
+        return MemoryCheckpointDriver(shared, self.namespace, self.clock)
+
+    def on_scripts(self, runner: ScriptRunner) -> CheckpointDriver:
+        return RedisCheckpointDriver(runner, self.namespace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +247,14 @@ class CheckpointStore:
         self._ttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
         if backend is None:
             backend = MemoryBackend()
-        self.backend = backend
-        self._driver: CheckpointDriver
-        if isinstance(backend, MemoryBackend):
-            self._driver = MemoryCheckpointDriver(backend, self.namespace, self.clock)
-        elif callable(getattr(backend, "run_script", None)) and callable(
-            getattr(backend, "key", None)
-        ):
-            self._driver = RedisCheckpointDriver(backend, self.namespace)
-        else:
+        if not callable(getattr(backend, "open_storage", None)):
             raise TypeError(
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )
+        self.backend = backend
+        self._driver: CheckpointDriver = backend.open_storage(
+            _DriverFactory(self.namespace, self.clock)
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -395,7 +445,7 @@ class CheckpointStore:
 
         _check_name(task_id, "task_id")
         initial_bytes = self._encode_state(task_id, initial)
-        return CheckpointRun(self, task_id, initial_bytes)
+        return CheckpointRun(_RunAccess(self), task_id, initial_bytes)
 
     def __repr__(self) -> str:
         return (

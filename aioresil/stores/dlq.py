@@ -52,6 +52,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import structlog
 
+from ..backends.base import ScriptRunner
 from ..backends.keys import encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
@@ -131,6 +132,24 @@ def _check_task_type(task_type: object) -> str:
     return task_type
 
 
+class _StorageFactory:
+    """Builds a queue's storage for whichever backend it is on (``backend.open_storage``)."""
+
+    kind = "dlq"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def in_process(self, shared: dict[str, Any]) -> tuple[DlqStorage, bool]:
+        state = shared.get(self.name)
+        if state is None:
+            state = shared[self.name] = QueueState()
+        return MemoryDlqStorage(state), True
+
+    def on_scripts(self, runner: ScriptRunner) -> tuple[DlqStorage, bool]:
+        return RedisDlqStorage(runner, self.name), False
+
+
 class DeadLetterQueue:
     """Failed tasks, stored atomically, listed cheaply, retried under a lease.
 
@@ -205,24 +224,13 @@ class DeadLetterQueue:
         self._flush_lock = asyncio.Lock()
         if backend is None:
             backend = MemoryBackend()
-        self.backend = backend
-        self._storage: DlqStorage
-        if isinstance(backend, MemoryBackend):
-            states = backend.namespace("dlq")
-            state = states.get(name)
-            if state is None:
-                state = states[name] = QueueState()
-            self._storage = MemoryDlqStorage(state)
-            self._is_memory = True
-        elif callable(getattr(backend, "run_script", None)) and callable(
-            getattr(backend, "key", None)
-        ):
-            self._storage = RedisDlqStorage(backend, name)
-            self._is_memory = False
-        else:
+        if not callable(getattr(backend, "open_storage", None)):
             raise TypeError(
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )
+        self.backend = backend
+        self._storage: DlqStorage
+        self._storage, self._is_memory = backend.open_storage(_StorageFactory(name))
 
     # ------------------------------------------------------------------ helpers
 
