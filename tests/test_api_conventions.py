@@ -26,7 +26,7 @@ def test_every_public_exception_ends_in_error() -> None:
 
 
 def test_every_exception_of_the_tree_is_public() -> None:
-    tree = {n for n in exceptions.__all__}
+    tree = set(exceptions.__all__)
     assert tree <= set(aioresil.__all__)
 
 

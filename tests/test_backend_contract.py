@@ -140,9 +140,7 @@ def test_no_private_attribute_crosses_a_module() -> None:
             if isinstance(t, ast.Attribute)
         }
         local_defs = {
-            n.name
-            for n in ast.walk(tree)
-            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+            n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
         }
         for node in ast.walk(tree):
             if not isinstance(node, ast.Attribute):
