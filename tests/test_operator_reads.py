@@ -53,7 +53,7 @@ class Monitor:
             assert self._seen.wait_for(
                 lambda: any(end in c["command"] for c in self.commands), timeout=30
             ), "the end marker never reached MONITOR"
-            commands = [c for c in self.commands]
+            commands = list(self.commands)
         names = [str(c["command"]) for c in commands]
         first = next(i for i, n in enumerate(names) if start in n)
         last = next(i for i, n in enumerate(names) if end in n)
