@@ -42,12 +42,16 @@ from .exceptions import (
 )
 from .health import HealthApp, health_app
 from .policies import (
+    Alternative,
     Attempt,
     Backoff,
     Bulkhead,
     BulkheadRejected,
     BulkheadStatistics,
     CallTimedOut,
+    Failover,
+    FailoverAnswered,
+    FailoverStatistics,
     Fallback,
     FallbackStatistics,
     Pipeline,
@@ -91,6 +95,7 @@ from .stores.dlq_records import (
 # before the lowercase function names.
 __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "AioresilError",
+    "Alternative",
     "Attempt",
     "BackendError",
     "BackendFailover",
@@ -134,6 +139,9 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "DeadLetterSpooled",
     "DeadLetterTooLarge",
     "DeadLetterUnavailable",
+    "Failover",
+    "FailoverAnswered",
+    "FailoverStatistics",
     "Fallback",
     "FallbackStatistics",
     "HealthApp",
