@@ -133,9 +133,9 @@ async def test_streaming_is_judged_when_the_body_ends_or_fails(upstream: Upstrea
     t = transport(key=lambda request: request.url.path)
     async with client(upstream, t) as http:
         async with http.stream("GET", "/stream", params={"chunks": "3"}) as response:
-            chunks = [chunk async for chunk in response.aiter_bytes()]
-            # The body is read but the response is still open: not judged yet.
+            # Headers are in, the body is not: not judged yet.
             assert (await t.breaker_for("/stream").stats()).total_calls == 0
+            chunks = [chunk async for chunk in response.aiter_bytes()]
         assert b"".join(chunks) == b"chunk0;chunk1;chunk2;"
         stats = await t.breaker_for("/stream").stats()
         assert (stats.success_count, stats.failure_count) == (1, 0)
