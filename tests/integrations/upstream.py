@@ -39,7 +39,9 @@ class Upstream:
         self.app = app
 
     async def start(self) -> Upstream:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
