@@ -29,10 +29,12 @@ from ..registry import BreakerRegistry
 
 __all__ = [
     "RETRY_AFTER_STATUSES",
+    "Breakers",
     "Classify",
     "FailedResponse",
     "HintBook",
     "Judgement",
+    "Policies",
     "UpstreamFailure",
     "breaker_config_check",
     "default_classify",
@@ -234,13 +236,13 @@ class Judgement:
         if self._done:
             return
         self._done = True
-        exc = None if exc_type is None else exc_type()
+        # Only the type matters to a breaker's verdict (and trio's Cancelled cannot be built).
         try:
             bulkhead = self._bulkhead
             if bulkhead is not None:
-                await _InContext(self._context, bulkhead.__aexit__(exc_type, exc, None))
+                await _InContext(self._context, bulkhead.__aexit__(exc_type, None, None))
         finally:
-            await _InContext(self._context, self.breaker.__aexit__(exc_type, exc, None))
+            await _InContext(self._context, self.breaker.__aexit__(exc_type, None, None))
 
 
 class Policies:
@@ -289,9 +291,33 @@ class Policies:
         return await self.timeout.call(send, request)
 
 
-def registry_breaker(
-    registry: BreakerRegistry, key: str, config: BreakerConfig | None, what: str
-) -> CircuitBreaker:
-    breaker = registry.get(key, config)
-    breaker_config_check(breaker.config, what)
-    return breaker
+class Breakers:
+    """The breakers of one integration by key, taken from its registry once each (and each
+    one's config checked then, not on every request)."""
+
+    __slots__ = ("_by_key", "_config", "_what", "registry")
+
+    def __init__(
+        self, registry: BreakerRegistry | None, config: BreakerConfig | None, what: str
+    ) -> None:
+        if registry is None:
+            registry = BreakerRegistry()
+        elif not isinstance(registry, BreakerRegistry):
+            raise TypeError(f"{what}: registry must be a BreakerRegistry, got {registry!r}")
+        if config is not None and not isinstance(config, BreakerConfig):
+            raise TypeError(f"{what}: config must be a BreakerConfig, got {config!r}")
+        breaker_config_check(config or registry.default_config, what)
+        self.registry = registry
+        self._config = config
+        self._what = what
+        self._by_key: dict[str, CircuitBreaker] = {}
+
+    def get(self, key: str) -> CircuitBreaker:
+        breaker = self._by_key.get(key)
+        if breaker is None:
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"{self._what}: key must be a non-empty str, got {key!r}")
+            breaker = self.registry.get(key, self._config)
+            breaker_config_check(breaker.config, self._what)
+            self._by_key[key] = breaker
+        return breaker

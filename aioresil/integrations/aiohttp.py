@@ -39,15 +39,14 @@ from ..policies.timeout import Timeout
 from ..registry import BreakerRegistry
 from ._http import (
     RETRY_AFTER_STATUSES,
+    Breakers,
     Classify,
     FailedResponse,
     HintBook,
     Judgement,
     Policies,
-    breaker_config_check,
     default_classify,
     parse_retry_after,
-    registry_breaker,
 )
 
 __all__ = ["ResilientMiddleware", "default_key"]
@@ -87,19 +86,12 @@ class ResilientMiddleware:
         classify: Classify | None = None,
     ) -> None:
         what = type(self).__name__
-        if registry is None:
-            registry = BreakerRegistry()
-        elif not isinstance(registry, BreakerRegistry):
-            raise TypeError(f"{what}: registry must be a BreakerRegistry, got {registry!r}")
-        if config is not None and not isinstance(config, BreakerConfig):
-            raise TypeError(f"{what}: config must be a BreakerConfig, got {config!r}")
+        self._breakers = Breakers(registry, config, what)
         if key is not None and not callable(key):
             raise TypeError(f"{what}: key must be a callable request -> str, got {key!r}")
         if classify is not None and not callable(classify):
             raise TypeError(f"{what}: classify must be a callable status -> bool")
-        breaker_config_check(config or registry.default_config, what)
-        self.registry = registry
-        self._config = config
+        self.registry = self._breakers.registry
         self._key = key or default_key
         self._policies = Policies(
             retry=retry, timeout=timeout, bulkhead=bulkhead, rate_limiter=rate_limiter, what=what
@@ -110,13 +102,11 @@ class ResilientMiddleware:
     def breaker_for(self, request_or_key: ClientRequest | str) -> CircuitBreaker:
         """The breaker that guards a request (or a key, e.g. ``"https://api.example:443"``)."""
         key = request_or_key if isinstance(request_or_key, str) else self._key(request_or_key)
-        return registry_breaker(self.registry, key, self._config, type(self).__name__)
+        return self._breakers.get(key)
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         key = self._key(request)
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"key(request) must return a non-empty str, got {key!r}")
-        breaker = registry_breaker(self.registry, key, self._config, type(self).__name__)
+        breaker = self._breakers.get(key)
         retry = self._policies.retry
         previous: list[ClientResponse] = []
         try:
