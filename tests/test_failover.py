@@ -54,7 +54,7 @@ async def test_skips_an_open_breaker_without_calling_it_and_names_who_answered()
     clock.advance(10)
     assert await failover.call(call, "!") == "a!"  # back after recovery
     assert a.state is CircuitState.CLOSED
-    stats = failover.statistics()
+    stats = failover.stats()
     assert (stats.calls, stats.primary, stats.failed_over, stats.skipped, stats.failures) == (
         3,
         1,

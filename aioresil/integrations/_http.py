@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from ..breaker import CircuitBreaker
 from ..core.config import BreakerConfig
-from ..exceptions import BulkheadFullError, CircuitOpenError, RateLimitExceeded
+from ..exceptions import BulkheadFullError, CircuitOpenError, RateLimitExceededError
 from ..policies.bulkhead import Bulkhead
 from ..policies.ratelimit import RateLimiter
 from ..policies.retry import Retry
@@ -281,7 +281,7 @@ class Policies:
                 await self.rate_limiter.acquire()
             if self.bulkhead is not None:
                 await judgement.enter_bulkhead(self.bulkhead)
-        except (BulkheadFullError, RateLimitExceeded):
+        except (BulkheadFullError, RateLimitExceededError):
             await judgement.not_judged()
             raise
 

@@ -35,7 +35,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..exceptions import BulkheadFullError, RateLimitExceeded
+from ..exceptions import BulkheadFullError, RateLimitExceededError
 from ..policies.bulkhead import Bulkhead
 from ..policies.ratelimit import RateLimiter
 
@@ -159,7 +159,7 @@ class AdmissionMiddleware:
         if limiter is not None:
             try:
                 await limiter.acquire()
-            except RateLimitExceeded as error:
+            except RateLimitExceededError as error:
                 await _refuse(send, 429, "rate limited", key, error.retry_after)
                 return
         if bulkhead is None:
@@ -222,7 +222,7 @@ def admission(
         if rate_limiter is not None:
             try:
                 await rate_limiter.acquire()
-            except RateLimitExceeded as error:
+            except RateLimitExceededError as error:
                 raise HTTPException(
                     429, "rate limited", {"Retry-After": retry_after_header(error.retry_after)}
                 ) from None

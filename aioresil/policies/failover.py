@@ -227,7 +227,7 @@ class Failover(PolicyBase, Generic[T]):
                 FailoverAnswered(self.name, name, tuple(skipped), tuple(failed), self._clock.time())
             )
 
-    def statistics(self) -> FailoverStatistics:
+    def stats(self) -> FailoverStatistics:
         return FailoverStatistics(
             name=self.name,
             calls=self._calls,

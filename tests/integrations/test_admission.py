@@ -95,7 +95,7 @@ async def test_bulkhead_middleware_answers_503_with_retry_after_and_never_queues
     assert sum(r.status_code == 200 for r in responses) == LIMIT
     assert gate.most == LIMIT
     assert app.limits()[0] is not None
-    assert app.limits()[0].statistics().rejected == CLIENTS - LIMIT
+    assert app.limits()[0].stats().rejected == CLIENTS - LIMIT
 
 
 async def test_bounded_queue_waits_then_refuses_the_rest() -> None:

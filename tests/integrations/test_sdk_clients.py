@@ -160,7 +160,7 @@ async def test_failover_moves_to_the_second_provider_while_the_first_is_open_and
         await t.breaker_for("p1").stats()  # a cancellation point; no sleep-then-assert
 
     assert events[-1].alternative == "p1"
-    assert providers.statistics().failed_over >= THRESHOLD + 2
+    assert providers.stats().failed_over >= THRESHOLD + 2
     for client in clients:
         await client.close()
 
