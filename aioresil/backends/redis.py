@@ -289,7 +289,19 @@ class RedisBackend:
         return out
 
     def track(self, task: asyncio.Task[None]) -> None:
-        """Keep a background task referenced until it ends; :meth:`aclose` awaits it."""
+        """Keep a background task referenced until it ends; :meth:`aclose` awaits it.
+
+        A task started while the event loop shuts down with this backend open (the listener
+        got the shutdown's cancellation, not :meth:`aclose`) is cancelled at once: nothing
+        would await it, and the loop would close on it pending.
+        """
+        listener = self._listener
+        if (
+            listener is not None
+            and not self._stopping
+            and (listener.cancelling() or listener.done())
+        ):
+            task.cancel()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -339,6 +351,12 @@ class RedisBackend:
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
             except asyncio.CancelledError:
+                if not self._stopping:
+                    # Cancelled without aclose(): the event loop is shutting down with this
+                    # backend open. A batch timer firing now would start a flush task nobody
+                    # awaits ("Task was destroyed but it is pending!"): disarm them.
+                    for handle in self._breakers.values():
+                        handle.cancel_timers()
                 raise
             except Exception as exc:
                 if not cancelled():
@@ -347,7 +365,7 @@ class RedisBackend:
                     delay = min(delay * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def _resync_views(self) -> None:
         handles = list(self._breakers.values())
