@@ -38,12 +38,12 @@ def test_programs_that_never_close_their_backend_always_exit(redis_url: str) -> 
     runs = [50, 1, 1, 1]
     processes = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), redis_url, str(count)],
+            [sys.executable, str(WORKER), redis_url, str(count), f"exit{number}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
         )
-        for count in runs
+        for number, count in enumerate(runs)
     ]
     hangs = 0
     reports = []

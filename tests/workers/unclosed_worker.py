@@ -1,9 +1,9 @@
 """A program that uses every Redis-backed store and never closes anything (tests/test_exit.py).
 
-``python tests/workers/unclosed_worker.py URL RUNS``: ``RUNS`` times, ``asyncio.run`` a coroutine
-that builds a ``RedisBackend`` with a dead letter queue, a checkpoint store, a fleet-wide
-bulkhead and rate limiter and a breaker registry (strict and batched breakers, one forced
-open), uses each, and returns without closing any of them. Then
+``python tests/workers/unclosed_worker.py URL RUNS PREFIX``: ``RUNS`` times, ``asyncio.run`` a
+coroutine that builds a ``RedisBackend`` (keys under ``PREFIX``) with a dead letter queue, a
+checkpoint store, a fleet-wide bulkhead and rate limiter and a breaker registry (strict and
+batched breakers, one forced open), uses each, and returns without closing any of them. Then
 it prints ``{"runs": RUNS, "unclosed_warnings": N}`` where ``N`` counts the ``ResourceWarning``
 "unclosed RedisBackend" raised as each backend was collected. Exit must never hang.
 """
@@ -27,8 +27,8 @@ from aioresil import (
 )
 
 
-async def use_everything(url: str, run: int) -> None:
-    backend = RedisBackend.from_url(url)
+async def use_everything(url: str, run: int, prefix: str = "aioresil") -> None:
+    backend = RedisBackend.from_url(url, prefix=prefix)
     dlq = DeadLetterQueue(backend, name="exit")
     await dlq.push("task", {"run": run}, "failed", attempts=1)
     store = CheckpointStore(backend, namespace="exit")
@@ -52,12 +52,12 @@ async def use_everything(url: str, run: int) -> None:
 
 
 def main() -> None:
-    url, runs = sys.argv[1], int(sys.argv[2])
+    url, runs, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     unclosed = 0
     for run in range(runs):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            asyncio.run(use_everything(url, run))
+            asyncio.run(use_everything(url, run, prefix))
             gc.collect()  # the backend sits in reference cycles: collect it now, not at exit
         unclosed += sum(
             issubclass(w.category, ResourceWarning) and "unclosed RedisBackend" in str(w.message)
