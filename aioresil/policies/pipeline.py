@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from ..core.config import BreakerConfig
-from .base import Statistics, check_name, log
+from .base import Statistics, StatsAlias, check_name, log
 from .fallback import Fallback
 from .retry import Retry
 
@@ -198,7 +198,7 @@ def _counting(inner: Layer) -> Layer:
 PayloadBuilder = Callable[..., Any]
 
 
-class Pipeline:
+class Pipeline(StatsAlias):
     """Stages composed outermost first; build it with :func:`pipeline`."""
 
     __slots__ = (
@@ -328,7 +328,7 @@ class Pipeline:
             error=repr(error),
         )
 
-    def statistics(self) -> PipelineStatistics:
+    def stats(self) -> PipelineStatistics:
         return PipelineStatistics(
             name=self.name,
             calls=self._calls,
