@@ -101,7 +101,7 @@ async def test_fallback_around_a_dead_lettering_pipeline_in_every_order(backend:
         # A breaker outside the retry judges the call once, inside it every attempt.
         outside = order.index("breaker") < order.index("Retry")
         assert (await stages["breaker"].stats()).failure_count == (1 if outside else 3), order
-        stats = guarded.statistics()
+        stats = guarded.stats()
         assert (stats.failures, stats.dead_lettered, stats.dlq_errors) == (1, 1, 0), order
 
         upstream.down = False
@@ -194,4 +194,4 @@ async def test_nested_pipelines_keep_the_callers_function_and_arguments() -> Non
     assert len(seen) == 1  # the spy sits outside the retry: one pass per call
     upstream.down = False
     assert await three_deep.call(upstream.fetch_rates, "CHF", day="d") == {"CHF": 2.0}
-    assert innermost.statistics().calls == 2
+    assert innermost.stats().calls == 2
