@@ -143,6 +143,7 @@ class RedisBackend:
         self._closed = False
         self._closers: list[Any] = []
         self._breakers: dict[str, RedisBreakerHandle] = {}
+        self._encoded_keys: dict[str, list[bytes]] = {}  # name -> its keys, for read_breakers
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._stopping = False
@@ -212,7 +213,7 @@ class RedisBackend:
         return object_key(self.prefix, kind, name, part)
 
     async def run_script(
-        self, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArg]
+        self, script: LuaScript, keys: Sequence[str | bytes], args: Sequence[ScriptArg]
     ) -> Any:
         """Run ``script`` with ``EVALSHA``; on ``NOSCRIPT`` load it and retry once.
 
@@ -227,7 +228,7 @@ class RedisBackend:
         return await self._run_script(script, keys, args)
 
     async def _run_script(
-        self, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArg]
+        self, script: LuaScript, keys: Sequence[str | bytes], args: Sequence[ScriptArg]
     ) -> Any:
         client = self.client
         try:
@@ -315,6 +316,8 @@ class RedisBackend:
         def timed(handle: RedisBreakerHandle) -> str:
             return "1" if handle.config.window_duration is not None else "0"
 
+        encoded = self._encoded_keys
+
         def unpack(reply: list[Any]) -> list[tuple[int, Any, Any, Any]]:
             now_us = int(reply[0])
             return [(now_us, *reply[1 + 3 * i : 4 + 3 * i]) for i in range((len(reply) - 1) // 3)]
@@ -326,8 +329,16 @@ class RedisBackend:
             )
             rows = [row for reply in replies for row in unpack(reply)]
         else:
-            keys = [key for h in handles for key in h.keys]
-            rows = unpack(await self.run_script(script, keys, [now_arg, *map(timed, handles)]))
+            # Keys as bytes, encoded once per breaker: redis-py then passes them through
+            # instead of encoding 3,000 strings on every read of 1,000 breakers.
+            keys: list[bytes] = []
+            for h in handles:
+                mine = encoded.get(h.name)
+                if mine is None:
+                    mine = encoded[h.name] = [key.encode() for key in h.keys]
+                keys += mine
+            flags = "".join(map(timed, handles))
+            rows = unpack(await self.run_script(script, keys, [now_arg, flags]))
         return [
             (
                 now_us,

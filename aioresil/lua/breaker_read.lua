@@ -8,9 +8,12 @@ different slots, the client calls it once per breaker instead. It writes nothing
 
 KEYS[3i-2]  hash   breaker i's state (see breaker.lua)
 KEYS[3i-1]  zset   breaker i's trial leases
-KEYS[3i]    hash   breaker i's time-window buckets (read only if ARGV[i+1] == "1")
+KEYS[3i]    hash   breaker i's time-window buckets (read only if flag i is "1")
 ARGV[1]     now in microseconds, or "" to use Redis TIME
-ARGV[i+1]   "1" to include breaker i's time-window buckets
+ARGV[2]     one flag per breaker, "1" to include breaker i's time-window buckets (character i)
+
+Why the flags travel as one string: the client packs every argument in Python; a thousand
+one-character arguments cost more than the script's reads.
 
 Returns {now_us, state_1, live_1, window_1, state_2, live_2, window_2, ...}
   state_i:  the state hash as {field, value, ...}
@@ -30,7 +33,7 @@ local out = {string.format('%.0f', now)}
 for i = 1, #KEYS / 3 do
   out[#out + 1] = redis.call('HGETALL', KEYS[3 * i - 2])
   out[#out + 1] = redis.call('ZCOUNT', KEYS[3 * i - 1], after_now, '+inf')
-  if ARGV[i + 1] == '1' then
+  if string.byte(ARGV[2], i) == 49 then  -- "1"
     out[#out + 1] = redis.call('HGETALL', KEYS[3 * i])
   else
     out[#out + 1] = {}
