@@ -9,7 +9,6 @@ per client command) is an upper bound of the round trips.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,50 +20,9 @@ from aioresil import BreakerConfig, BreakerRegistry, DeadLetterQueue, RedisBacke
 from aioresil.dashboard import dashboard_app
 from aioresil.health import health_app
 
+from .monitor import Monitor
+
 pytestmark = pytest.mark.redis_server
-
-
-class Monitor:
-    """Collects the commands the server runs, from a ``MONITOR`` connection in a thread."""
-
-    def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(url)
-        self._monitor = self._client.monitor()
-        self._monitor.__enter__()  # sends MONITOR and waits for its OK
-        self.commands: list[dict[str, Any]] = []
-        self._seen = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                command = self._monitor.next_command()
-            except Exception:
-                return
-            with self._seen:
-                self.commands.append(command)
-                self._seen.notify_all()
-
-    def between(self, marker_client: redis.Redis, start: str, end: str) -> list[str]:
-        """Client commands (no ``lua`` ones) between two ``ECHO`` markers."""
-        marker_client.echo(end)
-        with self._seen:
-            assert self._seen.wait_for(
-                lambda: any(end in c["command"] for c in self.commands), timeout=30
-            ), "the end marker never reached MONITOR"
-            commands = list(self.commands)
-        names = [str(c["command"]) for c in commands]
-        first = next(i for i, n in enumerate(names) if start in n)
-        last = next(i for i, n in enumerate(names) if end in n)
-        return [
-            names[i] for i in range(first + 1, last) if commands[i].get("client_type") != "lua"
-        ]
-
-    def close(self) -> None:
-        self._client.close()  # ends next_command() in the thread
-        self._monitor.connection.disconnect()
-        self._thread.join(timeout=10)
 
 
 @pytest.fixture
