@@ -103,3 +103,15 @@ def own_redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+SERVER_FIXTURES = {"redis_server", "own_redis_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that starts a redis-server (through any fixture) carries the marker, so
+    ``-m "not redis_server"`` really runs without one; tests that start it themselves mark
+    themselves (``pytestmark``)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis_server)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from .servers import RedisServer, free_port
 
 
+@pytest.mark.redis_server
 def test_fixture_server_answers_and_is_stopped_by_pid() -> None:
     server = RedisServer(free_port()).start()
     try:
