@@ -96,6 +96,7 @@ if TYPE_CHECKING:
         DeadLetterPage,
         DeadLetterSpoolDropped,
         DeadLetterSpooled,
+        DeadLetterStats,
         RetryCounts,
         RetryReport,
     )
@@ -123,6 +124,7 @@ _LAZY: dict[str, str] = {
     "DeadLetterQueue": ".stores.dlq",
     "DeadLetterSpoolDropped": ".stores.dlq_records",
     "DeadLetterSpooled": ".stores.dlq_records",
+    "DeadLetterStats": ".stores.dlq_records",
     "Failover": ".policies",
     "FailoverAnswered": ".policies",
     "FailoverStatistics": ".policies",
@@ -201,6 +203,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "DeadLetterQueueFullError",
     "DeadLetterSpoolDropped",
     "DeadLetterSpooled",
+    "DeadLetterStats",
     "DeadLetterTooLargeError",
     "DeadLetterUnavailableError",
     "Failover",

@@ -83,3 +83,24 @@ def test_checkpoint_page_cursor_is_a_deprecated_alias() -> None:
     page = aioresil.CheckpointPage(entries=(), next_cursor="c")
     with pytest.warns(DeprecationWarning, match="next_cursor"):
         assert page.cursor == "c"
+
+
+def test_every_stats_method_returns_a_frozen_dataclass() -> None:
+    import typing
+
+    checked = []
+    for name, cls in CLASSES.items():
+        method = getattr(cls, "stats", None)
+        if method is None or not callable(method):
+            continue
+        hints = typing.get_type_hints(method, vars(importlib.import_module(cls.__module__)))
+        result = hints["return"]
+        if typing.get_origin(result) is dict:  # the registry: {name: BreakerStats}
+            result = typing.get_args(result)[1]
+        assert dataclasses.is_dataclass(result), (name, result)
+        assert result.__dataclass_params__.frozen, (name, result)  # type: ignore[attr-defined]
+        assert callable(getattr(result, "to_dict", None)), (name, result)
+        checked.append(name)
+    assert {"CircuitBreaker", "BreakerRegistry", "DeadLetterQueue", "Retry", "Bulkhead"} <= set(
+        checked
+    )

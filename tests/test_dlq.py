@@ -21,6 +21,7 @@ from aioresil import (
     DeadLetterEvicted,
     DeadLetterQueue,
     DeadLetterQueueFullError,
+    DeadLetterStats,
     DeadLetterTooLargeError,
     DeadLetterUnavailableError,
     MemoryBackend,
@@ -28,6 +29,7 @@ from aioresil import (
     RetryCounts,
     SerializationError,
 )
+from aioresil.health import dlq_health
 from aioresil.testing import FakeClock
 
 MakeDlq = Callable[..., DeadLetterQueue]
@@ -247,7 +249,10 @@ async def test_names_with_unicode_and_key_syntax_stay_apart(make_dlq: MakeDlq) -
 
 
 async def test_stats_of_an_empty_queue(dlq: DeadLetterQueue) -> None:
-    assert await dlq.stats() == {
+    stats = await dlq.stats()
+    assert isinstance(stats, DeadLetterStats)
+    assert (stats.total_failed_tasks, stats.oldest_failure, stats.in_flight) == (0, None, 0)
+    assert stats.to_dict() == {
         "total_failed_tasks": 0,
         "recent_failures_24h": 0,
         "failures_by_task_type": {},
@@ -269,11 +274,13 @@ async def test_stats_count_types_recent_failures_and_both_ends(
     recent_start = at(clock)
     await fill(dlq, clock, ["b", "c"])
     stats = await dlq.stats()
-    assert stats["total_failed_tasks"] == 5
-    assert stats["recent_failures_24h"] == 2
-    assert stats["failures_by_task_type"] == {"a": 2, "b": 2, "c": 1}
-    assert stats["oldest_failure"] == oldest.isoformat()
-    assert stats["newest_failure"] == (recent_start + timedelta(seconds=1)).isoformat()
+    assert stats.total_failed_tasks == 5
+    assert stats.recent_failures_24h == 2
+    assert stats.failures_by_task_type == {"a": 2, "b": 2, "c": 1}
+    assert stats.oldest_failure == oldest
+    assert stats.newest_failure == recent_start + timedelta(seconds=1)
+    assert stats.to_dict()["oldest_failure"] == oldest.isoformat()
+    assert stats["total_failed_tasks"] == 5  # the 0.x dict-style read still answers
 
 
 @pytest.mark.parametrize(
@@ -286,10 +293,10 @@ async def test_health_status_follows_the_thresholds(
 ) -> None:
     for i in range(entries):
         await dlq.push("a" if i % 3 else "b", i, "e")
-    body = await dlq.health()
+    body = await dlq_health(dlq)
     assert body["status"] == status
     assert body["timestamp"] == datetime.fromtimestamp(clock.time(), tz=UTC).isoformat()
-    assert body["statistics"] == await dlq.stats()
+    assert body["statistics"] == (await dlq.stats()).to_dict()
     assert body["health_indicators"] == {
         "total_failed_tasks": entries,
         "recent_failures_24h": entries,
@@ -303,13 +310,15 @@ async def test_health_status_follows_the_thresholds(
 
 
 async def test_health_recommendations(dlq: DeadLetterQueue) -> None:
-    assert (await dlq.health())["recommendations"] == ["DLQ is empty - system operating normally"]
+    assert (await dlq_health(dlq))["recommendations"] == [
+        "DLQ is empty - system operating normally"
+    ]
     await dlq.push("a", 1, "e")
-    advice = (await dlq.health(warning_threshold=2, critical_threshold=3))["recommendations"]
+    advice = (await dlq_health(dlq, warning_threshold=2, critical_threshold=3))["recommendations"]
     assert advice == ["DLQ has 1 failed tasks - monitor for trends"]
     for _ in range(3):
         await dlq.push("b", 1, "e")
-    advice = (await dlq.health(warning_threshold=2, critical_threshold=3))["recommendations"]
+    advice = (await dlq_health(dlq, warning_threshold=2, critical_threshold=3))["recommendations"]
     assert advice[0].startswith("DLQ has 4 failed tasks (critical threshold 3)")
     assert "Task type 'b' accounts for 3 of 4 failures - check it first" in advice
     assert any("4 failures in the last 24 hours" in line for line in advice)
@@ -317,7 +326,7 @@ async def test_health_recommendations(dlq: DeadLetterQueue) -> None:
 
 async def test_health_rejects_inverted_thresholds(dlq: DeadLetterQueue) -> None:
     with pytest.raises(ValueError, match="warning_threshold <= critical_threshold"):
-        await dlq.health(warning_threshold=10, critical_threshold=5)
+        await dlq_health(dlq, warning_threshold=10, critical_threshold=5)
 
 
 # ---------------------------------------------------------------- retry

@@ -87,7 +87,7 @@ async def run_dlq(args: argparse.Namespace) -> int:
 
 
 async def _stats(dlq: DeadLetterQueue, as_json: bool) -> int:
-    stats = await dlq.stats()
+    stats = (await dlq.stats()).to_dict()
     if as_json:
         print(json.dumps(stats, indent=2))
         return 0

@@ -36,7 +36,6 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from importlib.resources import files
 from typing import Any
 
@@ -316,11 +315,9 @@ class DashboardApp:
     async def _dlq_stats(self, request: Request, receive: Receive) -> Response:
         stats = await self._dlq().stats()
         now = self._clock.time()
-        oldest = stats.get("oldest_failure")
-        age = None
-        if oldest is not None:
-            age = max(0.0, now - datetime.fromisoformat(oldest).timestamp())
-        return json_response(200, {**stats, "oldest_age_seconds": age, "now": now})
+        oldest = stats.oldest_failure
+        age = None if oldest is None else max(0.0, now - oldest.timestamp())
+        return json_response(200, {**stats.to_dict(), "oldest_age_seconds": age, "now": now})
 
     async def _dlq_entries(self, request: Request, receive: Receive) -> Response:
         dlq = self._dlq()

@@ -8,6 +8,7 @@ Example::
 """
 
 from .app import HealthApp, health_app
+from .dlq import dlq_health
 from .metrics import MetricsSnapshot, collect_snapshot, render
 
-__all__ = ["HealthApp", "MetricsSnapshot", "collect_snapshot", "health_app", "render"]
+__all__ = ["HealthApp", "MetricsSnapshot", "collect_snapshot", "dlq_health", "health_app", "render"]

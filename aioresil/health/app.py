@@ -37,6 +37,7 @@ from urllib.parse import unquote
 from .._version import __version__
 from ..core.states import CircuitState
 from .admin import AdminRoutes, Reply
+from .dlq import dlq_health
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import breaker_rows, collect_snapshot, render
 from .rows import circuits_json
@@ -297,7 +298,8 @@ class HealthApp:
         if self.dlq is None:
             return Reply(404, {"error": "no dead letter queue is configured"})
         try:
-            body = await self.dlq.health(
+            body = await dlq_health(
+                self.dlq,
                 warning_threshold=self.dlq_warning_threshold,
                 critical_threshold=self.dlq_critical_threshold,
             )

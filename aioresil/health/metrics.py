@@ -28,7 +28,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -118,17 +117,16 @@ async def collect_snapshot(
     """
     if now is None:
         # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
-        clock = getattr(dlq, "_clock", None)
-        now = clock.time() if clock is not None else time.time()
+        now = dlq.clock.time() if dlq is not None else time.time()
     breakers = tuple(await breaker_rows(registry))
     by_type: Mapping[str, int] | None = None
     oldest_age = 0.0
     if dlq is not None:
         stats = await dlq.stats()
-        by_type = dict(stats["failures_by_task_type"])
-        oldest = stats["oldest_failure"]
+        by_type = dict(stats.failures_by_task_type)
+        oldest = stats.oldest_failure
         if oldest is not None:
-            oldest_age = max(now - datetime.fromisoformat(oldest).timestamp(), 0.0)
+            oldest_age = max(now - oldest.timestamp(), 0.0)
     return MetricsSnapshot(breakers, by_type, oldest_age, now)
 
 

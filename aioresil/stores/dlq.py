@@ -48,6 +48,7 @@ import traceback as tb_module
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import structlog
@@ -63,7 +64,6 @@ from ..exceptions import (
     DeadLetterTooLargeError,
     DeadLetterUnavailableError,
 )
-from .dlq_health import recommendations
 from .dlq_memory import MemoryDlqStorage, QueueState
 from .dlq_records import (
     DeadLetter,
@@ -74,6 +74,7 @@ from .dlq_records import (
     DeadLetterPage,
     DeadLetterSpoolDropped,
     DeadLetterSpooled,
+    DeadLetterStats,
     DlqStorage,
     RawFields,
     RetryCounts,
@@ -112,10 +113,6 @@ def _ms(when: datetime) -> int:
 
 def _dt(padded: str) -> datetime:
     return datetime.fromtimestamp(int(padded) / 1000, tz=UTC)
-
-
-def _iso(member: str) -> str | None:
-    return _dt(member[:13]).isoformat() if member else None
 
 
 def _text(value: str | bytes) -> str:
@@ -233,6 +230,11 @@ class DeadLetterQueue:
         self._storage, self._is_memory = backend.open_storage(_StorageFactory(name))
 
     # ------------------------------------------------------------------ helpers
+
+    @property
+    def clock(self) -> Clock:
+        """The queue's clock: ``failed_at`` stamps and retention come from it."""
+        return self._clock
 
     def add_listener(self, listener: DeadLetterListener) -> None:
         """Call ``listener(event)`` for every :data:`DeadLetterEvent` of this queue."""
@@ -573,63 +575,28 @@ class DeadLetterQueue:
             _check_task_type(task_type)
         return await self._storage.count(task_type)
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> DeadLetterStats:
         """The queue's statistics, from counters and index ends only (no scan).
 
-        Returns the seed's shape, ``total_failed_tasks``, ``recent_failures_24h``,
+        ``to_dict()`` gives the seed's shape, ``total_failed_tasks``, ``recent_failures_24h``,
         ``failures_by_task_type``, ``oldest_failure``, ``newest_failure`` (ISO-8601 or
         ``None``), plus ``in_flight`` (live retry leases), ``evicted`` (overflow evictions),
         ``expired`` (retention drops) and ``spooled`` (pushes waiting for the backend).
+        The ``/health/dlq`` body and its advice are built from it in :mod:`aioresil.health`.
         """
         since = "[" + _pad(self._wall_ms() - _DAY_MS)
         row = await self._storage.stats(since, self._lease_now())
-        return {
-            "total_failed_tasks": row.total,
-            "recent_failures_24h": row.recent,
-            "failures_by_task_type": dict(sorted(row.by_type.items())),
-            "oldest_failure": _iso(row.oldest_member),
-            "newest_failure": _iso(row.newest_member),
-            "in_flight": row.in_flight,
-            "evicted": row.evicted,
-            "expired": row.expired,
-            "spooled": len(self._spool),
-        }
-
-    async def health(
-        self, *, warning_threshold: int = 10, critical_threshold: int = 50
-    ) -> dict[str, Any]:
-        """The ``/health/dlq`` body: status, timestamp, statistics, indicators, advice.
-
-        ``status`` is ``"healthy"`` below ``warning_threshold`` entries, ``"degraded"`` from
-        it, ``"unhealthy"`` from ``critical_threshold``.
-        """
-        if warning_threshold < 0 or critical_threshold < warning_threshold:
-            raise ValueError(
-                f"need 0 <= warning_threshold <= critical_threshold, got "
-                f"{warning_threshold} and {critical_threshold}"
-            )
-        stats = await self.stats()
-        total = stats["total_failed_tasks"]
-        recent = stats["recent_failures_24h"]
-        if total >= critical_threshold:
-            status = "unhealthy"
-        elif total >= warning_threshold:
-            status = "degraded"
-        else:
-            status = "healthy"
-        return {
-            "status": status,
-            "timestamp": datetime.fromtimestamp(self._clock.time(), tz=UTC).isoformat(),
-            "statistics": stats,
-            "health_indicators": {
-                "total_failed_tasks": total,
-                "recent_failures_24h": recent,
-                "requires_attention": total >= warning_threshold,
-                "critical_threshold": critical_threshold,
-                "warning_threshold": warning_threshold,
-            },
-            "recommendations": recommendations(stats, warning_threshold, critical_threshold),
-        }
+        return DeadLetterStats(
+            total_failed_tasks=row.total,
+            recent_failures_24h=row.recent,
+            failures_by_task_type=MappingProxyType(dict(sorted(row.by_type.items()))),
+            oldest_failure=_dt(row.oldest_member[:13]) if row.oldest_member else None,
+            newest_failure=_dt(row.newest_member[:13]) if row.newest_member else None,
+            in_flight=row.in_flight,
+            evicted=row.evicted,
+            expired=row.expired,
+            spooled=len(self._spool),
+        )
 
     # ------------------------------------------------------------------ retry
 

@@ -29,6 +29,7 @@ __all__ = [
     "DeadLetterPage",
     "DeadLetterSpoolDropped",
     "DeadLetterSpooled",
+    "DeadLetterStats",
     "DlqStorage",
     "RawFields",
     "RetryCounts",
@@ -82,6 +83,54 @@ class DeadLetterPage(Page[DeadLetter]):
 
     entries: tuple[DeadLetter, ...]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterStats:
+    """A queue's statistics at one moment (:meth:`DeadLetterQueue.stats`), from counters and
+    index ends only. ``to_dict()`` gives the JSON-ready form (datetimes as ISO-8601).
+
+    Attributes:
+        total_failed_tasks: entries stored now.
+        recent_failures_24h: entries whose latest failure is less than 24 hours old.
+        failures_by_task_type: entries per task type, sorted by type.
+        oldest_failure: the oldest entry's latest failure, ``None`` when empty.
+        newest_failure: the newest entry's latest failure, ``None`` when empty.
+        in_flight: entries leased by a retry worker right now.
+        evicted: entries evicted at ``max_entries`` (``overflow="evict_oldest"``), ever.
+        expired: entries dropped by ``retention``, ever.
+        spooled: pushes waiting in this process's local spool for the backend.
+    """
+
+    total_failed_tasks: int
+    recent_failures_24h: int
+    failures_by_task_type: Mapping[str, int]
+    oldest_failure: datetime | None
+    newest_failure: datetime | None
+    in_flight: int
+    evicted: int
+    expired: int
+    spooled: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name; ``failures_by_task_type`` as a dict, datetimes as ISO-8601."""
+        oldest, newest = self.oldest_failure, self.newest_failure
+        return {
+            "total_failed_tasks": self.total_failed_tasks,
+            "recent_failures_24h": self.recent_failures_24h,
+            "failures_by_task_type": dict(self.failures_by_task_type),
+            "oldest_failure": None if oldest is None else oldest.isoformat(),
+            "newest_failure": None if newest is None else newest.isoformat(),
+            "in_flight": self.in_flight,
+            "evicted": self.evicted,
+            "expired": self.expired,
+            "spooled": self.spooled,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        """``stats["total_failed_tasks"]``: the dict-style reads of the 0.x ``stats()``, which
+        returned ``to_dict()``'s dict. Read the attributes instead; this goes next release."""
+        return self.to_dict()[key]
 
 
 @dataclass(frozen=True, slots=True)
