@@ -96,14 +96,39 @@ class Upstream:
         self.hits[request.path] += 1
         return self.modes.get(provider, "healthy")
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         mode = self._mode(request)
         body = await request.json()
         if mode == "failing":
             return web.json_response({"error": {"message": "down", "type": "server"}}, status=500)
         provider = request.match_info["provider"]
         answer = f"{provider} says: {body['messages'][-1]['content']}"
+        if body.get("stream"):
+            return await self._chat_stream(request, answer, cut=mode == "cut")
         return web.json_response(chat_completion(answer, body.get("model", "m")))
+
+    async def _chat_stream(
+        self, request: web.Request, answer: str, *, cut: bool
+    ) -> web.StreamResponse:
+        """Server-sent events, one word per chunk; ``cut`` aborts after the first chunk."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in answer.split():
+            chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if cut:
+                assert request.transport is not None
+                request.transport.abort()
+                raise asyncio.CancelledError
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def messages(self, request: web.Request) -> web.Response:
         mode = self._mode(request)
