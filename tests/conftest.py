@@ -109,9 +109,12 @@ SERVER_FIXTURES = {"redis_server", "own_redis_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that starts a redis-server (through any fixture) carries the marker, so
-    ``-m "not redis_server"`` really runs without one; tests that start it themselves mark
-    themselves (``pytestmark``)."""
+    """Every test that starts a redis-server carries the marker, so ``-m "not redis_server"``
+    really runs without one: tests using a server fixture, and tests parametrized with the
+    ``"redis"`` backend kind (their fixture starts it on demand); tests that start a server
+    themselves mark themselves."""
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        callspec = getattr(item, "callspec", None)
+        real_redis_param = callspec is not None and "redis" in callspec.params.values()
+        if real_redis_param or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.redis_server)

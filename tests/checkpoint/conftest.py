@@ -17,7 +17,7 @@ from aioresil import CheckpointStore, MemoryBackend
 from aioresil.backends.keys import encode_name
 from aioresil.testing import FakeClock
 
-CKPT_KINDS = ["memory", "fakeredis", "redis"]
+CKPT_KINDS = ["memory", "fakeredis", pytest.param("redis", marks=pytest.mark.redis_server)]
 
 MakeStore = Callable[..., CheckpointStore]
 
