@@ -35,8 +35,11 @@ class Monitor:
                 self.commands.append(command)
                 self._seen.notify_all()
 
-    def between(self, marker_client: redis.Redis, start: str, end: str) -> list[str]:
-        """Client commands (no ``lua`` ones) between two ``ECHO`` markers."""
+    def commands_between(
+        self, marker_client: redis.Redis, start: str, end: str
+    ) -> list[dict[str, Any]]:
+        """Every command (``lua`` ones included) between two ``ECHO`` markers; sends the end
+        marker itself and waits until ``MONITOR`` has shown it."""
         marker_client.echo(end)
         with self._seen:
             assert self._seen.wait_for(
@@ -46,8 +49,14 @@ class Monitor:
         names = [str(c["command"]) for c in commands]
         first = next(i for i, n in enumerate(names) if start in n)
         last = next(i for i, n in enumerate(names) if end in n)
+        return commands[first + 1 : last]
+
+    def between(self, marker_client: redis.Redis, start: str, end: str) -> list[str]:
+        """Client commands (no ``lua`` ones) between two ``ECHO`` markers."""
         return [
-            names[i] for i in range(first + 1, last) if commands[i].get("client_type") != "lua"
+            str(c["command"])
+            for c in self.commands_between(marker_client, start, end)
+            if c.get("client_type") != "lua"
         ]
 
     def close(self) -> None:

@@ -3,18 +3,36 @@
 --
 -- Key layout. Every key of one queue shares ONE hash tag, base = "<prefix>:{dlq:<name>}:", so a
 -- whole queue lives in one Redis Cluster slot and every script is slot-local (the trade-off: one
--- queue cannot be spread over several shards; use several queue names for that). Scripts build
--- per-entry key names from ARGV[1] = base; KEYS[1] always names a key under the same tag, so the
--- script is routed to the right slot.
---   base.."idx"       ZSET, every score 0, member "<failed_ms:13 digits>|<id>": lexicographic
---                     order is time order, and a member is an exact pagination cursor
---   base.."t:"..tk    the same index for one task type (tk = the encoded type name)
---   base.."counts"    HASH task_type -> number of entries of that type
+-- queue cannot be spread over several shards; use several queue names for that).
+--
+-- KEYS[1..7], the same in every dlq_* script: the queue's own keys.
+--   KEYS[1] base.."idx"      ZSET, every score 0, member "<failed_ms:13 digits>|<id>":
+--                            lexicographic order is time order, and a member is an exact cursor
+--   KEYS[2] base.."counts"   HASH task_type -> number of entries of that type
+--   KEYS[3] base.."lease"    ZSET id -> lease deadline (ms); an entry whose deadline passed is free
+--   KEYS[4] base.."tok"      HASH id -> fencing token of the entry's latest lease
+--   KEYS[5] base.."seq"      STRING, last fencing token handed out (INCR)
+--   KEYS[6] base.."evicted"  STRING counter (overflow evictions)
+--   KEYS[7] base.."expired"  STRING counter (retention drops)
+-- KEYS[8..]: the keys the caller knows the script touches (the entry it names, the type index
+-- it reads or writes); each script's header lists them. The per-entry keys are
 --   base.."e:"..id    HASH, one entry (fields: ty tk fa ff ti p et em tb a md)
---   base.."lease"     ZSET id -> lease deadline (ms); an entry whose deadline passed is free
---   base.."tok"       HASH id -> fencing token of the entry's latest lease
---   base.."seq"       STRING, last fencing token handed out (INCR)
---   base.."evicted", base.."expired"   STRING counters (overflow evictions, retention drops)
+--   base.."t:"..tk    the KEYS[1] index for one task type (tk = the encoded type name)
+-- Keys of entries a script only finds inside an index (evictions, retention drops, purge, the
+-- entries of a listed page, another entry's type index) cannot be named by the caller without a
+-- second round trip: they are built from KEYS[1]'s own name (the same hash tag, so the same
+-- slot), never from ARGV, as checkpoint_list.lua does for its data keys.
+local Q_IDX, Q_COUNTS, Q_LEASE, Q_TOK = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local Q_SEQ, Q_EVICTED, Q_EXPIRED = KEYS[5], KEYS[6], KEYS[7]
+local Q_BASE = string.sub(Q_IDX, 1, #Q_IDX - 3)  -- "<prefix>:{dlq:<name>}:" ("idx" cut off)
+
+local function dlq_entry_key(id)
+  return Q_BASE .. 'e:' .. id
+end
+
+local function dlq_type_key(tk)
+  return Q_BASE .. 't:' .. tk
+end
 
 -- The time base of lease decisions: the caller's injected clock (tests) or Redis TIME.
 local function dlq_now(arg)
@@ -26,21 +44,21 @@ local function dlq_now(arg)
 end
 
 -- Delete one entry with every index that names it; false when it does not exist.
-local function dlq_remove(base, id)
-  local ek = base .. 'e:' .. id
+local function dlq_remove(id)
+  local ek = dlq_entry_key(id)
   local v = redis.call('HMGET', ek, 'ty', 'tk', 'fa')
   if not v[1] then
     return false
   end
   local member = v[3] .. '|' .. id
-  redis.call('ZREM', base .. 'idx', member)
-  redis.call('ZREM', base .. 't:' .. v[2], member)
-  if redis.call('HINCRBY', base .. 'counts', v[1], -1) <= 0 then
-    redis.call('HDEL', base .. 'counts', v[1])
+  redis.call('ZREM', Q_IDX, member)
+  redis.call('ZREM', dlq_type_key(v[2]), member)
+  if redis.call('HINCRBY', Q_COUNTS, v[1], -1) <= 0 then
+    redis.call('HDEL', Q_COUNTS, v[1])
   end
   redis.call('DEL', ek)
-  redis.call('ZREM', base .. 'lease', id)
-  redis.call('HDEL', base .. 'tok', id)
+  redis.call('ZREM', Q_LEASE, id)
+  redis.call('HDEL', Q_TOK, id)
   return true
 end
 

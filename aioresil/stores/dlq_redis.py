@@ -18,7 +18,10 @@ from .dlq_records import ClaimRow, RawFields, StatsRow
 if TYPE_CHECKING:
     from ..backends.base import ScriptRunner
 
-__all__ = ["RedisDlqStorage", "dlq_script"]
+__all__ = ["QUEUE_KEY_PARTS", "RedisDlqStorage", "dlq_script"]
+
+QUEUE_KEY_PARTS = ("idx", "counts", "lease", "tok", "seq", "evicted", "expired")
+"""The queue's own keys, KEYS[1..7] of every dlq_* script (see ``dlq_lib.lua``)."""
 
 
 @cache
@@ -47,17 +50,25 @@ def _fields(flat: list[Any]) -> RawFields:
 class RedisDlqStorage:
     """One queue's keys on a :class:`~aioresil.backends.redis.RedisBackend`."""
 
-    __slots__ = ("backend", "base", "idx", "lease", "tok")
+    __slots__ = ("backend", "base", "idx", "queue_keys")
 
     def __init__(self, backend: ScriptRunner, name: str) -> None:
         self.backend = backend
         self.base = backend.key("dlq", name, "")
         self.idx = self.base + "idx"
-        self.lease = self.base + "lease"
-        self.tok = self.base + "tok"
+        # KEYS[1..7] of every dlq_* script, in dlq_lib.lua's order
+        self.queue_keys = [self.base + part for part in QUEUE_KEY_PARTS]
 
-    async def _run(self, script: str, key: str, *args: str | int | float | bytes) -> Any:
-        return await self.backend.run_script(dlq_script(script), [key], [self.base, *args])
+    def entry_key(self, entry_id: str) -> str:
+        return self.base + "e:" + entry_id
+
+    def type_key(self, encoded_type: str | bytes) -> str:
+        tk = encoded_type.decode() if isinstance(encoded_type, bytes) else encoded_type
+        return self.base + "t:" + tk
+
+    async def _run(self, script: str, keys: list[str], *args: str | int | float | bytes) -> Any:
+        """One dlq script: the queue's keys, then ``keys``, then ``args`` (never a key name)."""
+        return await self.backend.run_script(dlq_script(script), [*self.queue_keys, *keys], args)
 
     async def push(
         self,
@@ -68,7 +79,8 @@ class RedisDlqStorage:
         retention_bound: str,
     ) -> tuple[int, list[str]]:
         args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
-        reply = await self._run("dlq_push", self.idx, *args)
+        keys = [self.entry_key(entry_id), self.type_key(fields["tk"])]
+        reply = await self._run("dlq_push", keys, *args)
         return int(reply[0]), [_text(v) for v in reply[1:]]
 
     async def push_many(
@@ -85,7 +97,8 @@ class RedisDlqStorage:
             pipe = client.pipeline(transaction=False)
             for entry_id, fields in items:
                 args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
-                pipe.evalsha(script.sha, 1, self.idx, self.base, *args)
+                keys = [*self.queue_keys, self.entry_key(entry_id), self.type_key(fields["tk"])]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
             replies = await pipe.execute()
         except Exception as exc:
             raise _mapped(exc, "dlq push_many") from exc
@@ -99,7 +112,7 @@ class RedisDlqStorage:
 
     async def get(self, entry_id: str) -> RawFields | None:
         try:
-            flat = await self.backend.client.hgetall(self.base + "e:" + entry_id)
+            flat = await self.backend.client.hgetall(self.entry_key(entry_id))
         except Exception as exc:
             raise _mapped(exc, "dlq get") from exc
         if not flat:
@@ -112,8 +125,8 @@ class RedisDlqStorage:
     async def page(
         self, type_key: str | None, upper: str, lower: str, limit: int
     ) -> list[tuple[str, RawFields]]:
-        key = self.idx if type_key is None else self.base + "t:" + type_key
-        rows = await self._run("dlq_list", key, upper, lower, limit)
+        key = self.idx if type_key is None else self.type_key(type_key)
+        rows = await self._run("dlq_list", [key], upper, lower, limit)
         return [(_text(row[0]), _fields(row[1:])) for row in rows if len(row) > 1]
 
     async def count(self, task_type: str | None) -> int:
@@ -127,7 +140,7 @@ class RedisDlqStorage:
 
     async def stats(self, since_bound: str, now_ms: float | None) -> StatsRow:
         now = "" if now_ms is None else repr(now_ms)
-        reply = await self._run("dlq_stats", self.idx, since_bound, now)
+        reply = await self._run("dlq_stats", [], since_bound, now)
         counts = reply[7:]
         return StatsRow(
             total=int(reply[0]),
@@ -142,38 +155,45 @@ class RedisDlqStorage:
 
     async def claim(self, entry_id: str, now_ms: float | None, lease_ms: int) -> ClaimRow:
         now = "" if now_ms is None else repr(now_ms)
-        reply = await self._run("dlq_claim", self.lease, entry_id, now, lease_ms)
+        reply = await self._run("dlq_claim", [self.entry_key(entry_id)], entry_id, now, lease_ms)
         status = int(reply[0])
         if status != 1:
             return ClaimRow(status)
         return ClaimRow(1, int(reply[1]), _fields(reply[3:]))
 
     async def ack(self, entry_id: str, token: int) -> bool:
-        return bool(await self._run("dlq_ack", self.tok, entry_id, token))
+        return bool(await self._run("dlq_ack", [self.entry_key(entry_id)], entry_id, token))
 
     async def nack(
         self, entry_id: str, token: int, failed_at: str, error_type: str, message: str, tb: str
     ) -> int:
         reply = await self._run(
-            "dlq_nack", self.tok, entry_id, token, failed_at, error_type, message, tb
+            "dlq_nack",
+            [self.entry_key(entry_id)],
+            entry_id,
+            token,
+            failed_at,
+            error_type,
+            message,
+            tb,
         )
         return int(reply)
 
     async def release(self, entry_id: str, token: int) -> bool:
-        return bool(await self._run("dlq_release", self.tok, entry_id, token))
+        return bool(await self._run("dlq_release", [], entry_id, token))
 
     async def remove(self, entry_id: str) -> bool:
-        return bool(await self._run("dlq_remove", self.idx, entry_id))
+        return bool(await self._run("dlq_remove", [self.entry_key(entry_id)], entry_id))
 
     async def purge_batch(self, type_key: str | None, upper: str, batch: int) -> int:
-        key = self.idx if type_key is None else self.base + "t:" + type_key
-        return int(await self._run("dlq_purge", key, upper, batch))
+        key = self.idx if type_key is None else self.type_key(type_key)
+        return int(await self._run("dlq_purge", [key], upper, batch))
 
 
 def _push_args(
     entry_id: str, fields: RawFields, max_entries: int, overflow: str, retention_bound: str
 ) -> list[str | bytes | int]:
-    """ARGV[2..] of dlq_push.lua (ARGV[1], the key base, is added by the caller)."""
+    """ARGV of dlq_push.lua (its keys are the caller's: the queue's, the entry, its type)."""
     args: list[str | bytes | int] = [
         entry_id,
         fields["ty"],
