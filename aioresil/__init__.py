@@ -29,6 +29,7 @@ from .exceptions import (
     CallTimeoutError,
     CheckpointConflictError,
     CheckpointCorruptError,
+    CheckpointOutcomeUnknownError,
     CheckpointTooLarge,
     CircuitOpenError,
     CorruptStateError,
@@ -38,6 +39,7 @@ from .exceptions import (
     IllegalTransitionError,
     PoolTimeoutError,
     RateLimitExceeded,
+    ReplicaAckTimeoutError,
     SerializationError,
 )
 from .health import HealthApp, health_app
@@ -113,6 +115,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Checkpoint",
     "CheckpointConflictError",
     "CheckpointCorruptError",
+    "CheckpointOutcomeUnknownError",
     "CheckpointPage",
     "CheckpointRun",
     "CheckpointStore",
@@ -151,6 +154,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "RateLimiter",
     "RateLimiterStatistics",
     "RedisBackend",
+    "ReplicaAckTimeoutError",
     "Retry",
     "RetryBudget",
     "RetryBudgetStatistics",

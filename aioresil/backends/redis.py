@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -27,10 +27,12 @@ from ..exceptions import (
     BackendUnavailableError,
     CorruptStateError,
     PoolTimeoutError,
+    ReplicaAckTimeoutError,
 )
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript, load_script
+from .sentinel_url import check_sentinels, is_sentinel_url, parse_sentinel_url
 
 try:
     import redis.asyncio as aioredis
@@ -97,6 +99,14 @@ class RedisBackend:
         clock: for tests only: scripts then take "now" from ``clock.monotonic()`` instead of
             Redis ``TIME`` (so a :class:`~aioresil.testing.FakeClock` drives shared state).
         listen: subscribe to transitions published by other processes (default ``True``).
+        wait_replicas: replicated acknowledgement for the writes that must survive a failover
+            (a DLQ push, a checkpoint save): each one is followed by ``WAIT wait_replicas``
+            on the same connection, in the same round trip, and counts as done only once that
+            many replicas hold it. ``0`` (the default): the master's reply is enough. Breakers
+            never wait (see the README, "What survives what").
+        wait_timeout: seconds a write waits for its replicas; past it the write raises
+            :class:`~aioresil.ReplicaAckTimeoutError` (the DLQ spools the entry and pushes it
+            again; a checkpoint save raises :class:`~aioresil.CheckpointOutcomeUnknownError`).
 
     Example::
 
@@ -111,10 +121,29 @@ class RedisBackend:
         prefix: str = "aioresil",
         clock: Clock | None = None,
         listen: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
         _owns_client: bool = False,
     ):
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int):
+            raise TypeError(f"wait_replicas must be an int, got {wait_replicas!r}")
+        if wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be >= 0, got {wait_replicas}")
+        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float):
+            raise TypeError(f"wait_timeout must be seconds (a number), got {wait_timeout!r}")
+        if not 0 < wait_timeout < float("inf"):
+            raise ValueError(
+                f"wait_timeout must be a positive number of seconds, got {wait_timeout!r}"
+            )
+        if wait_replicas and hasattr(client, "get_node_from_key"):
+            raise ValueError(
+                "wait_replicas is not supported on Redis Cluster: WAIT acknowledges the writes "
+                "of one connection to one shard"
+            )
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = float(wait_timeout)
         self.client: Redis = client
         self.prefix = validate_prefix(prefix)
         self.clock = clock
@@ -129,6 +158,8 @@ class RedisBackend:
         self._listener: asyncio.Task[None] | None = None
         self._stopping = False
         self._cluster = hasattr(client, "get_node_from_key")  # a RedisCluster client
+        self._sentinel: Any = None  # the Sentinel manager from_sentinel made (closed with us)
+        self._drains: dict[int, Callable[[], Awaitable[None]]] = {}
         # A pool that raises when exhausted (redis-py's default) would lose calls under load;
         # bound our own concurrency to its size so callers wait instead. A blocking pool
         # (what from_url builds) already waits, with its own timeout.
@@ -152,6 +183,8 @@ class RedisBackend:
         prefix: str = "aioresil",
         clock: Clock | None = None,
         listen: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
         max_connections: int = 64,
         pool_timeout: float = 5.0,
         socket_timeout: float = 5.0,
@@ -161,7 +194,11 @@ class RedisBackend:
         """Create a backend with its own blocking connection pool (closed by :meth:`aclose`).
 
         Args:
-            url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``).
+            url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``), or
+                a Sentinel deployment,
+                ``redis+sentinel://[:password@]host1:26379,host2:26379/service_name/db``
+                (see :meth:`from_sentinel` and :mod:`aioresil.backends.sentinel_url`).
+            wait_replicas, wait_timeout: replicated acknowledgement, see the class.
             max_connections: pool size; tasks beyond it wait for a free connection.
             pool_timeout: seconds a task waits for a connection before ``PoolTimeoutError``.
             socket_timeout: seconds one command may take before the call fails.
@@ -169,6 +206,25 @@ class RedisBackend:
         """
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
+        if is_sentinel_url(url):
+            target = parse_sentinel_url(url)
+            return cls.from_sentinel(
+                target.sentinels,
+                target.service_name,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                sentinel_password=target.sentinel_password,
+                prefix=prefix,
+                clock=clock,
+                listen=listen,
+                wait_replicas=wait_replicas,
+                wait_timeout=wait_timeout,
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                **pool_options,
+            )
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         if pool_timeout <= 0:
@@ -186,7 +242,99 @@ class RedisBackend:
             # redis-py's message may echo the URL; never repeat a password back.
             raise ValueError(f"invalid Redis URL: {str(exc).split(':')[0]}") from None
         client = aioredis.Redis(connection_pool=pool)
-        return cls(client, prefix=prefix, clock=clock, listen=listen, _owns_client=True)
+        return cls(
+            client,
+            prefix=prefix,
+            clock=clock,
+            listen=listen,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            _owns_client=True,
+        )
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        prefix: str = "aioresil",
+        clock: Clock | None = None,
+        listen: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
+        max_connections: int = 64,
+        socket_timeout: float = 5.0,
+        socket_connect_timeout: float = 2.0,
+        **pool_options: Any,
+    ) -> RedisBackend:
+        """Create a backend that follows the master of a Sentinel-monitored service.
+
+        Every new connection asks the sentinels where the master is; a connection that meets
+        ``READONLY`` (the old master, demoted) is dropped and the next one finds the new
+        master. The breakers' pub/sub listener reconnects the same way, resubscribes and
+        resyncs every breaker's local view from the new master; scripts are reloaded on
+        ``NOSCRIPT``. Writes that must survive the failover itself need ``wait_replicas``.
+
+        Args:
+            sentinels: ``[(host, port), ...]`` of the sentinels (any reachable one will do).
+            service_name: the name the sentinels monitor (``sentinel monitor <name> ...``).
+            db: the database number on the master.
+            username, password: the master's (and replicas') ACL user and password.
+            sentinel_password: the sentinels' own ``requirepass``, if they have one.
+            max_connections: connections to the master; tasks beyond it wait for a free one.
+            socket_timeout: seconds one command may take (sentinel queries included).
+            pool_options: passed on to the Sentinel-managed connection pool.
+
+        Example::
+
+            backend = RedisBackend.from_sentinel(
+                [("10.0.0.1", 26379), ("10.0.0.2", 26379)], "mymaster", wait_replicas=1
+            )
+        """
+        if aioredis is None:  # pragma: no cover
+            raise ImportError(_MISSING_EXTRA)
+        from redis.asyncio.sentinel import Sentinel
+
+        nodes = check_sentinels(sentinels)
+        if not isinstance(service_name, str) or not service_name:
+            raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
+        if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+            raise ValueError(f"db must be an int >= 0, got {db!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+        }
+        if sentinel_password is not None:
+            sentinel_kwargs["password"] = sentinel_password
+        manager = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs)
+        client = manager.master_for(
+            service_name,
+            db=db,
+            username=username,
+            password=password,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            **pool_options,
+        )
+        backend = cls(
+            client,
+            prefix=prefix,
+            clock=clock,
+            listen=listen,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            _owns_client=True,
+        )
+        backend._sentinel = manager
+        return backend
 
     def key(self, kind: str, name: str, part: str) -> str:
         """Key of ``part`` of object ``name`` (see :mod:`aioresil.backends.keys`)."""
@@ -221,6 +369,78 @@ class RedisBackend:
             raise
         except Exception as exc:
             raise map_redis_error(exc, f"script {script.name}") from exc
+
+    async def run_script_staged(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        *,
+        stage: tuple[str, bytes, int] | None = None,
+        replicated: bool = False,
+    ) -> Any:
+        """Run ``script`` in one pipelined round trip on one connection, with extras around it.
+
+        Args:
+            stage: ``(key, value, ttl_ms)``: ``SET key value PX ttl_ms`` first, so the script
+                can ``RENAME`` a large value into place instead of receiving it in ``ARGV``
+                (Redis copies every ``ARGV`` string into Lua: about 120 us per 100 KB).
+            replicated: follow the script with ``WAIT wait_replicas wait_timeout`` (when the
+                backend has ``wait_replicas``) and raise
+                :class:`~aioresil.ReplicaAckTimeoutError` when fewer replicas confirmed it.
+
+        ``NOSCRIPT`` loads the script and sends the whole pipeline again (the staged value too).
+        """
+        if self._closed:
+            raise BackendUnavailableError(f"script {script.name}: this RedisBackend is closed")
+        wait = self.wait_replicas if replicated else 0
+        if stage is None and not wait:
+            return await self.run_script(script, keys, args)
+        if self._gate is not None:
+            async with self._gate:
+                return await self._run_pipelined(script, keys, args, stage, wait)
+        return await self._run_pipelined(script, keys, args, stage, wait)
+
+    async def _run_pipelined(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        stage: tuple[str, bytes, int] | None,
+        wait: int,
+    ) -> Any:
+        what = f"script {script.name}"
+        try:
+            for attempt in (1, 2):
+                pipe = self.client.pipeline(transaction=False)
+                if stage is not None:
+                    pipe.set(stage[0], stage[1], px=stage[2])
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                if wait:
+                    pipe.wait(wait, max(int(self.wait_timeout * 1000), 1))
+                results = await pipe.execute(raise_on_error=False)
+                offset = 1 if stage is not None else 0
+                for result in results[:offset]:
+                    if isinstance(result, Exception):
+                        raise result
+                reply = results[offset]
+                if isinstance(reply, redis_errors.NoScriptError) and attempt == 1:
+                    await self.client.script_load(script.source)
+                    continue
+                if isinstance(reply, Exception):
+                    raise reply
+                if wait:
+                    acked = results[offset + 1]
+                    # WAIT itself can fail (a demoted master refuses it): nothing confirmed.
+                    count = acked if isinstance(acked, int) else 0
+                    if count < wait:
+                        raise ReplicaAckTimeoutError(what, count, wait)
+                return reply
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise map_redis_error(exc, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ breakers
 
@@ -365,11 +585,33 @@ class RedisBackend:
         """Register an ``async`` callable run by :meth:`aclose` (listeners, flushers)."""
         self._closers.append(closer)
 
+    def add_drain(self, owner: object, drain: Callable[[], Awaitable[None]]) -> None:
+        """Have :meth:`aclose` await ``drain()`` first, while Redis is still usable.
+
+        For state that must not vanish at shutdown: a DLQ with spooled entries registers
+        its ``aclose`` here (and withdraws it with :meth:`discard_drain` once the spool is
+        empty, so queues without spooled entries are not kept alive by the backend).
+        """
+        self._drains[id(owner)] = drain
+
+    def discard_drain(self, owner: object) -> None:
+        """Withdraw what :meth:`add_drain` registered for ``owner`` (no-op if nothing)."""
+        self._drains.pop(id(owner), None)
+
     async def aclose(self) -> None:
         """Stop background work and close the pool, if this backend created it."""
         if self._closing:
             return
         self._closing = True
+        # Spooled DLQ entries first, while Redis (if reachable) still accepts them. A failure
+        # is raised once everything else is closed: never silent, never a leaked pool.
+        drain_errors: list[BaseException] = []
+        for drain in list(self._drains.values()):
+            try:
+                await drain()
+            except Exception as exc:
+                drain_errors.append(exc)
+        self._drains.clear()
         for handle in list(self._breakers.values()):
             handle.cancel_timers()
             with contextlib.suppress(BackendError):
@@ -389,6 +631,13 @@ class RedisBackend:
         if self._owns_client:
             # A pool passed to Redis() explicitly is not closed by a plain aclose().
             await self.client.aclose(close_connection_pool=True)
+        if self._sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self._sentinel.aclose()
+        if drain_errors:
+            for extra in drain_errors[1:]:
+                _log.error("backend_close_drain_failed", error=str(extra))
+            raise drain_errors[0]
 
     async def __aenter__(self) -> Self:
         return self
