@@ -169,7 +169,7 @@ class BackendHealth:
         self._state = new
         self._since = time.time()
         self._reason = reason if new is UNAVAILABLE else ""
-        log = _log.error if new is UNAVAILABLE else _log.info
+        log = _log.warning if new is UNAVAILABLE else _log.info
         log("backend_state_changed", backend=self.name, old=old.value, new=new.value, reason=reason)
         change = BackendStateChanged(self.name, old, new, self._since, reason)
         for listener in list(self._listeners):

@@ -501,6 +501,15 @@ class RedisBackend:
 
         await self.execute("ping", ping)
 
+    async def check_writable(self) -> None:
+        """Can Redis take our writes? Raises :class:`BackendUnavailableError` when not.
+
+        A small ``SET`` with a TTL under :meth:`execute`: fails on ``OOM``, ``READONLY``,
+        ``MISCONF``... where a ``PING`` passes (what ``/health/ready`` asks). Refused at once
+        while the backend is unavailable.
+        """
+        await self.execute("write check", self._probe)
+
     def _on_close(self, closer: Any) -> None:
         """Register an ``async`` callable run by :meth:`aclose` (listeners, flushers)."""
         self._closers.append(closer)
