@@ -7,6 +7,7 @@ with an in-process memory backend as the default.
 from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .backends.backend_health import BackendHealthStatistics, BackendState, BackendStateChanged
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .breaker import BreakerStats, CircuitBreaker
@@ -96,7 +97,10 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Attempt",
     "BackendError",
     "BackendFailover",
+    "BackendHealthStatistics",
     "BackendRecovered",
+    "BackendState",
+    "BackendStateChanged",
     "BackendUnavailableError",
     "Backoff",
     "BreakerBackend",

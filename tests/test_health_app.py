@@ -636,8 +636,13 @@ async def test_reads_are_503_when_redis_is_down_but_liveness_stays_200() -> None
     assert breakers.status_code == 503
     assert breakers.json()["status"] == "unhealthy"
     assert breakers.json()["error"].startswith("BackendUnavailableError: ")
-    assert metrics.status_code == 503
-    assert metrics.text.startswith("# aioresil metrics unavailable: BackendUnavailableError")
+    # /metrics keeps serving what this process knows: backend down, the local breaker view
+    assert metrics.status_code == 200
+    assert metrics.text.startswith(
+        "# aioresil: serving local values only: BackendUnavailableError"
+    )
+    assert 'aioresil_backend_up{backend="redis:aioresil"} 0' in metrics.text
+    assert 'aioresil_circuitbreaker_state{name="payments",state="open"} 1' in metrics.text
     assert dlq_health.status_code == 503
     assert dlq_health.json()["status"] == "unhealthy"
 

@@ -7,15 +7,30 @@ and then gets our own :class:`~aioresil.exceptions.PoolTimeoutError`.
 
 Every state change is one ``EVALSHA`` (see :meth:`RedisBackend.run_script`); nothing in aioresil
 reads a value, decides in Python, and writes it back in a second round trip.
+
+Why a deadline of our own (``operation_timeout``, 1 s by default) on every operation: a client
+built without ``socket_timeout`` (redis-py's default) waits forever on a black-holed host, and
+redis-py 6+ retries a timed-out command three times with a backoff of seconds. Whatever client
+the user passed in, no aioresil operation waits on Redis longer than ``operation_timeout``.
+
+Why a health state machine (:mod:`~aioresil.backends.backend_health`): the first operation that
+learns Redis cannot serve us (no reply in time, refused or reset, ``OOM``, ``READONLY``,
+``LOADING``, ``MASTERDOWN``, ``CLUSTERDOWN``, ``TRYAGAIN``, ``BUSY``, ``MISCONF``,
+``NOREPLICAS``, pool exhausted) marks the whole backend unavailable; every later operation is
+refused at once without a socket wait until one background probe (a small ``SET`` with a
+TTL: it fails on ``OOM`` and ``READONLY`` too, where a ``PING`` would pass) reaches it again.
+Errors that are the caller's fault (bad arguments, a script bug) are raised as
+:class:`~aioresil.exceptions.BackendError` and never mark an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
 
@@ -29,6 +44,7 @@ from ..exceptions import (
     PoolTimeoutError,
     ReplicaAckTimeoutError,
 )
+from .backend_health import BackendHealth, BackendState
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript, load_script
@@ -51,21 +67,52 @@ _log = structlog.get_logger("aioresil")
 _MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redis]'"
 
 ScriptArg = str | int | float | bytes
+T = TypeVar("T")
+
+DEFAULT_OPERATION_TIMEOUT = 1.0
+"""Seconds any one aioresil operation may wait on Redis (see the module docstring)."""
+
+_OUTAGE_CODES = frozenset(
+    ("OOM", "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "MISCONF")
+) | {"NOREPLICAS"}
+"""Error replies meaning "Redis cannot serve us now", not "your command is wrong"."""
+
+_OUTAGE_CLASSES = (
+    "OutOfMemoryError",
+    "ReadOnlyError",
+    "BusyLoadingError",
+    "ClusterDownError",
+    "MasterDownError",
+    "TryAgainError",
+)
+"""redis-py strips the code from these replies: recognise them by class."""
 
 
 def map_redis_error(exc: BaseException, what: str) -> BackendError:
-    """Translate a redis-py exception into our tree (never let a raw one reach the caller)."""
+    """Translate a redis-py exception into our tree (never let a raw one reach the caller).
+
+    :class:`BackendUnavailableError` for an outage (the backend is marked unavailable), plain
+    :class:`BackendError` for the caller's fault (bad arguments, a script bug).
+    """
+    name = type(exc).__name__
     if redis_errors is not None:
         message = str(exc)
-        if isinstance(exc, redis_errors.ConnectionError) and "No connection available" in message:
+        if isinstance(exc, redis_errors.MaxConnectionsError) or (
+            isinstance(exc, redis_errors.ConnectionError) and "No connection available" in message
+        ):
             return PoolTimeoutError(f"{what}: no pooled Redis connection became free in time")
+        if any(cls.__name__ in _OUTAGE_CLASSES for cls in type(exc).__mro__):
+            return BackendUnavailableError(f"{what}: Redis cannot serve writes ({name}: {exc})")
+        if isinstance(exc, redis_errors.ResponseError):
+            code = message.split(" ", 1)[0]
+            if code in _OUTAGE_CODES:
+                return BackendUnavailableError(f"{what}: Redis refused ({message[:200]})")
+            return BackendError(f"{what}: {name}: {exc}")
         if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
-            return BackendUnavailableError(f"{what}: Redis unreachable ({type(exc).__name__})")
-        if isinstance(exc, redis_errors.BusyLoadingError):
-            return BackendUnavailableError(f"{what}: Redis is loading its dataset")
+            return BackendUnavailableError(f"{what}: Redis unreachable ({name})")
     if isinstance(exc, OSError | TimeoutError):
-        return BackendUnavailableError(f"{what}: Redis unreachable ({type(exc).__name__})")
-    return BackendError(f"{what}: {type(exc).__name__}: {exc}")
+        return BackendUnavailableError(f"{what}: Redis unreachable ({name})")
+    return BackendError(f"{what}: {name}: {exc}")
 
 
 def _raw_view(
@@ -107,6 +154,14 @@ class RedisBackend:
         wait_timeout: seconds a write waits for its replicas; past it the write raises
             :class:`~aioresil.ReplicaAckTimeoutError` (the DLQ spools the entry and pushes it
             again; a checkpoint save raises :class:`~aioresil.CheckpointOutcomeUnknownError`).
+        operation_timeout: seconds any one operation (script, read, ping) may wait on Redis,
+            whatever the client's own socket timeout and retries; past it the operation
+            fails with :class:`~aioresil.exceptions.BackendUnavailableError` and the backend
+            is marked unavailable (default 1 s).
+
+    The backend's own health is :attr:`health` (``HEALTHY`` / ``UNAVAILABLE`` /
+    ``RECOVERING``, shared by everything on this backend; see
+    :mod:`aioresil.backends.backend_health`).
 
     Example::
 
@@ -123,6 +178,7 @@ class RedisBackend:
         listen: bool = True,
         wait_replicas: int = 0,
         wait_timeout: float = 0.5,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         _owns_client: bool = False,
     ):
         if aioredis is None:  # pragma: no cover
@@ -144,6 +200,21 @@ class RedisBackend:
             )
         self.wait_replicas = wait_replicas
         self.wait_timeout = float(wait_timeout)
+        if (
+            isinstance(operation_timeout, bool)
+            or not isinstance(operation_timeout, int | float)
+            or not math.isfinite(operation_timeout)
+            or operation_timeout <= 0
+        ):
+            raise ValueError(
+                f"operation_timeout must be a finite number > 0, got {operation_timeout!r}"
+            )
+        self.operation_timeout = float(operation_timeout)
+        if wait_replicas and self.wait_timeout >= self.operation_timeout:
+            raise ValueError(
+                f"wait_timeout ({self.wait_timeout:g}s) must be below operation_timeout "
+                f"({self.operation_timeout:g}s), which bounds the write and its WAIT together"
+            )
         self.client: Redis = client
         self.prefix = validate_prefix(prefix)
         self.clock = clock
@@ -160,6 +231,8 @@ class RedisBackend:
         self._cluster = hasattr(client, "get_node_from_key")  # a RedisCluster client
         self._sentinel: Any = None  # the Sentinel manager from_sentinel made (closed with us)
         self._drains: dict[int, Callable[[], Awaitable[None]]] = {}
+        self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
+        self.health.on_recover(self._resume_breakers)
         # A pool that raises when exhausted (redis-py's default) would lose calls under load;
         # bound our own concurrency to its size so callers wait instead. A blocking pool
         # (what from_url builds) already waits, with its own timeout.
@@ -185,6 +258,7 @@ class RedisBackend:
         listen: bool = True,
         wait_replicas: int = 0,
         wait_timeout: float = 0.5,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         max_connections: int = 64,
         pool_timeout: float = 5.0,
         socket_timeout: float = 5.0,
@@ -199,6 +273,7 @@ class RedisBackend:
                 ``redis+sentinel://[:password@]host1:26379,host2:26379/service_name/db``
                 (see :meth:`from_sentinel` and :mod:`aioresil.backends.sentinel_url`).
             wait_replicas, wait_timeout: replicated acknowledgement, see the class.
+            operation_timeout: see the class; the deadline of one whole operation.
             max_connections: pool size; tasks beyond it wait for a free connection.
             pool_timeout: seconds a task waits for a connection before ``PoolTimeoutError``.
             socket_timeout: seconds one command may take before the call fails.
@@ -220,6 +295,7 @@ class RedisBackend:
                 listen=listen,
                 wait_replicas=wait_replicas,
                 wait_timeout=wait_timeout,
+                operation_timeout=operation_timeout,
                 max_connections=max_connections,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
@@ -249,6 +325,7 @@ class RedisBackend:
             listen=listen,
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
+            operation_timeout=operation_timeout,
             _owns_client=True,
         )
 
@@ -267,6 +344,7 @@ class RedisBackend:
         listen: bool = True,
         wait_replicas: int = 0,
         wait_timeout: float = 0.5,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         max_connections: int = 64,
         socket_timeout: float = 5.0,
         socket_connect_timeout: float = 2.0,
@@ -331,6 +409,7 @@ class RedisBackend:
             listen=listen,
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
+            operation_timeout=operation_timeout,
             _owns_client=True,
         )
         backend._sentinel = manager
@@ -345,30 +424,87 @@ class RedisBackend:
     ) -> Any:
         """Run ``script`` with ``EVALSHA``; on ``NOSCRIPT`` load it and retry once.
 
-        Every redis-py exception is mapped to :class:`BackendError` or
+        Runs under :meth:`execute`: bounded by ``operation_timeout``, refused at once while the
+        backend is unavailable, every redis-py exception mapped to :class:`BackendError` or
         :class:`BackendUnavailableError`.
         """
-        if self._closed:
-            raise BackendUnavailableError(f"script {script.name}: this RedisBackend is closed")
-        if self._gate is not None:
-            async with self._gate:
-                return await self._run_script(script, keys, args)
-        return await self._run_script(script, keys, args)
-
-    async def _run_script(
-        self, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArg]
-    ) -> Any:
         client = self.client
-        try:
+
+        async def run() -> Any:
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:
                 await client.script_load(script.source)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except BackendError:
+
+        return await self.execute(f"script {script.name}", run)
+
+    async def execute(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis operation under our deadline and the backend's health.
+
+        * refused at once (no socket touched) while :attr:`health` is ``UNAVAILABLE``;
+        * cut at ``operation_timeout`` seconds, whatever the client's socket timeout and
+          retries (the client drops the connection of a cancelled command);
+        * an outage error marks the backend unavailable and raises
+          :class:`BackendUnavailableError`; any other error raises :class:`BackendError`.
+
+        Args:
+            what: names the operation in errors and logs.
+            operation: makes the redis-py call(s); called once.
+        """
+        if self._closed:
+            raise BackendUnavailableError(f"{what}: this RedisBackend is closed")
+        self.health.check(what)
+        deadline = asyncio.timeout(self.operation_timeout)
+        try:
+            async with deadline:
+                if self._gate is not None:
+                    async with self._gate:
+                        return await operation()
+                return await operation()
+        except BackendError as error:
+            if isinstance(error, BackendUnavailableError):
+                self.health.outage(error)
             raise
         except Exception as exc:
-            raise map_redis_error(exc, f"script {script.name}") from exc
+            if deadline.expired():
+                mapped: BackendError = BackendUnavailableError(
+                    f"{what}: no reply from Redis within operation_timeout="
+                    f"{self.operation_timeout:g}s"
+                )
+            else:
+                mapped = map_redis_error(exc, what)
+            if isinstance(mapped, BackendUnavailableError):
+                self.health.outage(mapped)
+            raise mapped from exc
+
+    @property
+    def state(self) -> BackendState:
+        """The backend's health state (a shortcut for ``health.state``)."""
+        return self.health.state
+
+    async def _probe(self) -> None:
+        """Can Redis serve us? A small write with a TTL (fails on OOM and READONLY too).
+
+        Never through :meth:`execute` (it refuses while unavailable): its own deadline.
+        """
+        key = self.key("health", "probe", "w")
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                await self.client.set(key, b"1", px=10_000)
+        except Exception as exc:
+            mapped = map_redis_error(exc, "probe")
+            if isinstance(mapped, BackendUnavailableError) or isinstance(exc, TimeoutError):
+                raise mapped from exc
+            # An ACL that forbids the write is not an outage: fall back to a PING.
+            async with asyncio.timeout(self.operation_timeout):
+                await self.client.ping()
+
+    async def _resume_breakers(self) -> None:
+        """Recovery hook: breakers on their local fallback re-read Redis now."""
+        handles = list(self._breakers.values())
+        if handles:
+            await asyncio.gather(*(h.backend_back() for h in handles))
 
     async def run_script_staged(
         self,
@@ -391,33 +527,20 @@ class RedisBackend:
 
         ``NOSCRIPT`` loads the script and sends the whole pipeline again (the staged value too).
         """
-        if self._closed:
-            raise BackendUnavailableError(f"script {script.name}: this RedisBackend is closed")
         wait = self.wait_replicas if replicated else 0
         if stage is None and not wait:
             return await self.run_script(script, keys, args)
-        if self._gate is not None:
-            async with self._gate:
-                return await self._run_pipelined(script, keys, args, stage, wait)
-        return await self._run_pipelined(script, keys, args, stage, wait)
-
-    async def _run_pipelined(
-        self,
-        script: LuaScript,
-        keys: Sequence[str],
-        args: Sequence[ScriptArg],
-        stage: tuple[str, bytes, int] | None,
-        wait: int,
-    ) -> Any:
         what = f"script {script.name}"
-        try:
+        wait_ms = max(int(self.wait_timeout * 1000), 1)
+
+        async def run() -> tuple[Any, int]:
             for attempt in (1, 2):
                 pipe = self.client.pipeline(transaction=False)
                 if stage is not None:
                     pipe.set(stage[0], stage[1], px=stage[2])
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
                 if wait:
-                    pipe.wait(wait, max(int(self.wait_timeout * 1000), 1))
+                    pipe.wait(wait, wait_ms)
                 results = await pipe.execute(raise_on_error=False)
                 offset = 1 if stage is not None else 0
                 for result in results[:offset]:
@@ -429,18 +552,17 @@ class RedisBackend:
                     continue
                 if isinstance(reply, Exception):
                     raise reply
-                if wait:
-                    acked = results[offset + 1]
-                    # WAIT itself can fail (a demoted master refuses it): nothing confirmed.
-                    count = acked if isinstance(acked, int) else 0
-                    if count < wait:
-                        raise ReplicaAckTimeoutError(what, count, wait)
-                return reply
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise map_redis_error(exc, what) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+                # WAIT itself can fail (a demoted master refuses it): nothing confirmed.
+                acked = results[offset + 1] if wait else 0
+                return reply, acked if isinstance(acked, int) else 0
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        reply, acked = await self.execute(what, run)
+        if acked < wait:
+            # Not an outage of this backend (the master answered): the caller decides, so
+            # the health state stays as it is.
+            raise ReplicaAckTimeoutError(what, acked, wait)
+        return reply
 
     # ------------------------------------------------------------------ breakers
 
@@ -537,7 +659,8 @@ class RedisBackend:
                     continue
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(self.events_channel)
+                async with asyncio.timeout(self.operation_timeout):
+                    await pubsub.subscribe(self.events_channel)
                 await self._resync_views()
                 delay = 0.05
                 while not self._stopping:
@@ -553,7 +676,7 @@ class RedisBackend:
                     delay = min(delay * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def _resync_views(self) -> None:
         handles = list(self._breakers.values())
@@ -575,11 +698,25 @@ class RedisBackend:
             _log.warning("breaker_event_malformed", message=text[:200])
 
     async def ping(self) -> None:
-        """Round-trip to Redis; raises :class:`BackendUnavailableError` when it fails."""
-        try:
-            await self.client.ping()
-        except Exception as exc:
-            raise map_redis_error(exc, "ping") from exc
+        """Round-trip to Redis; raises :class:`BackendUnavailableError` when it fails.
+
+        Refused at once while the backend is unavailable (its probe decides when it is back).
+        """
+        client = self.client
+
+        async def ping() -> None:
+            await client.ping()
+
+        await self.execute("ping", ping)
+
+    async def check_writable(self) -> None:
+        """Can Redis take our writes? Raises :class:`BackendUnavailableError` when not.
+
+        A small ``SET`` with a TTL under :meth:`execute`: fails on ``OOM``, ``READONLY``,
+        ``MISCONF``... where a ``PING`` passes (what ``/health/ready`` asks). Refused at once
+        while the backend is unavailable.
+        """
+        await self.execute("write check", self._probe)
 
     def _on_close(self, closer: Any) -> None:
         """Register an ``async`` callable run by :meth:`aclose` (listeners, flushers)."""
@@ -618,6 +755,7 @@ class RedisBackend:
                 # batched outcomes and locally counted rejections survive a clean close
                 await handle.flush(rejections=True)
         self._closed = True  # from here on, scripts are refused
+        await self.health.aclose()
         closers, self._closers = self._closers, []
         for closer in reversed(closers):
             await closer()

@@ -510,6 +510,12 @@ class RedisBreakerHandle:
         self._probe_task = asyncio.get_running_loop().create_task(self._probe())
         self.backend.track(self._probe_task)
 
+    async def backend_back(self) -> None:
+        """The backend's own probe reached Redis again: leave the fallback now, not at the
+        next ``RECONNECT_INTERVAL`` ping."""
+        if self._fallback is not None:
+            await self._probe()
+
     async def _probe(self) -> None:
         try:
             await self.backend.ping()

@@ -45,6 +45,7 @@ import json
 import re
 import secrets
 import traceback as tb_module
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,6 +130,15 @@ def _check_task_type(task_type: object) -> str:
     if len(task_type) > _MAX_TASK_TYPE:
         raise ValueError(f"task_type is {len(task_type)} characters, at most {_MAX_TASK_TYPE}")
     return task_type
+
+
+def _spool_flusher(ref: weakref.ref[DeadLetterQueue]) -> Callable[[], Awaitable[None]]:
+    async def flush() -> None:
+        queue = ref()
+        if queue is not None and queue.spooled:
+            await queue._flush_quietly()
+
+    return flush
 
 
 class DeadLetterQueue:
@@ -227,6 +237,12 @@ class DeadLetterQueue:
         ):
             self._storage = RedisDlqStorage(backend, name)
             self._is_memory = False
+            health = getattr(backend, "health", None)
+            if health is not None:
+                # Flush the spool as soon as the backend's probe reaches Redis again (not at
+                # the next push, which may never come). A weak reference: the backend's hook
+                # list must not keep a dropped queue alive.
+                health.on_recover(_spool_flusher(weakref.ref(self)))
             if self._spool:
                 self._hold()  # entries read back from the spool file: flushed at close too
         else:
@@ -513,6 +529,10 @@ class DeadLetterQueue:
             return
         try:
             async with asyncio.timeout(self.close_timeout):
+                health = getattr(self.backend, "health", None)
+                if health is not None:
+                    # Redis may be back before the background probe noticed: ask now.
+                    await health.probe_once()
                 await self.flush_spool()
         except (BackendUnavailableError, TimeoutError) as exc:
             error: BaseException = exc

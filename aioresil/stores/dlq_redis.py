@@ -84,15 +84,16 @@ class RedisDlqStorage:
     ) -> list[tuple[int, list[str]]]:
         script = dlq_script("dlq_push")
         client = self.backend.client
-        try:
+
+        async def run() -> list[Any]:
             await client.script_load(script.source)
             pipe = client.pipeline(transaction=False)
             for entry_id, fields in items:
                 args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
                 pipe.evalsha(script.sha, 1, self.idx, self.base, *args)
-            replies = await pipe.execute()
-        except Exception as exc:
-            raise _mapped(exc, "dlq push_many") from exc
+            return list(await pipe.execute())
+
+        replies = await self.backend.execute("dlq push_many", run)
         results = [(int(r[0]), [_text(v) for v in r[1:]]) for r in replies]
         for i, (status, _) in enumerate(results):
             if status == 0:
@@ -102,10 +103,13 @@ class RedisDlqStorage:
         return results
 
     async def get(self, entry_id: str) -> RawFields | None:
-        try:
-            flat = await self.backend.client.hgetall(self.base + "e:" + entry_id)
-        except Exception as exc:
-            raise _mapped(exc, "dlq get") from exc
+        client = self.backend.client
+        key = self.base + "e:" + entry_id
+
+        async def run() -> dict[Any, Any]:
+            return dict(await client.hgetall(key))
+
+        flat = await self.backend.execute("dlq get", run)
         if not flat:
             return None
         out: list[Any] = []
@@ -121,13 +125,15 @@ class RedisDlqStorage:
         return [(_text(row[0]), _fields(row[1:])) for row in rows if len(row) > 1]
 
     async def count(self, task_type: str | None) -> int:
-        try:
+        client = self.backend.client
+
+        async def run() -> int:
             if task_type is None:
-                return int(await self.backend.client.zcard(self.idx))
-            value = await self.backend.client.hget(self.base + "counts", task_type)
-        except Exception as exc:
-            raise _mapped(exc, "dlq count") from exc
-        return int(value) if value is not None else 0
+                return int(await client.zcard(self.idx))
+            value = await client.hget(self.base + "counts", task_type)
+            return int(value) if value is not None else 0
+
+        return await self.backend.execute("dlq count", run)
 
     async def stats(self, since_bound: str, now_ms: float | None) -> StatsRow:
         now = "" if now_ms is None else repr(now_ms)
