@@ -141,6 +141,24 @@ def _spool_flusher(ref: weakref.ref[DeadLetterQueue]) -> Callable[[], Awaitable[
     return flush
 
 
+async def _redeliver(ref: weakref.ref[DeadLetterQueue]) -> None:
+    """The background flush of one queue's spool (see ``DeadLetterQueue._start_redelivery``)."""
+    delay = 0.05
+    while True:
+        await asyncio.sleep(delay)
+        queue = ref()
+        if queue is None or not queue.spooled or getattr(queue.backend, "_closing", False):
+            return
+        try:
+            await queue.flush_spool()
+        except BackendUnavailableError:
+            delay = min(delay * 2, 2.0)
+        except Exception:
+            _log.exception("dlq_redelivery_failed", queue=queue.name)
+            delay = 2.0
+        del queue  # hold the queue only while flushing
+
+
 class DeadLetterQueue:
     """Failed tasks, stored atomically, listed cheaply, retried under a lease.
 
@@ -224,6 +242,7 @@ class DeadLetterQueue:
             backend = MemoryBackend()
         self.backend = backend
         self._holding = False
+        self._redelivery: asyncio.Task[None] | None = None
         self._storage: DlqStorage
         if isinstance(backend, MemoryBackend):
             states = backend.namespace("dlq")
@@ -492,8 +511,25 @@ class DeadLetterQueue:
                 f"full ({self.spool_max} entries); entry not stored"
             ) from exc
         self._hold()
+        self._start_redelivery()
         _log.warning("dlq_spooled", queue=self.name, entry_id=entry_id, error=str(exc))
         self._emit(DeadLetterSpooled(self.name, entry_id, self._clock.time(), str(exc)))
+
+    def _start_redelivery(self) -> None:
+        """Keep flushing the spool in the background until it is empty.
+
+        Why not only on the next push or on recovery: an entry spooled because its replicas
+        did not confirm it (``wait_replicas``) finds a backend that never was "unavailable",
+        and the next push may be hours away. One task per queue, backing off to 2 s; it holds
+        the queue only weakly and stops when the backend closes (``aclose`` drains the rest).
+        """
+        if self._redelivery is not None and not self._redelivery.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - pushes run on a loop
+            return
+        self._redelivery = loop.create_task(_redeliver(weakref.ref(self)))
 
     def _hold(self) -> None:
         """While entries are spooled, the backend's ``aclose()`` closes this queue first."""
@@ -524,6 +560,9 @@ class DeadLetterQueue:
         process replaying and truncating the file while another appends to it can lose
         entries; a path is something each deployment must give each process.
         """
+        task, self._redelivery = self._redelivery, None
+        if task is not None and not task.done():
+            task.cancel()
         if not self._spool:
             self._release_hold()
             return
