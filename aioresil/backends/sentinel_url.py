@@ -86,11 +86,11 @@ def _host_port(item: str) -> tuple[str, int]:
         if not rest.startswith(":"):
             raise _fail(f"unexpected {rest!r} after the IPv6 address {host!r}")
         return host, _port(rest[1:], host)
+    if item.count(":") > 1:
+        raise _fail(f"sentinel address {item!r}: put IPv6 addresses in brackets, [::1]:26379")
     host, colon, port = item.partition(":")
     if not host:
         raise _fail(f"sentinel address {item!r} has no host")
-    if ":" in port:
-        raise _fail(f"sentinel address {item!r}: put IPv6 addresses in brackets, [::1]:26379")
     return host, (_port(port, host) if colon else DEFAULT_SENTINEL_PORT)
 
 
