@@ -27,6 +27,8 @@ from aioresil import (
     CheckpointConflictError,
     CheckpointOutcomeUnknownError,
     CheckpointStore,
+    CircuitBreaker,
+    CircuitState,
     DeadLetterQueue,
     RedisBackend,
 )
@@ -117,7 +119,7 @@ async def test_a_lost_reply_that_never_ran_is_stored_by_the_retry(
 
 
 async def test_cp_step_never_runs_its_function_twice_because_a_reply_was_lost(
-    proxy: FaultProxy, proxied: RedisBackend
+    proxy: FaultProxy, proxied: RedisBackend, direct: aioredis.Redis
 ) -> None:
     store = CheckpointStore(proxied, namespace="steps")
     calls: list[int] = []
@@ -127,9 +129,11 @@ async def test_cp_step_never_runs_its_function_twice_because_a_reply_was_lost(
         return {"rows": 42}
 
     async with store.resume("task", initial={"next": 0}) as cp:
+        assert await cp.save({"next": 0}) == 1  # the save script is loaded on the server
         proxy.set_mode(Mode.DROP_REPLIES)
         with pytest.raises(CheckpointOutcomeUnknownError):
             await cp.step("fetch", fetch)
+        assert await direct.hget(proxied.key("ckpt", "steps", "d:task"), "v") == b"2"  # landed
         await healed(proxy, proxied)
         assert await cp.step("fetch", fetch) == {"rows": 42}
         assert calls == [1]
@@ -141,14 +145,15 @@ async def test_cp_step_never_runs_its_function_twice_because_a_reply_was_lost(
 
 
 async def test_a_different_state_saved_after_an_unknown_outcome_is_fenced_on_either_outcome(
-    proxy: FaultProxy, proxied: RedisBackend
+    proxy: FaultProxy, proxied: RedisBackend, direct: aioredis.Redis
 ) -> None:
     store = CheckpointStore(proxied, namespace="jobs")
     async with store.resume("job", initial=0) as cp:
         await cp.save(1)
         proxy.set_mode(Mode.DROP_REPLIES)
         with pytest.raises(CheckpointOutcomeUnknownError):
-            await cp.save(2)  # landed as version 2
+            await cp.save(2)
+        assert await direct.hget(proxied.key("ckpt", "jobs", "d:job"), "v") == b"2"  # landed
         await healed(proxy, proxied)
         assert await cp.save(3) == 3  # on top of its own unknown write: no conflict
     loaded = await store.load("job")
@@ -248,3 +253,24 @@ async def test_entries_held_only_in_memory_at_close_raise_with_their_count(
     with pytest.raises(BackendUnavailableError, match="2 spooled entries are held only in"):
         await backend.aclose()
     assert dlq.spooled == 2  # still there for a caller that wants to retry
+
+
+# ---------------------------------------------------------------------------- breakers
+
+
+async def test_a_reconnected_listener_adopts_what_redis_holds_even_an_older_generation(
+    redis_url: str,
+) -> None:
+    async with RedisBackend.from_url(redis_url) as backend:
+        breaker = CircuitBreaker("lost-in-failover", backend=backend)
+        await breaker.force_open()
+        assert breaker.state is CircuitState.FORCED_OPEN
+        direct = aioredis.Redis.from_url(redis_url)
+        try:
+            await until(lambda: backend._listener is not None, what="listener started")
+            # What a failover that lost the transition leaves: the new master never saw it.
+            await direct.delete(*(backend.key("cb", "lost-in-failover", p) for p in ("state",)))
+            await direct.client_kill_filter(_type="pubsub")  # the listener reconnects
+            await until(lambda: breaker.state is CircuitState.CLOSED, what="view resynced")
+        finally:
+            await direct.aclose()

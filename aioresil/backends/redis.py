@@ -667,6 +667,11 @@ class RedisBackend:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
+                    if self._master_moved(pubsub):
+                        # Sentinel named a new master: the old one may stay up (and silent to
+                        # us) for seconds before it is demoted. Follow the master now.
+                        _log.info("breaker_listener_following_new_master")
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -678,13 +683,35 @@ class RedisBackend:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
+    def _master_moved(self, pubsub: Any) -> bool:
+        """Whether a Sentinel-managed pool now names another master than ``pubsub`` uses."""
+        master = getattr(self.client.connection_pool, "master_address", None)
+        connection = getattr(pubsub, "connection", None)
+        if master is None or connection is None:
+            return False
+        return (connection.host, connection.port) != tuple(master)
+
     async def _resync_views(self) -> None:
+        """Every breaker's local view := what Redis holds now, even an older generation.
+
+        Why even older: after a failover the new master may lack the last transitions the
+        old one made (breakers do not wait for replicas). Redis is the shared truth the fleet
+        now decides on, so a view ahead of it would be a private fork.
+        """
         handles = list(self._breakers.values())
         if not handles:
             return
         for handle, (state, generation, retry_us) in zip(
             handles, await self.read_breakers(handles, raw_view=True), strict=True
         ):
+            if generation < handle.view.generation:
+                _log.warning(
+                    "circuit_view_ahead_of_redis",
+                    breaker=handle.name,
+                    local_generation=handle.view.generation,
+                    redis_generation=generation,
+                )
+                handle.view.generation = 0  # adopt Redis's view (no await in between)
             handle.apply_view(state, generation, retry_us)
 
     def _on_message(self, data: bytes | str) -> None:
