@@ -21,8 +21,7 @@ from ..clock import Clock
 from ..exceptions import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from ..backends.memory import MemoryBackend
-    from ..backends.redis import RedisBackend
+    from ..backends.base import ScriptRunner
 
 __all__ = [
     "CONFLICT",
@@ -124,9 +123,8 @@ class MemoryCheckpointDriver:
 
     __slots__ = ("_clock", "_records")
 
-    def __init__(self, backend: MemoryBackend, namespace: str, clock: Clock) -> None:
-        spaces: dict[str, dict[str, _Record]] = backend.namespace("checkpoint")
-        self._records = spaces.setdefault(namespace, {})
+    def __init__(self, spaces: dict[str, Any], namespace: str, clock: Clock) -> None:
+        self._records: dict[str, _Record] = spaces.setdefault(namespace, {})
         self._clock = clock
 
     def _live(self, task: str) -> _Record | None:
@@ -234,7 +232,7 @@ class RedisCheckpointDriver:
 
     __slots__ = ("_backend", "_body_base", "_data_base", "_history_base", "_index", "_stage_base")
 
-    def __init__(self, backend: RedisBackend, namespace: str) -> None:
+    def __init__(self, backend: ScriptRunner, namespace: str) -> None:
         self._backend = backend
         self._data_base = backend.key("ckpt", namespace, "d:")
         self._body_base = backend.key("ckpt", namespace, "b:")
