@@ -246,6 +246,7 @@ class RedisBackend:
         self._stopping = False
         self._cluster = hasattr(client, "get_node_from_key")  # a RedisCluster client
         self._sentinel: Any = None  # the Sentinel manager from_sentinel made (closed with us)
+        self._sentinel_watch: asyncio.Task[None] | None = None
         self._drains: dict[int, Callable[[], Awaitable[None]]] = {}
         self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
         self.health.on_recover(self._resume_breakers)
@@ -471,6 +472,8 @@ class RedisBackend:
         """
         if self._closed:
             raise BackendUnavailableError(f"{what}: this RedisBackend is closed")
+        if self._sentinel_watch is None and self._sentinel is not None:
+            self._start_sentinel_watch()
         self.health.check(what)
         deadline = asyncio.timeout(self.operation_timeout)
         try:
@@ -736,6 +739,56 @@ class RedisBackend:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
+    def _start_sentinel_watch(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - operations run on a loop
+            return
+        self._sentinel_watch = loop.create_task(self._watch_sentinels())
+
+    async def _watch_sentinels(self) -> None:
+        """Follow Sentinel's ``+switch-master`` announcement: leave the old master at once.
+
+        Why: redis-py asks the sentinels for the master only when it opens a connection, and
+        a demoted master keeps its clients (and accepts their writes, which it later drops)
+        until Sentinel reconfigures it, 10 s or more after the switch. Subscribed to the
+        sentinels, the backend drops every connection to the old master within a few ms of
+        the announcement; the next operation connects to the new one.
+        """
+        pool: Any = self.client.connection_pool
+        service = getattr(pool, "service_name", None)
+        delay = 0.05
+        while not self._stopping and not self._closing:
+            for sentinel in self._sentinel.sentinels:
+                pubsub = sentinel.pubsub()
+                try:
+                    await pubsub.subscribe("+switch-master")
+                    delay = 0.05
+                    while not self._stopping and not self._closing:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=0.2
+                        )
+                        if message is None or message.get("type") != "message":
+                            continue
+                        data = message["data"]
+                        fields = (data.decode() if isinstance(data, bytes) else str(data)).split()
+                        if fields and fields[0] == service:
+                            _log.warning("redis_master_switched", service=service, to=fields[-2:])
+                            with contextlib.suppress(Exception):
+                                await pool.get_master_address()
+                            await pool.disconnect(inuse_connections=True)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    _log.debug("sentinel_watch_reconnecting", error=type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+                if self._stopping or self._closing:
+                    return
+
     def _master_moved(self, pubsub: Any) -> bool:
         """Whether a Sentinel-managed pool now names another master than ``pubsub`` uses."""
         master = getattr(self.client.connection_pool, "master_address", None)
@@ -840,6 +893,9 @@ class RedisBackend:
         for closer in reversed(closers):
             await closer()
         self._stopping = True
+        if self._sentinel_watch is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._sentinel_watch, timeout=2)
         if self._listener is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._listener, timeout=2)
