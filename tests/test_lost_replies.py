@@ -80,14 +80,15 @@ async def healed(proxy: FaultProxy, backend: RedisBackend) -> None:
     await until(lambda: backend.state is BackendState.HEALTHY, what="backend healthy again")
 
 
+@pytest.mark.parametrize("blob", ["", "x" * 20_000], ids=["inline", "staged"])
 async def test_a_checkpoint_save_whose_reply_is_lost_is_retried_as_its_own_write(
-    proxy: FaultProxy, proxied: RedisBackend, direct: aioredis.Redis
+    proxy: FaultProxy, proxied: RedisBackend, direct: aioredis.Redis, blob: str
 ) -> None:
     store = CheckpointStore(proxied, namespace="jobs")
-    assert await store.save("job", {"n": 1}, expected_version=0) == 1
+    assert await store.save("job", {"n": 1, "blob": blob}, expected_version=0) == 1
     proxy.set_mode(Mode.DROP_REPLIES)
     with pytest.raises(CheckpointOutcomeUnknownError) as caught:
-        await store.save("job", {"n": 2}, expected_version=1)
+        await store.save("job", {"n": 2, "blob": blob}, expected_version=1)
     assert caught.value.expected_version == 1
     assert isinstance(caught.value, BackendUnavailableError)  # old handlers still catch it
     key = proxied.key("ckpt", "jobs", "d:job")
@@ -95,9 +96,10 @@ async def test_a_checkpoint_save_whose_reply_is_lost_is_retried_as_its_own_write
 
     await healed(proxy, proxied)
     # The same save again: recognized by its write id, no conflict, no second version.
-    assert await store.save("job", {"n": 2}, expected_version=1) == 2
+    assert await store.save("job", {"n": 2, "blob": blob}, expected_version=1) == 2
     loaded = await store.load("job")
-    assert loaded is not None and (loaded.version, loaded.state) == (2, {"n": 2})
+    assert loaded is not None and (loaded.version, loaded.state) == (2, {"n": 2, "blob": blob})
+    assert not [k async for k in direct.scan_iter(match="*stage*")]  # no staged leftovers
 
     # A real stale writer (another store, no write id of its own in Redis) still conflicts.
     stale = CheckpointStore(proxied, namespace="jobs")

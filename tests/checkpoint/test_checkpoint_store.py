@@ -537,16 +537,21 @@ async def test_each_operation_is_one_round_trip_running_one_script(
 
     monkeypatch.setattr(client, "execute_command", spy)
     monkeypatch.setattr(client, "pipeline", spy_pipeline)
-    # A save stages the state (SET) and runs its script in one pipelined round trip.
     await store.save("job", 2, expected_version=1)
-    assert sent == []
+    assert sent == ["EVALSHA"]
+    # A large state is staged (SET) and moved by the script (RENAME): one pipelined trip.
+    assert await store.save("big", "x" * 20_000) == 1
     assert round_trips == [["SET", "EVALSHA"]]
+    assert sent == ["EVALSHA"]
+    sent.clear()
     await store.load("job")
     await store.list()
     await store.history("job")
     await store.delete("job", expected_version=2)
     assert sent == ["EVALSHA"] * 4
     assert len(round_trips) == 1
+    loaded = await store.load("big")
+    assert loaded is not None and loaded.state == "x" * 20_000
 
 
 @pytest.mark.redis_server
