@@ -91,6 +91,16 @@ class BackendHealthStatistics:
         """False only while ``UNAVAILABLE`` (``RECOVERING`` serves calls again)."""
         return self.state is not UNAVAILABLE
 
+    def to_dict(self) -> dict[str, object]:
+        """Every field by name, JSON-ready (the state as its string value)."""
+        return {
+            "state": self.state.value,
+            "reason": self.reason,
+            "since": self.since,
+            "outages": self.outages,
+            "up": self.up,
+        }
+
 
 StateListener = Callable[[BackendStateChanged], None]
 
