@@ -302,6 +302,11 @@ class RedisBreakerHandle:
             )
         except BackendUnavailableError as error:
             self._outage(error, now)
+            fallback = self._fallback
+            if fallback is not None and not permit.token:
+                # The outcome that found the outage still counts, on the local breaker: a
+                # threshold of 5 lets exactly 5 failing calls through during an outage.
+                self._fallback_record(Permit(-fallback.generation), outcome, now, duration)
 
     # ------------------------------------------------------------------ batching
 
