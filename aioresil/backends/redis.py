@@ -196,6 +196,7 @@ class RedisBackend:
         self._stopping = False
         self._cluster = hasattr(client, "get_node_from_key")  # a RedisCluster client
         self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
+        self._replies = 0  # operations answered so far (see execute: contention vs. outage)
         self.health.on_recover(self._resume_breakers)
         # A pool that raises when exhausted (redis-py's default) would lose calls under load;
         # bound our own concurrency to its size so callers wait instead. A blocking pool
@@ -306,12 +307,16 @@ class RedisBackend:
             raise BackendUnavailableError(f"{what}: this RedisBackend is closed")
         self.health.check(what)
         deadline = asyncio.timeout(self.operation_timeout)
+        replies = self._replies
         try:
             async with deadline:
                 if self._gate is not None:
                     async with self._gate:
-                        return await operation()
-                return await operation()
+                        result = await operation()
+                else:
+                    result = await operation()
+            self._replies += 1
+            return result
         except BackendError as error:
             if isinstance(error, BackendUnavailableError):
                 self.health.outage(error)
@@ -322,6 +327,11 @@ class RedisBackend:
                     f"{what}: no reply from Redis within operation_timeout="
                     f"{self.operation_timeout:g}s"
                 )
+                if self._replies != replies:
+                    # Redis answered other operations meanwhile: this one waited in a queue
+                    # (ours, the pool's, a busy event loop), which fails this operation but
+                    # is not an outage of the whole backend.
+                    raise mapped from exc
             else:
                 mapped = map_redis_error(exc, what)
             if isinstance(mapped, BackendUnavailableError):
