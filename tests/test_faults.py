@@ -32,6 +32,7 @@ import redis.retry
 from redis.backoff import NoBackoff
 
 from aioresil import (
+    BackendError,
     BackendState,
     BackendStateChanged,
     BackendUnavailableError,
@@ -402,6 +403,74 @@ async def test_out_of_memory_readiness_is_503_and_metrics_keep_serving(
         assert 'aioresil_backend_up{backend="redis:aioresil"} 0' in metrics.text
         assert 'aioresil_circuitbreaker_state{name="payments",state="closed"} 1' in metrics.text
         assert answers["/health/dlq"][1].status_code == 503
+
+
+# ---------------------------------------------------------------------- READONLY, BUSY
+
+
+@pytest.mark.parametrize("fault", ["READONLY", "BUSY"])
+async def test_refusing_replies_are_outages_and_caller_faults_are_not(
+    proxy: FaultProxy, direct: redis.Redis, fault: str
+) -> None:
+    port = direct.connection_pool.connection_kwargs["port"]
+    async with user_backend(proxy.port) as backend:
+        config = BreakerConfig(on_backend_error="fail_closed")
+        breaker = CircuitBreaker(fault.lower(), config=config, backend=backend)
+        store = CheckpointStore(backend)
+        await guarded(breaker, failing=False, ran=[])
+        # a caller's fault is raised as such and marks nothing
+        with pytest.raises(BackendError) as caller_fault:
+            await backend.execute("bad command", lambda: backend.client.execute_command("NOPE"))
+        assert not isinstance(caller_fault.value, BackendUnavailableError)
+        assert backend.state is HEALTHY
+
+        busy: threading.Thread | None = None
+        if fault == "READONLY":  # a replica of a master that does not exist: read-only
+            direct.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        else:  # a script that runs past lua-time-limit: everyone else gets BUSY
+            direct.config_set("lua-time-limit", 10)
+            spinner = redis.Redis(port=port)
+            busy = in_thread(_spin, spinner)
+            await until(lambda: _busy(port), what="server BUSY")
+        try:
+            seconds, result = await timed(store.save("job", 1))
+            assert isinstance(result, BackendUnavailableError), result
+            assert fault in str(result) or "ReadOnly" in str(result)
+            assert seconds < FIRST
+            assert backend.state is UNAVAILABLE
+            with pytest.raises(BackendUnavailableError):
+                await guarded(breaker, failing=False, ran=[])
+        finally:
+            if fault == "READONLY":
+                direct.execute_command("REPLICAOF", "NO", "ONE")
+            else:
+                redis.Redis(port=port).script_kill()
+                assert busy is not None
+                await asyncio.to_thread(busy.join)
+                direct.config_set("lua-time-limit", 5000)
+        await until(lambda: backend.state is HEALTHY)
+        assert await store.save("job", 1) == 1
+        await guarded(breaker, failing=False, ran=[])
+
+
+def _spin(client: redis.Redis) -> None:
+    try:
+        client.eval("while true do end", 0)
+    except redis.exceptions.ResponseError:
+        pass  # killed by SCRIPT KILL
+    finally:
+        client.close()
+
+
+def _busy(port: int) -> bool:
+    probe = redis.Redis(port=port, socket_timeout=1, retry=redis.retry.Retry(NoBackoff(), 0))
+    try:
+        probe.ping()
+        return False
+    except redis.exceptions.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    finally:
+        probe.close()
 
 
 # ---------------------------------------------------------------------- kill -9, script flush

@@ -43,7 +43,7 @@ from ..exceptions import (
     CorruptStateError,
     PoolTimeoutError,
 )
-from .backend_health import BackendHealth, BackendState
+from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript, load_script
@@ -213,6 +213,7 @@ class RedisBackend:
         self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
         self._replies = 0  # operations answered so far (see execute: contention vs. outage)
         self.health.on_recover(self._resume_breakers)
+        self.health.subscribe(self._on_health_change)
         # A pool that raises when exhausted (redis-py's default) would lose calls under load;
         # bound our own concurrency to its size so callers wait instead. A blocking pool
         # (what from_url builds) already waits, with its own timeout.
@@ -375,6 +376,12 @@ class RedisBackend:
             # An ACL that forbids the write is not an outage: fall back to a PING.
             async with asyncio.timeout(self.operation_timeout):
                 await self.client.ping()
+
+    def _on_health_change(self, change: BackendStateChanged) -> None:
+        """Every breaker applies its policy as soon as any operation finds an outage."""
+        if change.new is BackendState.UNAVAILABLE:
+            for handle in list(self._breakers.values()):
+                handle.backend_down(change.reason)
 
     async def _resume_breakers(self) -> None:
         """Recovery hook: breakers on their local fallback re-read Redis now."""

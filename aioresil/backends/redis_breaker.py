@@ -515,6 +515,12 @@ class RedisBreakerHandle:
         self._probe_task = asyncio.get_running_loop().create_task(self._probe())
         self.backend.track(self._probe_task)
 
+    def backend_down(self, reason: str) -> None:
+        """The shared backend was marked unavailable (by any operation on it): apply the
+        policy now, so this breaker's next call is decided locally instead of racing the
+        detection (zero cost on the hot path: the view changes, not the checks)."""
+        self._outage(BackendUnavailableError(reason), self._mono())
+
     async def backend_back(self) -> None:
         """The backend's own probe reached Redis again: leave the fallback now, not at the
         next ``RECONNECT_INTERVAL`` ping."""
