@@ -29,6 +29,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import redis.retry
+from redis._parsers.base import BaseParser
 from redis.backoff import NoBackoff
 
 from aioresil import (
@@ -43,10 +44,12 @@ from aioresil import (
     CircuitOpenError,
     CircuitState,
     DeadLetterQueue,
+    PoolTimeoutError,
     RateLimiter,
     RedisBackend,
     health_app,
 )
+from aioresil.backends.redis import map_redis_error
 from aioresil.registry import BreakerRegistry
 
 from .faultproxy import FaultProxy, Mode
@@ -525,3 +528,47 @@ async def test_script_flush_is_not_an_outage(proxy: FaultProxy, direct: redis.Re
 
 def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+# ---------------------------------------------------------------------- classification
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "READONLY You can't write against a read only replica.",
+        "LOADING Redis is loading the dataset in memory",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        "CLUSTERDOWN The cluster is down",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "BUSY Redis is busy running a script.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's unable to persist.",
+        "NOREPLICAS Not enough good replicas to write.",
+    ],
+)
+def test_replies_that_mean_cannot_serve_now_are_outages(reply: str) -> None:
+    # the error exactly as redis-py's own parser builds it from the server's reply
+    error = BaseParser.parse_error(reply)
+    assert isinstance(map_redis_error(error, "op"), BackendUnavailableError)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "ERR unknown command 'NOPE'",
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "ERR Error running script: user_script:1: attempt to compare nil with number",
+        "NOPERM this user has no permissions to run the 'set' command",
+    ],
+)
+def test_caller_faults_are_not_outages(reply: str) -> None:
+    mapped = map_redis_error(BaseParser.parse_error(reply), "op")
+    assert isinstance(mapped, BackendError)
+    assert not isinstance(mapped, BackendUnavailableError)
+
+
+def test_an_exhausted_pool_is_an_outage() -> None:
+    mapped = map_redis_error(redis.exceptions.MaxConnectionsError("Too many connections"), "op")
+    assert isinstance(mapped, PoolTimeoutError)
+    assert isinstance(mapped, BackendUnavailableError)
