@@ -3,7 +3,7 @@ fallback, and ``pipeline()`` to stack them (outermost first).
 
 Every policy is a decorator (``@policy``) and has ``await policy.call(fn, *args, **kwargs)``;
 ``Timeout``, ``Bulkhead`` and ``RateLimiter`` are also ``async with`` blocks; ``Retry``
-retries a block through its attempt iterator. Each has ``.statistics()``.
+retries a block through its attempt iterator. Each has ``.stats()``.
 """
 
 from .base import Policy
@@ -11,12 +11,14 @@ from .bulkhead import Bulkhead, BulkheadStatistics
 from .events import (
     BulkheadRejected,
     CallTimedOut,
+    FailoverAnswered,
     PolicyEvent,
     PolicyListener,
     RateLimited,
     RetryExhausted,
     RetryScheduled,
 )
+from .failover import Alternative, Failover, FailoverStatistics
 from .fallback import Fallback, FallbackStatistics
 from .pipeline import Pipeline, PipelineStatistics, SupportsPush, pipeline
 from .ratelimit import RateLimiter, RateLimiterStatistics
@@ -33,12 +35,16 @@ from .retry import (
 from .timeout import Timeout, TimeoutStatistics
 
 __all__ = [
+    "Alternative",
     "Attempt",
     "Backoff",
     "Bulkhead",
     "BulkheadRejected",
     "BulkheadStatistics",
     "CallTimedOut",
+    "Failover",
+    "FailoverAnswered",
+    "FailoverStatistics",
     "Fallback",
     "FallbackStatistics",
     "Pipeline",
