@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 T_co = TypeVar("T_co", covariant=True)
+R = TypeVar("R")
 T = TypeVar("T")
 
 BreakerReading = tuple[BreakerRecord, float, float]
@@ -142,8 +143,9 @@ class ScriptRunner(Protocol):
         ``replicated`` and the backend's ``wait_replicas``) a ``WAIT`` for the replicas."""
         ...
 
-    async def execute(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run redis-py call(s) under the backend's deadline and health, errors mapped."""
+    async def execute(self, what: str, operation: Callable[[], Awaitable[R]]) -> R:
+        """Any other Redis operation (plain reads, pipelines) under the backend's deadline
+        and health state, errors mapped to our tree (see ``RedisBackend.execute``)."""
         ...
 
 

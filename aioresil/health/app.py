@@ -326,15 +326,22 @@ class HealthApp:
             elif one.state is CircuitState.HALF_OPEN:
                 half_open += 1
             circuits[name] = one.to_dict()
+        # A breaker on its local fallback (fail_open) reads fine while Redis is down: say so.
+        down = [
+            {"backend": h.name, "state": h.state.value, "error": self._safe_error_text(s.reason)}
+            for h in (getattr(b, "health", None) for b in self.backends)
+            if h is not None and not (s := h.statistics()).up
+        ]
         if open_ and self.open_circuit_is_unhealthy:
             status, code = "unhealthy", 503
-        elif open_ or half_open:
+        elif open_ or half_open or down:
             status, code = "degraded", 200
         else:
             status, code = "healthy", 200
         body = {
             "status": status,
             "timestamp": _now(),
+            **({"backends_unavailable": down} if down else {}),
             "circuit_breakers": circuits,
             "summary": {
                 "total_breakers": len(circuits),

@@ -128,6 +128,8 @@ def escape_label(value: str) -> str:
     >>> escape_label('a"b\\c')
     'a\\"b\\\\c'
     """
+    # A lone surrogate has no UTF-8 form: written as the text \udcff (then escaped as any \).
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 

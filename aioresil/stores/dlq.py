@@ -268,15 +268,14 @@ class DeadLetterQueue:
         self._redelivery: asyncio.Task[None] | None = None
         self._storage: DlqStorage
         self._storage, self._is_memory = backend.open_storage(_StorageFactory(name))
-        if not self._is_memory:
-            health = getattr(backend, "health", None)
-            if health is not None:
-                # Flush the spool as soon as the backend's probe reaches Redis again (not at
-                # the next push, which may never come). A weak reference: the backend's hook
-                # list must not keep a dropped queue alive.
-                health.on_recover(_spool_flusher(weakref.ref(self)))
-            if self._spool:
-                self._hold()  # entries read back from the spool file: flushed at close too
+        health = getattr(backend, "health", None)
+        if health is not None:
+            # Flush the spool as soon as the backend's probe reaches Redis again (not at the
+            # next push, which may never come). A weak reference: the backend's hook list must
+            # not keep a dropped queue alive.
+            health.on_recover(_spool_flusher(weakref.ref(self)))
+        if not self._is_memory and self._spool:
+            self._hold()  # entries read back from the spool file: flushed at close too
 
     # ------------------------------------------------------------------ helpers
 

@@ -28,7 +28,14 @@ def dlq_script(name: str) -> LuaScript:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # surrogatepass: the inverse of _wire (identical to strict UTF-8 for every valid text)
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
+def _wire(value: str | int | float | bytes) -> str | int | float | bytes:
+    """Text as bytes with ``surrogatepass``: an error message or task id holding a lone
+    surrogate is stored losslessly, as the memory backend stores it (redis-py would raise)."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
 
 
 def _fields(flat: list[Any]) -> RawFields:
@@ -57,7 +64,9 @@ class RedisDlqStorage:
         self.tok = self.base + "tok"
 
     async def _run(self, script: str, key: str, *args: str | int | float | bytes) -> Any:
-        return await self.backend.run_script(dlq_script(script), [key], [self.base, *args])
+        return await self.backend.run_script(
+            dlq_script(script), [key], [self.base, *map(_wire, args)]
+        )
 
     async def push(
         self,
@@ -90,7 +99,7 @@ class RedisDlqStorage:
             pipe = client.pipeline(transaction=False)
             for entry_id, fields in items:
                 args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
-                pipe.evalsha(script.sha, 1, self.idx, self.base, *args)
+                pipe.evalsha(script.sha, 1, self.idx, self.base, *map(_wire, args))
             return list(await pipe.execute())
 
         replies = await self.backend.execute("dlq push_many", run)
