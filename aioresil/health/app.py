@@ -258,7 +258,7 @@ class HealthApp:
 
     def _backends_up(self) -> tuple[tuple[str, bool], ...]:
         return tuple(
-            (health.name, health.statistics().up)
+            (health.name, health.stats().up)
             for health in (getattr(b, "health", None) for b in self.backends)
             if health is not None
         )
@@ -330,7 +330,7 @@ class HealthApp:
         down = [
             {"backend": h.name, "state": h.state.value, "error": self._safe_error_text(s.reason)}
             for h in (getattr(b, "health", None) for b in self.backends)
-            if h is not None and not (s := h.statistics()).up
+            if h is not None and not (s := h.stats()).up
         ]
         if open_ and self.open_circuit_is_unhealthy:
             status, code = "unhealthy", 503
