@@ -13,7 +13,7 @@ module ``__getattr__`` below (type checkers see them through the ``TYPE_CHECKING
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .backends.backend_health import BackendHealthStatistics, BackendState, BackendStateChanged
+from .backends.backend_health import BackendHealthStats, BackendState, BackendStateChanged
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .breaker import BreakerStats, CircuitBreaker
@@ -166,7 +166,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Attempt",
     "BackendError",
     "BackendFailover",
-    "BackendHealthStatistics",
+    "BackendHealthStats",
     "BackendRecovered",
     "BackendState",
     "BackendStateChanged",

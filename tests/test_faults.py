@@ -521,7 +521,7 @@ async def test_script_flush_is_not_an_outage(proxy: FaultProxy, direct: redis.Re
             await guarded(breaker, failing=True, ran=[])
         await dlq.push("t", 2, "e")
         await store.save("job", 1)
-        assert backend.health.statistics().outages == 0
+        assert backend.health.stats().outages == 0
         assert await dlq.count() == 2
         assert (await breaker.stats()).failure_count == 1
 

@@ -82,7 +82,7 @@ def test_any_text_round_trips_the_same_on_memory_and_redis(redis_url: str, text:
         memory = await _dlq_round_trip(MemoryBackend(), text)
         async with RedisBackend.from_url(redis_url, listen=False) as backend:
             remote = await _dlq_round_trip(backend, text)
-            assert backend.health.statistics().outages == 0
+            assert backend.health.stats().outages == 0
         assert remote == memory
         for status, value in memory:
             if status == "ok":

@@ -26,20 +26,20 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-import structlog
-
+from .._log import get_logger
 from ..exceptions import BackendUnavailableError
 
 __all__ = [
     "TRANSITIONS",
     "BackendHealth",
-    "BackendHealthStatistics",
+    "BackendHealthStats",
     "BackendState",
     "BackendStateChanged",
 ]
 
-_log = structlog.get_logger("aioresil")
+_log = get_logger("aioresil")
 
 
 class BackendState(enum.Enum):
@@ -75,7 +75,7 @@ class BackendStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class BackendHealthStatistics:
+class BackendHealthStats:
     """A snapshot of :class:`BackendHealth` (for ``/health`` and ``/metrics``)."""
 
     state: BackendState
@@ -91,8 +91,7 @@ class BackendHealthStatistics:
         """False only while ``UNAVAILABLE`` (``RECOVERING`` serves calls again)."""
         return self.state is not UNAVAILABLE
 
-    def to_dict(self) -> dict[str, object]:
-        """Every field by name, JSON-ready (the state as its string value)."""
+    def to_dict(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
             "reason": self.reason,
@@ -140,8 +139,9 @@ class BackendHealth:
     def state(self) -> BackendState:
         return self._state
 
-    def statistics(self) -> BackendHealthStatistics:
-        return BackendHealthStatistics(self._state, self._reason, self._since, self._outages)
+    def stats(self) -> BackendHealthStats:
+        """A snapshot: state, reason, since when, how many outages so far."""
+        return BackendHealthStats(self._state, self._reason, self._since, self._outages)
 
     def subscribe(self, listener: StateListener) -> None:
         """Call ``listener(event)`` on every change of state."""
