@@ -80,7 +80,7 @@ class RedisDlqStorage:
         # replicated=True: with the backend's wait_replicas, the push counts only once that many
         # replicas hold it (ReplicaAckTimeoutError otherwise, and the queue spools the entry).
         reply = await self.backend.run_script_staged(
-            dlq_script("dlq_push"), [self.idx], [self.base, *args], replicated=True
+            dlq_script("dlq_push"), [self.idx], [self.base, *map(_wire, args)], replicated=True
         )
         return int(reply[0]), [_text(v) for v in reply[1:]]
 
