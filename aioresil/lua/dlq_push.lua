@@ -17,6 +17,9 @@
 -- overshot by two pushers that both read "one slot left".
 local id, idx, ek = ARGV[1], Q_IDX, KEYS[8]
 if redis.call('EXISTS', ek) == 1 then
+  -- Rewrite one field with its own value: a write of this script's own, so a WAIT after it
+  -- (replicated acknowledgement) also covers the earlier push that stored the entry.
+  redis.call('HSET', ek, 'fa', redis.call('HGET', ek, 'fa'))
   return {2}
 end
 -- Retention, bounded work per push (the rest goes on the next pushes or purge()).
