@@ -216,7 +216,12 @@ async def test_replaying_a_spooled_push_that_already_landed_stores_it_once(
         args = _push_args(entry_id, spooled_fields, 10, "reject", "")
         direct = redis.Redis(port=own_redis_server.port)
         try:
-            reply = direct.eval(script.source, 1, storage.idx, storage.base, *args)
+            keys = [
+                *storage.queue_keys,
+                storage.entry_key(entry_id),
+                storage.type_key(spooled_fields["tk"]),
+            ]
+            reply = direct.eval(script.source, len(keys), *keys, *args)
         finally:
             direct.close()
         assert reply[0] == 1
