@@ -61,6 +61,8 @@ class JudgedStreamCore:
         try:
             async for chunk in self._stream:
                 yield chunk
+        except GeneratorExit:
+            raise  # the reader stopped early: aclose() gives the verdict (no await allowed here)
         except Exception:
             await self._judgement.failure()  # reset mid-body, read timeout: not an answer
             raise

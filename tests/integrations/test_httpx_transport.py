@@ -140,6 +140,12 @@ async def test_streaming_is_judged_when_the_body_ends_or_fails(upstream: Upstrea
         stats = await t.breaker_for("/stream").stats()
         assert (stats.success_count, stats.failure_count) == (1, 0)
 
+        async with http.stream("GET", "/stream", params={"chunks": "3"}) as response:
+            async for _chunk in response.aiter_raw():
+                break  # the reader stops early: the upstream did answer
+        stats = await t.breaker_for("/stream").stats()
+        assert (stats.success_count, stats.failure_count) == (2, 0)
+
         async def read_cut_stream() -> None:
             async with http.stream("GET", "/stream", params={"fail": "1"}) as response:
                 assert response.status_code == 200  # the headers looked fine
@@ -155,7 +161,7 @@ async def test_streaming_is_judged_when_the_body_ends_or_fails(upstream: Upstrea
     stats = await t.breaker_for("/stream").stats()
     assert stats.failure_count == THRESHOLD
     assert stats.state is CircuitState.OPEN
-    assert upstream.count("/stream") == 1 + THRESHOLD
+    assert upstream.count("/stream") == 2 + THRESHOLD
 
 
 async def test_a_breaker_config_that_cannot_record_failures_is_refused() -> None:
