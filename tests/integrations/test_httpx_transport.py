@@ -180,3 +180,29 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     for bad in (None, "", "-1", "nan", "inf", "soon"):
         assert parse_retry_after(bad) is None
+
+
+def test_the_transport_runs_on_trio_too() -> None:
+    trio = pytest.importorskip("trio")
+    seen: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(1)
+        return httpx.Response(502 if request.url.path == "/bad" else 200)
+
+    async def main() -> tuple[list[int], str]:
+        t = transport(transport=httpx.MockTransport(answer))
+        async with httpx.AsyncClient(transport=t) as http:
+            ok = (await http.get("http://up/")).status_code
+            bad = [(await http.get("http://up/bad")).status_code for _ in range(THRESHOLD)]
+            try:
+                await http.get("http://up/")
+            except CircuitOpenError as error:
+                return [ok, *bad], error.state.value
+        raise AssertionError("not rejected")
+
+    statuses, state = trio.run(main)
+
+    assert statuses == [200] + [502] * THRESHOLD
+    assert state == "open"
+    assert len(seen) == 1 + THRESHOLD
