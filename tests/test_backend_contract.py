@@ -32,14 +32,31 @@ def _members(protocol: type) -> set[str]:
 
 @pytest.mark.parametrize("cls", [MemoryBackend, RedisBackend, FaultyBackend])
 def test_backends_implement_the_whole_contract(cls: type) -> None:
-    missing = {m for m in _members(BreakerBackend) if not callable(getattr(cls, m, None))}
+    attributes = set(BreakerBackend.__annotations__)
+    methods = _members(BreakerBackend) - attributes
+    missing = {m for m in methods if not callable(getattr(cls, m, None))}
     assert missing == set(), f"{cls.__name__} lacks {missing}"
 
 
+async def test_bound_backends_carry_the_contract_attributes(backend: Any) -> None:
+    for name in BreakerBackend.__annotations__:
+        assert hasattr(backend, name), name
+    assert (backend.health is None) == isinstance(backend, MemoryBackend)
+
+
 def test_the_contract_covers_what_the_layers_above_use() -> None:
-    assert {"read_breakers", "open_storage", "ping", "aclose", "bind_breaker"} <= _members(
-        BreakerBackend
-    )
+    assert {
+        "read_breakers",
+        "open_storage",
+        "ping",
+        "check_writable",
+        "add_drain",
+        "discard_drain",
+        "aclose",
+        "bind_breaker",
+        "health",
+        "clock",
+    } <= _members(BreakerBackend)
     assert {"flush", "refresh", "name", "config", "view"} <= _members(BreakerHandle)
 
 
@@ -164,3 +181,37 @@ def test_no_private_attribute_crosses_a_module() -> None:
 def test_registry_reads_through_the_contract_only() -> None:
     source = inspect.getsource(aioresil.registry)
     assert "b._handle" not in source and "read_breakers(" in source
+
+
+async def test_memory_backend_runs_its_drains_on_close() -> None:
+    backend = MemoryBackend()
+    ran: list[str] = []
+
+    async def drain() -> None:
+        ran.append("drained")
+
+    owner, other = object(), object()
+    backend.add_drain(owner, drain)
+    backend.add_drain(other, drain)
+    backend.discard_drain(other)
+    await backend.aclose()
+    assert ran == ["drained"]
+
+
+def test_no_layer_duck_types_the_backend() -> None:
+    # getattr(backend, "health") and friends reach past the contract: use the protocol.
+    found = []
+    for path, tree in _sources():
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "getattr"
+                and len(node.args) >= 2
+                and isinstance(node.args[0], ast.Attribute | ast.Name)
+                and "backend" in ast.unparse(node.args[0])
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in _members(BreakerBackend)
+            ):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {ast.unparse(node)}")
+    assert found == []

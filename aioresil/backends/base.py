@@ -26,6 +26,7 @@ from ..core.states import Trigger
 from ..events import BreakerEvent
 
 if TYPE_CHECKING:  # scripts.py loads importlib.resources: not on the `import aioresil` path
+    from .backend_health import BackendHealth
     from .scripts import LuaScript
 
 __all__ = [
@@ -177,6 +178,12 @@ class BreakerBackend(Protocol):
     the storage cannot be reached.
     """
 
+    clock: Clock | None
+    """A test clock whose ``monotonic()`` the backend's scripts use, or None (memory: None)."""
+
+    health: BackendHealth | None
+    """The backend's health state machine (Redis), or None for a backend that cannot fail."""
+
     def bind_breaker(self, name: str, config: BreakerConfig) -> BreakerHandle:
         """The handle of breaker ``name``; the same name on one backend shares state."""
         ...
@@ -198,6 +205,18 @@ class BreakerBackend(Protocol):
 
     async def ping(self) -> None:
         """Return when the storage answers; raise ``BackendUnavailableError`` otherwise."""
+        ...
+
+    async def check_writable(self) -> None:
+        """Return when the storage takes writes (``/health/ready``); raise otherwise."""
+        ...
+
+    def add_drain(self, owner: object, drain: Callable[[], Awaitable[None]]) -> None:
+        """Have ``aclose()`` await ``drain()`` first (a DLQ holding spooled entries)."""
+        ...
+
+    def discard_drain(self, owner: object) -> None:
+        """Withdraw what :meth:`add_drain` registered for ``owner`` (no-op if nothing)."""
         ...
 
     async def aclose(self) -> None:

@@ -8,9 +8,9 @@ between threads running separate event loops; give each loop its own, or use Red
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ..core import machine
 from ..core.config import BreakerConfig
@@ -18,6 +18,10 @@ from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import Trigger
 from ..events import BreakerEvent
 from .base import BreakerHandle, BreakerReading, StorageFactory, TransitionCallback
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from .backend_health import BackendHealth
 
 T = TypeVar("T")
 
@@ -92,9 +96,16 @@ class MemoryBackend:
         b = CircuitBreaker("db", backend=backend)   # same circuit as ``a``
     """
 
+    clock: Clock | None = None
+    """Memory stores take "now" from their own clocks: no backend clock."""
+
+    health: BackendHealth | None = None
+    """Memory cannot become unreachable: no health state machine."""
+
     def __init__(self) -> None:
         self._breakers: dict[str, MemoryBreakerHandle] = {}
         self._namespaces: dict[str, dict[str, Any]] = {}
+        self._drains: dict[int, Callable[[], Awaitable[None]]] = {}
 
     def bind_breaker(self, name: str, config: BreakerConfig) -> MemoryBreakerHandle:
         handle = self._breakers.get(name)
@@ -125,8 +136,22 @@ class MemoryBackend:
     async def ping(self) -> None:
         """Always reachable."""
 
+    async def check_writable(self) -> None:
+        """Always writable."""
+
+    def add_drain(self, owner: object, drain: Callable[[], Awaitable[None]]) -> None:
+        """Have :meth:`aclose` await ``drain()`` first, as the Redis backend does."""
+        self._drains[id(owner)] = drain
+
+    def discard_drain(self, owner: object) -> None:
+        """Withdraw what :meth:`add_drain` registered for ``owner`` (no-op if nothing)."""
+        self._drains.pop(id(owner), None)
+
     async def aclose(self) -> None:
-        """Nothing to release; present so both backends share one lifecycle."""
+        """Run the registered drains; nothing else to release (one lifecycle for both)."""
+        drains, self._drains = list(self._drains.values()), {}
+        for drain in drains:
+            await drain()
 
     async def __aenter__(self) -> Self:
         return self

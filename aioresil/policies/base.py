@@ -18,7 +18,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
-from ..backends.base import ScriptRunner
+from ..backends.base import BreakerBackend, ScriptRunner
 from ..clock import Clock, SystemClock
 from .events import PolicyEvent, PolicyListener
 
@@ -136,12 +136,11 @@ def script_backend(backend: object, what: str) -> ScriptRunner | None:
     """
     if backend is None:
         return None
-    open_storage = getattr(backend, "open_storage", None)
-    if not callable(open_storage):
+    if not isinstance(backend, BreakerBackend):
         raise TypeError(
             f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}"
         )
-    runner: ScriptRunner | None = open_storage(_ScriptsOrNone())
+    runner: ScriptRunner | None = backend.open_storage(_ScriptsOrNone())
     return runner
 
 

@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import ScriptRunner
+from ..backends.base import BreakerBackend, ScriptRunner
 from ..backends.keys import decode_name, encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
@@ -289,7 +289,7 @@ class CheckpointStore:
         self._unknown: dict[str, _UnknownSave] = {}
         if backend is None:
             backend = MemoryBackend()
-        if not callable(getattr(backend, "open_storage", None)):
+        if not isinstance(backend, BreakerBackend):
             raise TypeError(
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )

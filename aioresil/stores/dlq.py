@@ -41,29 +41,35 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import json
 import re
 import secrets
-import traceback as tb_module
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import structlog
 
-from ..backends.base import ScriptRunner
+from ..backends.base import BreakerBackend, ScriptRunner
 from ..backends.keys import encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
 from ..exceptions import (
     BackendUnavailableError,
-    CorruptStateError,
     DeadLetterQueueFullError,
     DeadLetterTooLargeError,
     DeadLetterUnavailableError,
+)
+from .dlq_codec import (
+    as_datetime,
+    as_ms,
+    as_text,
+    check_task_type,
+    decode_entry,
+    error_fields,
+    pad,
 )
 from .dlq_memory import MemoryDlqStorage, QueueState
 from .dlq_records import (
@@ -78,10 +84,10 @@ from .dlq_records import (
     DeadLetterStats,
     DlqStorage,
     RawFields,
-    RetryCounts,
     RetryReport,
 )
 from .dlq_redis import RedisDlqStorage
+from .dlq_retry import retry_all, run_leased
 from .dlq_spool import LocalSpool
 from .serialize import JSON, Serializer, dumps_checked
 
@@ -95,39 +101,8 @@ Overflow = Literal["reject", "evict_oldest"]
 _log = structlog.get_logger("aioresil")
 _ID_RE = re.compile(r"^[0-9a-f]{12}-[0-9a-f]{16}$")
 _CURSOR_RE = re.compile(r"^\d{13}\|[0-9a-f]{12}-[0-9a-f]{16}$")
-_MAX_TASK_TYPE = 200
-_MAX_MESSAGE = 4096
 _PURGE_BATCH = 500
-_PAGE = 200
 _DAY_MS = 86_400_000
-
-
-def _pad(ms: int) -> str:
-    return f"{max(ms, 0):013d}"
-
-
-def _ms(when: datetime) -> int:
-    if when.tzinfo is None:
-        raise ValueError(f"datetimes must be timezone-aware, got naive {when!r}")
-    return int(when.timestamp() * 1000)
-
-
-def _dt(padded: str) -> datetime:
-    return datetime.fromtimestamp(int(padded) / 1000, tz=UTC)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _check_task_type(task_type: object) -> str:
-    if not isinstance(task_type, str):
-        raise TypeError(f"task_type must be a str, got {type(task_type).__name__}")
-    if not task_type.strip():
-        raise ValueError("task_type must be a non-empty string")
-    if len(task_type) > _MAX_TASK_TYPE:
-        raise ValueError(f"task_type is {len(task_type)} characters, at most {_MAX_TASK_TYPE}")
-    return task_type
 
 
 def _spool_flusher(ref: weakref.ref[DeadLetterQueue]) -> Callable[[], Awaitable[None]]:
@@ -247,7 +222,8 @@ class DeadLetterQueue:
             raise ValueError(f"close_timeout must be > 0 seconds, got {close_timeout!r}")
         self.close_timeout = close_timeout
         if clock is None:
-            clock = getattr(backend, "clock", None)  # a RedisBackend's test clock, if any
+            # a RedisBackend's test clock, if any (anything else is refused just below)
+            clock = backend.clock if isinstance(backend, BreakerBackend) else None
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._injected_clock = clock is not None
         self._listeners: list[DeadLetterListener] = []
@@ -256,7 +232,7 @@ class DeadLetterQueue:
         self._flush_lock = asyncio.Lock()
         if backend is None:
             backend = MemoryBackend()
-        if not callable(getattr(backend, "open_storage", None)):
+        if not isinstance(backend, BreakerBackend):
             raise TypeError(
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )
@@ -265,7 +241,7 @@ class DeadLetterQueue:
         self._redelivery: asyncio.Task[None] | None = None
         self._storage: DlqStorage
         self._storage, self._is_memory = backend.open_storage(_StorageFactory(name))
-        health = getattr(backend, "health", None)
+        health = backend.health
         if health is not None:
             # Flush the spool as soon as the backend's probe reaches Redis again (not at the
             # next push, which may never come). A weak reference: the backend's hook list must
@@ -314,42 +290,10 @@ class DeadLetterQueue:
         return f"{now_ms:012x}-{self._id_counter & 0xFFFF:04x}{secrets.token_hex(6)}"
 
     def _error_fields(self, error: BaseException | str) -> tuple[str, str, str]:
-        if isinstance(error, str):
-            return "", error[:_MAX_MESSAGE], ""
-        if not isinstance(error, BaseException):
-            raise TypeError(f"error must be an exception or a str, got {type(error).__name__}")
-        text = "".join(tb_module.format_exception(error)) if error.__traceback__ else ""
-        if len(text) > self.max_traceback_chars:
-            text = "...\n" + text[len(text) - self.max_traceback_chars :]
-        return type(error).__qualname__, str(error)[:_MAX_MESSAGE], text
+        return error_fields(error, self.max_traceback_chars)
 
     def _decode(self, entry_id: str, fields: RawFields) -> DeadLetter:
-        try:
-            payload_raw = fields["p"]
-            payload = self.serializer.loads(
-                payload_raw if isinstance(payload_raw, bytes) else payload_raw.encode()
-            )
-            task_id = _text(fields["ti"]) if "ti" in fields else None
-            error_type = _text(fields.get("et", "")) or None
-            tb = _text(fields.get("tb", "")) or None
-            metadata = json.loads(_text(fields.get("md", "{}")))
-            return DeadLetter(
-                id=entry_id,
-                task_type=_text(fields["ty"]),
-                task_id=task_id,
-                payload=payload,
-                error_type=error_type,
-                error_message=_text(fields.get("em", "")),
-                traceback=tb,
-                attempts=int(_text(fields["a"])),
-                first_failed_at=_dt(_text(fields["ff"])),
-                failed_at=_dt(_text(fields["fa"])),
-                metadata=metadata,
-            )
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise CorruptStateError(
-                f"dead letter {entry_id!r} of queue {self.name!r} could not be decoded: {exc!r}"
-            ) from exc
+        return decode_entry(entry_id, fields, self.serializer, self.name)
 
     # ------------------------------------------------------------------ push
 
@@ -368,7 +312,7 @@ class DeadLetterQueue:
         Public for bulk loaders and benchmarks that pipeline the push script themselves;
         raises exactly what :meth:`push` raises for bad input.
         """
-        _check_task_type(task_type)
+        check_task_type(task_type)
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
         if task_id is not None and (not isinstance(task_id, str) or not task_id):
@@ -387,8 +331,8 @@ class DeadLetterQueue:
         fields: RawFields = {
             "ty": task_type,
             "tk": encode_name(task_type),
-            "fa": _pad(now_ms),
-            "ff": _pad(now_ms),
+            "fa": pad(now_ms),
+            "ff": pad(now_ms),
             "p": data,
             "et": error_type,
             "em": message,
@@ -433,7 +377,7 @@ class DeadLetterQueue:
         fields = self.prepare(
             task_type, payload, error, attempts=attempts, task_id=task_id, metadata=metadata
         )
-        now_ms = int(_text(fields["fa"]))
+        now_ms = int(as_text(fields["fa"]))
         for _ in range(3):
             entry_id = self._new_id(now_ms)
             try:
@@ -465,9 +409,9 @@ class DeadLetterQueue:
         chunk: list[tuple[str, RawFields]] = []
         retention_bound = ""
         if self.retention is not None:
-            retention_bound = "(" + _pad(self._wall_ms() - int(self.retention * 1000))
+            retention_bound = "(" + pad(self._wall_ms() - int(self.retention * 1000))
         for fields in entries:
-            chunk.append((self._new_id(int(_text(fields["fa"]))), fields))
+            chunk.append((self._new_id(int(as_text(fields["fa"]))), fields))
             if len(chunk) >= batch:
                 stored += await self._push_chunk(chunk, retention_bound, stored)
                 chunk = []
@@ -498,7 +442,7 @@ class DeadLetterQueue:
         """Push one entry; raise ``DeadLetterQueueFullError``; False when it was already stored."""
         retention_bound = ""
         if self.retention is not None:
-            retention_bound = "(" + _pad(self._wall_ms() - int(self.retention * 1000))
+            retention_bound = "(" + pad(self._wall_ms() - int(self.retention * 1000))
         status, evicted = await self._storage.push(
             entry_id, fields, self.max_entries, self.overflow, retention_bound
         )
@@ -543,15 +487,13 @@ class DeadLetterQueue:
 
     def _hold(self) -> None:
         """While entries are spooled, the backend's ``aclose()`` closes this queue first."""
-        add_drain = getattr(self.backend, "add_drain", None)
-        if not self._holding and add_drain is not None:
-            add_drain(self, self.aclose)
+        if not self._holding:
+            self.backend.add_drain(self, self.aclose)
             self._holding = True
 
     def _release_hold(self) -> None:
-        discard_drain = getattr(self.backend, "discard_drain", None)
-        if self._holding and not self._spool and discard_drain is not None:
-            discard_drain(self)
+        if self._holding and not self._spool:
+            self.backend.discard_drain(self)
             self._holding = False
 
     async def aclose(self) -> None:
@@ -578,7 +520,7 @@ class DeadLetterQueue:
             return
         try:
             async with asyncio.timeout(self.close_timeout):
-                health = getattr(self.backend, "health", None)
+                health = self.backend.health
                 if health is not None:
                     # Redis may be back before the background probe noticed: ask now.
                     await health.probe_once()
@@ -680,16 +622,16 @@ class DeadLetterQueue:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ValueError(f"limit must be an int in 1..1000, got {limit!r}")
-        type_key = encode_name(_check_task_type(task_type)) if task_type is not None else None
+        type_key = encode_name(check_task_type(task_type)) if task_type is not None else None
         upper = "+"
         if until is not None:
-            upper = "(" + _pad(_ms(until))
+            upper = "(" + pad(as_ms(until))
         if cursor is not None:
             if not isinstance(cursor, str) or not _CURSOR_RE.match(cursor):
                 raise ValueError(f"cursor is not one this queue returned: {cursor!r}")
             if upper == "+" or cursor < upper[1:]:
                 upper = "(" + cursor
-        lower = "-" if since is None else "[" + _pad(_ms(since))
+        lower = "-" if since is None else "[" + pad(as_ms(since))
         rows = await self._storage.page(type_key, upper, lower, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -700,7 +642,7 @@ class DeadLetterQueue:
     async def count(self, *, task_type: str | None = None) -> int:
         """How many entries the queue holds (of ``task_type``, when given); O(1)."""
         if task_type is not None:
-            _check_task_type(task_type)
+            check_task_type(task_type)
         return await self._storage.count(task_type)
 
     async def stats(self) -> DeadLetterStats:
@@ -712,14 +654,14 @@ class DeadLetterQueue:
         ``expired`` (retention drops) and ``spooled`` (pushes waiting for the backend).
         The ``/health/dlq`` body and its advice are built from it in :mod:`aioresil.health`.
         """
-        since = "[" + _pad(self._wall_ms() - _DAY_MS)
+        since = "[" + pad(self._wall_ms() - _DAY_MS)
         row = await self._storage.stats(since, self._lease_now())
         return DeadLetterStats(
             total_failed_tasks=row.total,
             recent_failures_24h=row.recent,
             failures_by_task_type=MappingProxyType(dict(sorted(row.by_type.items()))),
-            oldest_failure=_dt(row.oldest_member[:13]) if row.oldest_member else None,
-            newest_failure=_dt(row.newest_member[:13]) if row.newest_member else None,
+            oldest_failure=as_datetime(row.oldest_member[:13]) if row.oldest_member else None,
+            newest_failure=as_datetime(row.newest_member[:13]) if row.newest_member else None,
             in_flight=row.in_flight,
             evicted=row.evicted,
             expired=row.expired,
@@ -758,7 +700,7 @@ class DeadLetterQueue:
         """Return the leased entry with ``attempts + 1`` and ``error``; ``False`` if lost."""
         error_type, message, text = self._error_fields(error)
         attempts = await self._storage.nack(
-            lease.entry.id, lease.token, _pad(self._wall_ms()), error_type, message, text
+            lease.entry.id, lease.token, pad(self._wall_ms()), error_type, message, text
         )
         return attempts > 0
 
@@ -782,24 +724,7 @@ class DeadLetterQueue:
         return await self._run_leased(held, handler)
 
     async def _run_leased(self, held: DeadLetterLease, handler: Handler) -> bool:
-        try:
-            await handler(held.entry)
-        except Exception as exc:
-            if not await self.nack(held, exc):
-                _log.warning("dlq_lease_lost", queue=self.name, entry_id=held.entry.id)
-            return False
-        except BaseException:
-            await asyncio.shield(self._release_quietly(held))
-            raise
-        if not await self.ack(held):
-            _log.warning("dlq_lease_lost", queue=self.name, entry_id=held.entry.id)
-        return True
-
-    async def _release_quietly(self, held: DeadLetterLease) -> None:
-        try:
-            await self.release(held)
-        except BackendUnavailableError:
-            pass  # the lease will expire on its own
+        return await run_leased(self, held, handler)
 
     async def retry_all(
         self,
@@ -823,65 +748,15 @@ class DeadLetterQueue:
             limit: stop after this many entries.
             progress: called with the report so far after each entry.
         """
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0 or None, got {limit!r}")
-        counts: dict[str, list[int]] = {}
-        totals = [0, 0, 0]
-        queue: asyncio.Queue[DeadLetter | None] = asyncio.Queue(maxsize=concurrency * 2)
-
-        def report() -> RetryReport:
-            return RetryReport(
-                totals[0],
-                totals[1],
-                totals[2],
-                {t: RetryCounts(*c) for t, c in sorted(counts.items())},
-            )
-
-        async def worker() -> None:
-            while (letter := await queue.get()) is not None:
-                try:
-                    held = await self.claim(letter.id, lease=lease)
-                except DeadLetterUnavailableError:
-                    outcome = 2
-                else:
-                    outcome = 0 if await self._run_leased(held, handler) else 1
-                totals[outcome] += 1
-                counts.setdefault(letter.task_type, [0, 0, 0])[outcome] += 1
-                if progress is not None:
-                    progress(report())
-
-        async def producer() -> None:
-            sent = 0
-            cursor: str | None = None
-            while limit is None or sent < limit:
-                size = _PAGE if limit is None else min(_PAGE, limit - sent)
-                page = await self.list(task_type=task_type, limit=size, cursor=cursor)
-                for letter in page.entries:
-                    await queue.put(letter)
-                sent += len(page.entries)
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
-            # Only on a normal end: after an error the task group cancels the workers, and a
-            # put into a full queue nobody reads any more would hang forever.
-            for _ in range(concurrency):
-                await queue.put(None)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(producer())
-                for _ in range(concurrency):
-                    group.create_task(worker())
-        except BaseExceptionGroup as failed:
-            # Raise what went wrong (Redis down, a raising progress callback) as itself, so
-            # `except BackendUnavailableError` works; extra errors are logged, not lost.
-            first, *others = failed.exceptions
-            for other in others:
-                _log.error("dlq_retry_all_error", queue=self.name, error=repr(other))
-            raise first from None
-        return report()
+        return await retry_all(
+            self,
+            handler,
+            task_type=task_type,
+            concurrency=concurrency,
+            limit=limit,
+            lease=lease,
+            progress=progress,
+        )
 
     # ------------------------------------------------------------------ removal
 
@@ -908,15 +783,15 @@ class DeadLetterQueue:
             task_type: only entries of this type.
             progress: called with the number removed so far after each batch (progress bars).
         """
-        type_key = encode_name(_check_task_type(task_type)) if task_type is not None else None
+        type_key = encode_name(check_task_type(task_type)) if task_type is not None else None
         upper = "+"
         if isinstance(older_than, datetime):
-            upper = "(" + _pad(_ms(older_than))
+            upper = "(" + pad(as_ms(older_than))
         elif older_than is not None:
             age = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
             if isinstance(age, bool) or not isinstance(age, int | float) or age < 0:
                 raise ValueError(f"older_than must be >= 0 seconds, got {older_than!r}")
-            upper = "(" + _pad(self._wall_ms() - int(age * 1000))
+            upper = "(" + pad(self._wall_ms() - int(age * 1000))
         removed = 0
         while True:
             batch = await self._storage.purge_batch(type_key, upper, _PURGE_BATCH)
@@ -943,7 +818,7 @@ class DeadLetterQueue:
             @dlq.on_failure("send_email")
             async def send_email(to: str, body: str) -> None: ...
         """
-        _check_task_type(task_type)
+        check_task_type(task_type)
 
         def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if payload is not None:
