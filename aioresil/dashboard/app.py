@@ -453,7 +453,7 @@ def dashboard_app(
     if not isinstance(title, str):
         raise TypeError(f"title must be a str, got {type(title).__name__}")
     if clock is None:
-        clock = getattr(dlq, "_clock", None) if dlq is not None else None
+        clock = dlq.clock if dlq is not None else None
     return DashboardApp(
         registry=registry,
         dlq=dlq,
