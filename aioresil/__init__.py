@@ -40,8 +40,17 @@ from .exceptions import (
     RateLimitExceeded,
     SerializationError,
 )
+from .fleet import (
+    FleetRetryBudget,
+    FleetRetryBudgetStatistics,
+    QuorumBreaker,
+    QuorumConfig,
+    QuorumReported,
+    QuorumStats,
+)
 from .health import HealthApp, health_app
 from .policies import (
+    AdaptiveTimeout,
     Attempt,
     Backoff,
     Bulkhead,
@@ -90,6 +99,7 @@ from .stores.dlq_records import (
 # Plain ASCII order with dunders last (tests/test_public_api.py); ruff would put `__version__`
 # before the lowercase function names.
 __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
+    "AdaptiveTimeout",
     "AioresilError",
     "Attempt",
     "BackendError",
@@ -136,6 +146,8 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "DeadLetterUnavailable",
     "Fallback",
     "FallbackStatistics",
+    "FleetRetryBudget",
+    "FleetRetryBudgetStatistics",
     "HealthApp",
     "IllegalTransitionError",
     "Listener",
@@ -146,6 +158,10 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "PolicyEvent",
     "PolicyListener",
     "PoolTimeoutError",
+    "QuorumBreaker",
+    "QuorumConfig",
+    "QuorumReported",
+    "QuorumStats",
     "RateLimitExceeded",
     "RateLimited",
     "RateLimiter",

@@ -48,7 +48,7 @@ def instance_id() -> str:
     True
     """
     global _INSTANCE
-    if _INSTANCE is None or not _INSTANCE.split(":")[1] == str(os.getpid()):
+    if _INSTANCE is None or _INSTANCE.split(":")[1] != str(os.getpid()):
         host = socket.gethostname().replace(":", "-")[:64] or "host"
         _INSTANCE = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
     return _INSTANCE
@@ -62,7 +62,9 @@ def is_redis(backend: object) -> bool:
 def check_backend(backend: object, what: str) -> None:
     """A clear error at construction for anything that is neither backend."""
     if not (isinstance(backend, MemoryBackend) or is_redis(backend)):
-        raise TypeError(f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}")
+        raise TypeError(
+            f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}"
+        )
 
 
 def now_ms_arg(backend: RedisBackend) -> str:
@@ -72,7 +74,7 @@ def now_ms_arg(backend: RedisBackend) -> str:
 
 
 def memory_now_ms(clock: Any) -> float:
-    """"now" of the memory stores, in ms on the same rule (the clock's monotonic reading)."""
+    """ "now" of the memory stores, in ms on the same rule (the clock's monotonic reading)."""
     return (clock.monotonic() if clock is not None else time.monotonic()) * 1000.0
 
 

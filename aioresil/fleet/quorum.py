@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -98,7 +97,9 @@ class QuorumConfig:
         if self.instance is not None and (
             not isinstance(self.instance, str) or not self.instance or len(self.instance) > 200
         ):
-            raise ValueError(f"instance must be a non-empty str (<= 200 chars), got {self.instance!r}")
+            raise ValueError(
+                f"instance must be a non-empty str (<= 200 chars), got {self.instance!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +232,7 @@ class QuorumBreaker:
         self.local = CircuitBreaker(
             f"{name}@{self.instance}", config=config, backend=MemoryBackend(), clock=clock
         )
-        self.fleet = CircuitBreaker(
-            name, config=fleet_config(config), backend=backend, clock=clock
-        )
+        self.fleet = CircuitBreaker(name, config=fleet_config(config), backend=backend, clock=clock)
         self._stack: ContextStack[bool] = ContextStack(f"aioresil.quorum.{name}")
         self._listeners: list[Callable[[QuorumReported], None]] = []
         self._reported = False
@@ -432,5 +431,3 @@ def fleet_config(config: BreakerConfig) -> BreakerConfig:
             kind for kind in config.ignore_exceptions if not issubclass(QuorumTrip, kind)
         ),
     )
-
-

@@ -330,7 +330,6 @@ class Retry(PolicyBase):
         "_backoff",
         "_budget",
         "_budget_exhausted",
-        "_shared",
         "_calls",
         "_gave_up",
         "_max_hint",
@@ -338,6 +337,7 @@ class Retry(PolicyBase):
         "_recovered",
         "_retries",
         "_retryable",
+        "_shared",
         "_sleep",
         "_timeout",
     )
@@ -445,9 +445,7 @@ class Retry(PolicyBase):
             return None
         return self._clock.monotonic() + self._timeout
 
-    async def _decide(
-        self, attempt: int, error: Exception, deadline: float | None
-    ) -> float | None:
+    async def _decide(self, attempt: int, error: Exception, deadline: float | None) -> float | None:
         """After failed attempt ``attempt``: seconds to wait before the next, or ``None``."""
         if attempt >= self.attempts:
             return self._give_up(attempt, "attempts", error)
