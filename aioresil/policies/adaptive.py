@@ -293,5 +293,3 @@ class LatencySketch:
             [now_arg, repr(self._width_ms), settings.epochs, encoded],
         )
         return {int(reply[i]): int(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
-
-

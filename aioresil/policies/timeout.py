@@ -108,14 +108,14 @@ class Timeout(PolicyBase):
         self._calls += 1
         sketch = self._sketch
         if sketch is None:
-            with anyio.move_on_after(self.seconds) as scope:
+            with anyio.move_on_after(self.seconds):
                 return await fn(*args, **kwargs)
             # Only reached when our own deadline cancelled the call.
             raise self._expired(self.seconds)
         await sketch.load()
         limit = sketch.deadline()
         started = anyio.current_time()
-        with anyio.move_on_after(limit) as scope:
+        with anyio.move_on_after(limit):
             result = await fn(*args, **kwargs)
             sketch.observe(anyio.current_time() - started)
             return result
