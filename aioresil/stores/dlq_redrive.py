@@ -425,6 +425,11 @@ class RedriveWorker:
         self._stopping = asyncio.Event()
         self._last_full = -math.inf
 
+    @property
+    def busy(self) -> bool:
+        """Whether handlers are running now."""
+        return bool(getattr(self, "_tasks", None))
+
     def stop(self) -> None:
         """Finish the handlers in flight, then return from :meth:`run`."""
         self._stopping.set()
