@@ -3,6 +3,8 @@ and a new process starting with the fleet's knowledge (real Redis, a separate pr
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from aioresil import AdaptiveTimeout, CallTimeoutError, MemoryBackend, Timeout
@@ -17,7 +19,7 @@ def test_buckets_are_upper_bounds_at_most_19_percent_above() -> None:
     for ms in (0.5, 1.0, 1.5, 7.3, 10.0, 99.0, 1234.5, 60_000.0):
         upper = upper_ms(bucket_of(ms))
         assert ms <= upper * (1 + 1e-9)
-        assert ms <= 1.0 or upper <= ms * 2 ** 0.25 * (1 + 1e-9)
+        assert ms <= 1.0 or upper <= ms * 2**0.25 * (1 + 1e-9)
 
 
 async def test_cold_start_uses_the_default_then_the_percentile_times_the_factor() -> None:
@@ -55,7 +57,7 @@ async def test_censored_timeouts_raise_the_deadline_geometrically() -> None:
             sketch.observe(sketch.deadline())
         await sketch.sync()
         seen.append(sketch.deadline())
-    assert all(b > a for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(seen))
     assert seen[-1] == pytest.approx(16 * seen[0])  # doubled (factor 2) at every sync
 
 
@@ -70,20 +72,24 @@ def test_bad_adaptive_settings_are_refused() -> None:
         Timeout(1.0, adaptive=0.5)  # type: ignore[arg-type]
 
 
-async def _run(timeout: Timeout, upstream: ShiftingUpstream, calls: int) -> int:
+async def _run(guard: Timeout, upstream: ShiftingUpstream, calls: int) -> int:
     failures = 0
     for _ in range(calls):
         try:
-            await timeout.call(upstream.request)
+            await guard.call(upstream.request)
         except CallTimeoutError:
             failures += 1
     return failures
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
-async def test_converges_on_a_latency_shifting_upstream(kind: str, request: pytest.FixtureRequest) -> None:
-    backend = MemoryBackend() if kind == "memory" else RedisBackend.from_url(
-        request.getfixturevalue("redis_url")
+async def test_converges_on_a_latency_shifting_upstream(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    backend = (
+        MemoryBackend()
+        if kind == "memory"
+        else RedisBackend.from_url(request.getfixturevalue("redis_url"))
     )
     upstream = await ShiftingUpstream(latency=0.005).start()
     try:
@@ -91,7 +97,11 @@ async def test_converges_on_a_latency_shifting_upstream(kind: str, request: pyte
             2.0,
             name="shifting",
             adaptive=AdaptiveTimeout(
-                percentile=0.95, factor=2.0, floor=0.001, min_samples=30, sync_interval=0.01,
+                percentile=0.95,
+                factor=2.0,
+                floor=0.001,
+                min_samples=30,
+                sync_interval=0.01,
                 backend=backend,
             ),
         )
@@ -102,8 +112,10 @@ async def test_converges_on_a_latency_shifting_upstream(kind: str, request: pyte
         await _run(timeout, upstream, 30)
         slow = timeout.deadline
         late_failures = await _run(timeout, upstream, 15)
-        print(f"\n{kind}: fast deadline {fast:.3f}s, after the shift {slow:.3f}s, "
-              f"late failures {late_failures}/15")
+        print(
+            f"\n{kind}: fast deadline {fast:.3f}s, after the shift {slow:.3f}s, "
+            f"late failures {late_failures}/15"
+        )
         assert slow > 0.05 and slow > fast
         assert late_failures <= 1
         assert timeout.statistics().samples >= 30

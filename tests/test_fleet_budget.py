@@ -23,8 +23,9 @@ class Down(Exception):
 
 async def test_memory_budget_allows_ratio_of_successes_plus_floor() -> None:
     clock = FakeClock()
-    budget = FleetRetryBudget("b", backend=MemoryBackend(), ratio=0.5, min_retries=2,
-                              window=10, clock=clock)
+    budget = FleetRetryBudget(
+        "b", backend=MemoryBackend(), ratio=0.5, min_retries=2, window=10, clock=clock
+    )
     for _ in range(10):
         budget.deposit()
     granted = [await budget.try_withdraw() for _ in range(10)]
@@ -119,8 +120,10 @@ async def test_eight_processes_under_a_full_outage_stay_within_the_budget(
     finally:
         await client.aclose()
     originals = 8 * 40
-    print(f"\namplification without budget {calls_off / originals:.2f}, "
-          f"with {calls_on / originals:.3f}")
+    print(
+        f"\namplification without budget {calls_off / originals:.2f}, "
+        f"with {calls_on / originals:.3f}"
+    )
     assert calls_off == originals * 4  # every call tried 4 times
     retries = sum(a["retries"] for a in with_budget)
     assert calls_on == originals + retries

@@ -92,9 +92,11 @@ def test_k_sick_instances_open_it_exactly_once(k: int, order: list[int], rounds:
         breakers = fleet(4, k, MemoryBackend(), FakeClock())
         opened: list[StateChanged] = []
         breakers[0].fleet.add_listener(
-            lambda e: opened.append(e)
-            if isinstance(e, StateChanged) and e.new is CircuitState.OPEN
-            else None
+            lambda e: (
+                opened.append(e)
+                if isinstance(e, StateChanged) and e.new is CircuitState.OPEN
+                else None
+            )
         )
         reports: list[QuorumReported] = []
         for b in breakers:
@@ -164,9 +166,7 @@ def _spec(url: str, name: str, instance: str, sick: bool) -> dict[str, Any]:
 
 @pytest.mark.redis_server
 async def test_one_sick_process_of_three_stops_only_itself(redis_url: str) -> None:
-    answers = await run_all(
-        [_spec(redis_url, "ledger", f"p{i}", sick=i == 0) for i in range(3)]
-    )
+    answers = await run_all([_spec(redis_url, "ledger", f"p{i}", sick=i == 0) for i in range(3)])
     sick, *healthy = answers
     assert sick["local"] == "open" and sick["ran"] == 3 and sick["local_rejected"] == 9
     assert sick["fleet_events"] == []
@@ -174,8 +174,10 @@ async def test_one_sick_process_of_three_stops_only_itself(redis_url: str) -> No
         assert answer["ran"] == 12 and answer["fleet_rejected"] == 0
     async with RedisBackend.from_url(redis_url) as backend:
         stats = await QuorumBreaker(
-            "ledger", config=BreakerConfig(failure_threshold=3, recovery_timeout=60),
-            quorum=QuorumConfig(quorum=2, instance="reader", report_ttl=60), backend=backend,
+            "ledger",
+            config=BreakerConfig(failure_threshold=3, recovery_timeout=60),
+            quorum=QuorumConfig(quorum=2, instance="reader", report_ttl=60),
+            backend=backend,
         ).stats()
     assert stats.fleet.state is CircuitState.CLOSED
     assert stats.trips == 0 and list(stats.reporters) == ["p0"]
@@ -190,8 +192,10 @@ async def test_two_sick_processes_open_the_fleet_circuit_once(redis_url: str) ->
     assert late["ran"] == 0 and late["fleet_rejected"] == 12
     async with RedisBackend.from_url(redis_url) as backend:
         stats = await QuorumBreaker(
-            "ledger", config=BreakerConfig(failure_threshold=3, recovery_timeout=60),
-            quorum=QuorumConfig(quorum=2, instance="reader", report_ttl=60), backend=backend,
+            "ledger",
+            config=BreakerConfig(failure_threshold=3, recovery_timeout=60),
+            quorum=QuorumConfig(quorum=2, instance="reader", report_ttl=60),
+            backend=backend,
         ).stats()
     assert stats.fleet.state is CircuitState.OPEN
     assert stats.trips == 1 and stats.fleet.failure_count == 1  # opened exactly once

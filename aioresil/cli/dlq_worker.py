@@ -121,7 +121,9 @@ async def _work(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
         async def watch() -> None:
             while True:
                 await asyncio.sleep(args.poll)
-                if (await redrive.stats()).scheduled == 0 and not worker.busy:
+                if worker.rounds == 0 or worker.busy:
+                    continue  # not looked at the queue yet, or handlers still running
+                if (await redrive.stats()).scheduled == 0:
                     worker.stop()
                     return
 

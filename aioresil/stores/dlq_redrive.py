@@ -422,6 +422,7 @@ class RedriveWorker:
         self.poll = float(poll)
         self.rescan = float(rescan)
         self.stats = RedriveWorkerStats()
+        self.rounds = 0
         self._stopping = asyncio.Event()
         self._last_full = -math.inf
 
@@ -448,19 +449,26 @@ class RedriveWorker:
     async def run_once(self) -> float:
         """One round: admit, then claim and handle what is due. Returns seconds to idle."""
         await self._admit()
+        self.rounds += 1
         idle = self.poll
         handled_any = False
         for entry_id, _ in await self.redrive.candidates(self.concurrency * 4):
             if self._stopping.is_set():
                 break
-            status, value, fields = await self.redrive.claim(entry_id, self.lease)
-            if status == -2:
-                idle = min(idle, value / 1000.0)
-                break  # ordered by due time: the rest are later still
+            # A free slot first: a lease must not tick while its entry waits for a handler.
+            await self._slots.acquire()
+            try:
+                status, value, fields = await self.redrive.claim(entry_id, self.lease)
+            except BaseException:
+                self._slots.release()
+                raise
             if status != 1 or fields is None:
+                self._slots.release()
+                if status == -2:
+                    idle = min(idle, value / 1000.0)
+                    break  # ordered by due time: the rest are later still
                 continue
             handled_any = True
-            await self._slots.acquire()
             task = asyncio.get_running_loop().create_task(self._handle(entry_id, value, fields))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

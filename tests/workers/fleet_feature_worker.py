@@ -39,7 +39,7 @@ class Down(Exception):
 
 async def barrier(backend: RedisBackend, key: str, workers: int) -> None:
     await backend.client.incr(key)
-    while int(await backend.client.get(key) or 0) < workers:  # other processes: poll
+    while int(await backend.client.get(key) or 0) < workers:  # noqa: ASYNC110 - processes
         await asyncio.sleep(0.005)
 
 
