@@ -47,7 +47,8 @@ for i = 1, #flat, 2 do
     merged[bucket] = (merged[bucket] or 0) + tonumber(flat[i + 1])
   end
 end
-redis.call('PEXPIRE', key, math.ceil(width * (epochs + 1)))
+-- Expiry only collects a sketch nobody uses (epochs are pruned by time above).
+redis.call('PEXPIRE', key, math.max(math.ceil(width * (epochs + 1)), 60000))
 local reply = {}
 for bucket = 0, 95 do
   if merged[bucket] then

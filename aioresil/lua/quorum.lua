@@ -37,7 +37,8 @@ redis.call('ZREMRANGEBYSCORE', reports, '-inf', now)
 local tripped = 0
 if op == 'report' then
   redis.call('ZADD', reports, now + ttl, instance)
-  redis.call('PEXPIRE', reports, ttl)
+  -- Expiry only collects the set once every report is stale (scores decide liveness).
+  redis.call('PEXPIRE', reports, math.ceil(ttl) + 60000)
   local live = redis.call('ZCARD', reports)
   local hold = tonumber(redis.call('HGET', meta, 'hold') or '0')
   if live >= quorum and now >= hold then

@@ -57,5 +57,7 @@ if ARGV[7] == '1' and retries + 1 <= ratio * successes + floor_retries then
   retries = retries + 1
   granted = 1
 end
-redis.call('PEXPIRE', key, math.ceil(width * buckets * 2))
+-- Expiry only collects a budget nobody uses (buckets are pruned by time above); a minute at
+-- least, so it never decides anything the window rule does not.
+redis.call('PEXPIRE', key, math.max(math.ceil(width * buckets * 2), 60000))
 return {granted, successes, retries}
