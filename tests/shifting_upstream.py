@@ -1,8 +1,8 @@
 """A local TCP upstream whose latency can be shifted while it runs (tests and benchmarks).
 
 Each request is one line; the server waits ``latency`` seconds (plus up to ``jitter``) and
-answers one line, or, for a ``hang`` fraction of requests, never answers (a black-holed
-request: only a timeout ends it). Bound to 127.0.0.1 on a free port.
+answers one line, or, for a ``hang`` fraction of requests (or a request that says ``hang``),
+never answers (a black-holed request: only a timeout ends it). Bound to 127.0.0.1 on a free port.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class ShiftingUpstream:
         assert task is not None
         self._handlers.add(task)
         try:
-            while await reader.readline():
-                if self._random.random() < self.hang:
+            while line := await reader.readline():
+                if line == b"hang\n" or self._random.random() < self.hang:
                     await asyncio.sleep(3600)
                 await asyncio.sleep(self.latency + self.jitter * self._random.random())
                 writer.write(b"ok\n")
@@ -46,11 +46,12 @@ class ShiftingUpstream:
             self._handlers.discard(task)
             writer.close()
 
-    async def request(self) -> None:
-        """One request on a fresh connection (a cancelled request closes its connection)."""
+    async def request(self, *, hang: bool = False) -> None:
+        """One request on a fresh connection (a cancelled request closes its connection);
+        ``hang`` asks the server never to answer it."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
-            writer.write(b"get\n")
+            writer.write(b"hang\n" if hang else b"get\n")
             await writer.drain()
             await reader.readline()
         finally:

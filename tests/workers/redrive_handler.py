@@ -46,3 +46,7 @@ async def handle(letter: Any) -> None:
         await _log("end", letter.id)
         raise ValueError("still failing")
     await _log("end", letter.id)
+
+
+async def noop(letter: Any) -> None:
+    """The benchmark's handler: redriving costs only the queue's own work."""
