@@ -13,10 +13,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aioresil import DeadLetter, DeadLetterQueue, MemoryBackend
 from aioresil.backends.redis import RedisBackend
+from aioresil.dashboard import dashboard_app
+from aioresil.health.metrics import collect_snapshot, render
 from aioresil.stores.dlq_redrive import Redrive, RedrivePolicy, RedriveWorker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +72,15 @@ async def test_failed_redrives_back_off_then_park_and_unpark(redis_url: str) -> 
         parked = await dlq.get(bad_id)
         assert parked is not None and parked.attempts == 1 + 3
         assert [p.id for p in await redrive.parked()] == [bad_id]
+        # Visible in the metrics and the dashboard's API.
+        text = render(await collect_snapshot(dlq=dlq))
+        assert 'aioresil_dlq_redrive_entries{state="parked"} 1' in text
+        assert 'aioresil_dlq_redrive_total{outcome="handled"} 1' in text
+        assert 'aioresil_dlq_redrive_total{outcome="failed"} 3' in text
+        transport = httpx.ASGITransport(app=dashboard_app(dlq=dlq))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
+            body = (await web.get("/api/dlq/stats")).json()
+        assert body["redrive"]["parked"] == 1 and body["redrive"]["scheduled"] == 0
         assert await redrive.unpark(bad_id)
         assert not await redrive.unpark(bad_id)
         assert (await redrive.stats()).due == 1

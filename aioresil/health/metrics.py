@@ -16,6 +16,10 @@ Names follow resilience4j's Micrometer names under an ``aioresil_`` prefix:
   has no rate rule (resilience4j's convention).
 * ``aioresil_dlq_entries{task_type}``: gauge, entries per task type.
 * ``aioresil_dlq_oldest_age_seconds``: gauge, age of the oldest entry (0 when empty).
+* ``aioresil_dlq_redrive_entries{state}``: gauge, the scheduled redrive of a Redis queue
+  (``scheduled``, ``due``, ``leased``, ``parked``); ``aioresil_dlq_redrive_total{outcome}``:
+  counter, redrives ``handled``, ``failed``, ``parked`` and leases expired (``lease_expired``:
+  a worker died holding one).
 
 Example::
 
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..backends.memory import MemoryBackend
 from ..breaker import BreakerStats
 from ..core.states import CircuitState
 
@@ -68,6 +73,7 @@ class MetricsSnapshot:
     dlq_by_type: Mapping[str, int] | None = None
     dlq_oldest_age: float = 0.0
     taken_at: float = field(default=0.0)
+    dlq_redrive: Mapping[str, int] | None = None
 
 
 def calls_by_kind(stats: BreakerStats) -> tuple[int, int, int, int]:
@@ -112,7 +118,12 @@ async def collect_snapshot(
         oldest = stats["oldest_failure"]
         if oldest is not None:
             oldest_age = max(now - datetime.fromisoformat(oldest).timestamp(), 0.0)
-    return MetricsSnapshot(breakers, by_type, oldest_age, now)
+    redrive: Mapping[str, int] | None = None
+    if dlq is not None and not isinstance(dlq.backend, MemoryBackend):
+        from ..stores.dlq_redrive import Redrive
+
+        redrive = (await Redrive(dlq).stats()).to_dict()
+    return MetricsSnapshot(breakers, by_type, oldest_age, now, redrive)
 
 
 def escape_label(value: str) -> str:
@@ -167,5 +178,20 @@ def render(snapshot: MetricsSnapshot) -> str:
         add("# HELP aioresil_dlq_oldest_age_seconds Age of the oldest dead letter (0 when empty)")
         add("# TYPE aioresil_dlq_oldest_age_seconds gauge")
         add(f"aioresil_dlq_oldest_age_seconds {_number(round(snapshot.dlq_oldest_age, 3))}")
+    if snapshot.dlq_redrive is not None:
+        redrive = snapshot.dlq_redrive
+        add("# HELP aioresil_dlq_redrive_entries Dead letters in the redrive schedule, by state")
+        add("# TYPE aioresil_dlq_redrive_entries gauge")
+        for state in ("scheduled", "due", "leased", "parked"):
+            add(f'aioresil_dlq_redrive_entries{{state="{state}"}} {redrive[state]}')
+        add("# HELP aioresil_dlq_redrive_total Scheduled redrives by outcome, since the start")
+        add("# TYPE aioresil_dlq_redrive_total counter")
+        for outcome, key in (
+            ("handled", "handled"),
+            ("failed", "failed"),
+            ("parked", "parked_total"),
+            ("lease_expired", "lease_expired"),
+        ):
+            add(f'aioresil_dlq_redrive_total{{outcome="{outcome}"}} {redrive[key]}')
     out.append("")
     return "\n".join(out)
