@@ -46,19 +46,34 @@ async def test_floor_and_ceiling_bound_the_deadline() -> None:
     assert slow.deadline() == 3.0
 
 
-async def test_censored_timeouts_raise_the_deadline_geometrically() -> None:
-    sketch = LatencySketch(AdaptiveTimeout(percentile=0.9, min_samples=10, floor=0.001), "c", 10)
+async def test_black_holes_leave_the_deadline_alone_a_shift_grows_it() -> None:
+    sketch = LatencySketch(
+        AdaptiveTimeout(percentile=0.9, min_samples=10, floor=0.001, expand_above=0.2), "c", 10
+    )
     for _ in range(20):
         sketch.observe(0.010)
     await sketch.sync()
-    seen = [sketch.deadline()]
+    learnt = sketch.deadline()
+    for _ in range(3):  # 10 % of the calls hang: no sample, no growth
+        for _ in range(18):
+            sketch.observe(0.010)
+        sketch.timed_out()
+        sketch.timed_out()
+        await sketch.sync()
+        assert sketch.deadline() == learnt
+    seen = [learnt]
     for _ in range(4):  # the upstream got slow: every call is cut at the current deadline
         for _ in range(5):
-            sketch.observe(sketch.deadline())
+            sketch.timed_out()
         await sketch.sync()
         seen.append(sketch.deadline())
     assert all(b > a for a, b in itertools.pairwise(seen))
-    assert seen[-1] == pytest.approx(16 * seen[0])  # doubled (factor 2) at every sync
+    assert seen[-1] == pytest.approx(16 * learnt)  # times factor 2 at every sync
+    for _ in range(4):  # calm again: the boost decays back to what the sketch says
+        for _ in range(10):
+            sketch.observe(0.010)
+        await sketch.sync()
+    assert sketch.deadline() == pytest.approx(learnt)
 
 
 def test_bad_adaptive_settings_are_refused() -> None:

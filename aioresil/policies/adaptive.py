@@ -17,11 +17,15 @@ How it learns, and how a fleet shares it:
   fleet's merged sketch in the same script call (``latency_sketch.lua``): a process that just
   started asks once, on its first call, and starts with the fleet's knowledge. Until the
   sketch holds ``min_samples`` durations (cold start) the configured ``seconds`` apply.
-* A call cut by the adaptive deadline is recorded as a duration *equal to* that deadline (it
-  took at least that long). When the upstream slows down so much that more than
-  ``1 - percentile`` of calls are cut, the percentile reaches the deadline's bucket and the
-  next deadline is ``factor`` times larger: the timeout climbs back within a few syncs instead
-  of learning only from the (ever fewer) calls that still succeed.
+* A call cut by the deadline is *not* a latency sample: a black-holed request says nothing
+  about how fast the upstream answers, and counting it at the deadline would drag a high
+  percentile up to the deadline whenever more than ``1 - percentile`` of requests hang (the
+  deadline would then double until the ceiling). Instead, when more than ``expand_above`` of
+  the calls since the last sync were cut, the upstream has most likely slowed down: the
+  deadline is multiplied by ``factor`` for the next period (again at each sync while it
+  lasts), so it climbs back within a few syncs and the now slower successes teach the sketch
+  the new latency; the boost then decays by ``factor`` per calm sync. Black holes below
+  ``expand_above`` leave the deadline alone.
 """
 
 from __future__ import annotations
@@ -114,6 +118,8 @@ class AdaptiveTimeout:
         window: seconds of history that count (in ``epochs`` steps).
         epochs: steps of the window.
         sync_interval: seconds between exchanges with the fleet's sketch.
+        expand_above: fraction of timed-out calls in a sync period above which the deadline
+            grows by ``factor`` (a latency shift); below half of it a boost decays.
         backend: a ``RedisBackend`` shares the sketch with every process using ``name``; a
             ``MemoryBackend`` shares it in this process; ``None`` keeps it private.
         name: the sketch's name (the Timeout's name by default).
@@ -132,6 +138,7 @@ class AdaptiveTimeout:
     window: float = 60.0
     epochs: int = 6
     sync_interval: float = 1.0
+    expand_above: float = 0.2
     backend: Any = None
     name: str | None = None
 
@@ -154,6 +161,9 @@ class AdaptiveTimeout:
         if isinstance(e, bool) or not isinstance(e, int) or not 1 <= e <= 60:
             raise ValueError(f"epochs must be an int in 1..60, got {e!r}")
         _positive("sync_interval", self.sync_interval)
+        x = self.expand_above
+        if isinstance(x, bool) or not isinstance(x, int | float) or not 0 < x < 1:
+            raise ValueError(f"expand_above must be a fraction with 0 < x < 1, got {x!r}")
         backend = self.backend
         if backend is not None and not (
             isinstance(backend, MemoryBackend) or hasattr(backend, "run_script")
@@ -195,19 +205,40 @@ class LatencySketch:
         self._loaded = False
         self._since_compute = 0
         self._deadline = default
+        self._boost = 1.0
+        self._period_calls = 0
+        self._period_timeouts = 0
         self.samples = 0
         self.syncs = 0
 
     # ------------------------------------------------------------------ recording
 
     def observe(self, seconds: float) -> None:
-        """Count one duration (a successful call's, or a cut call's deadline)."""
+        """Count one successful call's duration."""
         bucket = bucket_of(seconds * 1000.0)
         self._local[bucket] = self._local.get(bucket, 0) + 1
+        self._period_calls += 1
         self._since_compute += 1
         if self._since_compute >= 64:
             self._compute()
         self._maybe_sync()
+
+    def timed_out(self) -> None:
+        """Count one call cut by the deadline (not a latency sample; see the module doc)."""
+        self._period_calls += 1
+        self._period_timeouts += 1
+        self._maybe_sync()
+
+    def _adjust_boost(self) -> None:
+        calls, cut = self._period_calls, self._period_timeouts
+        if calls < 5:
+            return  # too few calls to tell a shift from bad luck: keep counting
+        self._period_calls = self._period_timeouts = 0
+        settings = self.settings
+        if cut > settings.expand_above * calls:
+            self._boost *= settings.factor
+        elif cut <= settings.expand_above * calls / 2 and self._boost > 1.0:
+            self._boost = max(1.0, self._boost / settings.factor)
 
     def deadline(self) -> float:
         """The deadline to use now (the default until ``min_samples`` are known)."""
@@ -232,8 +263,11 @@ class LatencySketch:
             if seen >= rank:
                 chosen = bucket
                 break
-        seconds = upper_ms(chosen) / 1000.0 * settings.factor
+        seconds = upper_ms(chosen) / 1000.0 * settings.factor * self._boost
         self._deadline = min(max(seconds, settings.floor), self.ceiling)
+        if self._deadline >= self.ceiling:
+            # No point growing past the ceiling: the boost resumes from there when calm.
+            self._boost = min(self._boost, max(1.0, self.ceiling / (seconds / self._boost)))
 
     # ------------------------------------------------------------------ the fleet
 
@@ -277,6 +311,7 @@ class LatencySketch:
             raise
         self._fleet = merged
         self.syncs += 1
+        self._adjust_boost()
         self._compute()
 
     async def _exchange(self, deltas: dict[int, int]) -> dict[int, int]:

@@ -119,7 +119,7 @@ class Timeout(PolicyBase):
             result = await fn(*args, **kwargs)
             sketch.observe(anyio.current_time() - started)
             return result
-        sketch.observe(limit)  # censored: it took at least this long
+        sketch.timed_out()
         raise self._expired(limit)
 
     async def __aenter__(self) -> Self:
@@ -145,7 +145,7 @@ class Timeout(PolicyBase):
         scope, limit, started = self._scopes.pop(self)
         if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
             if self._sketch is not None:
-                self._sketch.observe(limit)  # censored: it took at least this long
+                self._sketch.timed_out()
             raise self._expired(limit) from None
         if exc_type is None and self._sketch is not None:
             self._sketch.observe(anyio.current_time() - started)
