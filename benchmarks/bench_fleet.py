@@ -225,8 +225,8 @@ async def main(smoke: bool) -> str:
                 waste,
             ),
             "",
-            "Redrive of a DLQ by `aioresil dlq worker` processes (no-op handler, `--concurrency 8`, "
-            "process start included):",
+            "Redrive of a DLQ by `aioresil dlq worker` processes (no-op handler, "
+            "`--concurrency 8`, process start included):",
             "",
             markdown_table(["workers", "entries", "left", "wall s", "entries/s"], redrive),
             "",

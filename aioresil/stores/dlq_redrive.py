@@ -34,7 +34,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -252,16 +252,22 @@ class Redrive:
         admitted: Any = await self.backend.run_script(load_script("redrive_admit"), keys, args)
         return int(admitted)
 
-    async def admit_since(self, since: datetime | None, *, limit: int = 1000) -> int:
-        """Scan the queue (entries failed at or after ``since``; all when ``None``) and admit."""
+    async def admit_since(self, since: datetime | None) -> tuple[int, datetime | None]:
+        """Scan the queue (entries failed at or after ``since``; all when ``None``) and admit.
+
+        Returns ``(admitted, newest failed_at seen)``: the next scan can start there.
+        """
         total = 0
+        newest: datetime | None = None
         cursor: str | None = None
         while True:
-            page = await self.dlq.list(since=since, limit=min(limit, 500), cursor=cursor)
+            page = await self.dlq.list(since=since, limit=500, cursor=cursor)
+            if page.entries and newest is None:
+                newest = page.entries[0].failed_at  # pages are newest first
             total += await self.admit(list(page.entries))
             cursor = page.next_cursor
             if cursor is None:
-                return total
+                return total, newest
 
     # ------------------------------------------------------------------ claims
 
@@ -390,8 +396,9 @@ class RedriveWorker:
             settle then changes nothing) and the entry may be redriven by another worker.
         concurrency: handlers running at once in this worker.
         poll: the longest idle wait between looks at the schedule (seconds).
-        rescan: seconds between full scans of the queue for entries to admit (between them
-            only entries that failed in the last ``rescan`` seconds are scanned).
+        rescan: seconds between full scans of the queue for entries to admit; between them
+            a round scans only entries that failed at or after the newest one it saw (an
+            entry pushed with a clock behind that is admitted by the next full scan).
 
     Example::
 
@@ -425,6 +432,7 @@ class RedriveWorker:
         self.rounds = 0
         self._stopping = asyncio.Event()
         self._last_full = -math.inf
+        self._newest: datetime | None = None
 
     @property
     def busy(self) -> bool:
@@ -437,14 +445,14 @@ class RedriveWorker:
 
     async def _admit(self) -> None:
         now = time.monotonic()
-        since: datetime | None = None
-        if now - self._last_full < self.rescan:
-            since = datetime.fromtimestamp(self.redrive.dlq._clock.time(), tz=UTC) - timedelta(
-                seconds=self.rescan
-            )
-        else:
+        since: datetime | None = self._newest
+        if now - self._last_full >= self.rescan:
             self._last_full = now
-        self.stats.admitted += await self.redrive.admit_since(since)
+            since = None
+        admitted, newest = await self.redrive.admit_since(since)
+        self.stats.admitted += admitted
+        if newest is not None and (self._newest is None or newest > self._newest):
+            self._newest = newest
 
     async def run_once(self) -> float:
         """One round: admit, then claim and handle what is due. Returns seconds to idle."""
