@@ -50,6 +50,9 @@ _log = structlog.get_logger("aioresil")
 BUCKETS = 96
 """Buckets of the sketch; the last one holds everything above ~4.6 hours."""
 
+_SHIFT_CALLS = 10
+"""Calls a period needs before its share of cut calls is read as a latency shift."""
+
 
 def bucket_of(ms: float) -> int:
     """The sketch bucket of a duration in milliseconds.
@@ -227,11 +230,18 @@ class LatencySketch:
         """Count one call cut by the deadline (not a latency sample; see the module doc)."""
         self._period_calls += 1
         self._period_timeouts += 1
+        if (
+            self._period_calls >= _SHIFT_CALLS
+            and self._period_timeouts > self.settings.expand_above * self._period_calls
+        ):
+            # A shift shows within a few calls: react now, not at the next sync.
+            self._adjust_boost()
+            self._compute()
         self._maybe_sync()
 
     def _adjust_boost(self) -> None:
         calls, cut = self._period_calls, self._period_timeouts
-        if calls < 5:
+        if calls < _SHIFT_CALLS:
             return  # too few calls to tell a shift from bad luck: keep counting
         self._period_calls = self._period_timeouts = 0
         settings = self.settings
