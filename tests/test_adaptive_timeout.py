@@ -63,10 +63,12 @@ async def test_black_holes_leave_the_deadline_alone_a_shift_grows_it() -> None:
         assert sketch.deadline() == learnt
     seen = [learnt]
     for _ in range(4):  # the upstream got slow: every call is cut at the current deadline
-        for _ in range(5):
+        for _ in range(9):
             sketch.timed_out()
-        await sketch.sync()
+        assert sketch.deadline() == seen[-1]  # 9 calls: not yet told from bad luck
+        sketch.timed_out()  # the 10th: grown at once, before any sync
         seen.append(sketch.deadline())
+        await sketch.sync()
     assert all(b > a for a, b in itertools.pairwise(seen))
     assert seen[-1] == pytest.approx(16 * learnt)  # times factor 2 at every sync
     for _ in range(4):  # calm again: the boost decays back to what the sketch says
