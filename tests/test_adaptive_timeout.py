@@ -135,7 +135,7 @@ async def test_converges_on_a_latency_shifting_upstream(
         )
         assert slow > 0.05 and slow > fast
         assert late_failures <= 1
-        assert timeout.statistics().samples >= 30
+        assert timeout.stats().samples >= 30
     finally:
         await upstream.stop()
         await backend.aclose()

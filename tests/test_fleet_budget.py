@@ -30,7 +30,7 @@ async def test_memory_budget_allows_ratio_of_successes_plus_floor() -> None:
         budget.deposit()
     granted = [await budget.try_withdraw() for _ in range(10)]
     assert granted.count(True) == 7  # 0.5 * 10 successes + 2
-    stats = await budget.statistics()
+    stats = await budget.stats()
     assert (stats.successes, stats.retries, stats.refused) == (10, 7, 3)
     clock.advance(10)  # the window slid past every bucket
     assert [await budget.try_withdraw() for _ in range(3)] == [True, True, False]
@@ -50,7 +50,7 @@ async def test_retry_gives_up_with_reason_budget_when_the_fleet_budget_is_spent(
         with pytest.raises(Down):
             await retry.call(down)
     assert calls == 3 + 1  # one retry in the whole window
-    assert retry.statistics().budget_exhausted == 3
+    assert retry.stats().budget_exhausted == 3
 
 
 async def test_successes_refill_the_budget_through_retry() -> None:
@@ -65,15 +65,15 @@ async def test_successes_refill_the_budget_through_retry() -> None:
 
     with pytest.raises(Down):
         await retry.call(down)
-    assert retry.statistics().retries == 0
+    assert retry.stats().retries == 0
     await retry.call(ok)
     async for attempt in retry:
         async with attempt:
             pass  # a success through the attempt iterator deposits too
-    assert (await budget.statistics()).successes == 2
+    assert (await budget.stats()).successes == 2
     with pytest.raises(Down):
         await retry.call(down)
-    assert retry.statistics().retries == 1
+    assert retry.stats().retries == 1
 
 
 def test_bad_budget_arguments_are_refused() -> None:

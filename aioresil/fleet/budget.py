@@ -260,7 +260,7 @@ class FleetRetryBudget:
             self._refused += 1
         return bool(granted)
 
-    async def statistics(self) -> FleetRetryBudgetStatistics:
+    async def stats(self) -> FleetRetryBudgetStatistics:
         """The fleet's current window (one round trip on Redis, after sending successes)."""
         await self.flush()
         successes, retries = self._seen

@@ -157,7 +157,7 @@ class Timeout(PolicyBase):
             self._dispatch(CallTimedOut(self.name, limit, self._clock.time()))
         return CallTimeoutError(self.name, limit)
 
-    def statistics(self) -> TimeoutStatistics:
+    def stats(self) -> TimeoutStatistics:
         sketch = self._sketch
         return TimeoutStatistics(
             name=self.name,

@@ -101,7 +101,7 @@ async def budget(spec: dict[str, Any]) -> dict[str, Any]:
                 await retry.call(upstream)
             except Down:
                 pass
-        stats = retry.statistics()
+        stats = retry.stats()
         return {"retries": stats.retries, "budget_exhausted": stats.budget_exhausted}
 
 
