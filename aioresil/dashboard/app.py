@@ -322,9 +322,9 @@ class DashboardApp:
             age = max(0.0, now - datetime.fromisoformat(oldest).timestamp())
         redrive = None
         dlq = self._dlq()
-        if callable(getattr(dlq.backend, "run_script", None)):  # the schedule lives in Redis
-            from ..stores.dlq_redrive import Redrive
+        from ..stores.dlq_redrive import Redrive
 
+        if Redrive.available(dlq):  # the schedule lives in Redis
             redrive = (await Redrive(dlq).stats()).to_dict()
         body = {**stats, "oldest_age_seconds": age, "now": now, "redrive": redrive}
         return json_response(200, body)

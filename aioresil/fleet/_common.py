@@ -20,16 +20,14 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..backends.memory import MemoryBackend
-
 if TYPE_CHECKING:
-    from ..backends.redis import RedisBackend
+    from ..backends.base import ScriptRunner
 
 __all__ = [
     "FleetBackend",
+    "Split",
     "check_backend",
     "instance_id",
-    "is_redis",
     "memory_now_ms",
     "now_ms_arg",
     "text",
@@ -54,20 +52,33 @@ def instance_id() -> str:
     return _INSTANCE
 
 
-def is_redis(backend: object) -> bool:
-    """Whether ``backend`` is a Redis backend (checked without importing redis)."""
-    return hasattr(backend, "run_script") and hasattr(backend, "key")
+class Split:
+    """A storage factory for ``backend.open_storage`` (the backend contract's double dispatch):
+    ``(in-process state, None)`` on a memory backend, ``(None, script runner)`` on Redis."""
+
+    def __init__(self, kind: str, name: str, make: Any) -> None:
+        self.kind = kind
+        self.name = name
+        self.make = make
+
+    def in_process(self, shared: dict[str, Any]) -> tuple[Any, ScriptRunner | None]:
+        if self.name not in shared:
+            shared[self.name] = self.make()
+        return shared[self.name], None
+
+    def on_scripts(self, runner: ScriptRunner) -> tuple[Any, ScriptRunner | None]:
+        return None, runner
 
 
 def check_backend(backend: object, what: str) -> None:
-    """A clear error at construction for anything that is neither backend."""
-    if not (isinstance(backend, MemoryBackend) or is_redis(backend)):
+    """A clear error at construction for anything that is not a backend."""
+    if not callable(getattr(backend, "open_storage", None)):
         raise TypeError(
             f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}"
         )
 
 
-def now_ms_arg(backend: RedisBackend) -> str:
+def now_ms_arg(backend: ScriptRunner) -> str:
     """ARGV "now" of the fleet scripts: ``""`` (Redis ``TIME``) or the test clock's ms."""
     clock = backend.clock
     return "" if clock is None else repr(clock.monotonic() * 1000.0)

@@ -30,12 +30,11 @@ from typing import Any
 import structlog
 
 from ..backends.keys import encode_name
-from ..backends.memory import MemoryBackend
 from ..backends.scripts import load_script
 from ..clock import Clock, SystemClock
 from ..exceptions import AioresilError
 from ..policies.base import Statistics
-from ._common import FleetBackend, check_backend, memory_now_ms, now_ms_arg
+from ._common import FleetBackend, Split, check_backend, memory_now_ms, now_ms_arg
 
 __all__ = ["BudgetModel", "FleetRetryBudget", "FleetRetryBudgetStatistics"]
 
@@ -154,13 +153,10 @@ class FleetRetryBudget:
         self._granted = 0
         self._refused = 0
         self._seen = (0, 0)
-        if isinstance(backend, MemoryBackend):
-            models = backend.namespace("fleet-retry-budget")
-            self._model: BudgetModel | None = models.setdefault(name, BudgetModel())
-            self._key = ""
-        else:
-            self._model = None
-            self._key = backend.key("rb", name, "w")
+        self._model: BudgetModel | None
+        self._model, runner = backend.open_storage(Split("fleet-retry-budget", name, BudgetModel))
+        self._runner = runner
+        self._key = "" if runner is None else runner.key("rb", name, "w")
 
     async def _step(self, deposit: int, withdraw: bool) -> tuple[int, int, int]:
         if self._model is not None:
@@ -173,11 +169,12 @@ class FleetRetryBudget:
                 deposit,
                 withdraw,
             )
-        reply: Any = await self.backend.run_script(
+        assert self._runner is not None
+        reply: Any = await self._runner.run_script(
             load_script("retry_budget"),
             [self._key],
             [
-                now_ms_arg(self.backend),
+                now_ms_arg(self._runner),
                 repr(self._width_ms),
                 self.buckets,
                 repr(self.ratio),
@@ -218,7 +215,9 @@ class FleetRetryBudget:
     def _start_flush(self) -> None:
         self._flush_handle = None
         task = asyncio.get_running_loop().create_task(self._flush_quietly())
-        self.backend.track(task)
+        track = getattr(self.backend, "track", None)  # a Redis backend awaits it on close
+        if track is not None:
+            track(task)
 
     async def _flush_quietly(self) -> None:
         try:

@@ -42,7 +42,15 @@ from ..core.config import BreakerConfig
 from ..core.states import CircuitState
 from ..exceptions import AioresilError
 from ..policies.base import ContextStack
-from ._common import FleetBackend, check_backend, instance_id, memory_now_ms, now_ms_arg, text
+from ._common import (
+    FleetBackend,
+    Split,
+    check_backend,
+    instance_id,
+    memory_now_ms,
+    now_ms_arg,
+    text,
+)
 
 __all__ = [
     "QuorumBreaker",
@@ -237,13 +245,12 @@ class QuorumBreaker:
         self._listeners: list[Callable[[QuorumReported], None]] = []
         self._reported = False
         self._ttl_ms = float(quorum.report_ttl) * 1000.0
-        if isinstance(backend, MemoryBackend):
-            models = backend.namespace("fleet-quorum")
-            self._model: QuorumModel | None = models.setdefault(name, QuorumModel())
-            self._keys: list[str] = []
-        else:
-            self._model = None
-            self._keys = [backend.key("cb", name, "quorum"), backend.key("cb", name, "quorum-log")]
+        self._model: QuorumModel | None
+        self._model, runner = backend.open_storage(Split("fleet-quorum", name, QuorumModel))
+        self._runner = runner
+        self._keys: list[str] = []
+        if runner is not None:  # the breaker's hash tag: one slot with the fleet circuit
+            self._keys = [runner.key("cb", name, "quorum"), runner.key("cb", name, "quorum-log")]
 
     # ------------------------------------------------------------------ guarding
 
@@ -317,10 +324,11 @@ class QuorumBreaker:
                 self._ttl_ms,
                 self.quorum.quorum,
             )
-        raw: list[Any] = await self.backend.run_script(
+        assert self._runner is not None
+        raw: list[Any] = await self._runner.run_script(
             load_script("quorum"),
             self._keys,
-            [op, now_ms_arg(self.backend), self.instance, repr(self._ttl_ms), self.quorum.quorum],
+            [op, now_ms_arg(self._runner), self.instance, repr(self._ttl_ms), self.quorum.quorum],
         )
         live = [(text(raw[i]), float(raw[i + 1])) for i in range(4, len(raw) - 1, 2)]
         return int(raw[0]), int(raw[1]), float(raw[2]), text(raw[3]), live

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..backends.memory import MemoryBackend
 from ..breaker import BreakerStats
 from ..core.states import CircuitState
 
@@ -119,10 +118,11 @@ async def collect_snapshot(
         if oldest is not None:
             oldest_age = max(now - datetime.fromisoformat(oldest).timestamp(), 0.0)
     redrive: Mapping[str, int] | None = None
-    if dlq is not None and not isinstance(dlq.backend, MemoryBackend):
+    if dlq is not None:
         from ..stores.dlq_redrive import Redrive
 
-        redrive = (await Redrive(dlq).stats()).to_dict()
+        if Redrive.available(dlq):  # the schedule lives in Redis
+            redrive = (await Redrive(dlq).stats()).to_dict()
     return MetricsSnapshot(breakers, by_type, oldest_age, now, redrive)
 
 

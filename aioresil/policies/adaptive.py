@@ -37,6 +37,7 @@ from typing import Any
 
 import structlog
 
+from ..backends.base import ScriptRunner
 from ..backends.keys import encode_name
 from ..backends.memory import MemoryBackend
 from ..backends.scripts import load_script
@@ -168,12 +169,28 @@ class AdaptiveTimeout:
         if isinstance(x, bool) or not isinstance(x, int | float) or not 0 < x < 1:
             raise ValueError(f"expand_above must be a fraction with 0 < x < 1, got {x!r}")
         backend = self.backend
-        if backend is not None and not (
-            isinstance(backend, MemoryBackend) or hasattr(backend, "run_script")
-        ):
+        if backend is not None and not callable(getattr(backend, "open_storage", None)):
             raise TypeError(f"backend must be a MemoryBackend or a RedisBackend, got {backend!r}")
         if self.name is not None:
             encode_name(self.name)
+
+
+class _SketchFactory:
+    """``backend.open_storage`` picks: a shared in-process sketch, or Redis scripts."""
+
+    kind = "latency-sketch"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def in_process(self, shared: dict[str, Any]) -> tuple[SketchModel, None]:
+        if self.name not in shared:
+            shared[self.name] = SketchModel()
+        model: SketchModel = shared[self.name]
+        return model, None
+
+    def on_scripts(self, runner: ScriptRunner) -> tuple[None, ScriptRunner]:
+        return None, runner
 
 
 class LatencySketch:
@@ -192,15 +209,12 @@ class LatencySketch:
         self.ceiling = settings.ceiling if settings.ceiling is not None else default
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._width_ms = settings.window * 1000.0 / settings.epochs
-        backend = settings.backend
+        backend = settings.backend if settings.backend is not None else MemoryBackend()
         self._backend = backend
-        if backend is None or isinstance(backend, MemoryBackend):
-            store = (backend or MemoryBackend()).namespace("latency-sketch")
-            self._model: SketchModel | None = store.setdefault(self.name, SketchModel())
-            self._key = ""
-        else:
-            self._model = None
-            self._key = backend.key("lat", self.name, "sketch")
+        self._model: SketchModel | None
+        self._runner: ScriptRunner | None
+        self._model, self._runner = backend.open_storage(_SketchFactory(self.name))
+        self._key = "" if self._runner is None else self._runner.key("lat", self.name, "sketch")
         self._fleet: dict[int, int] = {}  # the merged sketch as of the last sync
         self._local: dict[int, int] = {}  # samples since that sync (also sent with the next)
         self._last_sync = -math.inf
@@ -329,10 +343,12 @@ class LatencySketch:
         if self._model is not None:
             now_ms = self._clock.monotonic() * 1000.0
             return self._model.step(now_ms, self._width_ms, settings.epochs, deltas)
-        clock = self._backend.clock
+        runner = self._runner
+        assert runner is not None
+        clock = runner.clock
         now_arg = "" if clock is None else repr(clock.monotonic() * 1000.0)
         encoded = ",".join(f"{b}:{c}" for b, c in sorted(deltas.items()))
-        reply: list[Any] = await self._backend.run_script(
+        reply: list[Any] = await runner.run_script(
             load_script("latency_sketch"),
             [self._key],
             [now_arg, repr(self._width_ms), settings.epochs, encoded],

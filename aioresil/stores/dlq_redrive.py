@@ -32,6 +32,7 @@ import asyncio
 import math
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..backends.base import ScriptRunner
 from ..backends.keys import encode_name
 from ..backends.scripts import load_script
 from ..exceptions import AioresilError
@@ -167,6 +169,18 @@ class RedriveWorkerStats:
     admitted: int = 0
 
 
+class _Shared:
+    """``backend.open_storage`` answers: ``None`` in one process, the script runner on Redis."""
+
+    kind = "dlq-redrive"
+
+    def in_process(self, shared: dict[str, Any]) -> None:
+        return None
+
+    def on_scripts(self, runner: ScriptRunner) -> ScriptRunner:
+        return runner
+
+
 @dataclass(slots=True)
 class _Keys:
     base: str
@@ -204,11 +218,11 @@ class Redrive:
         policies: Mapping[str, RedrivePolicy] | None = None,
         default: RedrivePolicy | None = None,
     ) -> None:
-        backend = dlq.backend
-        if not (callable(getattr(backend, "run_script", None)) and hasattr(backend, "key")):
+        runner = dlq.backend.open_storage(_Shared())
+        if runner is None:
             raise TypeError(
                 "scheduled redrive needs a DeadLetterQueue on a RedisBackend (workers in many "
-                f"processes share its schedule); got a queue on {backend!r}"
+                f"processes share its schedule); got a queue on {dlq.backend!r}"
             )
         policies = dict(policies or {})
         for task_type, policy in policies.items():
@@ -219,19 +233,30 @@ class Redrive:
         elif not isinstance(default, RedrivePolicy):
             raise TypeError(f"default must be a RedrivePolicy, got {default!r}")
         self.dlq = dlq
-        self.backend = backend
+        self.backend: ScriptRunner = runner
         self.policies = policies
         self.default = default
-        self.keys = _Keys(backend.key("dlq", dlq.name, ""))
+        self.keys = _Keys(runner.key("dlq", dlq.name, ""))
         self._random = random.random
+
+    @staticmethod
+    def available(dlq: DeadLetterQueue) -> bool:
+        """Whether ``dlq`` can be redriven on a schedule (its backend shares scripts)."""
+        return dlq.backend.open_storage(_Shared()) is not None
 
     def policy(self, task_type: str) -> RedrivePolicy:
         """The policy of ``task_type``."""
         return self.policies.get(task_type, self.default)
 
     def _now(self) -> str:
-        now = self.dlq._lease_now()
-        return "" if now is None else str(now)
+        # The queue's lease time base (see stores/dlq.py): Redis TIME, or the test clock's
+        # wall time when the backend has one (ScriptRunner.clock, part of the contract).
+        clock = self.backend.clock
+        return "" if clock is None else str(int(clock.time() * 1000))
+
+    def _wall(self) -> float:
+        clock = self.backend.clock
+        return clock.time() if clock is not None else time.time()
 
     # ------------------------------------------------------------------ admission
 
@@ -239,7 +264,7 @@ class Redrive:
         """Schedule entries not scheduled yet (already scheduled or parked ones are skipped)."""
         if not letters:
             return 0
-        wall = self.dlq._clock.time()
+        wall = self._wall()
         keys = [self.keys.due, self.keys.parked, self.keys.base + "lease"]
         args: list[str | int] = [self._now()]
         for letter in letters:
@@ -331,8 +356,8 @@ class Redrive:
                 next_due = "park"
             else:
                 next_due = str(round(policy.wait(runs + 1, self._random()) * 1000))
-            error_type, message, text = self.dlq._error_fields(error or "redrive failed")
-            wall_ms = int(self.dlq._clock.time() * 1000)
+            error_type, message, text = _error_fields(error, self.dlq.max_traceback_chars)
+            wall_ms = int(self._wall() * 1000)
             args += [next_due, f"{max(wall_ms, 0):013d}", error_type, message, text]
         result: Any = await self.backend.run_script(
             load_script("redrive_settle"), script_keys, args
@@ -508,7 +533,9 @@ class RedriveWorker:
     async def _handle(self, entry_id: str, token: int, fields: RawFields) -> None:
         redrive = self.redrive
         try:
-            letter = redrive.dlq._decode(entry_id, fields)
+            letter = await redrive.dlq.get(entry_id)
+            if letter is None:
+                return  # removed meanwhile (an operator): nothing to redrive
             self.stats.claimed += 1
             try:
                 await self.handler(letter)
@@ -550,3 +577,13 @@ class RedriveWorker:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _error_fields(error: BaseException | None, max_traceback: int) -> tuple[str, str, str]:
+    """``(type, message, traceback)`` of a failed redrive, cut as the queue cuts them."""
+    if error is None:
+        return "", "redrive failed", ""
+    text = "".join(traceback.format_exception(error)) if error.__traceback__ else ""
+    if len(text) > max_traceback:
+        text = "...\n" + text[len(text) - max_traceback :]
+    return type(error).__qualname__, str(error)[:4096], text
