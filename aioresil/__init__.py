@@ -104,6 +104,13 @@ if TYPE_CHECKING:
         RetryCounts,
         RetryReport,
     )
+    from .stores.dlq_redrive import (
+        Redrive,
+        RedrivePolicy,
+        RedriveStats,
+        RedriveWorker,
+        RedriveWorkerStats,
+    )
 
 # name -> module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
@@ -146,6 +153,11 @@ _LAZY: dict[str, str] = {
     "RateLimiter": ".policies",
     "RateLimiterStatistics": ".policies",
     "RedisBackend": ".backends.redis",
+    "Redrive": ".stores.dlq_redrive",
+    "RedrivePolicy": ".stores.dlq_redrive",
+    "RedriveStats": ".stores.dlq_redrive",
+    "RedriveWorker": ".stores.dlq_redrive",
+    "RedriveWorkerStats": ".stores.dlq_redrive",
     "Retry": ".policies",
     "RetryBudget": ".policies",
     "RetryBudgetStatistics": ".policies",
@@ -234,6 +246,11 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "RateLimiter",
     "RateLimiterStatistics",
     "RedisBackend",
+    "Redrive",
+    "RedrivePolicy",
+    "RedriveStats",
+    "RedriveWorker",
+    "RedriveWorkerStats",
     "Retry",
     "RetryBudget",
     "RetryBudgetStatistics",

@@ -157,9 +157,9 @@ class RedriveStats:
         }
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RedriveWorkerStats:
-    """What one worker process did."""
+    """What one worker did since it started (``RedriveWorker.stats()``)."""
 
     claimed: int = 0
     handled: int = 0
@@ -167,6 +167,16 @@ class RedriveWorkerStats:
     parked: int = 0
     lost_leases: int = 0
     admitted: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "claimed": self.claimed,
+            "handled": self.handled,
+            "failed": self.failed,
+            "parked": self.parked,
+            "lost_leases": self.lost_leases,
+            "admitted": self.admitted,
+        }
 
 
 class _Shared:
@@ -453,11 +463,15 @@ class RedriveWorker:
         self.concurrency = concurrency
         self.poll = float(poll)
         self.rescan = float(rescan)
-        self.stats = RedriveWorkerStats()
+        self._counts: dict[str, int] = dict.fromkeys(RedriveWorkerStats().to_dict(), 0)
         self.rounds = 0
         self._stopping = asyncio.Event()
         self._last_full = -math.inf
         self._newest: datetime | None = None
+
+    def stats(self) -> RedriveWorkerStats:
+        """This worker's counters so far."""
+        return RedriveWorkerStats(**self._counts)
 
     @property
     def busy(self) -> bool:
@@ -475,7 +489,7 @@ class RedriveWorker:
             self._last_full = now
             since = None
         admitted, newest = await self.redrive.admit_since(since)
-        self.stats.admitted += admitted
+        self._counts["admitted"] += admitted
         if newest is not None and (self._newest is None or newest > self._newest):
             self._newest = newest
 
@@ -528,7 +542,7 @@ class RedriveWorker:
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-        return self.stats
+        return self.stats()
 
     async def _handle(self, entry_id: str, token: int, fields: RawFields) -> None:
         redrive = self.redrive
@@ -536,15 +550,15 @@ class RedriveWorker:
             letter = await redrive.dlq.get(entry_id)
             if letter is None:
                 return  # removed meanwhile (an operator): nothing to redrive
-            self.stats.claimed += 1
+            self._counts["claimed"] += 1
             try:
                 await self.handler(letter)
             except Exception as exc:
                 result = await redrive.settle(letter, fields, token, "fail", exc)
                 if result == 0:
-                    self.stats.lost_leases += 1
+                    self._counts["lost_leases"] += 1
                 elif result < 0:
-                    self.stats.parked += 1
+                    self._counts["parked"] += 1
                     _log.warning(
                         "dlq_redrive_parked",
                         queue=redrive.dlq.name,
@@ -553,15 +567,15 @@ class RedriveWorker:
                         runs=-result,
                     )
                 else:
-                    self.stats.failed += 1
+                    self._counts["failed"] += 1
                 return
             except BaseException:
                 await asyncio.shield(redrive.settle(letter, fields, token, "release"))
                 raise
             if await redrive.settle(letter, fields, token, "ok"):
-                self.stats.handled += 1
+                self._counts["handled"] += 1
             else:
-                self.stats.lost_leases += 1
+                self._counts["lost_leases"] += 1
                 _log.warning("dlq_lease_lost", queue=redrive.dlq.name, entry_id=entry_id)
         except AioresilError as error:
             # The lease expires on its own: the entry is due again then.
