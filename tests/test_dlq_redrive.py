@@ -185,3 +185,31 @@ async def _list(url: str) -> list[DeadLetter]:
     async with RedisBackend.from_url(url) as backend:
         page = await DeadLetterQueue(backend, name="rq").list(limit=100)
         return list(page.entries)
+
+
+async def test_cli_shows_the_schedule_and_refuses_bad_input(redis_url: str) -> None:
+    async with RedisBackend.from_url(redis_url) as backend:
+        await DeadLetterQueue(backend, name="cli").push("job", {"kind": "ok"}, RuntimeError("x"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run(
+            [sys.executable, "-m", "aioresil", "--redis", redis_url, "dlq", "--dlq", "cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+        )
+
+    shown = await asyncio.to_thread(cli, "redrive", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert '"scheduled": 0' in shown.stdout and '"parked_entries": []' in shown.stdout
+    for args, message in [
+        (("unpark", "nope"), "is not a parked entry"),
+        (("worker",), "needs --handler"),
+        (("worker", "--handler", "m:f", "--policy", "x=wait=3"), "names"),
+    ]:
+        result = await asyncio.to_thread(cli, *args)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
