@@ -109,28 +109,39 @@ def _specs(url: str, *, budget: bool, tag: str) -> list[dict[str, Any]]:
 async def test_eight_processes_under_a_full_outage_stay_within_the_budget(
     redis_url: str,
 ) -> None:
+    """Without the budget each call would reach the upstream 4 times (``Retry(4)``; the
+    benchmark measures both); with it the fleet retries about ``min_retries`` times in all."""
     import redis.asyncio as aioredis
 
-    without = await run_all(_specs(redis_url, budget=False, tag="off"))
-    with_budget = await run_all(_specs(redis_url, budget=True, tag="on"))
+    answers = await run_all(_specs(redis_url, budget=True, tag="on"))
     client = aioredis.Redis.from_url(redis_url)
     try:
-        calls_off = int(await client.get("test:upstream:off"))
-        calls_on = int(await client.get("test:upstream:on"))
+        reached = int(await client.get("test:upstream:on"))
     finally:
         await client.aclose()
     originals = 8 * 40
-    print(
-        f"\namplification without budget {calls_off / originals:.2f}, "
-        f"with {calls_on / originals:.3f}"
-    )
-    assert calls_off == originals * 4  # every call tried 4 times
-    retries = sum(a["retries"] for a in with_budget)
-    assert calls_on == originals + retries
+    retries = sum(a["retries"] for a in answers)
+    print(f"\namplification with the budget {reached / originals:.3f} (4.0 without)")
+    assert reached == originals + retries
     # No success in the window: the fleet may retry min_retries times per window (30 s), and
     # the run lasts at most two windows.
     assert 1 <= retries <= 2 * 10
+    assert reached / originals <= 1 + 20 / originals
     # Every call gave up, each for the budget unless its retries ran out first.
-    exhausted = sum(a["budget_exhausted"] for a in with_budget)
+    exhausted = sum(a["budget_exhausted"] for a in answers)
     assert originals - retries <= exhausted <= originals
-    assert sum(a["retries"] for a in without) == originals * 3
+
+
+async def test_without_a_budget_every_call_is_tried_attempts_times() -> None:
+    retry = Retry(4, on=Down, backoff=constant(0))
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise Down()
+
+    for _ in range(10):
+        with pytest.raises(Down):
+            await retry.call(down)
+    assert calls == 40
