@@ -60,12 +60,16 @@ if TYPE_CHECKING:
     from .health import HealthApp, health_app
     from .policies import (
         AdaptiveTimeout,
+        Alternative,
         Attempt,
         Backoff,
         Bulkhead,
         BulkheadRejected,
         BulkheadStatistics,
         CallTimedOut,
+        Failover,
+        FailoverAnswered,
+        FailoverStatistics,
         Fallback,
         FallbackStatistics,
         Pipeline,
@@ -115,6 +119,7 @@ if TYPE_CHECKING:
 # name -> module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
     "AdaptiveTimeout": ".policies",
+    "Alternative": ".policies",
     "Attempt": ".policies",
     "Backoff": ".policies",
     "BreakerRegistry": ".registry",
@@ -135,6 +140,9 @@ _LAZY: dict[str, str] = {
     "DeadLetterQueue": ".stores.dlq",
     "DeadLetterSpoolDropped": ".stores.dlq_records",
     "DeadLetterSpooled": ".stores.dlq_records",
+    "Failover": ".policies",
+    "FailoverAnswered": ".policies",
+    "FailoverStatistics": ".policies",
     "Fallback": ".policies",
     "FallbackStatistics": ".policies",
     "FleetRetryBudget": ".fleet",
@@ -180,6 +188,7 @@ _LAZY: dict[str, str] = {
 __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "AdaptiveTimeout",
     "AioresilError",
+    "Alternative",
     "Attempt",
     "BackendError",
     "BackendFailover",
@@ -223,6 +232,9 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "DeadLetterSpooled",
     "DeadLetterTooLargeError",
     "DeadLetterUnavailableError",
+    "Failover",
+    "FailoverAnswered",
+    "FailoverStatistics",
     "Fallback",
     "FallbackStatistics",
     "FleetRetryBudget",
