@@ -502,131 +502,12 @@ async def test_no_response_ever_shows_the_redis_url_or_password(redis_url: str) 
         assert host_port not in body or '"error"' not in body
 
 
-# ---------------------------------------------------------------------- metrics
-
-
-def families(text: str) -> dict[str, Any]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {family.name: family for family in text_string_to_metric_families(text)}
-
-
-def samples(family: Any) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted(s.labels.items())): s.value for s in family.samples}
-
-
-async def test_metrics_parse_with_prometheus_client_and_match_the_stats(
-    registry: BreakerRegistry, dlq: DeadLetterQueue, clock: FakeClock
-) -> None:
-    weird = 'we"ird\\name\nx'
-    breaker = registry.get(weird)
-    async with breaker:
-        pass
-    with pytest.raises(Boom):
-        async with breaker:
-            raise Boom
-    await trip(registry, "payments")
-    with pytest.raises(Exception, match="payments"):
-        async with registry.get("payments"):
-            pass
-    await dlq.push("email", {}, "down")
-    clock.advance(90)
-    await dlq.push("email", {}, "down")
-    await dlq.push("sms", {}, "down")
-    async with client_for(health_app(registry=registry, dlq=dlq)) as client:
-        response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    parsed = families(response.text)
-    state = samples(parsed["aioresil_circuitbreaker_state"])
-    assert state[(("name", "payments"), ("state", "open"))] == 1
-    assert state[(("name", "payments"), ("state", "closed"))] == 0
-    assert state[(("name", weird), ("state", "closed"))] == 1
-    assert sum(v for k, v in state.items() if ("name", weird) in k) == 1
-    assert parsed["aioresil_circuitbreaker_calls"].type == "counter"
-    calls = samples(parsed["aioresil_circuitbreaker_calls"])
-    assert calls[(("kind", "successful"), ("name", weird))] == 1
-    assert calls[(("kind", "failed"), ("name", weird))] == 1
-    assert calls[(("kind", "failed"), ("name", "payments"))] == 2
-    assert calls[(("kind", "rejected"), ("name", "payments"))] == 1
-    assert calls[(("kind", "ignored"), ("name", "payments"))] == 0
-    rate = samples(parsed["aioresil_circuitbreaker_failure_rate"])
-    assert rate[(("name", "payments"),)] == -1  # no rate rule configured
-    entries = samples(parsed["aioresil_dlq_entries"])
-    assert entries == {(("task_type", "email"),): 2, (("task_type", "sms"),): 1}
-    age = samples(parsed["aioresil_dlq_oldest_age_seconds"])
-    assert age == {(): pytest.approx(90, abs=0.01)}
-
-
-async def test_failure_rate_metric_is_a_percentage(backend: Any, clock: FakeClock) -> None:
-    config = BreakerConfig(
-        failure_threshold=None, failure_rate_threshold=0.9, window_size=10, minimum_calls=4
-    )
-    registry = BreakerRegistry(backend=backend, default_config=config, clock=clock)
-    breaker = registry.get("rated")
-    for fail in (True, False, False, False):
-        if fail:
-            with pytest.raises(Boom):
-                async with breaker:
-                    raise Boom
-        else:
-            async with breaker:
-                pass
-    async with client_for(health_app(registry=registry)) as client:
-        text = (await client.get("/metrics")).text
-    rate = samples(families(text)["aioresil_circuitbreaker_failure_rate"])
-    assert rate == {(("name", "rated"),): 25.0}
-
-
-async def test_metrics_without_a_queue_leave_out_the_dlq_families() -> None:
-    async with client_for(health_app()) as client:
-        text = (await client.get("/metrics")).text
-    parsed = families(text)
-    assert "aioresil_dlq_entries" not in parsed
-    assert "aioresil_circuitbreaker_state" in parsed
-
-
-async def test_the_collector_reports_what_the_text_endpoint_reports(
-    registry: BreakerRegistry, dlq: DeadLetterQueue
-) -> None:
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from aioresil.health.prometheus import AioresilCollector
-
-    await trip(registry, "payments")
-    registry.get("search")
-    await dlq.push("email", {}, "down")
-    collector = AioresilCollector(registry=registry, dlq=dlq)
-    await collector.refresh()
-    prom = CollectorRegistry()
-    prom.register(collector)
-    ours = families(await _get_text(registry, dlq))
-    theirs = families(generate_latest(prom).decode())
-    for name in (
-        "aioresil_circuitbreaker_state",
-        "aioresil_circuitbreaker_calls",
-        "aioresil_circuitbreaker_failure_rate",
-        "aioresil_dlq_entries",
-    ):
-        # prometheus_client adds *_created samples to counters; compare the rest exactly
-        wanted = {s.name for s in ours[name].samples}
-        theirs_samples = {
-            tuple(sorted(s.labels.items())): s.value
-            for s in theirs[name].samples
-            if s.name in wanted
-        }
-        assert samples(ours[name]) == theirs_samples, name
-    age = samples(theirs["aioresil_dlq_oldest_age_seconds"])[()]
-    assert age == samples(ours["aioresil_dlq_oldest_age_seconds"])[()]
-
-
-async def _get_text(registry: BreakerRegistry, dlq: DeadLetterQueue) -> str:
-    async with client_for(health_app(registry=registry, dlq=dlq)) as client:
-        return (await client.get("/metrics")).text
+# ---------------------------------------------------------------------- Redis down
+# (the metrics themselves are in tests/test_metrics.py)
 
 
 @pytest.mark.redis_server
-async def test_reads_are_503_when_redis_is_down_but_liveness_stays_200() -> None:
+async def test_reads_are_503_when_redis_is_down_but_liveness_and_metrics_stay_200() -> None:
     from aioresil import RedisBackend
 
     down = RedisBackend.from_url(
@@ -647,8 +528,8 @@ async def test_reads_are_503_when_redis_is_down_but_liveness_stays_200() -> None
     assert breakers.status_code == 503
     assert breakers.json()["status"] == "unhealthy"
     assert breakers.json()["error"].startswith("BackendUnavailableError: ")
-    assert metrics.status_code == 503
-    assert metrics.text.startswith("# aioresil metrics unavailable: BackendUnavailableError")
+    assert metrics.status_code == 200  # local series stay; see tests/test_metrics.py
+    assert 'aioresil_backend_up{backend="redis"} 0' in metrics.text
     assert dlq_health.status_code == 503
     assert dlq_health.json()["status"] == "unhealthy"
 

@@ -349,7 +349,7 @@ class RedisBackend:
                     delay = min(delay * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def _resync_views(self) -> None:
         handles = list(self._breakers.values())

@@ -14,7 +14,8 @@ paths 404):
   a summary; ``degraded`` (200) while a circuit is open or half-open, ``unhealthy`` (503)
   for an open one when ``open_circuit_is_unhealthy``.
 * ``/health/dlq``: :meth:`~aioresil.DeadLetterQueue.health`; 503 when ``unhealthy``.
-* ``/metrics``: Prometheus text 0.0.4 (see :mod:`aioresil.health.metrics`).
+* ``/metrics``: Prometheus text 0.0.4 (see :mod:`aioresil.health.metrics`); 200 even with
+  Redis down (the series it cannot read are left out, ``aioresil_backend_up`` says why).
 
 JSON is ``application/json``; a client whose ``Accept`` asks for ``application/health+json``
 gets that type with ``status`` as ``pass``/``warn``/``fail`` (plus ``serviceId`` and
@@ -37,11 +38,12 @@ from .._version import __version__
 from ..core.states import CircuitState
 from .admin import AdminRoutes, Reply
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .metrics import breaker_stats, collect_snapshot, render
+from .metrics import Monotonic, breaker_stats, collect_snapshot, render
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
     from ..stores.dlq import DeadLetterQueue, Handler
+    from .instruments import CallMetrics
 
 __all__ = ["HealthApp", "health_app"]
 
@@ -82,6 +84,7 @@ class HealthApp:
         dlq_retry_handler: Handler | None,
         cache_ttl: float = 0.0,
         dashboard: bool = False,
+        call_metrics: CallMetrics | None = None,
     ) -> None:
         if not isinstance(service, str) or not service:
             raise ValueError(f"service must be a non-empty str, got {service!r}")
@@ -97,6 +100,9 @@ class HealthApp:
         self._inflight: dict[tuple[str, bool], asyncio.Task[Rendered]] = {}
         self.registry = registry
         self.dlq = dlq
+        self.call_metrics = call_metrics
+        self._monotonic = Monotonic()
+        self._backend = backend
         self.service = service
         self.version = version
         self.dlq_warning_threshold = dlq_warning_threshold
@@ -307,12 +313,16 @@ class HealthApp:
         return Reply(503 if body["status"] == "unhealthy" else 200, body)
 
     async def _metrics(self) -> Reply:
-        try:
-            snapshot = await collect_snapshot(registry=self.registry, dlq=self.dlq)
-        except Exception as exc:
-            text = f"# aioresil metrics unavailable: {self._safe_error(exc)}\n"
-            return Reply(503, text)
-        return Reply(200, render(snapshot))
+        # Never a 503: a backend that cannot be read leaves its series out and says so
+        # (aioresil_backend_up, aioresil_metrics_source_up); this process's series stay.
+        snapshot = await collect_snapshot(
+            registry=self.registry,
+            dlq=self.dlq,
+            dlq_warning_threshold=self.dlq_warning_threshold,
+            dlq_critical_threshold=self.dlq_critical_threshold,
+            backend=self._backend,
+        )
+        return Reply(200, render(snapshot, monotonic=self._monotonic, calls=self.call_metrics))
 
     # ------------------------------------------------------------------ errors
 
@@ -430,6 +440,7 @@ def health_app(
     dlq_retry_handler: Handler | None = None,
     cache_ttl: float = 0.0,
     dashboard: bool = False,
+    call_metrics: CallMetrics | None = None,
 ) -> HealthApp:
     """A plain ASGI 3 app serving health, readiness, breakers, DLQ and metrics.
 
@@ -453,6 +464,8 @@ def health_app(
             load to one read per second per endpoint, whatever the probe rate.
         dashboard: also serve the live dashboard (:mod:`aioresil.dashboard`) at
             ``/dashboard/``; its actions are enabled by the same ``admin_token``.
+        call_metrics: this process's call-duration histograms
+            (:class:`~aioresil.health.instruments.CallMetrics`), rendered by ``/metrics``.
 
     Example::
 
@@ -472,4 +485,5 @@ def health_app(
         dlq_retry_handler=dlq_retry_handler,
         cache_ttl=cache_ttl,
         dashboard=dashboard,
+        call_metrics=call_metrics,
     )

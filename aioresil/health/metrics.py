@@ -1,21 +1,34 @@
-"""Prometheus text exposition (format 0.0.4) of breakers and the dead letter queue.
+"""Prometheus text exposition (format 0.0.4) of breakers, the dead letter queue and backends.
 
 Why our own renderer: the health app must not need ``prometheus_client``; the format is a few
 lines of text. Apps that already run ``prometheus_client`` use
-:class:`aioresil.health.prometheus.AioresilCollector` instead, fed by the same
-:class:`MetricsSnapshot`.
+:class:`aioresil.health.prometheus.AioresilCollector`, fed by the same :func:`families`.
 
-Names follow resilience4j's Micrometer names under an ``aioresil_`` prefix:
+Names follow resilience4j's Micrometer names under an ``aioresil_`` prefix, shaped the way
+Prometheus expects (the README has the table with each resilience4j counterpart):
 
-* ``aioresil_circuitbreaker_state{name,state}``: gauge, 1 for the breaker's current state and
-  0 for every other state (so ``sum by (state)`` counts breakers per state).
+* ``aioresil_circuitbreaker_state{name,state}``: gauge, 1 for the current state, 0 for the
+  others (``sum by (state)`` counts breakers per state).
 * ``aioresil_circuitbreaker_calls_total{name,kind}``: counter, ``kind`` one of
-  ``successful``, ``failed``, ``ignored``, ``rejected`` (since the breaker's last reset).
-* ``aioresil_circuitbreaker_failure_rate{name}``: gauge, percent 0-100 over the breaker's
-  window, ``-1`` while the window holds fewer than ``minimum_calls`` calls or the breaker
-  has no rate rule (resilience4j's convention).
-* ``aioresil_dlq_entries{task_type}``: gauge, entries per task type.
-* ``aioresil_dlq_oldest_age_seconds``: gauge, age of the oldest entry (0 when empty).
+  ``successful``, ``failed``, ``ignored``; ``aioresil_circuitbreaker_not_permitted_calls_total``
+  and ``aioresil_circuitbreaker_slow_calls_total``: counters. **Monotonic**: the backend's
+  counts start again at 0 when an operator resets a breaker; the exporter adds what it had
+  seen before the drop (:class:`Monotonic`), so ``increase()`` never loses the calls before
+  a reset.
+* ``aioresil_circuitbreaker_failure_rate_ratio`` / ``..._slow_call_rate_ratio{name}``: gauges
+  0-1 over the breaker's window; absent (not ``-1``) while the window holds too few calls,
+  so ``avg()`` and ``max()`` only see real rates.
+* ``aioresil_circuitbreaker_calls_seconds{name,kind}``: histogram of call durations by outcome,
+  measured in this process (:class:`~aioresil.health.instruments.CallMetrics`).
+* ``aioresil_dlq_entries{queue}`` (present at 0), ``aioresil_dlq_entries_by_type{queue,
+  task_type}``, ``aioresil_dlq_oldest_age_seconds``, ``aioresil_dlq_in_flight``, the loss
+  signals ``aioresil_dlq_evicted_total``, ``aioresil_dlq_expired_total``,
+  ``aioresil_dlq_spooled`` (pushes waiting in this process while Redis is unreachable) and the
+  thresholds ``aioresil_dlq_warning_threshold`` / ``aioresil_dlq_critical_threshold``.
+* ``aioresil_backend_up{backend}``: 1 when the backend answered this scrape's reads (or its
+  health state says so), else 0; ``aioresil_metrics_source_up{source}``: whether the breakers
+  and the DLQ could be read. A read that fails leaves its series out but every other series,
+  including this process's own, is still served (``/metrics`` stays 200 with Redis down).
 
 Example::
 
@@ -25,11 +38,12 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..breaker import BreakerStats
 from ..core.states import CircuitState
@@ -37,47 +51,89 @@ from ..core.states import CircuitState
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
     from ..stores.dlq import DeadLetterQueue
+    from .instruments import CallMetrics
 
 __all__ = [
     "CALL_KINDS",
     "CONTENT_TYPE",
     "STATES",
+    "DlqSnapshot",
+    "Family",
     "MetricsSnapshot",
+    "Monotonic",
     "breaker_stats",
-    "calls_by_kind",
     "collect_snapshot",
     "escape_label",
-    "failure_rate_percent",
+    "families",
     "render",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CALL_KINDS = ("successful", "failed", "ignored", "rejected")
+CALL_KINDS = ("successful", "failed", "ignored")
 STATES = tuple(state.value for state in CircuitState)
+
+
+@dataclass(frozen=True, slots=True)
+class DlqSnapshot:
+    """One queue's numbers at one moment (``oldest_age`` in seconds, 0 when empty)."""
+
+    queue: str
+    entries: int
+    by_type: Mapping[str, int]
+    oldest_age: float
+    in_flight: int
+    evicted: int
+    expired: int
+    spooled: int
+    warning_threshold: int
+    critical_threshold: int
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsSnapshot:
     """Everything ``/metrics`` reports, read at one moment.
 
-    ``dlq_by_type`` is ``None`` when no dead letter queue is configured (its metrics are then
-    left out); ``dlq_oldest_age`` is in seconds.
+    ``breakers`` is ``None`` when they could not be read (Redis down), ``dlq`` is ``None``
+    when no queue is configured or it could not be read; ``sources`` says which reads
+    succeeded, ``backends`` whether each backend is up.
     """
 
-    breakers: tuple[BreakerStats, ...] = ()
-    dlq_by_type: Mapping[str, int] | None = None
-    dlq_oldest_age: float = 0.0
-    taken_at: float = field(default=0.0)
+    breakers: tuple[BreakerStats, ...] | None = ()
+    dlq: DlqSnapshot | None = None
+    backends: tuple[tuple[str, bool], ...] = ()
+    sources: tuple[tuple[str, bool], ...] = ()
+    spooled: Mapping[str, int] = field(default_factory=dict)
+    taken_at: float = 0.0
 
 
-def calls_by_kind(stats: BreakerStats) -> tuple[int, int, int, int]:
-    """``(successful, failed, ignored, rejected)`` in :data:`CALL_KINDS` order."""
-    return (stats.success_count, stats.failure_count, stats.ignored_count, stats.rejected_calls)
+class Monotonic:
+    """Makes counters that restart at 0 (an operator's ``reset()``) monotonic for export.
 
+    A breaker's counters are reset together, so they are tracked as a group: when any of
+    them is lower than at the previous scrape, the group was reset, and every member's last
+    value is added to that member's offset. Calls made between the last scrape and the reset
+    are the only ones lost, and a reset is missed only when every counter of the group has
+    climbed back past its old value by the next scrape. (Prometheus reads a drop as a counter
+    reset too, but ``increase()`` over a window containing it undercounts.)
+    """
 
-def failure_rate_percent(stats: BreakerStats) -> float:
-    """The breaker's failure rate in percent, or ``-1`` when it has none yet."""
-    return -1.0 if stats.failure_rate is None else round(stats.failure_rate * 100.0, 6)
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, ...], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+    def group(self, key: tuple[str, ...], raw: tuple[float, ...]) -> tuple[float, ...]:
+        """The exported values of the counters ``raw`` of group ``key`` (same order always)."""
+        seen = self._seen.get(key)
+        if seen is None:
+            offsets = (0.0,) * len(raw)
+        else:
+            last, offsets = seen
+            if any(now < before for now, before in zip(raw, last, strict=True)):
+                offsets = tuple(o + b for o, b in zip(offsets, last, strict=True))
+        if len(self._seen) < 1_000_000 or key in self._seen:
+            self._seen[key] = (raw, offsets)
+        return tuple(r + o for r, o in zip(raw, offsets, strict=True))
 
 
 async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
@@ -86,33 +142,112 @@ async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
     return await registry.stats()
 
 
+def _backend_label(backend: Any) -> str:
+    return type(backend).__name__.removesuffix("Backend").lower() or "backend"
+
+
+def _declared_up(backend: Any) -> bool | None:
+    """The backend's own health state, when it keeps one (``RedisBackend.health``)."""
+    health = getattr(backend, "health", None)
+    if health is None or callable(health):
+        return None
+    state = getattr(health, "state", health)
+    text = str(getattr(state, "value", state)).lower()
+    if text in ("up", "healthy", "ok", "available"):
+        return True
+    if text in ("down", "unhealthy", "unavailable", "failed"):
+        return False
+    return None
+
+
 async def collect_snapshot(
     *,
     registry: BreakerRegistry | None = None,
     dlq: DeadLetterQueue | None = None,
     now: float | None = None,
+    dlq_warning_threshold: int = 10,
+    dlq_critical_threshold: int = 50,
+    backend: Any = None,
 ) -> MetricsSnapshot:
     """Read every breaker (one round trip on Redis) and the DLQ statistics (one script).
 
-    Raises whatever the reads raise (:class:`~aioresil.BackendError` when Redis is down and
-    a breaker's policy is ``fail_closed``, or the DLQ cannot be read).
+    Never raises for a backend that cannot be read: that read's series are left out and
+    ``sources``/``backends`` say so (``/metrics`` keeps serving what this process knows).
     """
     if now is None:
         # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
         clock = getattr(dlq, "_clock", None)
         now = clock.time() if clock is not None else time.time()
-    breakers: tuple[BreakerStats, ...] = ()
+    sources: list[tuple[str, bool]] = []
+    failed: list[Any] = []
+    breakers: tuple[BreakerStats, ...] | None = ()
     if registry is not None:
-        breakers = tuple((await breaker_stats(registry)).values())
-    by_type: Mapping[str, int] | None = None
-    oldest_age = 0.0
+        try:
+            breakers = tuple((await breaker_stats(registry)).values())
+            sources.append(("breakers", True))
+        except Exception:
+            breakers = None
+            sources.append(("breakers", False))
+            failed.append(registry.backend)
+    snap: DlqSnapshot | None = None
+    spooled: dict[str, int] = {}
     if dlq is not None:
-        stats = await dlq.stats()
-        by_type = dict(stats["failures_by_task_type"])
-        oldest = stats["oldest_failure"]
-        if oldest is not None:
-            oldest_age = max(now - datetime.fromisoformat(oldest).timestamp(), 0.0)
-    return MetricsSnapshot(breakers, by_type, oldest_age, now)
+        spooled[dlq.name] = _spooled(dlq)
+        try:
+            stats = await dlq.stats()
+            sources.append(("dlq", True))
+        except Exception:
+            sources.append(("dlq", False))
+            failed.append(dlq.backend)
+        else:
+            oldest = stats["oldest_failure"]
+            age = 0.0
+            if oldest is not None:
+                age = max(now - datetime.fromisoformat(oldest).timestamp(), 0.0)
+            snap = DlqSnapshot(
+                queue=dlq.name,
+                entries=int(stats["total_failed_tasks"]),
+                by_type=dict(stats["failures_by_task_type"]),
+                oldest_age=age,
+                in_flight=int(stats.get("in_flight", 0)),
+                evicted=int(stats.get("evicted", 0)),
+                expired=int(stats.get("expired", 0)),
+                spooled=int(stats.get("spooled", spooled[dlq.name])),
+                warning_threshold=dlq_warning_threshold,
+                critical_threshold=dlq_critical_threshold,
+            )
+    backends: list[tuple[str, bool]] = []
+    seen: list[Any] = []
+    for candidate in (
+        backend,
+        getattr(registry, "backend", None),
+        getattr(dlq, "backend", None),
+    ):
+        if candidate is None or any(candidate is b for b in seen):
+            continue
+        seen.append(candidate)
+        declared = _declared_up(candidate)
+        up = declared if declared is not None else all(candidate is not b for b in failed)
+        label = _backend_label(candidate)
+        taken = sum(1 for name, _ in backends if name.split("-")[0] == label)
+        backends.append((label if not taken else f"{label}-{taken + 1}", up))
+    return MetricsSnapshot(
+        breakers=breakers,
+        dlq=snap,
+        backends=tuple(backends),
+        sources=tuple(sources),
+        spooled=spooled,
+        taken_at=now,
+    )
+
+
+def _spooled(dlq: DeadLetterQueue) -> int:
+    """Pushes waiting in this process's spool (read locally: known with Redis down)."""
+    spool = getattr(dlq, "_spool", None)
+    try:
+        return len(spool) if spool is not None else 0
+    except TypeError:
+        return 0
 
 
 def escape_label(value: str) -> str:
@@ -124,48 +259,209 @@ def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# --------------------------------------------------------------------------- families
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family: ``samples`` are ``(suffix, labels, value)`` (suffix ``_total``,
+    ``_bucket``, ... or ``""``)."""
+
+    name: str
+    type: str
+    help: str
+    samples: list[tuple[str, Labels, float]] = field(default_factory=list)
+
+    def add(self, value: float, *labels: tuple[str, str], suffix: str = "") -> None:
+        self.samples.append((suffix, labels, value))
+
+
+def families(
+    snapshot: MetricsSnapshot,
+    *,
+    monotonic: Monotonic | None = None,
+    calls: CallMetrics | None = None,
+) -> list[Family]:
+    """The snapshot (and this process's call metrics) as metric families, in render order."""
+    mono = monotonic if monotonic is not None else Monotonic()
+    out: list[Family] = []
+    breakers = snapshot.breakers or ()
+    state = Family(
+        "aioresil_circuitbreaker_state", "gauge", "1 for the breaker's current state, else 0"
+    )
+    calls_total = Family(
+        "aioresil_circuitbreaker_calls",
+        "counter",
+        "Calls that ran under the breaker, by outcome kind (monotonic across resets)",
+    )
+    rejected = Family(
+        "aioresil_circuitbreaker_not_permitted_calls",
+        "counter",
+        "Calls the breaker refused while open, forced open or out of trial permits",
+    )
+    slow = Family(
+        "aioresil_circuitbreaker_slow_calls",
+        "counter",
+        "Calls slower than the breaker's slow_call_duration",
+    )
+    failure_rate = Family(
+        "aioresil_circuitbreaker_failure_rate_ratio",
+        "gauge",
+        "Failure rate 0-1 over the breaker's window (absent until minimum_calls)",
+    )
+    slow_rate = Family(
+        "aioresil_circuitbreaker_slow_call_rate_ratio",
+        "gauge",
+        "Slow-call rate 0-1 over the breaker's window (absent until minimum_calls)",
+    )
+    consecutive = Family(
+        "aioresil_circuitbreaker_consecutive_failures",
+        "gauge",
+        "Failures in a row since the last success",
+    )
+    for stats in breakers:
+        name = ("name", stats.name)
+        current = stats.state.value
+        for value in STATES:
+            state.add(1 if value == current else 0, name, ("state", value))
+        counts = mono.group(
+            ("breaker", stats.name),
+            (
+                stats.success_count,
+                stats.failure_count,
+                stats.ignored_count,
+                stats.rejected_calls,
+                stats.slow_call_count,
+            ),
+        )
+        for kind, count in zip(CALL_KINDS, counts, strict=False):
+            calls_total.add(count, name, ("kind", kind), suffix="_total")
+        rejected.add(counts[3], name, suffix="_total")
+        slow.add(counts[4], name, suffix="_total")
+        if stats.failure_rate is not None:
+            failure_rate.add(stats.failure_rate, name)
+        if stats.slow_call_rate is not None:
+            slow_rate.add(stats.slow_call_rate, name)
+        consecutive.add(stats.consecutive_failures, name)
+    out += [state, calls_total, rejected, slow, failure_rate, slow_rate, consecutive]
+    if calls is not None:
+        out.append(calls.family())
+    if snapshot.dlq is not None:
+        out += _dlq_families(snapshot.dlq, mono)
+    elif snapshot.spooled:
+        spooled = Family("aioresil_dlq_spooled", "gauge", _SPOOLED_HELP)
+        for queue, count in sorted(snapshot.spooled.items()):
+            spooled.add(count, ("queue", queue))
+        out.append(spooled)
+    if snapshot.backends:
+        up = Family("aioresil_backend_up", "gauge", "1 when the backend answers, else 0")
+        for label, is_up in snapshot.backends:
+            up.add(1 if is_up else 0, ("backend", label))
+        out.append(up)
+    if snapshot.sources:
+        sources = Family(
+            "aioresil_metrics_source_up",
+            "gauge",
+            "1 when this scrape could read the source (breakers, dlq), else 0",
+        )
+        for label, ok in snapshot.sources:
+            sources.add(1 if ok else 0, ("source", label))
+        out.append(sources)
+    return out
+
+
+_SPOOLED_HELP = "Dead letters waiting in this process's spool for Redis to come back"
+
+
+def _dlq_families(dlq: DlqSnapshot, mono: Monotonic) -> list[Family]:
+    queue = ("queue", dlq.queue)
+    lost = mono.group(("dlq", dlq.queue), (dlq.evicted, dlq.expired))
+    rows: list[tuple[str, str, str, float]] = [
+        ("aioresil_dlq_entries", "gauge", "Dead letters waiting in the queue", dlq.entries),
+        (
+            "aioresil_dlq_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest dead letter (0 when empty)",
+            round(dlq.oldest_age, 3),
+        ),
+        ("aioresil_dlq_in_flight", "gauge", "Entries leased by a retry right now", dlq.in_flight),
+        (
+            "aioresil_dlq_evicted",
+            "counter",
+            "Entries dropped to make room (overflow=drop_oldest): lost dead letters",
+            lost[0],
+        ),
+        (
+            "aioresil_dlq_expired",
+            "counter",
+            "Entries removed by the retention period: lost dead letters",
+            lost[1],
+        ),
+        ("aioresil_dlq_spooled", "gauge", _SPOOLED_HELP, dlq.spooled),
+        (
+            "aioresil_dlq_warning_threshold",
+            "gauge",
+            "Entries from which /health/dlq is degraded",
+            dlq.warning_threshold,
+        ),
+        (
+            "aioresil_dlq_critical_threshold",
+            "gauge",
+            "Entries from which /health/dlq is unhealthy (503)",
+            dlq.critical_threshold,
+        ),
+    ]
+    out: list[Family] = []
+    for name, kind, text, value in rows:
+        family = Family(name, kind, text)
+        family.add(value, queue, suffix="_total" if kind == "counter" else "")
+        out.append(family)
+    by_type = Family("aioresil_dlq_entries_by_type", "gauge", "Dead letters waiting, by task type")
+    for task_type, count in sorted(dlq.by_type.items()):
+        by_type.add(count, queue, ("task_type", task_type))
+    out.insert(1, by_type)
+    return out
+
+
 def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(float(value))
 
 
-def render(snapshot: MetricsSnapshot) -> str:
-    """The text exposition of ``snapshot`` (ends with a newline, as the format requires)."""
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{escape_label(value)}"' for key, value in labels)
+    return "{" + inner + "}"
+
+
+def render_families(all_families: Iterable[Family]) -> str:
+    """The text exposition of ``all_families`` (ends with a newline, as the format requires)."""
     out: list[str] = []
     add = out.append
-    names = [(escape_label(s.name), s) for s in snapshot.breakers]
-    add("# HELP aioresil_circuitbreaker_state 1 for the circuit breaker's current state, else 0")
-    add("# TYPE aioresil_circuitbreaker_state gauge")
-    for label, stats in names:
-        current = stats.state.value
-        for state in STATES:
-            add(
-                f'aioresil_circuitbreaker_state{{name="{label}",state="{state}"}} '
-                f"{1 if state == current else 0}"
-            )
-    add("# HELP aioresil_circuitbreaker_calls_total Calls seen by the breaker, by outcome kind")
-    add("# TYPE aioresil_circuitbreaker_calls_total counter")
-    for label, stats in names:
-        for kind, count in zip(CALL_KINDS, calls_by_kind(stats), strict=True):
-            add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="{kind}"}} {count}')
-    add(
-        "# HELP aioresil_circuitbreaker_failure_rate Failure rate in percent over the window, "
-        "-1 when not computed"
-    )
-    add("# TYPE aioresil_circuitbreaker_failure_rate gauge")
-    for label, stats in names:
-        add(
-            f'aioresil_circuitbreaker_failure_rate{{name="{label}"}} '
-            f"{_number(failure_rate_percent(stats))}"
-        )
-    if snapshot.dlq_by_type is not None:
-        add("# HELP aioresil_dlq_entries Dead letters waiting, by task type")
-        add("# TYPE aioresil_dlq_entries gauge")
-        for task_type, count in sorted(snapshot.dlq_by_type.items()):
-            add(f'aioresil_dlq_entries{{task_type="{escape_label(task_type)}"}} {count}')
-        add("# HELP aioresil_dlq_oldest_age_seconds Age of the oldest dead letter (0 when empty)")
-        add("# TYPE aioresil_dlq_oldest_age_seconds gauge")
-        add(f"aioresil_dlq_oldest_age_seconds {_number(round(snapshot.dlq_oldest_age, 3))}")
+    for family in all_families:
+        # text format 0.0.4: a counter's family is named like its samples, with _total
+        head = f"{family.name}_total" if family.type == "counter" else family.name
+        add(f"# HELP {head} {family.help}")
+        add(f"# TYPE {head} {family.type}")
+        for suffix, labels, value in family.samples:
+            add(f"{family.name}{suffix}{_labels(labels)} {_number(value)}")
     out.append("")
     return "\n".join(out)
+
+
+def render(
+    snapshot: MetricsSnapshot,
+    *,
+    monotonic: Monotonic | None = None,
+    calls: CallMetrics | None = None,
+) -> str:
+    """The text exposition of ``snapshot`` (and of ``calls``, this process's histograms)."""
+    return render_families(families(snapshot, monotonic=monotonic, calls=calls))
