@@ -20,9 +20,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NoReturn, ParamSpec, Self, TypeVar
 
-import anyio
-import structlog
-
+from ._log import get_logger
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .clock import Clock, SystemClock
@@ -38,7 +36,7 @@ __all__ = ["BreakerStats", "CircuitBreaker"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_log = structlog.get_logger("aioresil")
+_log = get_logger("aioresil")
 
 _CLOSED = CircuitState.CLOSED
 _DISABLED = CircuitState.DISABLED
@@ -286,6 +284,9 @@ class CircuitBreaker:
             # Giving a trial permit back must survive the cancellation that ended the call:
             # inside a cancelled anyio scope (a Timeout policy, a task group) every await is
             # cancelled again at once. Shielded, and bounded so a dead backend cannot hang us.
+            # (anyio is imported here, not at the top: ``import aioresil`` stays light.)
+            import anyio
+
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
                 await self._settle(pending, exc_type)
             return
@@ -345,6 +346,12 @@ class CircuitBreaker:
         return guarded
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def handle(self) -> BreakerHandle:
+        """This breaker's handle in its backend (for registries and operator tools: read
+        many breakers at once with ``backend.read_breakers([b.handle for b in ...])``)."""
+        return self._handle
 
     @property
     def state(self) -> CircuitState:

@@ -254,7 +254,7 @@ async def test_checkpoint_store_lifecycle_runs_on_a_cluster(
             assert [c.version for c in await store.history(NAMES[3])] == [2, 1]
             page = await store.list(limit=100)
             assert sorted(e.task_id for e in page.entries) == sorted(NAMES)
-            assert page.cursor is None
+            assert page.next_cursor is None
             assert await store.delete(NAMES[0]) is True
             assert await store.load(NAMES[0]) is None
             assert len((await store.list()).entries) == len(NAMES) - 1
