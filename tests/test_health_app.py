@@ -379,8 +379,18 @@ async def test_admin_refuses_a_missing_or_wrong_token_and_changes_nothing(
     async with client_for(health_app(registry=registry, admin_token=TOKEN)) as client:
         response = await client.post("/admin/breakers/payments/reset", headers=headers)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["www-authenticate"] == 'Bearer realm="aioresil"'
     assert (await registry.get("payments").stats()).state is CircuitState.OPEN
+
+
+async def test_the_bearer_scheme_is_case_insensitive(registry: BreakerRegistry) -> None:
+    await trip(registry, "payments")
+    async with client_for(health_app(registry=registry, admin_token=TOKEN)) as client:
+        response = await client.post(
+            "/admin/breakers/payments/reset", headers={"Authorization": f"bearer {TOKEN}"}
+        )
+    assert response.status_code == 200
+    assert (await registry.get("payments").stats()).state is CircuitState.CLOSED
 
 
 async def test_admin_resets_and_forces_open_a_breaker(registry: BreakerRegistry) -> None:
@@ -389,11 +399,23 @@ async def test_admin_resets_and_forces_open_a_breaker(registry: BreakerRegistry)
     async with client_for(app) as client:
         reset = await client.post("/admin/breakers/pay%2Fments%20eu/reset", headers=AUTH)
         assert (await registry.get("pay/ments eu").stats()).state is CircuitState.CLOSED
-        opened = await client.post("/admin/breakers/pay%2Fments%20eu/open", headers=AUTH)
+        opened = await client.post("/admin/breakers/pay%2Fments%20eu/force_open", headers=AUTH)
+        await registry.get("pay/ments eu").reset()
+        alias = await client.post("/admin/breakers/pay%2Fments%20eu/open", headers=AUTH)
         unknown = await client.post("/admin/breakers/never-made/reset", headers=AUTH)
         wrong_method = await client.get("/admin/breakers/pay%2Fments%20eu/open", headers=AUTH)
-    assert reset.json() == {"name": "pay/ments eu", "state": "closed"}
-    assert opened.json() == {"name": "pay/ments eu", "state": "forced_open"}
+    assert (reset.json()["name"], reset.json()["state"]) == ("pay/ments eu", "closed")
+    assert reset.json()["action"] == "reset"
+    assert reset.json()["breaker"]["state"] == "closed"
+    assert (opened.json()["name"], opened.json()["state"]) == ("pay/ments eu", "forced_open")
+    assert "deprecation" not in opened.headers
+    # The first version's path still works, marked deprecated with a link to the new one.
+    assert alias.json()["state"] == "forced_open"
+    assert alias.headers["deprecation"] == "true"
+    assert (
+        alias.headers["link"]
+        == '</admin/breakers/pay%2Fments%20eu/force_open>; rel="successor-version"'
+    )
     assert (await registry.get("pay/ments eu").stats()).state is CircuitState.FORCED_OPEN
     assert unknown.status_code == 404
     assert "never-made" not in registry
@@ -415,20 +437,31 @@ async def test_admin_removes_purges_and_retries_dead_letters(
     retry_me = await dlq.push("sms", {"n": 4}, "down")
     app = health_app(dlq=dlq, admin_token=TOKEN, dlq_retry_handler=handler)
     async with client_for(app) as client:
-        removed = await client.post(f"/admin/dlq/entries/{gone}/remove", headers=AUTH)
+        removed = await client.delete(f"/admin/dlq/entries/{gone}", headers=AUTH)
         missing = await client.post(f"/admin/dlq/entries/{gone}/remove", headers=AUTH)
         purged = await client.post("/admin/dlq/purge?older_than=2d", headers=AUTH)
         no_age = await client.post("/admin/dlq/purge", headers=AUTH)
         bad_age = await client.post("/admin/dlq/purge?older_than=soon", headers=AUTH)
+        huge_age = await client.post(
+            "/admin/dlq/purge?older_than=99999999999999999999999d", headers=AUTH
+        )
+        huge_body = await client.post(
+            "/admin/dlq/purge", headers=AUTH, json={"older_than_seconds": 1e308}
+        )
         retried_ok = await client.post(f"/admin/dlq/entries/{retry_me}/retry", headers=AUTH)
         retried_missing = await client.post(f"/admin/dlq/entries/{retry_me}/retry", headers=AUTH)
     assert removed.json() == {"id": gone, "removed": True}
     assert missing.status_code == 404
-    assert purged.json()["removed"] == 1
+    assert missing.headers["deprecation"] == "true"
+    assert purged.json()["purged"] == 1
     assert await dlq.get(old) is None
     assert no_age.status_code == 400
     assert bad_age.status_code == 400
     assert "not a duration" in bad_age.json()["error"]
+    assert huge_age.status_code == 400  # not an outage (503), not a crash (500)
+    assert "too long" in huge_age.json()["error"]
+    assert huge_body.status_code == 400
+    assert "older_than_seconds must be a number >= 0" in huge_body.json()["error"]
     assert retried_ok.json() == {"id": retry_me, "succeeded": True}
     assert [letter.id for letter in retried] == [retry_me]
     assert retried_missing.status_code == 404
@@ -441,7 +474,7 @@ async def test_admin_retry_without_a_handler_explains_and_keeps_the_entry(
     entry = await dlq.push("email", {"n": 1}, "down")
     async with client_for(health_app(dlq=dlq, admin_token=TOKEN)) as client:
         response = await client.post(f"/admin/dlq/entries/{entry}/retry", headers=AUTH)
-    assert response.status_code == 404
+    assert response.status_code == 400
     assert "dlq_retry_handler" in response.json()["error"]
     assert await dlq.get(entry) is not None
 

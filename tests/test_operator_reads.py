@@ -57,9 +57,7 @@ class Monitor:
         names = [str(c["command"]) for c in commands]
         first = next(i for i, n in enumerate(names) if start in n)
         last = next(i for i, n in enumerate(names) if end in n)
-        return [
-            names[i] for i in range(first + 1, last) if commands[i].get("client_type") != "lua"
-        ]
+        return [names[i] for i in range(first + 1, last) if commands[i].get("client_type") != "lua"]
 
     def close(self) -> None:
         self._client.close()  # ends next_command() in the thread

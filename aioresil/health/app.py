@@ -36,7 +36,9 @@ from urllib.parse import unquote
 
 from .._version import __version__
 from ..core.states import CircuitState
-from .admin import AdminRoutes, Reply
+from ..web.admin import AdminApi
+from ..web.asgi import AdminToken, lifespan, send_response
+from .admin import Reply
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Monotonic, breaker_stats, collect_snapshot, render
 
@@ -117,10 +119,11 @@ class HealthApp:
             if candidate is not None and all(candidate is not b for b in self.backends):
                 self.backends.append(candidate)
         self._secrets = _secrets_of(self.backends)
-        self.admin = (
-            None
-            if admin_token is None
-            else AdminRoutes(admin_token, registry, dlq, dlq_retry_handler)
+        self.admin = AdminApi(
+            token=None if admin_token is None else AdminToken(admin_token),
+            registry=registry,
+            dlq=dlq,
+            retry_handler=dlq_retry_handler,
         )
         self.dashboard: Any = None
         if dashboard:
@@ -147,7 +150,7 @@ class HealthApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if kind != "http":
             return  # websockets: not ours; closing without accepting refuses them
@@ -178,20 +181,25 @@ class HealthApp:
                 status, content_type, body = _render(await route(), flavour)
             await _send(send, status, body, content_type, (), head=method == "HEAD")
             return
-        if self.admin is not None and path.startswith("/admin/"):
+        if self.admin.enabled and path.startswith("/admin/"):
             segments = [unquote(s) for s in _raw_path(scope, root).split("/")[2:]]
-            if self.admin.match(segments):
-                if method != "POST":
-                    await _reply(send, Reply(405, {"error": f"{method} not allowed"}, _ALLOW_POST))
-                elif not self.admin.authorized(headers):
-                    await _reply(send, _UNAUTHORIZED)
-                else:
-                    try:
-                        reply = await self.admin.handle(segments, scope["query_string"])
-                        self._cache.clear()  # the next read shows what the action did
-                    except Exception as exc:  # Redis down, corrupt entry: 503, never a 500
-                        reply = self._failure(exc)
-                    await _reply(send, reply)
+            try:
+                answer = await self.admin.handle(
+                    method,
+                    segments,
+                    query=scope.get("query_string", b""),
+                    headers=headers,
+                    receive=receive,
+                    base=f"{root}/admin",
+                )
+            except Exception as exc:  # Redis down, corrupt entry: 503, never a 500
+                answer = None
+                await _reply(send, self._failure(exc))
+                return
+            if answer is not None:
+                if answer.status < 400:
+                    self._cache.clear()  # the next read shows what the action did
+                await _reply(send, Reply(answer.status, answer.body, answer.headers))
                 return
         await _reply(send, Reply(404, {"error": "not found", "path": path[:200]}))
 
@@ -340,12 +348,10 @@ class HealthApp:
         return text[:500]
 
     def __repr__(self) -> str:
-        return f"HealthApp(service={self.service!r}, admin={self.admin is not None})"
+        return f"HealthApp(service={self.service!r}, admin={self.admin.enabled})"
 
 
 _ALLOW_GET = ((b"allow", b"GET, HEAD"),)
-_ALLOW_POST = ((b"allow", b"POST"),)
-_UNAUTHORIZED = Reply(401, {"error": "unauthorized"}, ((b"www-authenticate", b"Bearer"),))
 
 
 def _secrets_of(backends: list[Any]) -> list[str]:
@@ -383,15 +389,7 @@ async def _send(
     *,
     head: bool = False,
 ) -> None:
-    """One complete response; ``head``: the GET response's headers without its body."""
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await send_response(send, status, body, content_type, extra, head=head)
 
 
 def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
@@ -414,16 +412,6 @@ def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
 async def _reply(send: Send, reply: Reply) -> None:
     status, content_type, body = _render(reply)
     await _send(send, status, body, content_type, reply.headers)
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def health_app(
@@ -454,8 +442,9 @@ def health_app(
         dlq_critical_threshold: entries from which it is ``unhealthy`` (503).
         open_circuit_is_unhealthy: an open circuit makes ``/health/circuit-breakers``
             ``unhealthy`` (503) instead of ``degraded`` (200).
-        admin_token: enables the ``POST /admin/...`` routes (:mod:`aioresil.health.admin`),
-            at least 16 characters; ``None`` (default): no admin routes at all.
+        admin_token: enables the ``/admin/...`` routes (:mod:`aioresil.health.admin`, the
+            admin API of :mod:`aioresil.web.admin`), at least 16 printable ASCII characters;
+            ``None`` (default): no admin routes at all.
         dlq_retry_handler: ``async handler(dead_letter)`` run by ``POST
             /admin/dlq/entries/<id>/retry``; without it that route answers 404.
         cache_ttl: seconds a breakers, DLQ or metrics answer is reused. ``0`` (default):
