@@ -36,7 +36,12 @@ async def _cell(label: str, backend: object, breakers: int, rounds: int) -> list
         samples.append((time.perf_counter() - started) * 1e3)
         assert status == 200
     samples.sort()
-    return [label, f"{breakers:,}", f"{percentile(samples, 0.5):.1f}", f"{percentile(samples, 0.99):.1f}"]
+    return [
+        label,
+        f"{breakers:,}",
+        f"{percentile(samples, 0.5):.1f}",
+        f"{percentile(samples, 0.99):.1f}",
+    ]
 
 
 async def main(smoke: bool) -> str:

@@ -43,10 +43,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..breaker import BreakerStats
 from ..core.states import CircuitState
+from ..exceptions import BackendError
+from .rows import BreakerRow, row_from_stats, rows_from_readings
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -56,11 +59,13 @@ __all__ = [
     "CALL_KINDS",
     "CONTENT_TYPE",
     "STATES",
+    "BreakerFigures",
     "DlqSnapshot",
     "Family",
     "FamilySource",
     "MetricsSnapshot",
     "Monotonic",
+    "breaker_rows",
     "breaker_stats",
     "collect_snapshot",
     "escape_label",
@@ -71,6 +76,9 @@ __all__ = [
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CALL_KINDS = ("successful", "failed", "ignored")
 STATES = tuple(state.value for state in CircuitState)
+
+BreakerFigures = BreakerStats | BreakerRow
+"""A breaker's figures: a :class:`~aioresil.BreakerStats` or a row with the same fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +106,7 @@ class MetricsSnapshot:
     succeeded, ``backends`` whether each backend is up.
     """
 
-    breakers: tuple[BreakerStats, ...] | None = ()
+    breakers: tuple[BreakerFigures, ...] | None = ()
     dlq: DlqSnapshot | None = None
     backends: tuple[tuple[str, bool], ...] = ()
     sources: tuple[tuple[str, bool], ...] = ()
@@ -141,6 +149,17 @@ class Monotonic:
         if offsets is None:
             return raw  # the common case: never reset while this exporter ran
         return tuple(r + o for r, o in zip(raw, offsets, strict=True))
+
+
+async def breaker_rows(registry: BreakerRegistry | None) -> list[BreakerRow]:
+    """Every breaker's row from one registry read (one round trip on Redis); when the backend
+    cannot answer, each breaker's own policy answers (local fallback or error)."""
+    if registry is None:
+        return []
+    try:
+        return rows_from_readings(await registry.readings())
+    except BackendError:
+        return [row_from_stats(stats) for stats in (await registry.stats()).values()]
 
 
 async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
@@ -187,10 +206,10 @@ async def collect_snapshot(
         now = clock.time() if clock is not None else time.time()
     sources: list[tuple[str, bool]] = []
     failed: list[Any] = []
-    breakers: tuple[BreakerStats, ...] | None = ()
+    breakers: tuple[BreakerFigures, ...] | None = ()
     if registry is not None:
         try:
-            breakers = tuple((await breaker_stats(registry)).values())
+            breakers = tuple(await breaker_rows(registry))
             sources.append(("breakers", True))
         except Exception:
             breakers = None
@@ -330,7 +349,7 @@ _STATE, _CALLS, _REJECTED, _SLOW, _FAILURE_RATE, _SLOW_RATE, _CONSECUTIVE = (
 )
 
 
-def _counts(stats: BreakerStats, mono: Monotonic) -> tuple[int, ...]:
+def _counts(stats: BreakerFigures, mono: Monotonic) -> tuple[int, ...]:
     """(successful, failed, ignored, rejected, slow), monotonic across resets."""
     return mono.group(
         ("breaker", stats.name),
@@ -386,7 +405,7 @@ def families(
 _SPOOLED_HELP = "Dead letters waiting in this process's spool for Redis to come back"
 
 
-def _breaker_families(breakers: tuple[BreakerStats, ...], mono: Monotonic) -> list[Family]:
+def _breaker_families(breakers: tuple[BreakerFigures, ...], mono: Monotonic) -> list[Family]:
     state, calls_total, rejected, slow, failure_rate, slow_rate, consecutive = (
         Family(*spec)
         for spec in (_STATE, _CALLS, _REJECTED, _SLOW, _FAILURE_RATE, _SLOW_RATE, _CONSECUTIVE)
@@ -415,20 +434,34 @@ def _head(spec: tuple[str, str, str]) -> list[str]:
     return [f"# HELP {head} {text}", f"# TYPE {head} {kind}"]
 
 
-def _render_breakers(breakers: tuple[BreakerStats, ...], mono: Monotonic) -> list[str]:
+@lru_cache(maxsize=65536)
+def _label(name: str) -> str:
+    return escape_label(name)
+
+
+def _state_template(current: str) -> list[str]:
+    text = "\n".join(
+        f'aioresil_circuitbreaker_state{{name="\x00",state="{state}"}} '
+        f"{1 if state == current else 0}"
+        for state in STATES
+    )
+    return text.split("\x00")
+
+
+# Per current state, the breaker's state lines split around its label: one join each.
+_STATE_LINES = {state: _state_template(state.value) for state in CircuitState}
+
+
+def _render_breakers(breakers: tuple[BreakerFigures, ...], mono: Monotonic) -> list[str]:
     """The breaker families as text lines, written directly: with thousands of breakers
     this is most of ``/metrics``, and the generic :class:`Family` path costs ~5x more."""
-    labels = [(stats, escape_label(stats.name)) for stats in breakers]
+    labels = [(stats, _label(stats.name)) for stats in breakers]
     counts = [_counts(stats, mono) for stats in breakers]
     lines = _head(_STATE)
     add = lines.append
+    templates = _STATE_LINES
     for stats, label in labels:
-        current = stats.state.value
-        for value in STATES:
-            add(
-                f'aioresil_circuitbreaker_state{{name="{label}",state="{value}"}} '
-                f"{1 if value == current else 0}"
-            )
+        add(label.join(templates[stats.state]))
     lines += _head(_CALLS)
     for (_, label), row in zip(labels, counts, strict=True):
         add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {row[0]}')
