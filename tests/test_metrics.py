@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -153,7 +154,7 @@ async def test_breaker_and_queue_series_match_the_stats(
     assert samples(parsed["aioresil_dlq_spooled"]) == {queue: 0}
     assert samples(parsed["aioresil_dlq_warning_threshold"]) == {queue: 3}
     assert samples(parsed["aioresil_dlq_critical_threshold"]) == {queue: 7}
-    kind = "memory" if isinstance(registry.backend, MemoryBackend) else "redis"
+    kind = "memory" if isinstance(registry.backend, MemoryBackend) else "redis:aioresil"
     assert samples(parsed["aioresil_backend_up"]) == {(("backend", kind),): 1}
     promtool_check(text)
 
@@ -233,7 +234,9 @@ async def test_the_call_duration_histogram_has_a_series_per_outcome(clock: FakeC
 
 
 @pytest.mark.redis_server
-async def test_with_redis_down_metrics_keep_the_local_series(clock: FakeClock) -> None:
+async def test_with_redis_down_metrics_keep_the_local_series(
+    clock: FakeClock, tmp_path: Path
+) -> None:
     from aioresil import RedisBackend
 
     down = RedisBackend.from_url(
@@ -247,13 +250,14 @@ async def test_with_redis_down_metrics_keep_the_local_series(clock: FakeClock) -
         calls.observe_registry(registry)
         async with registry.get("payments"):  # judged by the in-process fallback
             pass
-        dlq = DeadLetterQueue(down, name="jobs")
+        # a spool file: the entry survives this process (closing warns otherwise)
+        dlq = DeadLetterQueue(down, name="jobs", spool_path=tmp_path / "spool.jsonl")
         await dlq.push("email", {}, "down")  # spooled in this process
         text = await scrape(health_app(registry=registry, dlq=dlq, call_metrics=calls))
     finally:
         await down.aclose()
     parsed = parse(text)
-    assert samples(parsed["aioresil_backend_up"]) == {(("backend", "redis"),): 0}
+    assert samples(parsed["aioresil_backend_up"]) == {(("backend", "redis:aioresil"),): 0}
     sources = samples(parsed["aioresil_metrics_source_up"])
     assert sources[(("source", "dlq"),)] == 0
     assert samples(parsed["aioresil_dlq_spooled"]) == {(("queue", "jobs"),): 1}

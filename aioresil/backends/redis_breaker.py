@@ -346,6 +346,11 @@ class RedisBreakerHandle:
             )
         except BackendUnavailableError as error:
             self._outage(error, now)
+            fallback = self._fallback
+            if fallback is not None and not permit.token:
+                # The outcome that found the outage still counts, on the local breaker: a
+                # threshold of 5 lets exactly 5 failing calls through during an outage.
+                self._fallback_record(Permit(-fallback.generation), outcome, now, duration)
 
     # ------------------------------------------------------------------ batching
 
@@ -577,6 +582,18 @@ class RedisBreakerHandle:
             return
         self._probe_task = asyncio.get_running_loop().create_task(self._probe())
         self.backend.track(self._probe_task)
+
+    def backend_down(self, reason: str) -> None:
+        """The shared backend was marked unavailable (by any operation on it): apply the
+        policy now, so this breaker's next call is decided locally instead of racing the
+        detection (zero cost on the hot path: the view changes, not the checks)."""
+        self._outage(BackendUnavailableError(reason), self._mono())
+
+    async def backend_back(self) -> None:
+        """The backend's own probe reached Redis again: leave the fallback now, not at the
+        next ``RECONNECT_INTERVAL`` ping."""
+        if self._fallback is not None:
+            await self._probe()
 
     async def _probe(self) -> None:
         try:

@@ -25,10 +25,13 @@ Prometheus expects (the README has the table with each resilience4j counterpart)
   signals ``aioresil_dlq_evicted_total``, ``aioresil_dlq_expired_total``,
   ``aioresil_dlq_spooled`` (pushes waiting in this process while Redis is unreachable) and the
   thresholds ``aioresil_dlq_warning_threshold`` / ``aioresil_dlq_critical_threshold``.
-* ``aioresil_backend_up{backend}``: 1 when the backend answered this scrape's reads (or its
-  health state says so), else 0; ``aioresil_metrics_source_up{source}``: whether the breakers
-  and the DLQ could be read. A read that fails leaves its series out but every other series,
-  including this process's own, is still served (``/metrics`` stays 200 with Redis down).
+* ``aioresil_backend_up{backend}``: 1 while a shared backend serves calls, 0 while it is
+  marked unavailable (its health state machine, :mod:`aioresil.backends.backend_health`;
+  for a backend without one, whether this scrape's reads succeeded);
+  ``aioresil_metrics_source_up{source}``: whether the breakers and the DLQ could be read.
+  A read that fails leaves its series out but every other series, including this process's
+  own and each breaker's state as this process sees it, is still served (``/metrics`` stays
+  200 with Redis down).
 
 Example::
 
@@ -65,11 +68,13 @@ __all__ = [
     "FamilySource",
     "MetricsSnapshot",
     "Monotonic",
+    "backend_status",
     "breaker_rows",
     "breaker_stats",
     "collect_snapshot",
     "escape_label",
     "families",
+    "local_snapshot",
     "render",
 ]
 
@@ -112,6 +117,10 @@ class MetricsSnapshot:
     sources: tuple[tuple[str, bool], ...] = ()
     spooled: Mapping[str, int] = field(default_factory=dict)
     taken_at: float = 0.0
+    local_states: tuple[tuple[str, CircuitState], ...] = ()
+    """Breaker states from this process's local views, rendered when ``breakers`` is None."""
+    error: str | None = None
+    """``"Class: message"`` of the first read that failed (shown as a comment)."""
 
 
 class Monotonic:
@@ -172,18 +181,72 @@ def _backend_label(backend: Any) -> str:
     return type(backend).__name__.removesuffix("Backend").lower() or "backend"
 
 
-def _declared_up(backend: Any) -> bool | None:
-    """The backend's own health state, when it keeps one (``RedisBackend.health``)."""
+def _declared(backend: Any) -> tuple[str, bool] | None:
+    """``(name, up)`` from the backend's health state machine, when it has one
+    (``RedisBackend.health``: up unless UNAVAILABLE)."""
     health = getattr(backend, "health", None)
-    if health is None or callable(health):
+    stats = getattr(health, "stats", None)
+    if not callable(stats):
         return None
-    state = getattr(health, "state", health)
-    text = str(getattr(state, "value", state)).lower()
-    if text in ("up", "healthy", "ok", "available"):
-        return True
-    if text in ("down", "unhealthy", "unavailable", "failed"):
-        return False
-    return None
+    try:
+        return str(getattr(health, "name", "backend")), bool(stats().up)
+    except Exception:
+        return None
+
+
+def backend_status(
+    backends: Iterable[Any], failed: Iterable[Any] = ()
+) -> tuple[tuple[str, bool], ...]:
+    """``(label, up)`` per distinct backend: its health state when it keeps one, else
+    whether none of this scrape's reads on it failed."""
+    down = list(failed)
+    out: list[tuple[str, bool]] = []
+    seen: list[Any] = []
+    for candidate in backends:
+        if candidate is None or any(candidate is b for b in seen):
+            continue
+        seen.append(candidate)
+        declared = _declared(candidate)
+        if declared is not None:
+            label, up = declared
+        else:
+            label, up = _backend_label(candidate), all(candidate is not b for b in down)
+        taken = sum(1 for name, _ in out if name == label or name.startswith(label + "-"))
+        out.append((label if not taken else f"{label}-{taken + 1}", up))
+    return tuple(out)
+
+
+def _local_states(registry: BreakerRegistry | None) -> tuple[tuple[str, CircuitState], ...]:
+    """Each breaker's state as this process's local view has it (no I/O)."""
+    if registry is None:
+        return ()
+    return tuple((breaker.name, breaker.state) for breaker in registry)
+
+
+def local_snapshot(
+    *,
+    registry: BreakerRegistry | None = None,
+    dlq: DeadLetterQueue | None = None,
+    backend: Any = None,
+    why: str,
+) -> MetricsSnapshot:
+    """What ``/metrics`` knows without reading any backend (its reads timed out): local
+    breaker states, this process's spool, backends as their health states say (else down)."""
+    every = [backend, getattr(registry, "backend", None), getattr(dlq, "backend", None)]
+    sources = tuple(
+        (source, False)
+        for source, present in (("breakers", registry), ("dlq", dlq))
+        if present is not None
+    )
+    return MetricsSnapshot(
+        breakers=None,
+        backends=backend_status(every, failed=every),
+        sources=sources,
+        spooled={} if dlq is None else {dlq.name: _spooled(dlq)},
+        taken_at=time.time(),
+        local_states=_local_states(registry),
+        error=why,
+    )
 
 
 async def collect_snapshot(
@@ -206,15 +269,19 @@ async def collect_snapshot(
         now = clock.time() if clock is not None else time.time()
     sources: list[tuple[str, bool]] = []
     failed: list[Any] = []
+    errors: list[str] = []
     breakers: tuple[BreakerFigures, ...] | None = ()
+    local: tuple[tuple[str, CircuitState], ...] = ()
     if registry is not None:
         try:
             breakers = tuple(await breaker_rows(registry))
             sources.append(("breakers", True))
-        except Exception:
+        except Exception as exc:
             breakers = None
+            local = _local_states(registry)
             sources.append(("breakers", False))
             failed.append(registry.backend)
+            errors.append(f"{type(exc).__name__}: {exc}")
     snap: DlqSnapshot | None = None
     spooled: dict[str, int] = {}
     if dlq is not None:
@@ -222,9 +289,10 @@ async def collect_snapshot(
         try:
             stats = await dlq.stats()
             sources.append(("dlq", True))
-        except Exception:
+        except Exception as exc:
             sources.append(("dlq", False))
             failed.append(dlq.backend)
+            errors.append(f"{type(exc).__name__}: {exc}")
         else:
             oldest = stats["oldest_failure"]
             age = 0.0
@@ -242,28 +310,18 @@ async def collect_snapshot(
                 warning_threshold=dlq_warning_threshold,
                 critical_threshold=dlq_critical_threshold,
             )
-    backends: list[tuple[str, bool]] = []
-    seen: list[Any] = []
-    for candidate in (
-        backend,
-        getattr(registry, "backend", None),
-        getattr(dlq, "backend", None),
-    ):
-        if candidate is None or any(candidate is b for b in seen):
-            continue
-        seen.append(candidate)
-        declared = _declared_up(candidate)
-        up = declared if declared is not None else all(candidate is not b for b in failed)
-        label = _backend_label(candidate)
-        taken = sum(1 for name, _ in backends if name.split("-")[0] == label)
-        backends.append((label if not taken else f"{label}-{taken + 1}", up))
+    backends = backend_status(
+        (backend, getattr(registry, "backend", None), getattr(dlq, "backend", None)), failed
+    )
     return MetricsSnapshot(
         breakers=breakers,
         dlq=snap,
-        backends=tuple(backends),
+        backends=backends,
         sources=tuple(sources),
         spooled=spooled,
         taken_at=now,
+        local_states=local,
+        error=errors[0] if errors else None,
     )
 
 
@@ -282,6 +340,8 @@ def escape_label(value: str) -> str:
     >>> escape_label('a"b\\c')
     'a\\"b\\\\c'
     """
+    # A lone surrogate has no UTF-8 form: written as the text \udcff (then escaped as any \).
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -375,7 +435,7 @@ def families(
     mono = monotonic if monotonic is not None else Monotonic()
     out: list[Family] = []
     if breakers:
-        out += _breaker_families(snapshot.breakers or (), mono)
+        out += _breaker_families(snapshot.breakers or (), mono, snapshot.local_states)
     if calls is not None:
         out.append(calls.family())
     if snapshot.dlq is not None:
@@ -405,7 +465,11 @@ def families(
 _SPOOLED_HELP = "Dead letters waiting in this process's spool for Redis to come back"
 
 
-def _breaker_families(breakers: tuple[BreakerFigures, ...], mono: Monotonic) -> list[Family]:
+def _breaker_families(
+    breakers: tuple[BreakerFigures, ...],
+    mono: Monotonic,
+    local_states: tuple[tuple[str, CircuitState], ...] = (),
+) -> list[Family]:
     state, calls_total, rejected, slow, failure_rate, slow_rate, consecutive = (
         Family(*spec)
         for spec in (_STATE, _CALLS, _REJECTED, _SLOW, _FAILURE_RATE, _SLOW_RATE, _CONSECUTIVE)
@@ -425,6 +489,10 @@ def _breaker_families(breakers: tuple[BreakerFigures, ...], mono: Monotonic) -> 
         if stats.slow_call_rate is not None:
             slow_rate.add(stats.slow_call_rate, name)
         consecutive.add(stats.consecutive_failures, name)
+    if not breakers:
+        for label, current in local_states:
+            for value in STATES:
+                state.add(1 if value == current.value else 0, ("name", label), ("state", value))
     return [state, calls_total, rejected, slow, failure_rate, slow_rate, consecutive]
 
 
@@ -452,7 +520,11 @@ def _state_template(current: str) -> list[str]:
 _STATE_LINES = {state: _state_template(state.value) for state in CircuitState}
 
 
-def _render_breakers(breakers: tuple[BreakerFigures, ...], mono: Monotonic) -> list[str]:
+def _render_breakers(
+    breakers: tuple[BreakerFigures, ...],
+    mono: Monotonic,
+    local_states: tuple[tuple[str, CircuitState], ...] = (),
+) -> list[str]:
     """The breaker families as text lines, written directly: with thousands of breakers
     this is most of ``/metrics``, and the generic :class:`Family` path costs ~5x more."""
     labels = [(stats, _label(stats.name)) for stats in breakers]
@@ -462,6 +534,9 @@ def _render_breakers(breakers: tuple[BreakerFigures, ...], mono: Monotonic) -> l
     templates = _STATE_LINES
     for stats, label in labels:
         add(label.join(templates[stats.state]))
+    if not labels:  # the backend could not be read: the states this process sees
+        for name, state in local_states:
+            add(_label(name).join(templates[state]))
     lines += _head(_CALLS)
     for (_, label), row in zip(labels, counts, strict=True):
         add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {row[0]}')
@@ -586,6 +661,6 @@ def render(
 ) -> str:
     """The text exposition of ``snapshot`` (and of ``calls``, this process's histograms)."""
     mono = monotonic if monotonic is not None else Monotonic()
-    lines = _render_breakers(snapshot.breakers or (), mono)
+    lines = _render_breakers(snapshot.breakers or (), mono, snapshot.local_states)
     rest = render_families(families(snapshot, monotonic=mono, calls=calls, breakers=False))
     return "\n".join(lines) + "\n" + rest
