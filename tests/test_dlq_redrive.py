@@ -74,9 +74,9 @@ async def test_failed_redrives_back_off_then_park_and_unpark(redis_url: str) -> 
         assert [p.id for p in await redrive.parked()] == [bad_id]
         # Visible in the metrics and the dashboard's API.
         text = render(await collect_snapshot(dlq=dlq))
-        assert 'aioresil_dlq_redrive_entries{state="parked"} 1' in text
-        assert 'aioresil_dlq_redrive_total{outcome="handled"} 1' in text
-        assert 'aioresil_dlq_redrive_total{outcome="failed"} 3' in text
+        assert 'aioresil_dlq_redrive_entries{queue="orders",state="parked"} 1' in text
+        assert 'aioresil_dlq_redrive_total{queue="orders",outcome="handled"} 1' in text
+        assert 'aioresil_dlq_redrive_total{queue="orders",outcome="failed"} 3' in text
         transport = httpx.ASGITransport(app=dashboard_app(dlq=dlq))
         async with httpx.AsyncClient(transport=transport, base_url="http://dash") as web:
             body = (await web.get("/api/dlq/stats")).json()
