@@ -13,7 +13,6 @@ module ``__getattr__`` below (type checkers see them through the ``TYPE_CHECKING
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .backends.backend_health import BackendHealthStats, BackendState, BackendStateChanged
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .breaker import BreakerStats, CircuitBreaker
@@ -51,6 +50,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from .backends.backend_health import BackendHealthStats, BackendState, BackendStateChanged
     from .backends.redis import RedisBackend
     from .fleet import (
         FleetRetryBudget,
@@ -122,6 +122,9 @@ if TYPE_CHECKING:
 
 # name -> module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
+    "BackendHealthStats": ".backends.backend_health",
+    "BackendState": ".backends.backend_health",
+    "BackendStateChanged": ".backends.backend_health",
     "AdaptiveTimeout": ".policies",
     "Alternative": ".policies",
     "Attempt": ".policies",

@@ -585,7 +585,7 @@ class SlowRegistry:
 
     def __init__(self, inner: BreakerRegistry) -> None:
         self.inner = inner
-        self.backend = type("Bulk", (), {"read_breakers": True})()
+        self.backend = inner.backend
         self.reads = 0
         self.release = asyncio.Event()
 

@@ -25,7 +25,9 @@ NOT_LOADED_BY_IMPORT = (
     "aioresil.stores",
     "aioresil.backends.redis",
     "aioresil.backends.scripts",
+    "aioresil.backends.backend_health",
     "anyio",
+    "asyncio",
     "redis",
     "structlog",
 )

@@ -20,6 +20,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..backends.base import BreakerBackend
+
 if TYPE_CHECKING:
     from ..backends.base import ScriptRunner
 
@@ -72,7 +74,7 @@ class Split:
 
 def check_backend(backend: object, what: str) -> None:
     """A clear error at construction for anything that is not a backend."""
-    if not callable(getattr(backend, "open_storage", None)):
+    if not isinstance(backend, BreakerBackend):
         raise TypeError(
             f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}"
         )

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..backends.base import BreakerBackend
 from ..breaker import BreakerStats
 from ..core.states import CircuitState
 from ..exceptions import BackendError
@@ -189,7 +190,7 @@ def _backend_label(backend: Any) -> str:
 def _declared(backend: Any) -> tuple[str, bool] | None:
     """``(name, up)`` from the backend's health state machine, when it has one
     (``RedisBackend.health``: up unless UNAVAILABLE)."""
-    health = getattr(backend, "health", None)
+    health = backend.health if isinstance(backend, BreakerBackend) else None
     stats = getattr(health, "stats", None)
     if not callable(stats):
         return None

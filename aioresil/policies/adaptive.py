@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from ..backends.base import ScriptRunner
+from ..backends.base import BreakerBackend, ScriptRunner
 from ..backends.keys import encode_name
 from ..backends.memory import MemoryBackend
 from ..backends.scripts import load_script
@@ -169,7 +169,7 @@ class AdaptiveTimeout:
         if isinstance(x, bool) or not isinstance(x, int | float) or not 0 < x < 1:
             raise ValueError(f"expand_above must be a fraction with 0 < x < 1, got {x!r}")
         backend = self.backend
-        if backend is not None and not callable(getattr(backend, "open_storage", None)):
+        if backend is not None and not isinstance(backend, BreakerBackend):
             raise TypeError(f"backend must be a MemoryBackend or a RedisBackend, got {backend!r}")
         if self.name is not None:
             encode_name(self.name)
