@@ -7,7 +7,7 @@ Why some names load lazily: ``import aioresil`` should cost what one breaker nee
 breaker, its config, states, events, exceptions and the memory backend load at once; policies,
 stores, the registry, the health app and the Redis backend load on first access through the
 module ``__getattr__`` below (type checkers see them through the ``TYPE_CHECKING`` imports).
-``tests/test_import_cost.py`` pins which modules stay unloaded.
+``tests/face/test_import_cost.py`` pins which modules stay unloaded.
 """
 
 from typing import TYPE_CHECKING
@@ -191,7 +191,7 @@ _LAZY: dict[str, str] = {
     "pipeline": ".policies",
 }
 
-# Plain ASCII order with dunders last (tests/test_public_api.py); ruff would put `__version__`
+# Plain ASCII order with dunders last (tests/face/test_public_api.py); ruff would put `__version__`
 # before the lowercase function names.
 __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "AdaptiveTimeout",

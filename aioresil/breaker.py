@@ -217,7 +217,7 @@ class CircuitBreaker:
             if ticket.__class__ is int:
                 if self._inline:
                     # machine.record_success, inlined for the memory backend without a
-                    # slow-call rule (tests/test_machine.py pins that both give the same
+                    # slow-call rule (tests/core/test_machine.py pins that both give the same
                     # record).
                     # A matching generation means the state is still the CLOSED or DISABLED
                     # that granted the permit; consecutive_failures is always 0 in DISABLED.

@@ -5,7 +5,7 @@ catching their own failures. We never wrap or replace the user's exception, and 
 builtin name (no ``TimeoutError`` / ``ConnectionError`` of our own).
 
 This module imports nothing else of aioresil: every layer may import it (``core`` included),
-so it sits at the bottom of the import graph (``tests/test_layering.py``).
+so it sits at the bottom of the import graph (``tests/face/test_layering.py``).
 """
 
 from __future__ import annotations

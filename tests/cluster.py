@@ -1,4 +1,4 @@
-"""Start and stop a 3-master Redis Cluster on loopback (for tests/test_cluster.py).
+"""Start and stop a 3-master Redis Cluster on loopback (for tests/backends/test_cluster.py).
 
 Each node is a :class:`tests.servers.RedisServer` (own temp dir, no persistence, stopped by
 PID) started with ``--cluster-enabled yes``; ``redis-cli --cluster create`` then splits the

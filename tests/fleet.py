@@ -4,7 +4,7 @@ A :class:`Worker` is one separate Python process with its own ``RedisBackend`` a
 copy of a breaker; the only thing it shares with the others is the Redis server. Commands go
 as JSON lines on its stdin, answers come back as ``@@ <json>`` lines on its stdout (read by a
 thread, so a slow worker never blocks the caller's event loop when :meth:`Worker.areceive`
-is used). ``tests/test_fleet.py`` and ``benchmarks/bench_redis_breaker.py`` both use it.
+is used). ``tests/integration/test_fleet.py`` and ``benchmarks/bench_redis_breaker.py`` both use it.
 """
 
 from __future__ import annotations

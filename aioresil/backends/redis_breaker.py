@@ -54,7 +54,7 @@ class BreakerHost(Protocol):
     """What a :class:`RedisBreakerHandle` needs from its :class:`~aioresil.RedisBackend`.
 
     Why a protocol: ``redis.py`` creates the handles, so this module must not import it back
-    (no import cycles; ``tests/test_layering.py``).
+    (no import cycles; ``tests/face/test_layering.py``).
     """
 
     clock: Clock | None

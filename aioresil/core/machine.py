@@ -2,7 +2,7 @@
 
 Nothing here does I/O or reads a clock: ``now`` (monotonic seconds) is passed in. The memory
 backend calls these functions directly; ``aioresil/lua/breaker_*.lua`` implement the same
-rules over a Redis hash, and ``tests/test_model_lua.py`` drives both with the same random
+rules over a Redis hash, and ``tests/core/test_model_lua.py`` drives both with the same random
 sequences and asserts they agree step for step.
 
 Two ideas keep concurrent calls honest:
@@ -289,7 +289,7 @@ def record_success(
     without building a ``Permit``. Only a slow success can trip a circuit (slow-call rate).
 
     The memory backend's breaker inlines the untimed case of this function (no slow-call rule,
-    no time window) in ``CircuitBreaker.__aexit__``; ``tests/test_machine.py`` checks the three
+    no time window) in ``CircuitBreaker.__aexit__``; ``tests/core/test_machine.py`` checks the three
     paths agree.
     """
     rec.successes += 1

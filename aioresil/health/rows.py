@@ -6,7 +6,7 @@ every breaker on every scrape. A frozen dataclass per breaker, then a dict per b
 1,000). A :class:`BreakerRow` is a named tuple with the same fields (so code written against
 ``BreakerStats`` attributes reads it unchanged), and :func:`circuits_json` writes the JSON of
 many rows with one format string per row and names escaped once per process.
-``tests/test_operator_reads.py`` pins rows and JSON to ``stats_from_record`` and ``to_dict``.
+``tests/face/test_operator_reads.py`` pins rows and JSON to ``stats_from_record`` and ``to_dict``.
 """
 
 from __future__ import annotations

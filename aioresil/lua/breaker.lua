@@ -2,7 +2,7 @@
 
 This file is the Redis twin of aioresil/core/machine.py: the same rules, the same field names
 where possible, applied inside one script so no process ever decides on a stale copy. The
-model-based test (tests/test_model_lua.py) drives both with the same random sequences and
+model-based test (tests/core/test_model_lua.py) drives both with the same random sequences and
 asserts they agree step for step. Change one, change the other.
 
 KEYS[1]  hash   the breaker's state (fields below)

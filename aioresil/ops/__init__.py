@@ -4,7 +4,7 @@ Both are package data, so they match the installed version's metric names:
 
 * ``alerts.yml``: alerting rules (circuit open for over a minute, forced open, dead letters at
   the exported warning/critical thresholds, lost or spooled dead letters, backend down, no
-  scrape). ``promtool check rules`` passes; ``tests/test_ops_assets.py`` fires one in a
+  scrape). ``promtool check rules`` passes; ``tests/face/test_ops_assets.py`` fires one in a
   real Prometheus scraping ``aioresil serve``.
 * ``grafana-dashboard.json``: breaker states over time, call rates by outcome, failure and
   slow-call rates, latency quantiles from the call-duration histogram, DLQ size against its

@@ -84,7 +84,7 @@ class StatsAlias:
     """The pre-0.x name ``statistics()``, kept one release as a deprecated alias of ``stats()``.
 
     Why ``stats()`` won: breakers, the registry and the stores already used it; one word per
-    idea across the API (``tests/test_api_conventions.py`` checks it).
+    idea across the API (``tests/face/test_api_conventions.py`` checks it).
     """
 
     __slots__ = ()

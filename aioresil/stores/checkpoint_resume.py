@@ -47,7 +47,7 @@ class ResumableStore(Protocol):
     """What a :class:`CheckpointRun` needs from its :class:`~aioresil.CheckpointStore`.
 
     Why a protocol: ``checkpoint.py`` builds runs (``store.resume()``), so this module must
-    not import it back (no import cycles; ``tests/test_layering.py``). The store hands a run
+    not import it back (no import cycles; ``tests/face/test_layering.py``). The store hands a run
     a small accessor implementing it, not itself: no private attribute crosses modules.
     """
 

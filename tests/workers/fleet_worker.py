@@ -1,4 +1,4 @@
-"""A fleet member for tests/test_fleet.py: one process, one backend, one shared breaker.
+"""A fleet member for tests/integration/test_fleet.py: one process, one backend, one shared breaker.
 
 Run as a plain script (no package import needed besides aioresil on ``PYTHONPATH``)::
 

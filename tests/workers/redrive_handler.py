@@ -1,4 +1,4 @@
-"""The redrive handler of tests/test_dlq_redrive.py, imported by ``aioresil dlq worker``.
+"""The redrive handler of tests/stores/test_dlq_redrive.py, imported by ``aioresil dlq worker``.
 
 Every run is logged in Redis (``test:log``: ``start|end <id> <pid> <redis time µs>``), so the
 test can check that no entry ever ran in two processes at once. Payload ``kind``:

@@ -1,4 +1,4 @@
-"""A program that uses every Redis-backed store and never closes anything (tests/test_exit.py).
+"""A program that uses every Redis-backed store and never closes anything (tests/face/test_exit.py).
 
 ``python tests/workers/unclosed_worker.py URL RUNS PREFIX``: ``RUNS`` times, ``asyncio.run`` a
 coroutine that builds a ``RedisBackend`` (keys under ``PREFIX``) with a dead letter queue, a

@@ -1,0 +1,269 @@
+"""The dead letter queue under faults, on real Redis servers and real processes.
+
+* a worker SIGKILLed inside its handler loses nothing: the entry is back once the lease ends;
+* two worker processes retrying one queue settle every entry exactly once;
+* pushes made while Redis is down wait in the local spool (and its file) and are flushed when
+  it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from aioresil import (
+    BackendState,
+    BackendUnavailableError,
+    DeadLetter,
+    DeadLetterQueue,
+    DeadLetterSpoolDropped,
+    DeadLetterSpooled,
+    DeadLetterUnavailableError,
+    RedisBackend,
+)
+from aioresil.stores.dlq_redis import _push_args, dlq_script
+
+from ..helpers import until
+from ..servers import RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KILLED_WORKER = """
+import asyncio, sys
+from aioresil import DeadLetterQueue, RedisBackend
+
+async def main(url: str, entry_id: str) -> None:
+    async with RedisBackend.from_url(url) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs")
+
+        async def handler(letter):
+            print(letter.idempotency_key, flush=True)
+            await asyncio.sleep(3600)   # killed here, mid-retry
+
+        await dlq.retry(entry_id, handler, lease=30)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+RETRY_WORKER = """
+import asyncio, sys
+from aioresil import DeadLetterQueue, RedisBackend
+
+async def main(url: str) -> None:
+    async with RedisBackend.from_url(url) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs")
+
+        async def handler(letter):
+            await backend.client.rpush("handled", letter.id)
+            await asyncio.sleep(0.001)
+
+        report = await dlq.retry_all(handler, concurrency=8)
+        print(report.succeeded, report.skipped, flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+class LaterClock:
+    """The real clock moved ``ahead`` seconds into the future (to be "after the lease")."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+
+async def spawn(code: str, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, *args, stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT
+    )
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_inside_its_handler_loses_nothing(redis_url: str) -> None:
+    async with RedisBackend.from_url(redis_url) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs")
+        entry_id = await dlq.push("charge", {"order": 7}, "card declined", attempts=2)
+        worker = await spawn(KILLED_WORKER, redis_url, entry_id)
+        assert worker.stdout is not None
+        key = (await asyncio.wait_for(worker.stdout.readline(), 30)).decode().strip()
+        os.kill(worker.pid, signal.SIGKILL)
+        assert await worker.wait() == -signal.SIGKILL
+        assert key == f"{entry_id}:2"
+
+        # The entry never left the queue; its lease (decided by Redis TIME) still holds it.
+        assert await dlq.count() == 1
+        assert (await dlq.stats())["in_flight"] == 1
+        with pytest.raises(DeadLetterUnavailableError, match="leased"):
+            await dlq.claim(entry_id)
+
+        # Seen from after the 30 s lease, the entry is free again, with the same key.
+        later = DeadLetterQueue(backend, name="jobs", clock=LaterClock(31))
+        received: list[DeadLetter] = []
+
+        async def handler(letter: DeadLetter) -> None:
+            received.append(letter)
+
+        assert await later.retry(entry_id, handler) is True
+        assert [(r.payload, r.idempotency_key) for r in received] == [({"order": 7}, key)]
+        assert await dlq.count() == 0
+
+
+@pytest.mark.slow
+async def test_two_worker_processes_settle_every_entry_exactly_once(redis_url: str) -> None:
+    async with RedisBackend.from_url(redis_url) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs")
+        ids = {await dlq.push("t", i, "e") for i in range(300)}
+        workers = [await spawn(RETRY_WORKER, redis_url) for _ in range(2)]
+        outputs = [await asyncio.wait_for(w.communicate(), 60) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0]
+        succeeded = [int(out.split()[0]) for out, _ in outputs]
+        assert sum(succeeded) == 300
+        handled = [v.decode() for v in await backend.client.lrange("handled", 0, -1)]
+        assert sorted(handled) == sorted(ids)  # each entry's handler ran once, in one process
+        assert await dlq.count() == 0
+
+
+async def fast_backend(server: RedisServer) -> RedisBackend:
+    return RedisBackend.from_url(server.url, socket_timeout=1.0, socket_connect_timeout=0.5)
+
+
+async def test_pushes_during_an_outage_are_spooled_then_flushed_when_redis_is_back(
+    own_redis_server: RedisServer,
+) -> None:
+    async with await fast_backend(own_redis_server) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs")
+        events: list[Any] = []
+        dlq.add_listener(events.append)
+        await dlq.push("t", "before", "e")
+        own_redis_server.stop()
+
+        during = [await dlq.push("t", f"during {i}", "e") for i in range(3)]
+        assert dlq.spooled == 3
+        assert [e.entry_id for e in events if isinstance(e, DeadLetterSpooled)] == during
+        with pytest.raises(BackendUnavailableError):
+            await dlq.flush_spool()
+        assert dlq.spooled == 3  # a failed flush keeps everything
+
+        own_redis_server.start()  # no persistence: the server comes back empty
+        # the backend's probe finds Redis again and its recovery hook flushes the spool,
+        # without waiting for another push
+        await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
+        assert backend.health.state is BackendState.HEALTHY
+        stats = await dlq.stats()
+        assert (stats["spooled"], stats["total_failed_tasks"]) == (0, 3)
+        after = await dlq.push("t", "after", "e")
+        assert dlq.spooled == 0
+        page = await dlq.list()
+        assert sorted(e.id for e in page.entries) == sorted([*during, after])
+        assert {e.payload for e in page.entries} == {"during 0", "during 1", "during 2", "after"}
+
+
+async def test_the_spool_file_survives_a_restart_of_the_pushing_process(
+    own_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "dlq-spool.jsonl"
+    async with await fast_backend(own_redis_server) as backend:
+        own_redis_server.stop()
+        first = DeadLetterQueue(backend, name="jobs", spool_path=path)
+        ids = [await first.push("t", {"n": i, "ü": "{x}"}, ValueError("down")) for i in range(2)]
+        assert len(path.read_text().splitlines()) == 2
+
+        # "The process restarts": a new queue object reads the file back.
+        second = DeadLetterQueue(backend, name="jobs", spool_path=path)
+        assert second.spooled == 2
+        own_redis_server.start()
+        # flushed by the backend's recovery hook (ids make the replay of both objects' spools,
+        # which hold the same entries, store each entry once)
+        await until(lambda: second.spooled == 0 and first.spooled == 0, what="spools flushed")
+        assert path.read_text() == ""
+        letters = [await second.get(i) for i in ids]
+        assert [(x.payload, x.error_type) for x in letters if x] == [
+            ({"n": 0, "ü": "{x}"}, "ValueError"),
+            ({"n": 1, "ü": "{x}"}, "ValueError"),
+        ]
+        assert await second.flush_spool() == 0
+
+
+async def test_replaying_a_spooled_push_that_already_landed_stores_it_once(
+    own_redis_server: RedisServer,
+) -> None:
+    async with await fast_backend(own_redis_server) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs")
+        own_redis_server.stop()
+        entry_id = await dlq.push("t", 1, "e")
+        own_redis_server.start()
+        # That push reached Redis and only its reply was lost: store it as the push would have,
+        # synchronously, before the event loop lets the backend's probe flush the spool.
+        spooled_id, spooled_fields = dlq._spool.first()
+        assert spooled_id == entry_id
+        storage = dlq._storage
+        script = dlq_script("dlq_push")
+        args = _push_args(entry_id, spooled_fields, 10, "reject", "")
+        direct = redis.Redis(port=own_redis_server.port)
+        try:
+            keys = [
+                *storage.queue_keys,
+                storage.entry_key(entry_id),
+                storage.type_key(spooled_fields["tk"]),
+            ]
+            reply = direct.eval(script.source, len(keys), *keys, *args)
+        finally:
+            direct.close()
+        assert reply[0] == 1
+        await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
+        assert await dlq.count() == 1  # already there: not stored twice
+
+
+async def test_a_full_spool_refuses_loudly(own_redis_server: RedisServer) -> None:
+    backend = await fast_backend(own_redis_server)
+    dlq = DeadLetterQueue(backend, name="jobs", spool_max=1, close_timeout=0.5)
+    own_redis_server.stop()
+    await dlq.push("t", 1, "e")
+    with pytest.raises(BackendUnavailableError, match="spool is full"):
+        await dlq.push("t", 2, "e")
+    assert dlq.spooled == 1
+    # Redis still down at close and no spool file: the backend's close says so, loudly.
+    with pytest.raises(BackendUnavailableError, match="1 spooled entry is held only in"):
+        await backend.aclose()
+
+
+async def test_a_spooled_entry_the_queue_rejects_when_flushed_is_dropped_loudly(
+    own_redis_server: RedisServer,
+) -> None:
+    async with await fast_backend(own_redis_server) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs", max_entries=1)
+        events: list[Any] = []
+        dlq.add_listener(events.append)
+        own_redis_server.stop()
+        ids = [await dlq.push("t", i, "e") for i in range(2)]
+        own_redis_server.start()
+        await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
+        assert [e.entry_id for e in events if isinstance(e, DeadLetterSpoolDropped)] == [ids[1]]
+        assert dlq.spooled == 0
+        assert await dlq.count() == 1
+
+
+async def test_the_dlq_shares_one_hash_tag_slot(redis_url: str) -> None:
+    async with RedisBackend.from_url(redis_url) as backend:
+        dlq = DeadLetterQueue(backend, name="a:{b}")
+        entry_id = await dlq.push("type:{x}", 1, "e")
+        await dlq.claim(entry_id)
+        client: aioredis.Redis = backend.client
+        keys = [k.decode() for k in await client.keys("*")]
+        assert len(keys) >= 6
+        assert {k.split("}")[0] + "}" for k in keys} == {"aioresil:{dlq:a%3A%7Bb%7D}"}
