@@ -16,6 +16,7 @@ from .core.states import CircuitState, Trigger
 from .events import (
     BackendFailover,
     BackendRecovered,
+    BreakerConfigConflict,
     BreakerEvent,
     CallRejected,
     Listener,
@@ -99,6 +100,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Backoff",
     "BreakerBackend",
     "BreakerConfig",
+    "BreakerConfigConflict",
     "BreakerEvent",
     "BreakerHandle",
     "BreakerRegistry",

@@ -10,7 +10,7 @@ split keeps the memory backend's hot path free of extra coroutine frames.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
@@ -37,6 +37,11 @@ class BreakerHandle(Protocol):
     authoritative: bool
     """True when ``view`` is the state itself (memory): the breaker may then apply an untimed
     success to it inline, which is the hot path's largest saving."""
+
+    hub: Any
+    """Kept for the breaker layer (``breaker._Circuit``: what every ``CircuitBreaker`` of this
+    circuit shares, with the handle's one subscription); ``None`` until the first breaker
+    binds. Backends only hold it, so it lives exactly as long as the handle."""
 
     def subscribe(self, callback: TransitionCallback) -> None:
         """Be told about transitions this handle observes."""

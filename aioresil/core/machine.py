@@ -24,7 +24,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from .config import BreakerConfig
-from .states import CircuitState, Trigger, next_state
+from .states import OPERATOR_TRIGGERS, CircuitState, Trigger, next_state
 from .window import CountWindow, TimeWindow, Window
 
 __all__ = [
@@ -90,6 +90,7 @@ class BreakerRecord:
     """Everything one breaker remembers. Mutated only by the functions of this module."""
 
     __slots__ = (
+        "config",
         "consecutive_failures",
         "failures",
         "generation",
@@ -108,6 +109,9 @@ class BreakerRecord:
     )
 
     def __init__(self, config: BreakerConfig) -> None:
+        self.config = config
+        """The rules this record lives under (for a shared breaker: the config in force,
+        stored with it, which may be another process's)."""
         self.state = CLOSED
         self.generation = 1
         self.consecutive_failures = 0
@@ -310,7 +314,7 @@ def record_success(
 
 def operator(rec: BreakerRecord, trigger: Trigger, now: float) -> Transition:
     """Apply an operator action: ``RESET`` (clears every counter), ``FORCE_OPEN``, ``DISABLE``."""
-    if trigger not in (Trigger.RESET, Trigger.FORCE_OPEN, Trigger.DISABLE):
+    if trigger not in OPERATOR_TRIGGERS:
         raise ValueError(f"{trigger!r} is not an operator action")
     transition = _move(rec, trigger)
     rec.reopen_count = 0
