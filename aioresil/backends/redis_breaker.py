@@ -80,6 +80,9 @@ class _Reply(NamedTuple):
     retry_after_us: int
 
 
+_NO_BIND = frozenset({"operator", "release"})
+"""Script operations that never store this process's config (see ``_run``)."""
+
 _FAST = _Reply(1, 0, "closed", 0, -1)
 """What the script's hot path means: a success applied in CLOSED, nothing else changed."""
 
@@ -180,15 +183,15 @@ class RedisBreakerHandle:
         elif view.state is not OPEN:
             view.open_until = 0.0
 
-    def _apply_reply(self, reply: list[Any]) -> _Reply:
+    def _apply_reply(self, reply: list[Any], *, bound: bool = True) -> _Reply:
         try:
-            return self._parse_reply(reply)
+            return self._parse_reply(reply, bound)
         except (ValueError, IndexError, TypeError, KeyError) as exc:
             raise BackendError(
                 f"breaker {self.name!r}: unexpected reply from breaker.lua ({exc!r})"
             ) from exc
 
-    def _parse_reply(self, reply: list[Any]) -> _Reply:
+    def _parse_reply(self, reply: list[Any], bound: bool) -> _Reply:
         code, state, generation, retry_after_us = (
             int(reply[0]),
             _text(reply[1]),
@@ -198,10 +201,11 @@ class RedisBreakerHandle:
         token, old, trigger, corrupt = int(reply[4]), _text(reply[5]), _text(reply[6]), reply[7]
         if code < 0:
             return _Reply(code, 0, state, generation, retry_after_us)
-        self._bind_arg = ""  # the config is stored: from now on it is named by fingerprint
-        in_force, replaced = _text(reply[8]), _text(reply[9])
-        if in_force != self.fingerprint or replaced:
-            self._conflict(in_force, replaced)
+        if bound:
+            self._bind_arg = ""  # our config is stored: from now on it is named by fingerprint
+            in_force, replaced = _text(reply[8]), _text(reply[9])
+            if in_force != self.fingerprint or replaced:
+                self._conflict(in_force, replaced)
         self.apply_view(state, generation, retry_after_us)
         if int(corrupt):
             _log.error(
@@ -245,16 +249,20 @@ class RedisBreakerHandle:
         self.backend.ensure_listener()
         rejections, self._pending_rejections = self._pending_rejections, 0
         script = breaker_script()
+        # Only guarded calls bind: an operator action (the CLI, the dashboard, an admin
+        # endpoint built with default settings) must never replace the rules in force.
+        binds = op not in _NO_BIND
+        bind_arg = self._bind_arg if binds else ""
         try:
             for _ in range(2):
                 reply = await self.backend.run_script(
                     script,
                     self.keys,
-                    [op, self._now_arg(), self.fingerprint, self._bind_arg, rejections, *extra],
+                    [op, self._now_arg(), self.fingerprint, bind_arg, rejections, *extra],
                 )
                 if reply == 1 or int(reply[0]) >= 0:
                     break
-                self._bind_arg = self._binding  # Redis lost the config: bind again
+                bind_arg = self._binding  # nothing stored (new, or Redis lost it): bind
         except BackendError as error:
             self._pending_rejections += rejections  # not applied: count them next time
             if "AIORESIL_ILLEGAL" in str(error):
@@ -269,7 +277,7 @@ class RedisBreakerHandle:
             self._emit_event(BackendRecovered(self.name, time.time()))
         if reply == 1:
             return _FAST
-        return self._apply_reply(reply)
+        return self._apply_reply(reply, bound=binds or bool(bind_arg))
 
     # ------------------------------------------------------------------ acquire
 
