@@ -241,7 +241,9 @@ async def test_config_in_force_is_stored_and_conflicts_are_reported(
 ) -> None:
     """Two processes, two configs, one name: the newest bind wins, both are told once, and
     readers (stats, the CLI's JSON, /health) show the stored config, not their own."""
-    from aioresil import RedisBackend
+    import httpx
+
+    from aioresil import RedisBackend, health_app
 
     from .fleet import Worker
 
@@ -282,6 +284,14 @@ async def test_config_in_force_is_stored_and_conflicts_are_reported(
             body = stats.to_dict()
             assert (body["failure_threshold"], body["config"]["failure_threshold"]) == (4, 4)
             assert body["config"]["recovery_timeout"] == 30.0
+            app = health_app(registry=registry)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = (await client.get("/health/circuit-breakers")).json()
+                metrics = (await client.get("/metrics")).text
+            assert f'"fingerprint": "{new_fp}"' in json.dumps(body)
+            assert f'fingerprint="{new_fp}"' in metrics
+            assert 'aioresil_circuitbreaker_failure_threshold{name="shared"} 4' in metrics
             # an operator action from a process with other settings changes no rule
             await registry.get("shared").reset()
             assert (await registry.stats())["shared"].config_fingerprint == new_fp

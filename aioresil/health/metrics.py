@@ -14,6 +14,10 @@ Names follow resilience4j's Micrometer names under an ``aioresil_`` prefix:
 * ``aioresil_circuitbreaker_failure_rate{name}``: gauge, percent 0-100 over the breaker's
   window, ``-1`` while the window holds fewer than ``minimum_calls`` calls or the breaker
   has no rate rule (resilience4j's convention).
+* ``aioresil_circuitbreaker_config_info{name,fingerprint}``: gauge, always 1: the fingerprint
+  of the config in force (for a Redis breaker, the one stored with it).
+* ``aioresil_circuitbreaker_failure_threshold{name}``: gauge, the config in force's
+  ``failure_threshold`` (-1 when that rule is off).
 * ``aioresil_dlq_entries{task_type}``: gauge, entries per task type.
 * ``aioresil_dlq_oldest_age_seconds``: gauge, age of the oldest entry (0 when empty).
 
@@ -159,6 +163,22 @@ def render(snapshot: MetricsSnapshot) -> str:
             f'aioresil_circuitbreaker_failure_rate{{name="{label}"}} '
             f"{_number(failure_rate_percent(stats))}"
         )
+    add(
+        "# HELP aioresil_circuitbreaker_config_info 1 per breaker, labelled with the "
+        "fingerprint of the config in force (stored with it)"
+    )
+    add("# TYPE aioresil_circuitbreaker_config_info gauge")
+    for label, stats in names:
+        fingerprint = escape_label(stats.config_fingerprint or "")
+        add(f'aioresil_circuitbreaker_config_info{{name="{label}",fingerprint="{fingerprint}"}} 1')
+    add(
+        "# HELP aioresil_circuitbreaker_failure_threshold Consecutive failures that open the "
+        "circuit under the config in force (-1: off)"
+    )
+    add("# TYPE aioresil_circuitbreaker_failure_threshold gauge")
+    for label, stats in names:
+        limit = -1 if stats.failure_threshold is None else stats.failure_threshold
+        add(f'aioresil_circuitbreaker_failure_threshold{{name="{label}"}} {limit}')
     if snapshot.dlq_by_type is not None:
         add("# HELP aioresil_dlq_entries Dead letters waiting, by task type")
         add("# TYPE aioresil_dlq_entries gauge")

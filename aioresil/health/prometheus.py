@@ -110,7 +110,20 @@ class AioresilCollector:
             "Failure rate in percent over the window, -1 when not computed",
             labels=["name"],
         )
+        config = self._gauge(
+            "aioresil_circuitbreaker_config_info",
+            "1 per breaker, labelled with the fingerprint of the config in force (stored with it)",
+            labels=["name", "fingerprint"],
+        )
+        threshold = self._gauge(
+            "aioresil_circuitbreaker_failure_threshold",
+            "Consecutive failures that open the circuit under the config in force (-1: off)",
+            labels=["name"],
+        )
         for stats in snap.breakers:
+            config.add_metric([stats.name, stats.config_fingerprint or ""], 1.0)
+            limit = stats.failure_threshold
+            threshold.add_metric([stats.name], -1.0 if limit is None else float(limit))
             for value in STATES:
                 state.add_metric([stats.name, value], 1.0 if stats.state.value == value else 0.0)
             for kind, count in zip(CALL_KINDS, calls_by_kind(stats), strict=True):
@@ -119,6 +132,8 @@ class AioresilCollector:
         yield state
         yield calls
         yield rate
+        yield config
+        yield threshold
         if snap.dlq_by_type is not None:
             entries = self._gauge(
                 "aioresil_dlq_entries", "Dead letters waiting, by task type", labels=["task_type"]
