@@ -1,7 +1,8 @@
 """Run every ``benchmarks/bench_*.py`` and write ``benchmarks/results.md``.
 
 Each module exposes ``async def main(smoke: bool) -> str`` returning a markdown section.
-``--smoke`` runs tiny sizes (CI checks the benchmarks still run, not their numbers).
+``--smoke`` runs tiny sizes (CI checks the benchmarks still run, not their numbers). Naming
+modules (``python -m benchmarks bench_checkpoint``) replaces only their sections of the file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pkgutil
 from pathlib import Path
 
 from ._harness import environment, version
+from ._results import merge_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,8 +40,11 @@ def main() -> int:
         sections.append(section)
     if not args.smoke:
         out = HERE / "results.md"
-        out.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-        print(f"wrote {out}")
+        old = out.read_text(encoding="utf-8") if out.exists() else ""
+        # A partial run replaces only its own sections: the committed file keeps the rest.
+        text = merge_results(old, sections[0], sections[1:], partial=bool(args.only))
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}" + (f" (sections of {', '.join(names)} only)" if args.only else ""))
     return 0
 
 

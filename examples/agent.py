@@ -42,6 +42,7 @@ from typing import Any
 import structlog
 
 from aioresil import (
+    AioresilError,
     BreakerConfig,
     BreakerRegistry,
     CheckpointStore,
@@ -245,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # The example prints its own summary; keep aioresil's structlog lines for errors only.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    summary = asyncio.run(run(args))
+    try:
+        summary = asyncio.run(run(args))
+    except (AioresilError, OSError) as exc:  # Redis down or refusing: one line, no traceback
+        print(f"agent: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -62,6 +62,7 @@ from typing import Any
 import structlog
 
 from aioresil import (
+    AioresilError,
     BreakerConfig,
     BreakerRegistry,
     CheckpointStore,
@@ -195,7 +196,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await store.delete(args.run_id)
             await dlq.purge()
             await asyncio.gather(*(registry.get(p.name).reset() for p in providers))
-        print(f"starting run {args.run_id!r}", flush=True)
+        print(f"starting run {args.run_id!r}", file=sys.stderr, flush=True)
         initial = {
             "items": n,
             "done": {},
@@ -213,6 +214,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 f"resumed={cp.resumed} done={len(state['done'])} "
                 f"dead_lettered={len(state['dead_lettered'])} todo={len(todo)}",
+                file=sys.stderr,
                 flush=True,
             )
             limit = asyncio.Semaphore(args.concurrency)
@@ -323,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.items < 1 or args.concurrency < 1 or args.attempts < 1 or args.latency < 0:
         parser.error("--items, --concurrency, --attempts must be >= 1 and --latency >= 0")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    summary = asyncio.run(run(args))
+    try:
+        summary = asyncio.run(run(args))
+    except (AioresilError, OSError) as exc:  # Redis down or refusing: one line, no traceback
+        print(f"benchmark_run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 
 from aioresil import (
+    AioresilError,
     BreakerConfig,
     BreakerEvent,
     CircuitBreaker,
@@ -196,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    result = run(args.redis, args.prefix)
+    try:
+        result = run(args.redis, args.prefix)
+    except (AioresilError, OSError) as exc:  # Redis down or refusing: one line, no traceback
+        print(f"multi_process: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

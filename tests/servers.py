@@ -116,3 +116,28 @@ class RedisServer:
 
 def workdir_of(server: RedisServer) -> Path:
     return Path(server.workdir)
+
+
+# The delayed-ACK stall a socket without TCP_NODELAY adds to every keep-alive response.
+DELAYED_ACK_SECONDS = 0.040
+
+
+def keepalive_seconds(url: str, requests: int = 200) -> float:
+    """Seconds ``requests`` GETs of ``url`` take on ONE keep-alive connection.
+
+    With the stall each request costs at least :data:`DELAYED_ACK_SECONDS` (a floor set by the
+    kernel's timer, not by machine speed), so a total below half of ``requests`` times it
+    proves no request stalled: a comparison a slow machine cannot flip.
+    """
+    import httpx
+
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    with httpx.Client(timeout=10, limits=limits, trust_env=False) as client:
+        first = client.get(url)  # connects; not timed
+        assert first.status_code == 200, first.text
+        started = time.perf_counter()
+        for _ in range(requests):
+            response = client.get(url)
+            assert response.status_code == 200
+            assert response.headers.get("connection", "").lower() != "close"
+        return time.perf_counter() - started

@@ -23,11 +23,11 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 def test_demo_prints_each_state_change_and_final_stats() -> None:
     result = run("demo", "--calls", "60", "--interval", "0.01", "--json")
     assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "closed -> open" in out
-    assert "open -> half_open" in out
-    assert "half_open -> closed" in out
-    stats = json.loads(out[out.index("{") :])
+    narration = result.stderr  # --json: stdout holds only the JSON
+    assert "closed -> open" in narration
+    assert "open -> half_open" in narration
+    assert "half_open -> closed" in narration
+    stats = json.loads(result.stdout)
     assert stats["name"] == "upstream"
     assert stats["state"] == "closed"
     assert stats["rejected_calls"] > 0

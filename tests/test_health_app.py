@@ -278,7 +278,18 @@ async def test_other_methods_are_405_with_allow_get(path: str, method: str) -> N
     async with client_for(health_app(dlq=DeadLetterQueue())) as client:
         response = await client.request(method, path)
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+async def test_head_answers_the_get_headers_without_a_body(path: str) -> None:
+    async with client_for(health_app(dlq=DeadLetterQueue())) as client:
+        got = await client.get(path)
+        head = await client.head(path)
+    assert head.status_code == got.status_code
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert int(head.headers["content-length"]) > 0
+    assert head.content == b""
 
 
 async def test_a_trailing_slash_is_the_same_route() -> None:

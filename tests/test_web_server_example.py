@@ -33,6 +33,8 @@ pytest.importorskip("uvicorn")
 
 from examples.web_server import breaker_config  # after the importorskips
 
+from .servers import DELAYED_ACK_SECONDS, keepalive_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "web_server.py"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -230,6 +232,15 @@ def test_web_server_unknown_upstream_is_a_404_and_creates_no_breaker(
     assert response.status_code == 404
     assert response.json()["upstreams"] == ["acme", "globex"]
     assert sorted(service.breakers()["circuit_breakers"]) == ["acme", "globex"]
+
+
+def test_web_server_keepalive_requests_do_not_wait_for_the_delayed_ack(
+    start_service: Callable[..., Service],
+) -> None:
+    service = start_service("--upstream-port", "0")
+    requests = 200
+    seconds = keepalive_seconds(service.urls["app"] + "/ops/health", requests)
+    assert seconds < requests * DELAYED_ACK_SECONDS / 2, seconds
 
 
 def test_web_server_stops_both_servers_cleanly_on_sigterm(

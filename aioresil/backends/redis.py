@@ -92,6 +92,21 @@ def _raw_view(
         return ("open", 0, 0)
 
 
+def _without_url(message: str, url: str) -> str:
+    """``message`` with ``url`` and its password (if any) blanked out."""
+    from urllib.parse import unquote, urlsplit
+
+    message = message.replace(url, "<url>")
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in (password, unquote(password) if password else None):
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
 class RedisBackend:
     """Shared Redis storage for every aioresil object.
 
@@ -188,8 +203,9 @@ class RedisBackend:
                 **pool_options,
             )
         except ValueError as exc:
-            # redis-py's message may echo the URL; never repeat a password back.
-            raise ValueError(f"invalid Redis URL: {str(exc).split(':')[0]}") from None
+            # redis-py's message may echo the URL; never repeat a password back (but keep
+            # the rest of the message: cutting it at the first colon cut "redis://" too).
+            raise ValueError(f"invalid Redis URL: {_without_url(str(exc), url)}") from None
         client = aioredis.Redis(connection_pool=pool)
         return cls(client, prefix=prefix, clock=clock, listen=listen, _owns_client=True)
 

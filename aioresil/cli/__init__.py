@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .._version import __version__
 from ..exceptions import AioresilError
@@ -88,6 +89,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--handler", metavar="MODULE:FUNC", help="enables HTTP DLQ retry")
     serve.add_argument(
         "--no-dashboard", action="store_true", help="do not serve the dashboard at /dashboard/"
+    )
+    serve.add_argument(
+        "--service", default="aioresil", help="service name /health reports (default aioresil)"
+    )
+    serve.add_argument(
+        "--dlq-warning",
+        type=int,
+        default=10,
+        metavar="N",
+        help="entries from which /health/dlq is degraded (default 10)",
+    )
+    serve.add_argument(
+        "--dlq-critical",
+        type=int,
+        default=50,
+        metavar="N",
+        help="entries from which /health/dlq is unhealthy, 503 (default 50)",
+    )
+    serve.add_argument(
+        "--open-circuit-is-unhealthy",
+        action="store_true",
+        help="an open circuit makes /health/circuit-breakers 503 instead of degraded 200",
+    )
+    serve.add_argument(
+        "--cache-ttl",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="reuse breaker/DLQ/metrics answers this long (default 0: read every time)",
     )
     serve.add_argument(
         "--discover-every",
@@ -167,10 +197,10 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.interval = 0.25 if args.serve else 0.05
     if args.calls < 1 or args.interval < 0:
         parser.error("--calls must be >= 1 and --interval >= 0")
+    if args.redis is not None and args.serve:
+        parser.error("demo --serve runs on the memory backend; drop --redis")
     if not args.serve:
-        return asyncio.run(
-            run_demo(calls=args.calls, interval=args.interval, seed=args.seed, as_json=args.json)
-        )
+        return asyncio.run(_demo_run(args, run_demo))
     from .demo_serve import serve_demo
 
     if args.rounds is not None and args.rounds < 1:
@@ -192,12 +222,31 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
 
 
+async def _demo_run(args: argparse.Namespace, run_demo: Any) -> int:
+    """The demo on the memory backend, or on ``--redis URL`` when given (never ignored)."""
+    backend = None
+    if args.redis is not None:
+        from .common import connect
+
+        backend = await connect(args)
+    try:
+        code: int = await run_demo(
+            calls=args.calls,
+            interval=args.interval,
+            seed=args.seed,
+            as_json=args.json,
+            backend=backend,
+        )
+        return code
+    finally:
+        if backend is not None:
+            await backend.aclose()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(parser, args)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -209,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
     try:
+        if args.command == "demo":
+            return _demo(parser, args)
         return asyncio.run(_dispatch(args))
     except CliError as exc:
         print(f"aioresil: error: {exc}", file=sys.stderr)
@@ -220,7 +271,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aioresil: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # `aioresil dlq list --json | head`: the reader left; exit quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return _reader_left()
+    except ImportError as exc:
+        print(f"aioresil: error: a module is missing: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"aioresil: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _reader_left() -> int:
+    """`aioresil dlq list --json | head`: the reader left; exit quietly, as Unix tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141

@@ -65,7 +65,7 @@ async def connect(args: argparse.Namespace) -> Any:
     try:
         from ..backends.redis import RedisBackend
     except ImportError:  # pragma: no cover - depends on the environment
-        raise CliError("Redis support is not installed: pip install 'aioresil[redis]'") from None
+        raise CliError(_NO_REDIS) from None
     try:
         backend = RedisBackend.from_url(
             url,
@@ -75,6 +75,9 @@ async def connect(args: argparse.Namespace) -> Any:
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
         )
+    except ImportError:
+        # `pip install aioresil` without the extra: redis-py is missing.
+        raise CliError(_NO_REDIS) from None
     except ValueError as exc:
         # from_url never echoes the URL (it may hold a password); neither do we.
         raise CliError(str(exc).replace("prefix", "--prefix"), 2) from None
@@ -83,11 +86,34 @@ async def connect(args: argparse.Namespace) -> Any:
     except BackendUnavailableError as exc:
         where = _where(backend)
         await backend.aclose()
+        if _is_auth_failure(exc):
+            raise CliError(
+                f"Redis at {where} refused the credentials: wrong or missing password "
+                "(or user) in the URL"
+            ) from None
         raise CliError(f"cannot reach Redis at {where}: {exc}") from None
     except Exception as exc:
         await backend.aclose()
         raise CliError(f"Redis refused the connection: {exc}") from None
     return backend
+
+
+_NO_REDIS = (
+    "Redis support is not installed (the redis package is missing): pip install 'aioresil[redis]'"
+)
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    """Whether a ping failed on credentials (WRONGPASS, NOAUTH), not on reachability."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "Authentication" in type(seen).__name__:
+            return True
+        text = str(seen)
+        if text.startswith(("WRONGPASS", "NOAUTH", "invalid password")):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def load_handler(spec: str) -> Callable[[Any], Any]:
@@ -105,6 +131,21 @@ def load_handler(spec: str) -> Callable[[Any], Any]:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise CliError(f"cannot import handler module {module_name!r}: {exc}") from None
+    except BaseException as exc:  # SystemExit, a syntax error, a failing top-level line
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None:  # the innermost frame of the user's file: where to look
+            if tb.tb_frame.f_code.co_filename.endswith(".py"):
+                where = f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})"
+            tb = tb.tb_next
+        if isinstance(exc, SyntaxError):
+            where = f" ({exc.filename}, line {exc.lineno})"
+        raise CliError(
+            f"handler module {module_name!r} raised while importing: "
+            f"{type(exc).__name__}: {exc}{where}"
+        ) from None
     for part in attr.split("."):
         try:
             target = getattr(target, part)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
+from typing import Any
 
 from ..breaker import CircuitBreaker
 from ..core.config import BreakerConfig
@@ -43,19 +45,31 @@ class FlakyUpstream:
 
 
 async def run_demo(
-    *, calls: int = 60, interval: float = 0.05, seed: int = 7, as_json: bool = False
+    *,
+    calls: int = 60,
+    interval: float = 0.05,
+    seed: int = 7,
+    as_json: bool = False,
+    backend: Any = None,
 ) -> int:
+    """Run the demo; with ``as_json`` stdout holds only the final JSON (the narration goes
+    to stderr), so ``aioresil demo --json | jq`` works. ``backend``: where the breaker keeps
+    its state (``aioresil --redis URL demo``); the memory backend when ``None``."""
     import asyncio
     import logging
 
     import structlog
+
+    out = sys.stderr if as_json else sys.stdout
 
     # The demo prints each transition itself; keep structlog's own lines for real errors.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     config = BreakerConfig(
         failure_threshold=3, recovery_timeout=round(max(interval * 6, 0.01), 3), success_threshold=2
     )
-    breaker = CircuitBreaker("upstream", config=config)
+    breaker = CircuitBreaker("upstream", config=config, backend=backend)
+    if backend is not None:
+        await breaker.reset()  # a previous run's state on Redis: start closed
     upstream = FlakyUpstream(calls, seed)
     started = time.monotonic()
 
@@ -65,6 +79,7 @@ async def run_demo(
             print(
                 f"[{elapsed:6.2f}s] state {event.old.value} -> {event.new.value}"
                 f"  ({event.trigger.value if event.trigger else 'external'})",
+                file=out,
                 flush=True,
             )
 
@@ -72,10 +87,12 @@ async def run_demo(
     print(
         f"aioresil demo: {calls} calls to a flaky upstream, breaker "
         f"failure_threshold={config.failure_threshold}, "
-        f"recovery_timeout={config.recovery_timeout:.2f}s",
+        f"recovery_timeout={config.recovery_timeout:.2f}s"
+        + ("" if backend is None else f", state on {type(backend).__name__}"),
+        file=out,
         flush=True,
     )
-    print("an outage hits the upstream from 25% to 55% of the run", flush=True)
+    print("an outage hits the upstream from 25% to 55% of the run", file=out, flush=True)
     outcomes = {"ok": 0, "failed": 0, "rejected": 0}
     for n in range(calls):
         try:
@@ -91,7 +108,8 @@ async def run_demo(
     print(
         f"calls: {outcomes['ok']} ok, {outcomes['failed']} failed, "
         f"{outcomes['rejected']} rejected without reaching the upstream "
-        f"(upstream saw {upstream.calls_seen} of {calls})"
+        f"(upstream saw {upstream.calls_seen} of {calls})",
+        file=out,
     )
     if as_json:
         print(json.dumps(stats.to_dict(), indent=2))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
 import sys
 
 import structlog
@@ -23,23 +22,10 @@ from ..exceptions import CircuitOpenError
 from ..registry import BreakerRegistry
 from ..stores.dlq import DeadLetterQueue
 from ..stores.dlq_records import DeadLetter
+from ..web.server import bound_url, listen
 from .demo import FlakyUpstream, UpstreamError
 
 __all__ = ["serve_demo"]
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
 
 
 async def serve_demo(
@@ -73,7 +59,7 @@ async def serve_demo(
         return 2
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     try:
-        sock = _bind(host, port)
+        sock = listen(host, port)
     except OSError as exc:
         print(f"aioresil demo --serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
@@ -105,9 +91,7 @@ async def serve_demo(
     if served.done():
         served.result()
         return 1
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    print(f"dashboard: http://{shown}:{bound_port}/", flush=True)
+    print(f"dashboard: {bound_url(sock)}/", flush=True)
     print(f"admin token (reset breakers, retry dead letters): {token}", flush=True)
     print("an outage hits the upstream from 25% to 55% of every round; Ctrl-C stops", flush=True)
 

@@ -24,7 +24,12 @@ from ..stores.dlq import DeadLetterQueue
 from ..stores.dlq_records import DeadLetter, RetryReport
 from .common import CliError, ProgressBar, confirm, connect, load_handler, print_table
 
-__all__ = ["letter_to_dict", "run_dlq"]
+__all__ = ["entries", "letter_to_dict", "run_dlq"]
+
+
+def entries(count: int, what: str = "") -> str:
+    """``"1 entry"``, ``"3 entries"``, ``"1 entry of type 'x'"``."""
+    return f"{count} {'entry' if count == 1 else 'entries'}{what}"
 
 
 def letter_to_dict(letter: DeadLetter, *, full: bool) -> dict[str, Any]:
@@ -86,11 +91,18 @@ async def _stats(dlq: DeadLetterQueue, as_json: bool) -> int:
     if as_json:
         print(json.dumps(stats, indent=2))
         return 0
-    print(f"queue {dlq.name!r}: {stats['total_failed_tasks']} entries")
-    for key in ("recent_failures_24h", "oldest_failure", "newest_failure", "in_flight"):
-        print(f"  {key:22} {stats[key]}")
-    for key in ("evicted", "expired"):
-        print(f"  {key:22} {stats[key]}")
+    print(f"queue {dlq.name!r}: {entries(stats['total_failed_tasks'])}")
+    for key in (
+        "recent_failures_24h",
+        "oldest_failure",
+        "newest_failure",
+        "in_flight",
+        "evicted",
+        "expired",
+    ):
+        if key in stats:
+            value = stats[key]
+            print(f"  {key:22} {'-' if value is None else value}")
     if stats["failures_by_task_type"]:
         print("  by task type:")
         for task_type, count in stats["failures_by_task_type"].items():
@@ -171,7 +183,8 @@ async def _retry_all(dlq: DeadLetterQueue, handler: Any, args: argparse.Namespac
     if total == 0:
         print(f"queue {dlq.name!r} has no {what}")
         return 0
-    confirm(f"Retry {total} {what} of queue {dlq.name!r} with {args.handler}?", args.yes)
+    of_type = f" of type {args.type!r}" if args.type else ""
+    confirm(f"Retry {entries(total, of_type)} of queue {dlq.name!r} with {args.handler}?", args.yes)
     bar = ProgressBar(total, "retrying")
 
     def progress(report: RetryReport) -> None:
@@ -204,5 +217,6 @@ async def _purge(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     bar = ProgressBar(total, "purging")
     removed = await dlq.purge(older_than=age, task_type=args.type, progress=bar.update)
     bar.finish(removed)
-    print(f"purged {removed} {what} older than {args.older_than}")
+    of_type = f" of type {args.type!r}" if args.type else ""
+    print(f"purged {entries(removed, of_type)} older than {args.older_than}")
     return 0

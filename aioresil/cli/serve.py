@@ -6,12 +6,18 @@ The served app reports every breaker found on Redis (rediscovered with ``SCAN`` 
 the environment variable ``AIORESIL_ADMIN_TOKEN`` holds a token (an environment variable, not
 an option, so the token never shows in ``ps``); ``--handler module:function`` enables the
 HTTP retry route.
+
+It behaves like a server: it binds the port first (a busy port is one line on stderr and exit
+1, before any banner), announces its URL once it accepts connections, and on SIGTERM finishes
+the requests in flight and exits 0 (Ctrl-C: 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -55,13 +61,32 @@ class DiscoveringApp:
         await self.app(scope, receive, send)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Every option checked before anything is bound or connected (exit 2, one line)."""
+    if not 0 <= args.port < 65536:
+        raise CliError(f"--port must be in 0..65535, got {args.port}", 2)
+    if not 0 <= args.dlq_warning <= args.dlq_critical:
+        raise CliError(
+            "need 0 <= --dlq-warning <= --dlq-critical, got "
+            f"{args.dlq_warning} and {args.dlq_critical}",
+            2,
+        )
+    if not math.isfinite(args.cache_ttl) or args.cache_ttl < 0:
+        raise CliError(f"--cache-ttl must be a number of seconds >= 0, got {args.cache_ttl}", 2)
+    if not math.isfinite(args.discover_every) or args.discover_every < 0:
+        raise CliError(f"--discover-every must be >= 0 seconds, got {args.discover_every}", 2)
+    if not args.service.strip():
+        raise CliError("--service must not be empty", 2)
+
+
 async def run_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - only to say which extra is missing, up front
     except ImportError:
         raise CliError("aioresil serve needs uvicorn: pip install 'aioresil[server]'") from None
-    if not 0 < args.port < 65536:
-        raise CliError(f"--port must be in 1..65535, got {args.port}", 2)
+    from ..web.server import bound_url, listen, serve_socket
+
+    _check_options(args)
     handler = load_handler(args.handler) if args.handler else None
     token = os.environ.get(ENV_TOKEN) or None
     backend: Any = await connect(args)
@@ -75,23 +100,36 @@ async def run_serve(args: argparse.Namespace) -> int:
                 admin_token=token,
                 dlq_retry_handler=handler,
                 dashboard=not args.no_dashboard,
+                service=args.service,
+                dlq_warning_threshold=args.dlq_warning,
+                dlq_critical_threshold=args.dlq_critical,
+                open_circuit_is_unhealthy=args.open_circuit_is_unhealthy,
+                cache_ttl=args.cache_ttl,
             )
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise CliError(f"{ENV_TOKEN}: {exc}", 2) from None
         wrapped = DiscoveringApp(app, registry, args.discover_every)
         await wrapped.discover()
-        config = uvicorn.Config(
-            wrapped, host=args.host, port=args.port, log_level="warning", lifespan="on"
-        )
-        base = f"http://{args.host}:{args.port}"
-        board = "" if args.no_dashboard else f", dashboard on {base}/dashboard/"
-        print(
-            f"aioresil health app on {base}/health{board} "
-            f"({len(registry)} breakers, queue {args.dlq!r}, admin "
-            f"{'on' if token else 'off'})",
-            flush=True,
-        )
-        await uvicorn.Server(config).serve()
+        try:
+            sock = listen(args.host, args.port)
+        except OSError as exc:
+            message = exc.strerror or str(exc)
+            raise CliError(f"cannot listen on {args.host}:{args.port}: {message}") from None
+        with sock:
+            base = bound_url(sock)
+
+            def announce() -> None:
+                board = "" if args.no_dashboard else f", dashboard on {base}/dashboard/"
+                print(
+                    f"aioresil health app on {base}/health{board} "
+                    f"({len(registry)} breakers, queue {args.dlq!r}, admin "
+                    f"{'on' if token else 'off'})",
+                    flush=True,
+                )
+
+            code = await serve_socket(wrapped, sock, lifespan="on", on_started=announce)
+        if code == 1:
+            print("aioresil: error: the server did not start", file=sys.stderr)
+        return code
     finally:
         await backend.aclose()
-    return 0

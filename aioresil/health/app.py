@@ -3,7 +3,8 @@
 Why plain ASGI: no web framework to install or keep compatible; the app mounts under
 Starlette/FastAPI (``app.mount("/ops", health_app(...))``) and uvicorn serves it directly.
 
-Routes (all ``GET``; any other method gets 405 with an ``Allow`` header, unknown paths 404):
+Routes (``GET`` and ``HEAD``; any other method gets 405 with an ``Allow`` header, unknown
+paths 404):
 
 * ``/health``: liveness. Never touches Redis, so a Redis outage never makes an orchestrator
   restart every pod.
@@ -161,7 +162,7 @@ class HealthApp:
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         route = self._routes.get(path)
         if route is not None:
-            if method != "GET":
+            if method not in ("GET", "HEAD"):
                 await _reply(send, Reply(405, {"error": f"{method} not allowed"}, _ALLOW_GET))
                 return
             flavour = self._flavour(headers)
@@ -169,7 +170,7 @@ class HealthApp:
                 status, content_type, body = await self._shared(path, route, flavour)
             else:
                 status, content_type, body = _render(await route(), flavour)
-            await _send(send, status, body, content_type, ())
+            await _send(send, status, body, content_type, (), head=method == "HEAD")
             return
         if self.admin is not None and path.startswith("/admin/"):
             segments = [unquote(s) for s in _raw_path(scope, root).split("/")[2:]]
@@ -332,7 +333,7 @@ class HealthApp:
         return f"HealthApp(service={self.service!r}, admin={self.admin is not None})"
 
 
-_ALLOW_GET = ((b"allow", b"GET"),)
+_ALLOW_GET = ((b"allow", b"GET, HEAD"),)
 _ALLOW_POST = ((b"allow", b"POST"),)
 _UNAUTHORIZED = Reply(401, {"error": "unauthorized"}, ((b"www-authenticate", b"Bearer"),))
 
@@ -369,7 +370,10 @@ async def _send(
     body: bytes,
     content_type: bytes,
     extra: tuple[tuple[bytes, bytes], ...],
+    *,
+    head: bool = False,
 ) -> None:
+    """One complete response; ``head``: the GET response's headers without its body."""
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
@@ -377,7 +381,7 @@ async def _send(
         *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
