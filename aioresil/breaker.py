@@ -12,8 +12,8 @@ duration. The chain is immutable, so a child task that inherits the context can 
 its parent's. On the hot path (CLOSED, no slow-call rule, no other entry of this circuit in
 flight in this context) the ticket is a plain ``int``: setting a context variable to the
 value it already holds allocates nothing, which is most of why that path stays cheap.
-``_Circuit.live`` counts the entries in flight in every task: while it is 0, whatever this
-context holds is a leftover of a finished call and may be overwritten.
+The view's ``in_flight`` counts the entries in flight in every task: while it is 0, whatever
+this context holds is a leftover of a finished call and may be overwritten.
 
 What instances share: every ``CircuitBreaker`` bound to one name on one backend shares one
 :class:`_Circuit` (kept on the backend's handle): the context variable, the in-flight count,
@@ -24,6 +24,7 @@ costs a dictionary lookup and leaves nothing behind when the instance is dropped
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
@@ -62,6 +63,9 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 
 RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
+
+_SETTLING: set[asyncio.Task[None]] = set()
+"""Records running on after their caller was cancelled (referenced until they end)."""
 
 Ticket = int | tuple[int, int, float, "Ticket | None"]
 """What ``__aenter__`` leaves for ``__aexit__``: the generation alone on the hot path, else
@@ -151,14 +155,12 @@ class BreakerStats:
 class _Circuit:
     """What every :class:`CircuitBreaker` bound to one handle shares (see the module notes)."""
 
-    __slots__ = ("breakers", "get", "live", "name", "set")
+    __slots__ = ("breakers", "get", "name", "set")
 
     def __init__(self, handle: BreakerHandle, name: str) -> None:
         tickets: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
         self.get = tickets.get
         self.set = tickets.set
-        self.live = 0
-        """Entries of this circuit in flight, in every task."""
         self.name = name
         self.breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         """Instances with listeners (weakly: dropping an instance unsubscribes it)."""
@@ -279,14 +281,13 @@ class CircuitBreaker:
         state = view.state
         if state is _CLOSED or state is _DISABLED:
             # Hot path: the local view grants a normal permit without asking the backend.
-            circuit = self._circuit
             if self._slow_rule:
                 self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
-            elif not circuit.live or self._get_ticket(None) is None:
+            elif not view.in_flight or self._get_ticket(None) is None:
                 self._set_ticket(view.generation)  # nothing of ours in flight in this context
             else:  # nested in (or beside) another entry of this circuit: keep the outer one
                 self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
-            circuit.live += 1
+            view.in_flight += 1
             return self
         await self._enter_slow()
         return self
@@ -299,7 +300,8 @@ class CircuitBreaker:
     ) -> None:
         ticket = self._get_ticket(None)
         if ticket.__class__ is int:
-            self._circuit.live -= 1
+            rec = self._view
+            rec.in_flight -= 1
             if exc_type is None:
                 if self._inline:
                     # The documented twin of machine.record_success (untimed, memory backend,
@@ -307,7 +309,6 @@ class CircuitBreaker:
                     # tests/test_machine.py pins that both give the same record.
                     # A matching generation means the state is still the CLOSED or DISABLED
                     # that granted the permit; consecutive_failures is always 0 in DISABLED.
-                    rec = self._view
                     rec.successes += 1
                     if ticket == rec.generation:
                         rec.consecutive_failures = 0
@@ -329,7 +330,7 @@ class CircuitBreaker:
             return  # no entry of this circuit in this context: nothing to report
         generation, token, started, outer = ticket
         self._set_ticket(outer)
-        self._circuit.live -= 1
+        self._view.in_flight -= 1
         if exc_type is None and not token:
             now = self._mono()
             pending = self._handle.success_fast(generation, now, now - started)
@@ -347,7 +348,7 @@ class CircuitBreaker:
         if isinstance(decision, Rejection):
             self._reject(decision)
         self._set_ticket((decision.generation, decision.token, now, self._get_ticket(None)))
-        self._circuit.live += 1
+        self._view.in_flight += 1
 
     async def _finish(
         self,
@@ -363,15 +364,38 @@ class CircuitBreaker:
         if pending is None:
             return
         if token or outcome is Outcome.CANCELLED:
-            # A trial permit's outcome (and a cancelled call's give-back) must survive a
-            # cancellation of the caller: inside a cancelled anyio scope (a Timeout policy, a
-            # task group) every await is cancelled again at once, and an unrecorded trial
-            # would hold its slot until trial_lease. Shielded, and bounded so a dead backend
-            # cannot hang us.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-                await self._settle(pending, exc_type)
+            await self._settle_shielded(pending, exc_type)
             return
         await self._settle(pending, exc_type)
+
+    async def _settle_shielded(
+        self, pending: Awaitable[None], exc_type: type[BaseException] | None
+    ) -> None:
+        """Record a trial's outcome (or give a cancelled call's permit back) whatever cancels
+        the caller: an unrecorded trial would hold its slot until ``trial_lease``.
+
+        Inside a cancelled anyio scope (a Timeout policy, a task group) every await is
+        cancelled again at once: an anyio shield covers that. A plain ``task.cancel()`` (as
+        ``asyncio.wait_for`` does) passes through anyio's shield, so on asyncio the record
+        runs in a task of its own: the caller may stop waiting, the record still completes.
+        Bounded by ``RELEASE_TIMEOUT`` so a dead backend cannot keep it forever.
+        """
+
+        async def bounded() -> None:
+            with anyio.move_on_after(RELEASE_TIMEOUT):
+                await self._settle(pending, exc_type)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): anyio's shield is the whole story
+            with anyio.CancelScope(shield=True):
+                await bounded()
+            return
+        task = loop.create_task(bounded())
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+        with anyio.CancelScope(shield=True):
+            await asyncio.shield(task)
 
     async def _settle(self, pending: Awaitable[None], exc_type: type[BaseException] | None) -> None:
         # Recording happens after the guarded block ran: a storage problem here must neither

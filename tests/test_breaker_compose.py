@@ -160,7 +160,7 @@ async def test_a_task_started_inside_a_guarded_block_has_its_own_entry(
         await task
     stats = await breaker.stats()
     assert (stats.success_count, stats.failure_count) == (1, 1)
-    assert breaker._circuit.live == 0
+    assert breaker._view.in_flight == 0
 
 
 # ---------------------------------------------------------------------- per-request breakers
@@ -219,13 +219,14 @@ async def test_an_illegal_move_in_lua_raises_illegal_transition_error(
 ) -> None:
     from aioresil import RedisBackend
     from aioresil.backends import redis_breaker
-    from aioresil.backends.breaker_schema import lua_prelude
+    from aioresil.backends.breaker_schema import PRELUDE_MARKER, lua_hot_prelude, lua_prelude
     from aioresil.backends.scripts import LuaScript, load_script
 
     # A table without closed -> forced_open: the script must refuse it as the core would.
     prelude = lua_prelude().replace("['closed>force_open'] = 'forced_open', ", "")
     assert prelude != lua_prelude()
-    crippled = LuaScript("breaker", prelude + load_script("breaker").source)
+    source = load_script("breaker").source.replace(PRELUDE_MARKER, prelude)
+    crippled = LuaScript("breaker", lua_hot_prelude() + source)
     monkeypatch.setattr(redis_breaker, "breaker_script", lambda: crippled)
     async with RedisBackend.from_url(redis_url) as backend:
         breaker = CircuitBreaker("b", backend=backend)
@@ -348,7 +349,7 @@ async def test_cancellation_storm_on_half_open_leaks_no_trial_permit(
             ]
             outcomes += await asyncio.gather(*batch, return_exceptions=True)
         cancelled = sum(isinstance(o, asyncio.TimeoutError) for o in outcomes)
-        assert cancelled >= 50 and granted >= 20, (cancelled, granted)
+        assert cancelled >= 20 and granted >= 5, (cancelled, granted)  # the storm hit
 
         deadline = asyncio.get_running_loop().time() + 10
         while await live_trials(backend, breaker):  # background give-backs finish
@@ -364,3 +365,50 @@ async def test_cancellation_storm_on_half_open_leaks_no_trial_permit(
 async def test_conflict_event_type_is_public() -> None:
     event = BreakerConfigConflict("b", 0.0, "a" * 16, "b" * 16)
     assert event.replaced == ""
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("where", ["acquire", "record"])
+async def test_cancelled_while_redis_holds_the_trial_gives_it_back(
+    redis_url: str, clock: FakeClock, where: str
+) -> None:
+    """The two places a storm hits only by luck, made certain: cancelled after Redis granted
+    the trial but before the reply was read, and cancelled while the trial's success is
+    being recorded. Either way the slot is free again and nothing waits for the lease."""
+    from aioresil import RedisBackend
+
+    config = BreakerConfig(failure_threshold=1, recovery_timeout=1, success_threshold=5)
+    async with RedisBackend.from_url(redis_url, clock=clock) as backend:
+        breaker = CircuitBreaker("hook", config=config, backend=backend, clock=clock)
+        with pytest.raises(Boom):
+            async with breaker:
+                raise Boom
+        clock.advance(2)
+        reached = asyncio.Event()
+        real = backend.run_script
+
+        async def hooked(script: Any, keys: Any, args: Any) -> Any:
+            if args[0] == where.encode():
+                if where == "acquire":
+                    await real(script, keys, args)  # granted in Redis...
+                    reached.set()
+                    await asyncio.sleep(3600)  # ...and the reply is never read
+                reached.set()
+                await asyncio.sleep(0.05)  # the record is in flight when the cancel lands
+            return await real(script, keys, args)
+
+        backend.run_script = hooked  # type: ignore[method-assign]
+        task = asyncio.create_task(breaker.call(asyncio.sleep, 0))
+        await reached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        backend.run_script = real  # type: ignore[method-assign]
+        deadline = asyncio.get_running_loop().time() + 10
+        while await live_trials(backend, breaker):
+            assert asyncio.get_running_loop().time() < deadline, "the trial permit leaked"
+            await asyncio.sleep(0.01)
+        stats = await breaker.stats()
+        assert stats.success_count == (1 if where == "record" else 0)  # recorded anyway
+        async with breaker:  # the only slot is free
+            pass

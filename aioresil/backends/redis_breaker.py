@@ -81,6 +81,7 @@ class _Reply(NamedTuple):
 
 
 _NO_BIND = frozenset({"operator", "release"})
+_OPS = {op: op.encode() for op in ("success", "acquire", "record", "batch", "operator", "release")}
 """Script operations that never store this process's config (see ``_run``)."""
 
 _FAST = _Reply(1, 0, "closed", 0, -1)
@@ -127,7 +128,8 @@ class RedisBreakerHandle:
         # lost it): later calls name it by fingerprint and the script reads the stored one.
         self.fingerprint = config.fingerprint
         self._binding = binding_argument(config, backend.events_channel, self.encoded)
-        self._bind_arg: bytes | str = self._binding
+        self._bind_arg: bytes = self._binding
+        self._fingerprint_bytes = self.fingerprint.encode()
         self._conflicts_seen: set[tuple[str, str]] = set()
         # A success needs only the fast op when the rules keep no window (see breaker.lua).
         self._success_op = "record" if config.has_rate_rule else "success"
@@ -202,7 +204,7 @@ class RedisBreakerHandle:
         if code < 0:
             return _Reply(code, 0, state, generation, retry_after_us)
         if bound:
-            self._bind_arg = ""  # our config is stored: from now on it is named by fingerprint
+            self._bind_arg = b""  # our config is stored: from now on it is named by fingerprint
             in_force, replaced = _text(reply[8]), _text(reply[9])
             if in_force != self.fingerprint or replaced:
                 self._conflict(in_force, replaced)
@@ -240,9 +242,9 @@ class RedisBreakerHandle:
 
     # ------------------------------------------------------------------ scripts
 
-    def _now_arg(self) -> str:
+    def _now_arg(self) -> bytes | str:
         clock = self.backend.clock
-        return "" if clock is None else _us(clock.monotonic())
+        return b"" if clock is None else _us(clock.monotonic())
 
     async def _run(self, op: str, *extra: str | int) -> _Reply:
         """One ``breaker.lua`` call; ``None`` when the hot path answered (nothing changed)."""
@@ -252,13 +254,21 @@ class RedisBreakerHandle:
         # Only guarded calls bind: an operator action (the CLI, the dashboard, an admin
         # endpoint built with default settings) must never replace the rules in force.
         binds = op not in _NO_BIND
-        bind_arg = self._bind_arg if binds else ""
+        bind_arg = self._bind_arg if binds else b""
         try:
             for _ in range(2):
+                # Constant arguments go as bytes: redis-py passes bytes through untouched.
                 reply = await self.backend.run_script(
                     script,
                     self.keys,
-                    [op, self._now_arg(), self.fingerprint, bind_arg, rejections, *extra],
+                    [
+                        _OPS.get(op, op),
+                        self._now_arg(),
+                        self._fingerprint_bytes,
+                        bind_arg,
+                        rejections or b"0",
+                        *extra,
+                    ],
                 )
                 if reply == 1 or int(reply[0]) >= 0:
                     break

@@ -87,7 +87,13 @@ class Rejection(NamedTuple):
 
 
 class BreakerRecord:
-    """Everything one breaker remembers. Mutated only by the functions of this module."""
+    """Everything one breaker remembers. Mutated only by the functions of this module, and
+    by its documented twins: ``breaker.lua`` (the same rules on Redis) and the untimed success
+    inlined in ``CircuitBreaker.__aexit__`` (see :func:`record_success`).
+
+    ``in_flight`` is not part of the state: the breaker layer counts its entries in flight
+    there (see ``aioresil/breaker.py``); no rule reads it.
+    """
 
     __slots__ = (
         "config",
@@ -95,6 +101,7 @@ class BreakerRecord:
         "failures",
         "generation",
         "ignored",
+        "in_flight",
         "next_token",
         "open_until",
         "opened_at",
@@ -121,6 +128,7 @@ class BreakerRecord:
         self.trials: dict[int, float] = {}  # token -> lease deadline
         self.trial_successes = 0
         self.next_token = 1
+        self.in_flight = 0
         self.successes = 0
         self.failures = 0
         self.ignored = 0

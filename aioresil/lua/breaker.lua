@@ -62,15 +62,17 @@ local op = ARGV[1]
 -- (the client sends "success" only then): only the success counter and the consecutive-failure
 -- run can change. Four fields read, one or two written, no config parsed, no clock read.
 if op == 'success' and ARGV[4] == '' then
-  local v = redis.call('HMGET', H, F.state, F.generation, F.fingerprint, F.consecutive_failures,
-    F.schema)
+  local v = redis.call('HMGET', H, HOT_STATE, HOT_GENERATION, HOT_FINGERPRINT,
+    HOT_CONSECUTIVE_FAILURES, HOT_SCHEMA)
   if v[1] == 'closed' and v[2] == ARGV[6] and v[3] == ARGV[3] and v[5] == SCHEMA then
-    redis.call('HINCRBY', H, F.successes, 1)
-    if v[4] ~= '0' then redis.call('HSET', H, F.consecutive_failures, '0') end
-    if ARGV[5] ~= '0' then redis.call('HINCRBY', H, F.rejected, ARGV[5]) end
+    redis.call('HINCRBY', H, HOT_SUCCESSES, 1)
+    if v[4] ~= '0' then redis.call('HSET', H, HOT_CONSECUTIVE_FAILURES, '0') end
+    if ARGV[5] ~= '0' then redis.call('HINCRBY', H, HOT_REJECTED, ARGV[5]) end
     return 1
   end
 end
+
+-- @@PRELUDE@@
 
 local function num(s) if s == nil or s == '' or s == false then return nil end return tonumber(s) end
 local function fmt(x) return string.format('%.0f', x) end
