@@ -2,6 +2,12 @@
 
 Circuit breakers that many processes share through Redis (every transition one Lua script),
 with an in-process memory backend as the default.
+
+Why some names load lazily: ``import aioresil`` should cost what one breaker needs. The
+breaker, its config, states, events, exceptions and the memory backend load at once; policies,
+stores, the registry, the health app and the Redis backend load on first access through the
+module ``__getattr__`` below (type checkers see them through the ``TYPE_CHECKING`` imports).
+``tests/test_import_cost.py`` pins which modules stay unloaded.
 """
 
 from typing import TYPE_CHECKING
@@ -30,63 +36,117 @@ from .exceptions import (
     CallTimeoutError,
     CheckpointConflictError,
     CheckpointCorruptError,
-    CheckpointTooLarge,
+    CheckpointTooLargeError,
     CircuitOpenError,
     CorruptStateError,
-    DeadLetterQueueFull,
-    DeadLetterTooLarge,
-    DeadLetterUnavailable,
+    DeadLetterQueueFullError,
+    DeadLetterTooLargeError,
+    DeadLetterUnavailableError,
     IllegalTransitionError,
     PoolTimeoutError,
-    RateLimitExceeded,
+    RateLimitExceededError,
     SerializationError,
 )
-from .health import HealthApp, health_app
-from .policies import (
-    Attempt,
-    Backoff,
-    Bulkhead,
-    BulkheadRejected,
-    BulkheadStatistics,
-    CallTimedOut,
-    Fallback,
-    FallbackStatistics,
-    Pipeline,
-    PipelineStatistics,
-    Policy,
-    PolicyEvent,
-    PolicyListener,
-    RateLimited,
-    RateLimiter,
-    RateLimiterStatistics,
-    Retry,
-    RetryBudget,
-    RetryBudgetStatistics,
-    RetryExhausted,
-    RetryScheduled,
-    RetryStatistics,
-    SupportsPush,
-    Timeout,
-    TimeoutStatistics,
-    constant,
-    exponential,
-    pipeline,
-)
-from .registry import BreakerRegistry
-from .stores.checkpoint import Checkpoint, CheckpointPage, CheckpointStore, CheckpointSummary
-from .stores.checkpoint_resume import CheckpointRun
-from .stores.dlq import DeadLetterQueue
-from .stores.dlq_records import (
-    DeadLetter,
-    DeadLetterEvent,
-    DeadLetterEvicted,
-    DeadLetterLease,
-    DeadLetterPage,
-    DeadLetterSpoolDropped,
-    DeadLetterSpooled,
-    RetryCounts,
-    RetryReport,
-)
+
+if TYPE_CHECKING:
+    from .backends.redis import RedisBackend
+    from .health import HealthApp, health_app
+    from .policies import (
+        Attempt,
+        Backoff,
+        Bulkhead,
+        BulkheadRejected,
+        BulkheadStatistics,
+        CallTimedOut,
+        Fallback,
+        FallbackStatistics,
+        Pipeline,
+        PipelineStatistics,
+        Policy,
+        PolicyEvent,
+        PolicyListener,
+        RateLimited,
+        RateLimiter,
+        RateLimiterStatistics,
+        Retry,
+        RetryBudget,
+        RetryBudgetStatistics,
+        RetryExhausted,
+        RetryScheduled,
+        RetryStatistics,
+        SupportsPush,
+        Timeout,
+        TimeoutStatistics,
+        constant,
+        exponential,
+        pipeline,
+    )
+    from .registry import BreakerRegistry
+    from .stores.checkpoint import Checkpoint, CheckpointPage, CheckpointStore, CheckpointSummary
+    from .stores.checkpoint_resume import CheckpointRun
+    from .stores.dlq import DeadLetterQueue
+    from .stores.dlq_records import (
+        DeadLetter,
+        DeadLetterEvent,
+        DeadLetterEvicted,
+        DeadLetterLease,
+        DeadLetterPage,
+        DeadLetterSpoolDropped,
+        DeadLetterSpooled,
+        RetryCounts,
+        RetryReport,
+    )
+
+# name -> module that defines it, imported on first access.
+_LAZY: dict[str, str] = {
+    "Attempt": ".policies",
+    "Backoff": ".policies",
+    "BreakerRegistry": ".registry",
+    "Bulkhead": ".policies",
+    "BulkheadRejected": ".policies",
+    "BulkheadStatistics": ".policies",
+    "CallTimedOut": ".policies",
+    "Checkpoint": ".stores.checkpoint",
+    "CheckpointPage": ".stores.checkpoint",
+    "CheckpointRun": ".stores.checkpoint_resume",
+    "CheckpointStore": ".stores.checkpoint",
+    "CheckpointSummary": ".stores.checkpoint",
+    "DeadLetter": ".stores.dlq_records",
+    "DeadLetterEvent": ".stores.dlq_records",
+    "DeadLetterEvicted": ".stores.dlq_records",
+    "DeadLetterLease": ".stores.dlq_records",
+    "DeadLetterPage": ".stores.dlq_records",
+    "DeadLetterQueue": ".stores.dlq",
+    "DeadLetterSpoolDropped": ".stores.dlq_records",
+    "DeadLetterSpooled": ".stores.dlq_records",
+    "Fallback": ".policies",
+    "FallbackStatistics": ".policies",
+    "HealthApp": ".health",
+    "Pipeline": ".policies",
+    "PipelineStatistics": ".policies",
+    "Policy": ".policies",
+    "PolicyEvent": ".policies",
+    "PolicyListener": ".policies",
+    "RateLimited": ".policies",
+    "RateLimiter": ".policies",
+    "RateLimiterStatistics": ".policies",
+    "RedisBackend": ".backends.redis",
+    "Retry": ".policies",
+    "RetryBudget": ".policies",
+    "RetryBudgetStatistics": ".policies",
+    "RetryCounts": ".stores.dlq_records",
+    "RetryExhausted": ".policies",
+    "RetryReport": ".stores.dlq_records",
+    "RetryScheduled": ".policies",
+    "RetryStatistics": ".policies",
+    "SupportsPush": ".policies",
+    "Timeout": ".policies",
+    "TimeoutStatistics": ".policies",
+    "constant": ".policies",
+    "exponential": ".policies",
+    "health_app": ".health",
+    "pipeline": ".policies",
+}
 
 # Plain ASCII order with dunders last (tests/test_public_api.py); ruff would put `__version__`
 # before the lowercase function names.
@@ -119,7 +179,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "CheckpointRun",
     "CheckpointStore",
     "CheckpointSummary",
-    "CheckpointTooLarge",
+    "CheckpointTooLargeError",
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
@@ -131,11 +191,11 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "DeadLetterLease",
     "DeadLetterPage",
     "DeadLetterQueue",
-    "DeadLetterQueueFull",
+    "DeadLetterQueueFullError",
     "DeadLetterSpoolDropped",
     "DeadLetterSpooled",
-    "DeadLetterTooLarge",
-    "DeadLetterUnavailable",
+    "DeadLetterTooLargeError",
+    "DeadLetterUnavailableError",
     "Fallback",
     "FallbackStatistics",
     "HealthApp",
@@ -148,7 +208,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "PolicyEvent",
     "PolicyListener",
     "PoolTimeoutError",
-    "RateLimitExceeded",
+    "RateLimitExceededError",
     "RateLimited",
     "RateLimiter",
     "RateLimiterStatistics",
@@ -176,14 +236,20 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
 ]
 
 
-if TYPE_CHECKING:  # type checkers see the real class; at run time it is imported lazily
-    from .backends.redis import RedisBackend
-
-
 def __getattr__(name: str) -> object:
-    # RedisBackend needs the optional ``redis`` extra: import it only when asked for.
-    if name == "RedisBackend":
-        from .backends.redis import RedisBackend
+    module = _LAZY.get(name)
+    if module is not None:
+        from importlib import import_module
 
-        return RedisBackend
+        value = getattr(import_module(module, __name__), name)
+        globals()[name] = value  # later reads skip this function
+        return value
+    from .exceptions import DEPRECATED_NAMES, deprecated_alias
+
+    if name in DEPRECATED_NAMES:
+        return deprecated_alias(__name__, name)
     raise AttributeError(f"module 'aioresil' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -36,9 +36,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NoReturn, ParamSpec, Self, TypeVar
 
-import anyio
-import structlog
-
+from ._log import get_logger
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .clock import Clock, SystemClock
@@ -54,7 +52,7 @@ __all__ = ["BreakerStats", "CircuitBreaker"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_log = structlog.get_logger("aioresil")
+_log = get_logger("aioresil")
 
 _CLOSED = CircuitState.CLOSED
 _DISABLED = CircuitState.DISABLED
@@ -381,6 +379,8 @@ class CircuitBreaker:
         Bounded by ``RELEASE_TIMEOUT`` so a dead backend cannot keep it forever.
         """
 
+        import anyio  # here, not at the top: ``import aioresil`` stays light
+
         async def bounded() -> None:
             with anyio.move_on_after(RELEASE_TIMEOUT):
                 await self._settle(pending, exc_type)
@@ -451,6 +451,12 @@ class CircuitBreaker:
         return guarded
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def handle(self) -> BreakerHandle:
+        """This breaker's handle in its backend (for registries and operator tools: read
+        many breakers at once with ``backend.read_breakers([b.handle for b in ...])``)."""
+        return self._handle
 
     @property
     def state(self) -> CircuitState:

@@ -3,14 +3,15 @@
 Why a tree: callers can catch ``AioresilError`` for "the resilience layer said no" without also
 catching their own failures. We never wrap or replace the user's exception, and we never shadow a
 builtin name (no ``TimeoutError`` / ``ConnectionError`` of our own).
+
+This module imports nothing else of aioresil: every layer may import it (``core`` included),
+so it sits at the bottom of the import graph (``tests/test_layering.py``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .core.states import CircuitState
+import warnings
+from enum import StrEnum
 
 __all__ = [
     "AioresilError",
@@ -20,15 +21,15 @@ __all__ = [
     "CallTimeoutError",
     "CheckpointConflictError",
     "CheckpointCorruptError",
-    "CheckpointTooLarge",
+    "CheckpointTooLargeError",
     "CircuitOpenError",
     "CorruptStateError",
-    "DeadLetterQueueFull",
-    "DeadLetterTooLarge",
-    "DeadLetterUnavailable",
+    "DeadLetterQueueFullError",
+    "DeadLetterTooLargeError",
+    "DeadLetterUnavailableError",
     "IllegalTransitionError",
     "PoolTimeoutError",
-    "RateLimitExceeded",
+    "RateLimitExceededError",
     "SerializationError",
 ]
 
@@ -42,13 +43,14 @@ class CircuitOpenError(AioresilError):
 
     Attributes:
         name: the breaker's name.
-        state: the state that rejected the call (``OPEN``, ``HALF_OPEN`` when all trial
-            permits are taken, or ``FORCED_OPEN``).
+        state: the :class:`~aioresil.CircuitState` that rejected the call (``OPEN``,
+            ``HALF_OPEN`` when all trial permits are taken, or ``FORCED_OPEN``). Annotated as
+            its base ``StrEnum``: this module imports nothing of ours (no cycle with core).
         retry_after: seconds until a trial call may be allowed, or ``None`` when unknown
             (forced open, or half-open with every permit taken).
     """
 
-    def __init__(self, name: str, state: CircuitState, retry_after: float | None) -> None:
+    def __init__(self, name: str, state: StrEnum, retry_after: float | None) -> None:
         # The message is built only when someone reads it: rejections are a hot path.
         self.name = name
         self.state = state
@@ -61,7 +63,7 @@ class CircuitOpenError(AioresilError):
     def __repr__(self) -> str:
         return f"CircuitOpenError({str(self)!r})"
 
-    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, CircuitState, float | None]]:
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, StrEnum, float | None]]:
         return (type(self), (self.name, self.state, self.retry_after))
 
 
@@ -117,7 +119,7 @@ class CheckpointConflictError(AioresilError):
         return (type(self), (self.task_id, self.expected_version, self.current_version))
 
 
-class CheckpointTooLarge(AioresilError, ValueError):
+class CheckpointTooLargeError(AioresilError, ValueError):
     """The serialized checkpoint exceeds the store's ``max_bytes``; nothing was stored."""
 
 
@@ -125,15 +127,15 @@ class CheckpointCorruptError(CorruptStateError):
     """A stored checkpoint could not be decoded; the message names the task."""
 
 
-class DeadLetterQueueFull(AioresilError):
+class DeadLetterQueueFullError(AioresilError):
     """The dead letter queue is at ``max_entries`` and its overflow policy is ``"reject"``."""
 
 
-class DeadLetterTooLarge(AioresilError, ValueError):
+class DeadLetterTooLargeError(AioresilError, ValueError):
     """A dead letter's serialized payload exceeds ``max_payload_bytes``; nothing was stored."""
 
 
-class DeadLetterUnavailable(AioresilError, LookupError):
+class DeadLetterUnavailableError(AioresilError, LookupError):
     """A dead letter cannot be claimed: it does not exist, or another worker leases it.
 
     Attributes:
@@ -147,7 +149,7 @@ class DeadLetterUnavailable(AioresilError, LookupError):
         what = "does not exist" if reason == "missing" else "is leased by another worker"
         super().__init__(f"dead letter {entry_id!r} {what}")
 
-    def __reduce__(self) -> tuple[type[DeadLetterUnavailable], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[DeadLetterUnavailableError], tuple[str, str]]:
         return (type(self), (self.entry_id, self.reason))
 
 
@@ -192,7 +194,7 @@ class BulkheadFullError(AioresilError):
         return (type(self), (self.name, self.max_concurrent, self.retry_after))
 
 
-class RateLimitExceeded(AioresilError):
+class RateLimitExceededError(AioresilError):
     """A :class:`~aioresil.RateLimiter` had no token; the call did not run.
 
     Attributes:
@@ -206,5 +208,35 @@ class RateLimitExceeded(AioresilError):
         self.retry_after = retry_after
         super().__init__(f"rate limit {name!r} exceeded, retry after {retry_after:.3f}s")
 
-    def __reduce__(self) -> tuple[type[RateLimitExceeded], tuple[str, float]]:
+    def __reduce__(self) -> tuple[type[RateLimitExceededError], tuple[str, float]]:
         return (type(self), (self.name, self.retry_after))
+
+
+# Names before 0.x's naming pass (every exception ends in ``Error``). Kept one release as
+# deprecated aliases: reading one warns and returns the new class, so ``except`` clauses and
+# ``isinstance`` checks written against the old name keep matching.
+DEPRECATED_NAMES: dict[str, str] = {
+    "CheckpointTooLarge": "CheckpointTooLargeError",
+    "DeadLetterQueueFull": "DeadLetterQueueFullError",
+    "DeadLetterTooLarge": "DeadLetterTooLargeError",
+    "DeadLetterUnavailable": "DeadLetterUnavailableError",
+    "RateLimitExceeded": "RateLimitExceededError",
+}
+
+
+def deprecated_alias(module: str, name: str) -> object:
+    """The new class for an old exception name, with a ``DeprecationWarning`` (stacklevel 3:
+    the warning points at the code that read the old name through a module ``__getattr__``)."""
+    new = DEPRECATED_NAMES[name]
+    warnings.warn(
+        f"{module}.{name} is deprecated; use {new} (same class)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return globals()[new]
+
+
+def __getattr__(name: str) -> object:
+    if name in DEPRECATED_NAMES:
+        return deprecated_alias(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 from .backends.base import BreakerBackend
 from .backends.memory import MemoryBackend
 from .breaker import BreakerStats, CircuitBreaker, stats_from_record
-from .clock import Clock
+from .clock import Clock, SystemClock
 from .core.config import BreakerConfig
 from .events import Listener
 from .exceptions import BackendError
@@ -45,6 +46,9 @@ class BreakerRegistry:
         self.backend: BreakerBackend = backend if backend is not None else MemoryBackend()
         self.default_config = default_config if default_config is not None else BreakerConfig()
         self._clock = clock
+        system = clock is None or type(clock) is SystemClock
+        self._mono = time.monotonic if system or clock is None else clock.monotonic
+        self._wall = time.time if system or clock is None else clock.time
         self._breakers: dict[str, CircuitBreaker] = {}
         self._listeners: list[Listener] = []
 
@@ -92,33 +96,23 @@ class BreakerRegistry:
     async def stats(self) -> dict[str, BreakerStats]:
         """``{name: BreakerStats}`` for every breaker.
 
-        On Redis this is one round trip (one read-only script call) for all of them, after
-        flushing batched outcomes; not one per breaker.
+        One :meth:`~aioresil.backends.base.BreakerBackend.read_breakers` call for all of them:
+        in memory a direct read (no coroutine per breaker), on Redis one round trip (one
+        read-only script) after flushing batched outcomes. When the backend cannot answer,
+        each breaker answers by its own policy (local fallback or error).
         """
         breakers = list(self._breakers.values())
-        if all(b._handle.authoritative for b in breakers):
-            # In-process state: read each record directly, no coroutine per breaker.
-            out: dict[str, BreakerStats] = {}
-            for b in breakers:
-                now, wall = b._mono(), b._wall()
-                out[b.name] = stats_from_record(b.name, b.config, b._view, now, wall - now)
-            return out
-        bulk = getattr(self.backend, "read_breakers", None)
-        if bulk is None:
-            results = await asyncio.gather(*(b.stats() for b in breakers))
-            return {b.name: s for b, s in zip(breakers, results, strict=True)}
-        handles = [b._handle for b in breakers]
+        if not breakers:
+            return {}
+        now, wall = self._mono(), self._wall()
         try:
-            for handle in handles:
-                await handle.flush()  # type: ignore[attr-defined]
-            records = await bulk(handles)
+            readings = await self.backend.read_breakers([b.handle for b in breakers], now, wall)
         except BackendError:
-            # Redis is down: each breaker answers by its own policy (local fallback or error).
             results = await asyncio.gather(*(b.stats() for b in breakers))
             return {b.name: s for b, s in zip(breakers, results, strict=True)}
         return {
-            b.name: stats_from_record(b.name, b.config, rec, now, offset)
-            for b, (rec, now, offset) in zip(breakers, records, strict=True)
+            b.name: stats_from_record(b.name, b.config, rec, rec_now, offset)
+            for b, (rec, rec_now, offset) in zip(breakers, readings, strict=True)
         }
 
     async def reset_all(self) -> None:

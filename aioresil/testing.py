@@ -11,9 +11,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import TypeVar
 
+from .backends.base import BreakerHandle, BreakerReading
 from .backends.memory import MemoryBackend, MemoryBreakerHandle
 from .core.config import BreakerConfig
 from .core.machine import BreakerRecord, Outcome, Permit, Rejection
@@ -141,6 +142,13 @@ class FaultyBackend(MemoryBackend):
     async def ping(self) -> None:
         if self.failing:
             raise BackendUnavailableError("injected fault: backend unavailable")
+
+    async def read_breakers(
+        self, handles: Sequence[BreakerHandle], now: float, wall: float
+    ) -> list[BreakerReading]:
+        if self.failing:
+            raise BackendUnavailableError("injected fault: backend unavailable")
+        return await super().read_breakers(handles, now, wall)
 
 
 # ---------------------------------------------------------------------- retries in tests

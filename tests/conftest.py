@@ -17,7 +17,9 @@ from aioresil.testing import FakeClock
 
 from .servers import RedisServer, free_port
 
-BACKEND_KINDS = ["memory", "fakeredis", "redis"]
+# The real-server kind carries the redis_server marker: `-m "not redis_server"` skips it
+# without starting Redis.
+BACKEND_KINDS = ["memory", "fakeredis", pytest.param("redis", marks=pytest.mark.redis_server)]
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from redis.crc import key_slot
 
 import aioresil
 from aioresil import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState, RedisBackend
+from aioresil.backends.breaker_schema import Field
 from aioresil.testing import EventRecorder, FakeClock
 
 from .cluster import RedisClusterNodes
@@ -138,7 +139,13 @@ async def test_breaker_lifecycle_runs_on_a_cluster_for_names_on_every_node(
             ]
             state = await stored(cluster_client, backend, name)
             # 2 successes, 2 failures; the local rejection was sent with the trial's acquire
-            assert (state["st"], state["ns"], state["nf"], state["nr"], state["g"]) == (
+            assert (
+                state[Field.STATE],
+                state[Field.SUCCESSES],
+                state[Field.FAILURES],
+                state[Field.REJECTED],
+                state[Field.GENERATION],
+            ) == (
                 "closed",
                 "2",
                 "2",
@@ -153,7 +160,12 @@ async def test_breaker_lifecycle_runs_on_a_cluster_for_names_on_every_node(
                     raise AssertionError("rejected calls never run")
             await breaker.reset()
             state = await stored(cluster_client, backend, name)
-            assert (state["st"], state["ns"], state["nf"], state["nr"]) == ("closed", "0", "0", "0")
+            assert (
+                state[Field.STATE],
+                state[Field.SUCCESSES],
+                state[Field.FAILURES],
+                state[Field.REJECTED],
+            ) == ("closed", "0", "0", "0")
             assert breaker.state is CircuitState.CLOSED
             # The state lives in the slot of its hash tag, on whichever node owns it.
             state_key = backend.key("cb", name, "state")
@@ -195,7 +207,7 @@ async def test_redis_time_drives_the_recovery_timeout_on_a_cluster(
         async with breaker:  # a trial: the script read TIME on the key's node
             pass
         state = await stored(cluster_client, backend, "timed {on} cluster")
-        assert (state["st"], state["ts"]) == ("half_open", "1")
+        assert (state[Field.STATE], state[Field.TRIAL_SUCCESSES]) == ("half_open", "1")
 
 
 async def test_a_transition_published_on_a_cluster_reaches_another_backends_view(
@@ -254,7 +266,7 @@ async def test_checkpoint_store_lifecycle_runs_on_a_cluster(
             assert [c.version for c in await store.history(NAMES[3])] == [2, 1]
             page = await store.list(limit=100)
             assert sorted(e.task_id for e in page.entries) == sorted(NAMES)
-            assert page.cursor is None
+            assert page.next_cursor is None
             assert await store.delete(NAMES[0]) is True
             assert await store.load(NAMES[0]) is None
             assert len((await store.list()).entries) == len(NAMES) - 1

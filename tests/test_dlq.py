@@ -20,9 +20,9 @@ from aioresil import (
     DeadLetter,
     DeadLetterEvicted,
     DeadLetterQueue,
-    DeadLetterQueueFull,
-    DeadLetterTooLarge,
-    DeadLetterUnavailable,
+    DeadLetterQueueFullError,
+    DeadLetterTooLargeError,
+    DeadLetterUnavailableError,
     MemoryBackend,
     RedisBackend,
     RetryCounts,
@@ -370,7 +370,7 @@ async def test_retry_of_a_missing_entry_is_a_clear_error(dlq: DeadLetterQueue) -
     async def handler(letter: DeadLetter) -> None:
         raise AssertionError("must not run")
 
-    with pytest.raises(DeadLetterUnavailable, match="does not exist") as info:
+    with pytest.raises(DeadLetterUnavailableError, match="does not exist") as info:
         await dlq.retry("0123456789ab-0123456789abcdef", handler)
     assert info.value.reason == "missing"
 
@@ -383,7 +383,7 @@ async def test_a_leased_entry_cannot_be_claimed_until_its_lease_expires(
     assert (await dlq.stats())["in_flight"] == 1
     assert await dlq.count() == 1  # a leased entry is still in the queue
     clock.advance(29.9)
-    with pytest.raises(DeadLetterUnavailable, match="leased by another worker"):
+    with pytest.raises(DeadLetterUnavailableError, match="leased by another worker"):
         await dlq.claim(entry_id)
     clock.advance(0.2)
     assert (await dlq.stats())["in_flight"] == 0
@@ -424,7 +424,7 @@ async def test_concurrent_retries_of_one_entry_run_the_handler_once(
     )
     assert calls == 1
     assert outcomes.count(True) == 1
-    assert all(isinstance(o, DeadLetterUnavailable) for o in outcomes if o is not True)
+    assert all(isinstance(o, DeadLetterUnavailableError) for o in outcomes if o is not True)
     assert await dlq.count() == 0
 
 
@@ -582,7 +582,7 @@ async def test_purge_removes_more_than_one_batch(dlq: DeadLetterQueue) -> None:
 async def test_a_full_queue_rejects_loudly_and_stores_nothing(make_dlq: MakeDlq) -> None:
     dlq = make_dlq(max_entries=3)
     ids = [await dlq.push("t", i, "e") for i in range(3)]
-    with pytest.raises(DeadLetterQueueFull, match="max_entries=3"):
+    with pytest.raises(DeadLetterQueueFullError, match="max_entries=3"):
         await dlq.push("t", 99, "e")
     assert await dlq.count() == 3
     assert {e.id for e in (await dlq.list()).entries} == set(ids)
@@ -623,7 +623,7 @@ async def test_retention_drops_expired_entries_on_push(make_dlq: MakeDlq, clock:
     [
         (lambda q: q.push("t", {1, 2}, "e"), SerializationError, "payload of 't'"),
         (lambda q: q.push("t", float("nan"), "e"), SerializationError, "not serializable"),
-        (lambda q: q.push("t", "x" * 2000, "e"), DeadLetterTooLarge, "max_payload_bytes"),
+        (lambda q: q.push("t", "x" * 2000, "e"), DeadLetterTooLargeError, "max_payload_bytes"),
         (lambda q: q.push("", 1, "e"), ValueError, "task_type must be a non-empty"),
         (lambda q: q.push("  ", 1, "e"), ValueError, "task_type must be a non-empty"),
         (lambda q: q.push(b"t", 1, "e"), TypeError, "task_type must be a str"),
@@ -741,7 +741,7 @@ async def test_push_prepared_stores_in_batches_with_the_cap_per_entry(
 ) -> None:
     dlq = make_dlq(max_entries=25)
     rows = [dlq.prepare("t", i, "e", task_id=f"task-{i}") for i in range(30)]
-    with pytest.raises(DeadLetterQueueFull, match="25 entries were stored before"):
+    with pytest.raises(DeadLetterQueueFullError, match="25 entries were stored before"):
         await dlq.push_prepared(rows, batch=7)
     page = await dlq.list(limit=100)
     assert [e.payload for e in page.entries] == list(reversed(range(25)))

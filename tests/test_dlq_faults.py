@@ -25,7 +25,7 @@ from aioresil import (
     DeadLetterQueue,
     DeadLetterSpoolDropped,
     DeadLetterSpooled,
-    DeadLetterUnavailable,
+    DeadLetterUnavailableError,
     RedisBackend,
 )
 
@@ -104,7 +104,7 @@ async def test_a_worker_killed_inside_its_handler_loses_nothing(redis_url: str) 
         # The entry never left the queue; its lease (decided by Redis TIME) still holds it.
         assert await dlq.count() == 1
         assert (await dlq.stats())["in_flight"] == 1
-        with pytest.raises(DeadLetterUnavailable, match="leased"):
+        with pytest.raises(DeadLetterUnavailableError, match="leased"):
             await dlq.claim(entry_id)
 
         # Seen from after the 30 s lease, the entry is free again, with the same key.

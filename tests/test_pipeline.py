@@ -140,7 +140,7 @@ async def test_timeout_outside_retry_bounds_the_whole_call() -> None:
     with pytest.raises(CallTimeoutError):
         await pipeline(total, retry, per_attempt).call(slow)
     assert calls == 1  # the retry was cancelled with its attempt, not retried
-    assert retry.statistics().retries == 0
+    assert retry.stats().retries == 0
 
 
 @on_both_backends
@@ -157,7 +157,7 @@ async def test_timeout_inside_retry_bounds_each_attempt_and_is_retried() -> None
     with pytest.raises(CallTimeoutError):
         await pipeline(retry, per_attempt).call(slow)
     assert calls == 3
-    assert per_attempt.statistics().timed_out == 3
+    assert per_attempt.stats().timed_out == 3
 
 
 @on_both_backends
@@ -201,7 +201,7 @@ async def test_bulkhead_inside_retry_frees_its_slot_while_the_retry_waits() -> N
     clock = FakeClock()
 
     async def sleep(seconds: float) -> None:
-        active_during_waits.append(bulkhead.statistics().active)
+        active_during_waits.append(bulkhead.stats().active)
         clock.advance(seconds)
         await anyio.lowlevel.checkpoint()
 
@@ -217,7 +217,7 @@ async def test_rate_limiter_inside_retry_spends_a_token_per_attempt() -> None:
     retry = Retry(3, backoff=constant(0.0), sleep=FakeSleep(clock), clock=clock)
     with pytest.raises(Boom):
         await pipeline(retry, limiter).call(Flaky(100))
-    assert limiter.statistics().allowed == 3
+    assert limiter.stats().allowed == 3
 
 
 # ---------------------------------------------------------------------- fallback
@@ -237,7 +237,7 @@ async def test_fallback_answers_the_final_failure_after_retries() -> None:
     assert await pipeline(fallback, retry).call(flaky) == "cached"
     assert seen == [flaky.errors[-1]]
     assert flaky.calls == 3
-    stats = fallback.statistics()
+    stats = fallback.stats()
     assert (stats.calls, stats.fallbacks) == (1, 1)
 
 
@@ -267,7 +267,7 @@ async def test_fallback_never_handles_cancellation() -> None:
     with anyio.CancelScope() as scope:
         await fallback.call(cancelled)
     assert scope.cancelled_caught
-    assert fallback.statistics().fallbacks == 0
+    assert fallback.stats().fallbacks == 0
     with pytest.raises(ValueError, match="never handled"):
         Fallback(lambda error: None, on=BaseException)
 
@@ -295,7 +295,7 @@ async def test_final_failure_goes_to_the_dlq_with_attempts_and_the_last_error() 
     assert entry.attempts == 3
     assert entry.metadata == {"pipeline": "payments", "function": charge.__qualname__}
     assert "dead_lettered" in [line["event"] for line in logs]
-    stats = guarded.statistics()
+    stats = guarded.stats()
     assert (stats.calls, stats.failures, stats.dead_lettered, stats.dlq_errors) == (1, 1, 1, 0)
 
 
@@ -338,7 +338,7 @@ async def test_a_failing_dlq_push_never_replaces_the_users_error() -> None:
         await guarded.call(flaky)
     assert caught.value is flaky.errors[0]
     assert "dlq_push_failed" in [line["event"] for line in logs]
-    assert guarded.statistics().dlq_errors == 1
+    assert guarded.stats().dlq_errors == 1
 
 
 # ---------------------------------------------------------------------- the recommended stack
@@ -365,8 +365,8 @@ async def test_the_recommended_pipeline_recovers_from_a_flaky_upstream() -> None
         for flaky in flakies:
             group.start_soon(one, flaky)
     assert results == ["ok"] * 12
-    assert retry.statistics().retries == sum(n % 3 for n in range(12))
-    assert bulkhead.statistics().active == 0
+    assert retry.stats().retries == sum(n % 3 for n in range(12))
+    assert bulkhead.stats().active == 0
 
 
 # ---------------------------------------------------------------------- bad input

@@ -39,14 +39,14 @@ async def test_calls_beyond_the_limit_are_rejected_at_once() -> None:
         group.start_soon(bulkhead.call, hold)
         group.start_soon(bulkhead.call, hold)
         await settle()
-        assert bulkhead.statistics().active == 2
+        assert bulkhead.stats().active == 2
         with capture_logs() as logs, pytest.raises(BulkheadFullError) as caught:
             await bulkhead.call(hold)
         assert (caught.value.name, caught.value.max_concurrent) == ("reports", 2)
         assert [entry["event"] for entry in logs] == ["bulkhead_rejected"]
         release.set()
     assert [e.max_concurrent for e in events.of_type(BulkheadRejected)] == [2]
-    stats = bulkhead.statistics()
+    stats = bulkhead.stats()
     assert (stats.active, stats.accepted, stats.rejected) == (0, 2, 1)
 
 
@@ -68,12 +68,12 @@ async def test_waiters_queue_in_order_up_to_max_waiting() -> None:
         await settle()
         group.start_soon(bulkhead.call, job, "third")
         await settle()
-        assert bulkhead.statistics().waiting == 2
+        assert bulkhead.stats().waiting == 2
         with pytest.raises(BulkheadFullError):
             await bulkhead.call(job, "fourth")
         gate.set()
     assert order == ["first", "second", "third"]
-    assert bulkhead.statistics().active == 0
+    assert bulkhead.stats().active == 0
 
 
 @on_both_backends
@@ -85,9 +85,9 @@ async def test_a_waiter_gives_up_after_max_wait() -> None:
         await settle()
         with pytest.raises(BulkheadFullError):
             await bulkhead.call(anyio.lowlevel.checkpoint)
-        assert bulkhead.statistics().waiting == 0
+        assert bulkhead.stats().waiting == 0
         release.set()
-    assert bulkhead.statistics().active == 0
+    assert bulkhead.stats().active == 0
 
 
 @on_both_backends
@@ -110,14 +110,14 @@ async def test_a_cancelled_waiter_leaves_the_queue_without_leaking_a_slot() -> N
         await settle()
         group.start_soon(cancelled_waiter)
         await settle()
-        assert bulkhead.statistics().waiting == 1
+        assert bulkhead.stats().waiting == 1
         waiter_scope.cancel()
         await settle()
-        assert bulkhead.statistics().waiting == 0
+        assert bulkhead.stats().waiting == 0
         release.set()
     await bulkhead.call(job, "after")
     assert ran == ["after"]
-    stats = bulkhead.statistics()
+    stats = bulkhead.stats()
     assert (stats.active, stats.waiting) == (0, 0)
 
 
@@ -148,7 +148,7 @@ async def test_a_slot_handed_to_a_waiter_cancelled_at_that_moment_is_passed_on()
         await settle()
         release.set()
     assert "next" in ran
-    stats = bulkhead.statistics()
+    stats = bulkhead.stats()
     assert (stats.active, stats.waiting) == (0, 0)
 
 
@@ -162,18 +162,18 @@ async def test_a_failing_call_gives_its_slot_back() -> None:
     for _ in range(3):
         with pytest.raises(Boom):
             await bulkhead.call(failing)
-    assert bulkhead.statistics().active == 0
+    assert bulkhead.stats().active == 0
 
 
 @on_both_backends
 async def test_async_with_form_holds_a_slot_for_the_block() -> None:
     bulkhead = Bulkhead(1, backend=MemoryBackend())
     async with bulkhead:
-        assert bulkhead.statistics().active == 1
+        assert bulkhead.stats().active == 1
         with pytest.raises(BulkheadFullError):
             async with bulkhead:
                 pass  # pragma: no cover
-    assert bulkhead.statistics().active == 0
+    assert bulkhead.stats().active == 0
 
 
 @on_both_backends
@@ -194,7 +194,7 @@ async def test_peak_concurrency_never_exceeds_the_limit() -> None:
         for _ in range(60):
             group.start_soon(bulkhead.call, job)
     assert (peak, done) == (3, 60)
-    stats = bulkhead.statistics()
+    stats = bulkhead.stats()
     assert (stats.active, stats.accepted, stats.rejected) == (0, 60, 0)
 
 

@@ -8,7 +8,7 @@ import pickle
 import pytest
 from structlog.testing import capture_logs
 
-from aioresil import RateLimited, RateLimiter, RateLimitExceeded, Retry, constant
+from aioresil import RateLimited, RateLimiter, RateLimitExceededError, Retry, constant
 from aioresil.testing import EventRecorder, FakeClock
 
 from .policy_helpers import BACKENDS, FakeSleep, on_both_backends
@@ -30,7 +30,7 @@ async def test_a_burst_passes_then_calls_are_refused_with_an_exact_retry_after()
     events = EventRecorder()
     limiter.add_listener(events)  # type: ignore[arg-type]
     assert [await limiter.call(noop), await limiter.call(noop)] == ["ran", "ran"]
-    with capture_logs() as logs, pytest.raises(RateLimitExceeded) as caught:
+    with capture_logs() as logs, pytest.raises(RateLimitExceededError) as caught:
         await limiter.call(noop)
     assert caught.value.name == "api"
     assert caught.value.retry_after == pytest.approx(0.5)
@@ -38,7 +38,7 @@ async def test_a_burst_passes_then_calls_are_refused_with_an_exact_retry_after()
     assert [e.retry_after for e in events.of_type(RateLimited)] == [pytest.approx(0.5)]
     clock.advance(0.5)
     assert await limiter.call(noop) == "ran"
-    stats = limiter.statistics()
+    stats = limiter.stats()
     assert (stats.allowed, stats.limited, stats.waited) == (3, 1, 0)
 
 
@@ -51,7 +51,7 @@ async def test_tokens_refill_at_rate_per_period_up_to_burst() -> None:
     clock.advance(600)  # far longer than a full refill: still only `burst` tokens
     for _ in range(3):
         await limiter.acquire()
-    with pytest.raises(RateLimitExceeded) as caught:
+    with pytest.raises(RateLimitExceededError) as caught:
         await limiter.acquire()
     assert caught.value.retry_after == pytest.approx(6.0)
 
@@ -63,11 +63,11 @@ async def test_waiters_reserve_tokens_in_order_within_max_wait() -> None:
     limiter = RateLimiter(1, per=1.0, burst=1, max_wait=1.5, clock=clock, sleep=sleep)
     await limiter.acquire()  # the burst token
     await limiter.acquire()  # reserves the token due in 1 s
-    with pytest.raises(RateLimitExceeded) as caught:
+    with pytest.raises(RateLimitExceededError) as caught:
         await limiter.acquire()  # the next is due in 2 s > max_wait
     assert sleep.delays == [pytest.approx(1.0)]
     assert caught.value.retry_after == pytest.approx(2.0)
-    assert limiter.statistics().waited == 1
+    assert limiter.stats().waited == 1
 
 
 @on_both_backends
@@ -87,13 +87,13 @@ async def test_async_with_form_takes_a_token() -> None:
     limiter = RateLimiter(1, burst=1, clock=clock)
     async with limiter:
         pass
-    with pytest.raises(RateLimitExceeded):
+    with pytest.raises(RateLimitExceededError):
         async with limiter:
             pass  # pragma: no cover
 
 
 def test_rate_limit_exceeded_pickles_with_its_fields() -> None:
-    error = pickle.loads(pickle.dumps(RateLimitExceeded("api", 0.25)))
+    error = pickle.loads(pickle.dumps(RateLimitExceededError("api", 0.25)))
     assert (error.name, error.retry_after) == ("api", 0.25)
 
 
@@ -137,4 +137,4 @@ async def test_a_waiter_cancelled_while_waiting_gives_its_token_back() -> None:
     clock.advance(1.0)  # one token refilled: it must be free, not owed to the cancelled waiter
     async with asyncio.timeout(1):
         await limiter.acquire()  # no wait: the sleep would block forever
-    assert limiter.statistics().allowed == 2
+    assert limiter.stats().allowed == 2

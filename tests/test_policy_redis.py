@@ -26,7 +26,7 @@ from aioresil import (
     CircuitBreaker,
     CircuitOpenError,
     RateLimiter,
-    RateLimitExceeded,
+    RateLimitExceededError,
     Retry,
     constant,
     pipeline,
@@ -133,7 +133,7 @@ async def test_a_cancelled_call_gives_its_fleet_slot_back(backend: RedisBackend)
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await backend.client.zcard(backend.key("bulkhead", "cancel", "leases")) == 0
-    assert bulkhead.statistics().active == 0
+    assert bulkhead.stats().active == 0
 
 
 async def test_a_fleet_waiter_gets_the_slot_when_it_frees(backend: RedisBackend) -> None:
@@ -142,10 +142,10 @@ async def test_a_fleet_waiter_gets_the_slot_when_it_frees(backend: RedisBackend)
     release = asyncio.Event()
     holding = asyncio.create_task(holder.call(release.wait))
     async with asyncio.timeout(5):  # conditions, not fixed sleeps: CI machines stall
-        while holder.statistics().active != 1:  # noqa: ASYNC110
+        while holder.stats().active != 1:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         waiting = asyncio.create_task(waiter.call(asyncio.sleep, 0, "got it"))
-        while waiter.statistics().waiting != 1:  # noqa: ASYNC110
+        while waiter.stats().waiting != 1:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
     with pytest.raises(BulkheadFullError):
         await waiter.call(asyncio.sleep, 0)  # this process's one waiting place is taken
@@ -160,7 +160,7 @@ async def test_a_fleet_waiter_gives_up_after_max_wait(backend: RedisBackend) -> 
     async with holder:
         with pytest.raises(BulkheadFullError):
             await waiter.call(asyncio.sleep, 0)
-    assert waiter.statistics().waiting == 0
+    assert waiter.stats().waiting == 0
 
 
 async def test_names_are_encoded_into_one_hash_slot(backend: RedisBackend) -> None:
@@ -179,10 +179,10 @@ async def test_fleet_rate_limiter_refuses_with_retry_after_and_shares_the_bucket
     one = RateLimiter(1, per=1.0, burst=1, name="shared", backend=backend)
     two = RateLimiter(1, per=1.0, burst=1, name="shared", backend=backend)
     await one.acquire()
-    with pytest.raises(RateLimitExceeded) as caught:
+    with pytest.raises(RateLimitExceededError) as caught:
         await two.acquire()  # another "process": the same bucket, already empty
     assert 0.8 < caught.value.retry_after <= 1.0
-    assert (one.statistics().allowed, two.statistics().limited) == (1, 1)
+    assert (one.stats().allowed, two.stats().limited) == (1, 1)
 
 
 async def test_fleet_rate_limiter_waits_for_its_token_within_max_wait(
@@ -194,7 +194,7 @@ async def test_fleet_rate_limiter_waits_for_its_token_within_max_wait(
     for _ in range(3):
         await limiter.acquire()
     assert loop.time() - started >= 0.09  # two tokens at 20/s came 50 ms apart
-    stats = limiter.statistics()
+    stats = limiter.stats()
     assert (stats.allowed, stats.waited, stats.limited) == (3, 2, 0)
 
 

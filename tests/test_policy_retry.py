@@ -56,7 +56,7 @@ async def test_transient_failures_are_retried_until_success() -> None:
     assert await retry.call(flaky) == "ok"
     assert flaky.calls == 3
     assert sleep.delays == [0.5, 0.5]
-    stats = retry.statistics()
+    stats = retry.stats()
     assert (stats.calls, stats.retries, stats.recovered, stats.gave_up) == (1, 2, 1, 0)
 
 
@@ -69,7 +69,7 @@ async def test_last_error_propagates_unchanged_after_all_attempts() -> None:
     assert caught.value is flaky.errors[-1]
     assert flaky.calls == 3
     assert len(sleep.delays) == 2
-    assert retry.statistics().gave_up == 1
+    assert retry.stats().gave_up == 1
 
 
 @on_both_backends
@@ -138,7 +138,7 @@ async def test_cancellation_is_never_retried() -> None:
     assert scope.cancelled_caught
     assert calls == 1
     assert sleep.delays == []
-    assert retry.statistics().retries == 0
+    assert retry.stats().retries == 0
 
 
 @on_both_backends
@@ -325,8 +325,8 @@ async def test_budget_exhaustion_stops_retries() -> None:
         attempts.append(flaky.calls)
     # call 1: one saved token -> one retry; call 2: 0.5 tokens -> none; call 3: 1.0 -> one.
     assert attempts == [2, 1, 2]
-    assert retry.statistics().budget_exhausted == 3
-    stats = budget.statistics()
+    assert retry.stats().budget_exhausted == 3
+    stats = budget.stats()
     assert (stats.deposits, stats.withdrawals, stats.rejections) == (3, 2, 3)
 
 
@@ -360,7 +360,7 @@ async def test_budget_bounds_retries_to_the_ratio_during_an_outage() -> None:
     for _ in range(calls):
         with pytest.raises(Boom):
             await retry.call(Flaky(10**6))
-    retries = retry.statistics().retries
+    retries = retry.stats().retries
     assert 0.2 * calls - 1 <= retries <= 1 + 0.2 * calls  # never 3 retries per call
 
 
@@ -379,7 +379,7 @@ async def test_attempt_iterator_retries_a_block() -> None:
     assert result == "ok"
     assert numbers == [1, 2, 3]
     assert sleep.delays == [0.5, 0.5]
-    assert retry.statistics().recovered == 1
+    assert retry.stats().recovered == 1
 
 
 @on_both_backends

@@ -34,7 +34,7 @@ async def test_a_call_that_finishes_in_time_returns_its_result() -> None:
         return x * 2
 
     assert await timeout.call(quick, 21) == 42
-    stats = timeout.statistics()
+    stats = timeout.stats()
     assert (stats.calls, stats.timed_out) == (1, 0)
 
 
@@ -56,7 +56,7 @@ async def test_a_slow_call_is_cancelled_and_raises_call_timeout_error() -> None:
         await timeout.call(slow)
     assert cleaned_up
     assert (caught.value.name, caught.value.seconds) == ("lookup", TINY)
-    assert timeout.statistics().timed_out == 1
+    assert timeout.stats().timed_out == 1
     assert [e.name for e in events.of_type(CallTimedOut)] == ["lookup"]
     assert [entry["event"] for entry in logs] == ["call_timed_out"]
 
@@ -86,7 +86,7 @@ async def test_async_with_form_times_out_a_block() -> None:
     assert not reached_end
     async with timeout:
         pass  # a fresh block gets a fresh deadline
-    assert timeout.statistics().calls == 2
+    assert timeout.stats().calls == 2
 
 
 @on_both_backends
@@ -96,11 +96,11 @@ async def test_an_outer_cancellation_is_not_reported_as_our_timeout() -> None:
         async with timeout:
             await anyio.sleep(60)
     assert outer.cancelled_caught
-    assert timeout.statistics().timed_out == 0
+    assert timeout.stats().timed_out == 0
     with anyio.move_on_after(TINY) as outer:
         await timeout.call(anyio.sleep, 60)
     assert outer.cancelled_caught
-    assert timeout.statistics().timed_out == 0
+    assert timeout.stats().timed_out == 0
 
 
 @on_both_backends

@@ -5,19 +5,44 @@ A breaker binds once (``backend.bind_breaker(name, config)``) and then talks to 
 one Lua script for Redis). The ``*_local`` methods answer without I/O when they can and return
 ``None`` when the backend must be asked; the breaker then awaits the ``*_remote`` twin. That
 split keeps the memory backend's hot path free of extra coroutine frames.
+
+Everything the layers above need from a backend is a method here (ARCHITECTURE.md): the
+registry reads many breakers with :meth:`BreakerBackend.read_breakers`, stores and policies get
+their storage through :meth:`BreakerBackend.open_storage` (a double dispatch, so nothing above
+asks ``isinstance(backend, MemoryBackend)``), health checks call ``ping()``. Both backends and
+``aioresil.testing``'s fakes implement all of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
+from ..clock import Clock
 from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import Trigger
 from ..events import BreakerEvent
 
-__all__ = ["BreakerBackend", "BreakerHandle", "TransitionCallback"]
+if TYPE_CHECKING:  # scripts.py loads importlib.resources: not on the `import aioresil` path
+    from .scripts import LuaScript
+
+__all__ = [
+    "BreakerBackend",
+    "BreakerHandle",
+    "BreakerReading",
+    "ScriptRunner",
+    "StorageFactory",
+    "TransitionCallback",
+]
+
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
+
+BreakerReading = tuple[BreakerRecord, float, float]
+"""``(record, record_now, wall_offset)``: a breaker's full state read at ``record_now`` (in the
+record's own time base); ``wall = t + wall_offset`` turns its timestamps into Unix time."""
 
 TransitionCallback = Callable[[Transition, float | None], None]
 """Called with each transition and the new OPEN state's retry_after (seconds) or None."""
@@ -26,6 +51,9 @@ TransitionCallback = Callable[[Transition, float | None], None]
 @runtime_checkable
 class BreakerHandle(Protocol):
     """One breaker's state in a backend."""
+
+    name: str
+    config: BreakerConfig
 
     view: BreakerRecord
     """The local view: ``state`` and ``generation`` are readable without I/O. For the memory
@@ -73,7 +101,11 @@ class BreakerHandle(Protocol):
         """Reset, force open or disable (one atomic operation)."""
         ...
 
-    async def refresh(self, now: float, wall: float) -> tuple[BreakerRecord, float, float]:
+    async def flush(self) -> None:
+        """Send outcomes held back (``recording="batched"``) now; a no-op when none are."""
+        ...
+
+    async def refresh(self, now: float, wall: float) -> BreakerReading:
         """A fresh copy of the full state for statistics: ``(record, record_now, wall_offset)``.
 
         ``record_now`` is "now" in the record's own time base (monotonic for memory, Redis
@@ -83,9 +115,86 @@ class BreakerHandle(Protocol):
 
 
 @runtime_checkable
+class ScriptRunner(Protocol):
+    """What Redis-side storage (stores, fleet-wide policies) runs on: keys and Lua scripts."""
+
+    clock: Clock | None
+    """A test clock whose ``monotonic()`` scripts use instead of Redis ``TIME``, or None."""
+
+    client: Any
+    """The ``redis.asyncio`` client, for reads a script cannot batch (pipelined ``HGETALL``)."""
+
+    def key(self, kind: str, name: str, part: str) -> str:
+        """Key of ``part`` of object ``name`` of ``kind`` (see :mod:`aioresil.backends.keys`)."""
+        ...
+
+    async def run_script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[str | int | float | bytes]
+    ) -> Any:
+        """One ``EVALSHA`` (reloading once on ``NOSCRIPT``); errors mapped to our tree."""
+        ...
+
+
+class StorageFactory(Protocol[T_co]):
+    """Builds one store's storage for whichever backend it is given.
+
+    The backend picks the method (:meth:`BreakerBackend.open_storage`): stores and policies
+    never test what kind of backend they hold.
+    """
+
+    kind: str
+    """The store's kind (``"dlq"``, ``"checkpoint"``, ...): names its in-process namespace."""
+
+    def in_process(self, shared: dict[str, Any]) -> T_co:
+        """Storage in this process; ``shared`` is the backend's dict for :attr:`kind`."""
+        ...
+
+    def on_scripts(self, runner: ScriptRunner) -> T_co:
+        """Storage shared through ``runner`` (Redis)."""
+        ...
+
+
+@runtime_checkable
 class BreakerBackend(Protocol):
-    """Anything breakers can keep their state in."""
+    """Anything breakers, stores and policies can keep their state in.
+
+    Lifecycle: an async context manager; ``aclose()`` sends what is held back and releases
+    connections; ``ping()`` raises :class:`~aioresil.exceptions.BackendUnavailableError` when
+    the storage cannot be reached.
+    """
 
     def bind_breaker(self, name: str, config: BreakerConfig) -> BreakerHandle:
         """The handle of breaker ``name``; the same name on one backend shares state."""
         ...
+
+    async def read_breakers(
+        self, handles: Sequence[BreakerHandle], now: float, wall: float
+    ) -> list[BreakerReading]:
+        """Every handle's full state, flushed first, in ONE round trip (an operator read).
+
+        ``now``/``wall`` are the caller's clock readings (memory answers in that time base;
+        Redis in its own ``TIME``). Raises :class:`~aioresil.exceptions.BackendError` when the
+        storage cannot answer; the caller then asks each breaker (its own fallback policy).
+        """
+        ...
+
+    def open_storage(self, factory: StorageFactory[T]) -> T:
+        """``factory.in_process(...)`` or ``factory.on_scripts(...)``, as this backend stores."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the storage answers; raise ``BackendUnavailableError`` otherwise."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush what is held back and release connections (idempotent)."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

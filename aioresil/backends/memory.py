@@ -8,16 +8,18 @@ between threads running separate event loops; give each loop its own, or use Red
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from ..core import machine
 from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import Trigger
 from ..events import BreakerEvent
-from .base import TransitionCallback
+from .base import BreakerHandle, BreakerReading, StorageFactory, TransitionCallback
+
+T = TypeVar("T")
 
 __all__ = ["MemoryBackend", "MemoryBreakerHandle"]
 
@@ -71,7 +73,10 @@ class MemoryBreakerHandle:
     async def operator(self, trigger: Trigger, now: float) -> None:
         self._emit(machine.operator(self.view, trigger, now), now)
 
-    async def refresh(self, now: float, wall: float) -> tuple[BreakerRecord, float, float]:
+    async def flush(self) -> None:
+        """Nothing is ever held back in memory."""
+
+    async def refresh(self, now: float, wall: float) -> BreakerReading:
         return self.view, now, wall - now
 
 
@@ -103,9 +108,20 @@ class MemoryBackend:
             )
         return handle
 
+    async def read_breakers(
+        self, handles: Sequence[BreakerHandle], now: float, wall: float
+    ) -> list[BreakerReading]:
+        """Every handle's record as it is (the view *is* the state): no I/O, no copy."""
+        offset = wall - now
+        return [(handle.view, now, offset) for handle in handles]
+
     def namespace(self, kind: str) -> dict[str, Any]:
         """A dictionary shared by every store of ``kind`` on this backend."""
         return self._namespaces.setdefault(kind, {})
+
+    def open_storage(self, factory: StorageFactory[T]) -> T:
+        """In-process storage, shared by every store of ``factory.kind`` on this backend."""
+        return factory.in_process(self.namespace(factory.kind))
 
     async def ping(self) -> None:
         """Always reachable."""

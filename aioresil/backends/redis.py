@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
 
@@ -28,6 +28,7 @@ from ..exceptions import (
     CorruptStateError,
     PoolTimeoutError,
 )
+from .base import BreakerHandle, BreakerReading, StorageFactory
 from .breaker_schema import Field
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
@@ -50,6 +51,7 @@ _log = structlog.get_logger("aioresil")
 _MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redis]'"
 
 ScriptArg = str | int | float | bytes
+T = TypeVar("T")
 
 _F_STATE = Field.STATE.encode()
 _F_GENERATION = Field.GENERATION.encode()
@@ -258,15 +260,57 @@ class RedisBackend:
         return handle
 
     async def read_breakers(
-        self, handles: Sequence[RedisBreakerHandle], *, raw_view: bool = False
-    ) -> list[Any]:
+        self, handles: Sequence[BreakerHandle], now: float = 0.0, wall: float = 0.0
+    ) -> list[BreakerReading]:
         """Read many breakers in ONE round trip: one ``breaker_read.lua`` call for all of them.
 
-        The script returns an atomic snapshot with the server's time. On Redis Cluster, where
-        the breakers live in different slots, it is called once per breaker, concurrently.
-        Returns ``(record, now, wall_offset)`` per handle, or ``(state, generation,
-        retry_after_us)`` with ``raw_view``.
+        Batched outcomes are flushed first. The script returns an atomic snapshot with the
+        server's time (``now``/``wall`` are not needed: records are in Redis ``TIME``). On
+        Redis Cluster, where the breakers live in different slots, it is called once per
+        breaker, concurrently.
         """
+        own = self._own(handles)
+        for handle in own:
+            await handle.flush()
+        rows = await self._read_rows(own)
+        clock = self.clock
+        wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
+        out: list[BreakerReading] = []
+        for handle, (now_us, state, live, window) in zip(own, rows, strict=True):
+            try:
+                record = handle.record_from(state, int(live), window or None, now_us)
+            except (KeyError, ValueError) as exc:
+                raise CorruptStateError(
+                    f"breaker {handle.name!r}: stored state is unreadable ({exc!r}); "
+                    "the next state change resets it"
+                ) from exc
+            now_s = clock.monotonic() if clock is not None else now_us / 1e6
+            out.append((record, now_s, wall_offset))
+        return out
+
+    async def read_views(self, handles: Sequence[BreakerHandle]) -> list[tuple[str, int, int]]:
+        """``(state, generation, retry_after_us)`` per handle, one round trip; never raises on
+        an unreadable hash (it reads as "unknown, ask Redis")."""
+        own = self._own(handles)
+        rows = await self._read_rows(own)
+        return [
+            _raw_view(handle, state, now_us)
+            for handle, (now_us, state, _, _) in zip(own, rows, strict=True)
+        ]
+
+    def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
+        """This backend's own handles for ``handles`` (bound here, looked up by name)."""
+        own = []
+        for handle in handles:
+            mine = self._breakers.get(handle.name)
+            if mine is not handle:
+                raise ValueError(f"breaker {handle.name!r} is not bound to this RedisBackend")
+            own.append(mine)
+        return own
+
+    async def _read_rows(
+        self, handles: Sequence[RedisBreakerHandle]
+    ) -> list[tuple[int, dict[bytes, bytes], Any, dict[bytes, bytes]]]:
         if not handles:
             return []
         script = load_script("breaker_read")
@@ -288,25 +332,19 @@ class RedisBackend:
         else:
             keys = [key for h in handles for key in h.keys]
             rows = unpack(await self.run_script(script, keys, [now_arg, *map(timed, handles)]))
-        clock = self.clock
-        wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
-        out: list[Any] = []
-        for handle, (now_us, flat_state, live, flat_window) in zip(handles, rows, strict=True):
-            state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
-            window = dict(zip(flat_window[::2], flat_window[1::2], strict=True))
-            if raw_view:
-                out.append(_raw_view(handle, state, now_us))
-                continue
-            try:
-                record = handle.record_from(state, int(live), window or None, now_us)
-            except (KeyError, ValueError) as exc:
-                raise CorruptStateError(
-                    f"breaker {handle.name!r}: stored state is unreadable ({exc!r}); "
-                    "the next state change resets it"
-                ) from exc
-            now_s = self.clock.monotonic() if self.clock is not None else now_us / 1e6
-            out.append((record, now_s, wall_offset))
-        return out
+        return [
+            (
+                now_us,
+                dict(zip(flat_state[::2], flat_state[1::2], strict=True)),
+                live,
+                dict(zip(flat_window[::2], flat_window[1::2], strict=True)),
+            )
+            for now_us, flat_state, live, flat_window in rows
+        ]
+
+    def open_storage(self, factory: StorageFactory[T]) -> T:
+        """Storage shared through this backend's scripts (one key space per store)."""
+        return factory.on_scripts(self)
 
     def track(self, task: asyncio.Task[None]) -> None:
         """Keep a background task referenced until it ends; :meth:`aclose` awaits it."""
@@ -354,14 +392,14 @@ class RedisBackend:
                     delay = min(delay * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def _resync_views(self) -> None:
         handles = list(self._breakers.values())
         if not handles:
             return
         for handle, (state, generation, retry_us) in zip(
-            handles, await self.read_breakers(handles, raw_view=True), strict=True
+            handles, await self.read_views(handles), strict=True
         ):
             handle.apply_view(state, generation, retry_us)
 

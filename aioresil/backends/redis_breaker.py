@@ -30,7 +30,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import structlog
 
@@ -41,12 +41,47 @@ from ..core.states import CircuitState, Trigger
 from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
-from .base import TransitionCallback
+from .base import BreakerReading, TransitionCallback
 from .breaker_schema import Field, breaker_script
 from .keys import encode_name
 
 if TYPE_CHECKING:
-    from .redis import RedisBackend
+    from collections.abc import Sequence
+
+    from ..clock import Clock
+    from .scripts import LuaScript
+
+
+class BreakerHost(Protocol):
+    """What a :class:`RedisBreakerHandle` needs from its :class:`~aioresil.RedisBackend`.
+
+    Why a protocol: ``redis.py`` creates the handles, so this module must not import it back
+    (no import cycles; ``tests/test_layering.py``).
+    """
+
+    clock: Clock | None
+    events_channel: str
+
+    def key(self, kind: str, name: str, part: str) -> str: ...
+
+    async def run_script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[str | int | float | bytes]
+    ) -> Any: ...
+
+    def ensure_listener(self) -> None: ...
+
+    def track(self, task: asyncio.Task[None]) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def read_breakers(
+        self, handles: Sequence[RedisBreakerHandle], now: float = 0.0, wall: float = 0.0
+    ) -> list[BreakerReading]: ...
+
+    async def read_views(
+        self, handles: Sequence[RedisBreakerHandle]
+    ) -> list[tuple[str, int, int]]: ...
+
 
 __all__ = ["RedisBreakerHandle", "binding_argument"]
 
@@ -114,7 +149,7 @@ class RedisBreakerHandle:
 
     authoritative = False
 
-    def __init__(self, backend: RedisBackend, name: str, config: BreakerConfig) -> None:
+    def __init__(self, backend: BreakerHost, name: str, config: BreakerConfig) -> None:
         self.backend = backend
         self.name = name
         self.config = config
@@ -339,8 +374,6 @@ class RedisBreakerHandle:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - no loop: nothing can be sent anyway
-            return
-        if self.backend._closed:
             return
         task = loop.create_task(self._release(token))
         self.backend.track(task)
@@ -623,7 +656,7 @@ class RedisBreakerHandle:
     async def _probe(self) -> None:
         try:
             await self.backend.ping()
-            records = await self.backend.read_breakers([self], raw_view=True)
+            records = await self.backend.read_views([self])
         except Exception as error:  # still down (or unreadable): try again later
             _log.debug("circuit_backend_probe_failed", breaker=self.name, error=repr(error))
             return

@@ -41,7 +41,7 @@ from importlib.resources import files
 from typing import Any
 
 from ..clock import Clock, SystemClock
-from ..exceptions import BackendError, CorruptStateError, DeadLetterUnavailable
+from ..exceptions import BackendError, CorruptStateError, DeadLetterUnavailableError
 from ..registry import BreakerRegistry
 from ..stores.dlq import DeadLetterQueue, Handler
 from ..stores.dlq_records import DeadLetter
@@ -369,7 +369,7 @@ class DashboardApp:
         dlq, entry_id, _ = await self._entry(request)
         try:
             succeeded = await dlq.retry(entry_id, self.retry_handler)
-        except DeadLetterUnavailable as exc:
+        except DeadLetterUnavailableError as exc:
             raise HttpError(409, str(exc)) from None
         body: dict[str, Any] = {"id": entry_id, "succeeded": succeeded}
         if not succeeded:

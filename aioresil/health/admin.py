@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from ..exceptions import DeadLetterUnavailable
+from ..exceptions import DeadLetterUnavailableError
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -134,7 +134,7 @@ class AdminRoutes:
             )
         try:
             succeeded = await self.dlq.retry(entry_id, self.retry_handler)
-        except DeadLetterUnavailable as exc:
+        except DeadLetterUnavailableError as exc:
             status = 409 if exc.reason == "leased" else 404
             return _error(status, str(exc))
         return Reply(200, {"id": entry_id, "succeeded": succeeded})

@@ -3,7 +3,7 @@ fallback, and ``pipeline()`` to stack them (outermost first).
 
 Every policy is a decorator (``@policy``) and has ``await policy.call(fn, *args, **kwargs)``;
 ``Timeout``, ``Bulkhead`` and ``RateLimiter`` are also ``async with`` blocks; ``Retry``
-retries a block through its attempt iterator. Each has ``.statistics()``.
+retries a block through its attempt iterator. Each has ``.stats()``.
 """
 
 from .base import Policy

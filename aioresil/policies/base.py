@@ -11,13 +11,14 @@ import dataclasses
 import functools
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
-from ..backends.scripts import LuaScript
+from ..backends.base import ScriptRunner
 from ..clock import Clock, SystemClock
 from .events import PolicyEvent, PolicyListener
 
@@ -79,6 +80,25 @@ class Statistics:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
+class StatsAlias:
+    """The pre-0.x name ``statistics()``, kept one release as a deprecated alias of ``stats()``.
+
+    Why ``stats()`` won: breakers, the registry and the stores already used it; one word per
+    idea across the API (``tests/test_api_conventions.py`` checks it).
+    """
+
+    __slots__ = ()
+
+    def statistics(self) -> Any:
+        """Deprecated: use ``stats()`` (same result)."""
+        warnings.warn(
+            f"{type(self).__name__}.statistics() is deprecated; use .stats()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.stats()  # type: ignore[attr-defined]
+
+
 @runtime_checkable
 class Policy(Protocol):
     """Anything that can run a coroutine function under some rule.
@@ -92,34 +112,40 @@ class Policy(Protocol):
         ...
 
 
-@runtime_checkable
-class ScriptBackend(Protocol):
-    """What a fleet-wide policy needs from a backend (``RedisBackend`` has both)."""
-
-    def key(self, kind: str, name: str, part: str) -> str: ...
-
-    async def run_script(
-        self, script: LuaScript, keys: Sequence[str], args: Sequence[str | int | float | bytes]
-    ) -> Any: ...
+ScriptBackend = ScriptRunner
+"""What a fleet-wide policy needs from a backend: keys and Lua scripts (``RedisBackend``)."""
 
 
-def script_backend(backend: object, what: str) -> ScriptBackend | None:
+class _ScriptsOrNone:
+    """``open_storage`` factory: ``None`` for in-process state, else the script runner."""
+
+    kind = "policy"
+
+    def in_process(self, shared: dict[str, Any]) -> ScriptRunner | None:
+        return None
+
+    def on_scripts(self, runner: ScriptRunner) -> ScriptRunner | None:
+        return runner
+
+
+def script_backend(backend: object, what: str) -> ScriptRunner | None:
     """``None`` for in-process state (no backend, or a ``MemoryBackend``), else the backend.
 
-    Anything else must run Lua scripts (``RedisBackend``); we refuse it early otherwise.
+    The backend decides (``open_storage``), so any backend of the contract works; anything
+    else is refused early.
     """
     if backend is None:
         return None
-    from ..backends.memory import MemoryBackend
+    open_storage = getattr(backend, "open_storage", None)
+    if not callable(open_storage):
+        raise TypeError(
+            f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}"
+        )
+    runner: ScriptRunner | None = open_storage(_ScriptsOrNone())
+    return runner
 
-    if isinstance(backend, MemoryBackend):
-        return None
-    if isinstance(backend, ScriptBackend):
-        return backend
-    raise TypeError(f"{what}: backend must be a MemoryBackend or a RedisBackend, got {backend!r}")
 
-
-class PolicyBase:
+class PolicyBase(StatsAlias):
     """Decorator, listeners and clock for the policies; subclasses implement :meth:`call`."""
 
     __slots__ = ("_clock", "_listeners", "name")

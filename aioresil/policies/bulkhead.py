@@ -269,7 +269,7 @@ class Bulkhead(PolicyBase):
             )
         raise BulkheadFullError(self.name, self.max_concurrent, retry_after)
 
-    def statistics(self) -> BulkheadStatistics:
+    def stats(self) -> BulkheadStatistics:
         return BulkheadStatistics(
             name=self.name,
             max_concurrent=self.max_concurrent,

@@ -82,5 +82,5 @@ class Fallback(PolicyBase):
             result = await result
         return cast(R, result)
 
-    def statistics(self) -> FallbackStatistics:
+    def stats(self) -> FallbackStatistics:
         return FallbackStatistics(name=self.name, calls=self._calls, fallbacks=self._fallbacks)

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
-from .base import Statistics, check_name, log
+from .base import Statistics, StatsAlias, check_name, log
 from .retry import Retry
 
 __all__ = ["Pipeline", "PipelineStatistics", "SupportsPush", "pipeline"]
@@ -104,7 +104,7 @@ def _counting(inner: Layer) -> Layer:
 PayloadBuilder = Callable[..., Any]
 
 
-class Pipeline:
+class Pipeline(StatsAlias):
     """Stages composed outermost first; build it with :func:`pipeline`."""
 
     __slots__ = (
@@ -229,7 +229,7 @@ class Pipeline:
             error=repr(error),
         )
 
-    def statistics(self) -> PipelineStatistics:
+    def stats(self) -> PipelineStatistics:
         return PipelineStatistics(
             name=self.name,
             calls=self._calls,

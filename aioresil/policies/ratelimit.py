@@ -2,7 +2,7 @@
 
 Why a token bucket: it allows ``burst`` calls at once after a quiet spell, then ``rate`` calls
 per ``per`` seconds on average, which is what most upstream quotas say. A call without a
-token raises :class:`~aioresil.RateLimitExceeded` carrying ``retry_after`` (a
+token raises :class:`~aioresil.RateLimitExceededError` carrying ``retry_after`` (a
 :class:`Retry` around the limiter waits exactly that long), or, with ``max_wait``, waits for
 its token when it will come within that time.
 
@@ -25,7 +25,7 @@ import anyio
 
 from ..backends.scripts import load_script
 from ..clock import Clock
-from ..exceptions import RateLimitExceeded
+from ..exceptions import RateLimitExceededError
 from .base import PolicyBase, Statistics, check_seconds, log, script_backend
 from .events import RateLimited
 
@@ -70,7 +70,7 @@ class RateLimiter(PolicyBase):
 
         github = RateLimiter(5000, per=3600, backend=redis_backend, name="github")
 
-        async with github:                   # RateLimitExceeded(retry_after=...) when empty
+        async with github:                   # RateLimitExceededError(retry_after=...) when empty
             await client.get("/repos")
     """
 
@@ -126,7 +126,7 @@ class RateLimiter(PolicyBase):
         return self._backend is not None
 
     async def acquire(self) -> None:
-        """Take one token, waiting up to ``max_wait``; else raise ``RateLimitExceeded``."""
+        """Take one token, waiting up to ``max_wait``; else raise ``RateLimitExceededError``."""
         if self._backend is not None:
             await self._acquire_fleet()
             return
@@ -180,7 +180,7 @@ class RateLimiter(PolicyBase):
         log.info("rate_limited", policy=self.name, retry_after=round(retry_after, 4), fleet=fleet)
         if self._listeners:
             self._dispatch(RateLimited(self.name, retry_after, fleet, self._clock.time()))
-        raise RateLimitExceeded(self.name, retry_after)
+        raise RateLimitExceededError(self.name, retry_after)
 
     async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Take a token, then run ``await fn(*args, **kwargs)``."""
@@ -199,7 +199,7 @@ class RateLimiter(PolicyBase):
     ) -> None:
         return None  # a token is spent when the call starts; nothing to give back
 
-    def statistics(self) -> RateLimiterStatistics:
+    def stats(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(
             name=self.name,
             rate=self.rate,

@@ -6,7 +6,7 @@ Why these rules:
   ``on=`` refuses classes outside ``Exception``): a cancelled task must stop, not try again.
 * **A ``retry_after`` hint wins over the computed backoff.** An exception carrying a numeric
   ``retry_after`` (``CircuitOpenError`` from a breaker inside the retry,
-  ``RateLimitExceeded``, ``BulkheadFullError``, your own 429 error) is waited out: the wait is
+  ``RateLimitExceededError``, ``BulkheadFullError``, your own 429 error) is waited out: the wait is
   ``max(backoff, retry_after)``, the hint capped by ``max_retry_after`` (the backoff's
   ``max`` unless you say otherwise). If the wait would end after
   the retry's ``timeout``, the retry gives up at once instead of sleeping for nothing.
@@ -35,7 +35,15 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from ..clock import Clock, SystemClock
-from .base import ExceptionFilter, PolicyBase, Statistics, check_seconds, exception_filter, log
+from .base import (
+    ExceptionFilter,
+    PolicyBase,
+    Statistics,
+    StatsAlias,
+    check_seconds,
+    exception_filter,
+    log,
+)
 from .events import RetryExhausted, RetryScheduled
 
 __all__ = [
@@ -133,7 +141,7 @@ class RetryBudgetStatistics(Statistics):
     rejections: int
 
 
-class RetryBudget:
+class RetryBudget(StatsAlias):
     """A token bucket of retries, shared by every :class:`Retry` that uses it.
 
     Every call through a retry deposits ``ratio`` tokens; every retry withdraws one; time adds
@@ -212,7 +220,7 @@ class RetryBudget:
         self._rejections += 1
         return False
 
-    def statistics(self) -> RetryBudgetStatistics:
+    def stats(self) -> RetryBudgetStatistics:
         return RetryBudgetStatistics(
             tokens=self._refill_peek(),
             deposits=self._deposits,
@@ -460,7 +468,7 @@ class Retry(PolicyBase):
         else:
             await self._sleep(delay)
 
-    def statistics(self) -> RetryStatistics:
+    def stats(self) -> RetryStatistics:
         return RetryStatistics(
             name=self.name,
             calls=self._calls,

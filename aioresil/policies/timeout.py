@@ -100,7 +100,7 @@ class Timeout(PolicyBase):
             self._dispatch(CallTimedOut(self.name, self.seconds, self._clock.time()))
         return CallTimeoutError(self.name, self.seconds)
 
-    def statistics(self) -> TimeoutStatistics:
+    def stats(self) -> TimeoutStatistics:
         return TimeoutStatistics(
             name=self.name, seconds=self.seconds, calls=self._calls, timed_out=self._timed_out
         )

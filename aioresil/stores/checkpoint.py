@@ -26,14 +26,16 @@ from __future__ import annotations
 import builtins
 import math
 import re
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..backends.base import ScriptRunner
 from ..backends.keys import decode_name, encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
-from ..exceptions import CheckpointConflictError, CheckpointCorruptError, CheckpointTooLarge
+from ..exceptions import CheckpointConflictError, CheckpointCorruptError, CheckpointTooLargeError
 from .checkpoint_backends import (
     CONFLICT,
     CORRUPT,
@@ -42,6 +44,7 @@ from .checkpoint_backends import (
     RawCheckpoint,
     RedisCheckpointDriver,
 )
+from .page import Page
 from .serialize import JSON, Serializer, dumps_checked
 
 if TYPE_CHECKING:
@@ -84,19 +87,84 @@ class CheckpointSummary:
     updated_at: float
 
 
+class _RunAccess:
+    """What a :class:`CheckpointRun` may do with its store (``ResumableStore``)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self._store = store
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._store.serializer
+
+    @property
+    def clock(self) -> Clock:
+        return self._store.clock
+
+    def task(self, task_id: object) -> str:
+        return self._store._task(task_id)
+
+    def check_size(self, task_id: str, state_bytes: int, step_bytes: int) -> None:
+        self._store._check_size(task_id, state_bytes, step_bytes)
+
+    def corrupt(self, task_id: str, why: str) -> Exception:
+        return self._store._corrupt(task_id, why)
+
+    def decode(self, task_id: str, data: bytes, what: str = "state") -> Any:
+        return self._store._decode(task_id, data, what)
+
+    async def load_raw(self, task_id: str) -> RawCheckpoint | None:
+        return await self._store._load_raw(task_id)
+
+    async def write(
+        self, task_id: str, task: str, data: bytes, expected: int | None, steps: bytes | None
+    ) -> int:
+        return await self._store._write(task_id, task, data, expected, steps)
+
+
+class _DriverFactory:
+    """Builds a store's driver for whichever backend it is on (``backend.open_storage``)."""
+
+    kind = "checkpoint"
+
+    def __init__(self, namespace: str, clock: Clock) -> None:
+        self.namespace = namespace
+        self.clock = clock
+
+    def in_process(self, shared: dict[str, Any]) -> CheckpointDriver:
+        return MemoryCheckpointDriver(shared, self.namespace, self.clock)
+
+    def on_scripts(self, runner: ScriptRunner) -> CheckpointDriver:
+        return RedisCheckpointDriver(runner, self.namespace)
+
+
 @dataclass(frozen=True, slots=True)
-class CheckpointPage:
+class CheckpointPage(Page[CheckpointSummary]):
     """One page of :meth:`CheckpointStore.list`.
 
     Attributes:
         entries: checkpoints in task id order (the byte order of the encoded ids).
-        cursor: pass it back as ``cursor=`` for the next page; ``None`` when the listing is
-            complete. A page can be shorter than ``limit`` (even empty) and still have a cursor
-            when expired entries were cleaned out of the index while it was built.
+        next_cursor: pass it back as ``cursor=`` for the next page; ``None`` when the listing
+            is complete. A page can be shorter than ``limit`` (even empty) and still have a
+            cursor when expired entries were cleaned out of the index while it was built.
+
+    Iterating over the page or taking ``len()`` works on ``entries``.
     """
 
     entries: tuple[CheckpointSummary, ...]
-    cursor: str | None
+    next_cursor: str | None
+
+    @property
+    def cursor(self) -> str | None:
+        """Deprecated: use ``next_cursor`` (the name every page uses)."""
+        warnings.warn(
+            "CheckpointPage.cursor is deprecated; use .next_cursor",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.next_cursor
 
 
 def _check_name(value: object, what: str) -> str:
@@ -130,7 +198,7 @@ class CheckpointStore:
         keep_history: how many versions :meth:`history` keeps, newest first, the current one
             included (``0``: none).
         max_bytes: the largest serialized state (plus step results, see :meth:`resume`)
-            accepted; bigger ones raise :class:`CheckpointTooLarge` and nothing is stored.
+            accepted; bigger ones raise :class:`CheckpointTooLargeError` and nothing is stored.
         serializer: ``dumps``/``loads`` pair (default strict JSON; never pickle).
         clock: drives ``updated_at`` and TTLs of the memory backend (pass
             ``aioresil.testing.FakeClock`` in tests). Redis uses its own ``TIME`` instead, so a
@@ -179,18 +247,14 @@ class CheckpointStore:
         self._ttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
         if backend is None:
             backend = MemoryBackend()
-        self.backend = backend
-        self._driver: CheckpointDriver
-        if isinstance(backend, MemoryBackend):
-            self._driver = MemoryCheckpointDriver(backend, self.namespace, self.clock)
-        elif callable(getattr(backend, "run_script", None)) and callable(
-            getattr(backend, "key", None)
-        ):
-            self._driver = RedisCheckpointDriver(backend, self.namespace)
-        else:
+        if not callable(getattr(backend, "open_storage", None)):
             raise TypeError(
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )
+        self.backend = backend
+        self._driver: CheckpointDriver = backend.open_storage(
+            _DriverFactory(self.namespace, self.clock)
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -208,7 +272,7 @@ class CheckpointStore:
             detail = (
                 f" ({state_bytes} of state, {step_bytes} of step results)" if step_bytes else ""
             )
-            raise CheckpointTooLarge(
+            raise CheckpointTooLargeError(
                 f"checkpoint {task_id!r}: serialized size is {total} bytes{detail}, over "
                 f"max_bytes={self.max_bytes}; nothing was stored"
             )
@@ -240,7 +304,7 @@ class CheckpointStore:
             CheckpointConflictError: the stored version is not ``expected_version`` (the error
                 carries the current one); nothing was written.
             SerializationError: ``state`` cannot be serialized; nothing was written.
-            CheckpointTooLarge: the serialized state is over ``max_bytes``; nothing was written.
+            CheckpointTooLargeError: over ``max_bytes`` once serialized; nothing was written.
             CheckpointCorruptError: the stored record is unreadable; nothing was written.
 
         Example::
@@ -313,8 +377,8 @@ class CheckpointStore:
         Example::
 
             page = await store.list(prefix="user-7/", limit=50)
-            while page.cursor is not None:
-                page = await store.list(prefix="user-7/", limit=50, cursor=page.cursor)
+            while page.next_cursor is not None:
+                page = await store.list(prefix="user-7/", limit=50, cursor=page.next_cursor)
         """
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise TypeError(f"limit must be an int, got {limit!r}")
@@ -346,9 +410,9 @@ class CheckpointStore:
         while True:
             for entry in page.entries:
                 yield entry
-            if page.cursor is None:
+            if page.next_cursor is None:
                 return
-            page = await self.list(prefix=prefix, limit=page_size, cursor=page.cursor)
+            page = await self.list(prefix=prefix, limit=page_size, cursor=page.next_cursor)
 
     async def history(self, task_id: str) -> builtins.list[Checkpoint]:
         """The kept versions of the task, newest first, the current one included.
@@ -381,7 +445,7 @@ class CheckpointStore:
 
         _check_name(task_id, "task_id")
         initial_bytes = self._encode_state(task_id, initial)
-        return CheckpointRun(self, task_id, initial_bytes)
+        return CheckpointRun(_RunAccess(self), task_id, initial_bytes)
 
     def __repr__(self) -> str:
         return (

@@ -20,8 +20,7 @@ from ..backends.scripts import load_script
 from ..clock import Clock
 
 if TYPE_CHECKING:
-    from ..backends.memory import MemoryBackend
-    from ..backends.redis import RedisBackend
+    from ..backends.base import ScriptRunner
 
 __all__ = [
     "CONFLICT",
@@ -108,9 +107,8 @@ class MemoryCheckpointDriver:
 
     __slots__ = ("_clock", "_records")
 
-    def __init__(self, backend: MemoryBackend, namespace: str, clock: Clock) -> None:
-        spaces: dict[str, dict[str, _Record]] = backend.namespace("checkpoint")
-        self._records = spaces.setdefault(namespace, {})
+    def __init__(self, spaces: dict[str, Any], namespace: str, clock: Clock) -> None:
+        self._records: dict[str, _Record] = spaces.setdefault(namespace, {})
         self._clock = clock
 
     def _live(self, task: str) -> _Record | None:
@@ -212,7 +210,7 @@ class RedisCheckpointDriver:
 
     __slots__ = ("_backend", "_data_base", "_history_base", "_index")
 
-    def __init__(self, backend: RedisBackend, namespace: str) -> None:
+    def __init__(self, backend: ScriptRunner, namespace: str) -> None:
         self._backend = backend
         self._data_base = backend.key("ckpt", namespace, "d:")
         self._history_base = backend.key("ckpt", namespace, "h:")

@@ -30,14 +30,46 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 
 from .serialize import dumps_checked
 
 if TYPE_CHECKING:
-    from .checkpoint import CheckpointStore
+    from ..clock import Clock
+    from .checkpoint_backends import RawCheckpoint
+    from .serialize import Serializer
+
+
+class ResumableStore(Protocol):
+    """What a :class:`CheckpointRun` needs from its :class:`~aioresil.CheckpointStore`.
+
+    Why a protocol: ``checkpoint.py`` builds runs (``store.resume()``), so this module must
+    not import it back (no import cycles; ``tests/test_layering.py``). The store hands a run
+    a small accessor implementing it, not itself: no private attribute crosses modules.
+    """
+
+    @property
+    def serializer(self) -> Serializer: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def task(self, task_id: object) -> str: ...
+
+    def check_size(self, task_id: str, state_bytes: int, step_bytes: int) -> None: ...
+
+    def corrupt(self, task_id: str, why: str) -> Exception: ...
+
+    def decode(self, task_id: str, data: bytes, what: str = "state") -> Any: ...
+
+    async def load_raw(self, task_id: str) -> RawCheckpoint | None: ...
+
+    async def write(
+        self, task_id: str, task: str, data: bytes, expected: int | None, steps: bytes | None
+    ) -> int: ...
+
 
 __all__ = ["CheckpointRun"]
 
@@ -55,9 +87,9 @@ class CheckpointRun:
         resumed: ``True`` when the block started from a stored checkpoint.
     """
 
-    def __init__(self, store: CheckpointStore, task_id: str, initial: bytes) -> None:
+    def __init__(self, store: ResumableStore, task_id: str, initial: bytes) -> None:
         self._store = store
-        self._task = store._task(task_id)
+        self._task = store.task(task_id)
         self._initial = initial
         self.task_id = task_id
         self.state: Any = None
@@ -103,18 +135,18 @@ class CheckpointRun:
             raise RuntimeError(f"resume({self.task_id!r}) can be entered only once")
         self._entered = True
         store = self._store
-        raw = await store._load_raw(self.task_id)
+        raw = await store.load_raw(self.task_id)
         if raw is None:
             self.state = store.serializer.loads(self._initial)
             self.version = 0
         else:
-            self.state = store._decode(self.task_id, raw.data)
+            self.state = store.decode(self.task_id, raw.data)
             self.version = raw.version
             self.resumed = True
             if raw.steps is not None:
-                steps = store._decode(self.task_id, raw.steps, "step results")
+                steps = store.decode(self.task_id, raw.steps, "step results")
                 if not isinstance(steps, dict):
-                    raise store._corrupt(self.task_id, "its step results are not a mapping")
+                    raise store.corrupt(self.task_id, "its step results are not a mapping")
                 self._steps = steps
                 self._steps_size = len(raw.steps)
         self._last_write = store.clock.monotonic()
@@ -154,7 +186,7 @@ class CheckpointRun:
             CheckpointConflictError: another writer saved this task since this worker loaded
                 or wrote it; nothing was written and this handle stays stale (every later save
                 conflicts too), so the worker should stop.
-            SerializationError, CheckpointTooLarge: the state was refused; nothing written.
+            SerializationError, CheckpointTooLargeError: the state was refused; nothing written.
         """
         self._check_open()
         async with self._lock:
@@ -202,8 +234,8 @@ class CheckpointRun:
                 store.serializer, self._steps, f"step results of {self.task_id!r}"
             )
             steps_size = len(steps)
-        store._check_size(self.task_id, len(data), steps_size)
-        self.version = await store._write(self.task_id, self._task, data, self.version, steps)
+        store.check_size(self.task_id, len(data), steps_size)
+        self.version = await store.write(self.task_id, self._task, data, self.version, steps)
         self.state = state
         self._pending = 0
         self._last_write = store.clock.monotonic()

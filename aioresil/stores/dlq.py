@@ -52,15 +52,16 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import structlog
 
+from ..backends.base import ScriptRunner
 from ..backends.keys import encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
 from ..exceptions import (
     BackendUnavailableError,
     CorruptStateError,
-    DeadLetterQueueFull,
-    DeadLetterTooLarge,
-    DeadLetterUnavailable,
+    DeadLetterQueueFullError,
+    DeadLetterTooLargeError,
+    DeadLetterUnavailableError,
 )
 from .dlq_health import recommendations
 from .dlq_memory import MemoryDlqStorage, QueueState
@@ -131,6 +132,24 @@ def _check_task_type(task_type: object) -> str:
     return task_type
 
 
+class _StorageFactory:
+    """Builds a queue's storage for whichever backend it is on (``backend.open_storage``)."""
+
+    kind = "dlq"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def in_process(self, shared: dict[str, Any]) -> tuple[DlqStorage, bool]:
+        state = shared.get(self.name)
+        if state is None:
+            state = shared[self.name] = QueueState()
+        return MemoryDlqStorage(state), True
+
+    def on_scripts(self, runner: ScriptRunner) -> tuple[DlqStorage, bool]:
+        return RedisDlqStorage(runner, self.name), False
+
+
 class DeadLetterQueue:
     """Failed tasks, stored atomically, listed cheaply, retried under a lease.
 
@@ -143,7 +162,7 @@ class DeadLetterQueue:
         retention: seconds (or a ``timedelta``) after which an entry is dropped; enforced on
             push (at most 100 per push, counted as ``expired`` in :meth:`stats`) and by
             :meth:`purge`. ``None`` keeps entries until removed.
-        overflow: ``"reject"`` raises :class:`~aioresil.DeadLetterQueueFull` and stores
+        overflow: ``"reject"`` raises :class:`~aioresil.DeadLetterQueueFullError` and stores
             nothing; ``"evict_oldest"`` drops the oldest entry, counts it (``evicted`` in
             :meth:`stats`) and emits :class:`DeadLetterEvicted`. Never silent.
         serializer: turns payloads into bytes; strict JSON by default, never pickle.
@@ -205,24 +224,13 @@ class DeadLetterQueue:
         self._flush_lock = asyncio.Lock()
         if backend is None:
             backend = MemoryBackend()
-        self.backend = backend
-        self._storage: DlqStorage
-        if isinstance(backend, MemoryBackend):
-            states = backend.namespace("dlq")
-            state = states.get(name)
-            if state is None:
-                state = states[name] = QueueState()
-            self._storage = MemoryDlqStorage(state)
-            self._is_memory = True
-        elif callable(getattr(backend, "run_script", None)) and callable(
-            getattr(backend, "key", None)
-        ):
-            self._storage = RedisDlqStorage(backend, name)
-            self._is_memory = False
-        else:
+        if not callable(getattr(backend, "open_storage", None)):
             raise TypeError(
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )
+        self.backend = backend
+        self._storage: DlqStorage
+        self._storage, self._is_memory = backend.open_storage(_StorageFactory(name))
 
     # ------------------------------------------------------------------ helpers
 
@@ -323,7 +331,7 @@ class DeadLetterQueue:
         error_type, message, text = self._error_fields(error)
         data = dumps_checked(self.serializer, payload, f"payload of {task_type!r}")
         if len(data) > self.max_payload_bytes:
-            raise DeadLetterTooLarge(
+            raise DeadLetterTooLargeError(
                 f"payload of {task_type!r} is {len(data)} bytes serialized, "
                 f"max_payload_bytes is {self.max_payload_bytes}"
             )
@@ -372,8 +380,8 @@ class DeadLetterQueue:
 
         Raises:
             SerializationError: the payload or metadata cannot be serialized.
-            DeadLetterTooLarge: the serialized payload exceeds ``max_payload_bytes``.
-            DeadLetterQueueFull: the queue is full and ``overflow="reject"``.
+            DeadLetterTooLargeError: the serialized payload exceeds ``max_payload_bytes``.
+            DeadLetterQueueFullError: the queue is full and ``overflow="reject"``.
         """
         fields = self.prepare(
             task_type, payload, error, attempts=attempts, task_id=task_id, metadata=metadata
@@ -399,7 +407,7 @@ class DeadLetterQueue:
         For migrations, bulk loads and benchmarks. Each entry is still stored by its own
         atomic push script (pipelined on Redis), with the cap and retention applied per entry;
         a full queue (``overflow="reject"``) stops the load with
-        :class:`~aioresil.DeadLetterQueueFull` after the entries before it. Nothing is spooled.
+        :class:`~aioresil.DeadLetterQueueFullError` after the entries before it. Nothing is spooled.
 
         Example::
 
@@ -432,7 +440,7 @@ class DeadLetterQueue:
                 _log.warning("dlq_evicted", queue=self.name, entry_id=victim)
                 self._emit(DeadLetterEvicted(self.name, victim, self._clock.time()))
             if status == 0:
-                raise DeadLetterQueueFull(
+                raise DeadLetterQueueFullError(
                     f"dead letter queue {self.name!r} holds max_entries={self.max_entries}; "
                     f"{before + stored} entries were stored before {entry_id!r}"
                 )
@@ -440,7 +448,7 @@ class DeadLetterQueue:
         return stored
 
     async def _store(self, entry_id: str, fields: RawFields) -> bool:
-        """Push one entry; raise ``DeadLetterQueueFull``; False when it was already stored."""
+        """Push one entry; raise ``DeadLetterQueueFullError``; False when it was already stored."""
         retention_bound = ""
         if self.retention is not None:
             retention_bound = "(" + _pad(self._wall_ms() - int(self.retention * 1000))
@@ -448,7 +456,7 @@ class DeadLetterQueue:
             entry_id, fields, self.max_entries, self.overflow, retention_bound
         )
         if status == 0:
-            raise DeadLetterQueueFull(
+            raise DeadLetterQueueFullError(
                 f"dead letter queue {self.name!r} holds max_entries={self.max_entries}; "
                 "nothing was stored (overflow='reject')"
             )
@@ -488,7 +496,7 @@ class DeadLetterQueue:
                 try:
                     if await self._store(entry_id, fields):
                         stored += 1
-                except DeadLetterQueueFull as exc:
+                except DeadLetterQueueFullError as exc:
                     _log.error("dlq_spool_dropped", queue=self.name, entry_id=entry_id)
                     self._emit(
                         DeadLetterSpoolDropped(self.name, entry_id, self._clock.time(), str(exc))
@@ -632,19 +640,19 @@ class DeadLetterQueue:
         the lease expires and the entry can be claimed again.
 
         Raises:
-            DeadLetterUnavailable: no such entry, or another worker holds a live lease on it.
+            DeadLetterUnavailableError: no such entry, or another worker holds a live lease on it.
         """
         if not isinstance(entry_id, str):
             raise TypeError(f"entry_id must be a str, got {type(entry_id).__name__}")
         if not lease > 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         if not _ID_RE.match(entry_id):
-            raise DeadLetterUnavailable(entry_id, "missing")
+            raise DeadLetterUnavailableError(entry_id, "missing")
         row = await self._storage.claim(entry_id, self._lease_now(), max(int(lease * 1000), 1))
         if row.status < 0:
-            raise DeadLetterUnavailable(entry_id, "leased")
+            raise DeadLetterUnavailableError(entry_id, "leased")
         if row.status == 0 or row.fields is None:
-            raise DeadLetterUnavailable(entry_id, "missing")
+            raise DeadLetterUnavailableError(entry_id, "missing")
         return DeadLetterLease(self._decode(entry_id, row.fields), row.token, float(lease))
 
     async def ack(self, lease: DeadLetterLease) -> bool:
@@ -673,7 +681,7 @@ class DeadLetterQueue:
         back and propagates.
 
         Raises:
-            DeadLetterUnavailable: no such entry, or another worker is retrying it.
+            DeadLetterUnavailableError: no such entry, or another worker is retrying it.
         """
         held = await self.claim(entry_id, lease=lease)
         return await self._run_leased(held, handler)
@@ -740,7 +748,7 @@ class DeadLetterQueue:
             while (letter := await queue.get()) is not None:
                 try:
                     held = await self.claim(letter.id, lease=lease)
-                except DeadLetterUnavailable:
+                except DeadLetterUnavailableError:
                     outcome = 2
                 else:
                     outcome = 0 if await self._run_leased(held, handler) else 1

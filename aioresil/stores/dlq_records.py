@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from .page import Page
+
 __all__ = [
     "DeadLetter",
     "DeadLetterEvent",
@@ -71,10 +73,11 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetterPage:
+class DeadLetterPage(Page[DeadLetter]):
     """One page of :meth:`DeadLetterQueue.list`, newest first.
 
     ``next_cursor`` is ``None`` on the last page; pass it back as ``cursor=`` for the next.
+    Iterating over the page or taking ``len()`` works on ``entries``.
     """
 
     entries: tuple[DeadLetter, ...]

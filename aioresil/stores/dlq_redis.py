@@ -16,7 +16,7 @@ from ..exceptions import BackendError
 from .dlq_records import ClaimRow, RawFields, StatsRow
 
 if TYPE_CHECKING:
-    from ..backends.redis import RedisBackend
+    from ..backends.base import ScriptRunner
 
 __all__ = ["RedisDlqStorage", "dlq_script"]
 
@@ -49,7 +49,7 @@ class RedisDlqStorage:
 
     __slots__ = ("backend", "base", "idx", "lease", "tok")
 
-    def __init__(self, backend: RedisBackend, name: str) -> None:
+    def __init__(self, backend: ScriptRunner, name: str) -> None:
         self.backend = backend
         self.base = backend.key("dlq", name, "")
         self.idx = self.base + "idx"

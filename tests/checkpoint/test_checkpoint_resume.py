@@ -18,7 +18,7 @@ from aioresil import (
     CheckpointCorruptError,
     CheckpointRun,
     CheckpointStore,
-    CheckpointTooLarge,
+    CheckpointTooLargeError,
     SerializationError,
 )
 from aioresil.testing import FakeClock
@@ -52,7 +52,7 @@ async def test_initial_is_validated_when_resume_is_called(make_store: MakeStore)
     store = make_store(max_bytes=100)
     with pytest.raises(SerializationError):
         store.resume("job", initial={"x": object()})
-    with pytest.raises(CheckpointTooLarge):
+    with pytest.raises(CheckpointTooLargeError):
         store.resume("job", initial="x" * 500)
 
 
@@ -195,7 +195,7 @@ async def test_a_refused_state_leaves_the_checkpoint_and_the_run_unchanged(
         await cp.save({"ok": 1})
         with pytest.raises(SerializationError):
             await cp.save({"bad": object()})
-        with pytest.raises(CheckpointTooLarge, match="'job'"):
+        with pytest.raises(CheckpointTooLargeError, match="'job'"):
             await cp.save("x" * 100)
         assert (cp.version, cp.state) == (1, {"ok": 1})
         assert await cp.save({"ok": 2}) == 2
@@ -298,7 +298,7 @@ async def test_step_results_count_towards_max_bytes(make_store: MakeStore) -> No
         return "y" * 300
 
     async with store.resume("agent", initial="small") as cp:
-        with pytest.raises(CheckpointTooLarge, match="step results"):
+        with pytest.raises(CheckpointTooLargeError, match="step results"):
             await cp.step("big", big)
         assert cp.completed_steps == frozenset()
         assert await store.load("agent") is None

@@ -15,7 +15,7 @@ from aioresil import (
     CheckpointConflictError,
     CheckpointCorruptError,
     CheckpointStore,
-    CheckpointTooLarge,
+    CheckpointTooLargeError,
     MemoryBackend,
     SerializationError,
 )
@@ -220,9 +220,9 @@ async def test_list_pages_through_every_task_in_order_with_a_cursor(
         assert len(page.entries) <= 10
         seen += [entry.task_id for entry in page.entries]
         assert all(entry.version == 1 for entry in page.entries)
-        if page.cursor is None:
+        if page.next_cursor is None:
             break
-        page = await store.list(limit=10, cursor=page.cursor)
+        page = await store.list(limit=10, cursor=page.next_cursor)
         pages += 1
     assert seen == names
     assert pages in (6, 7)  # 57 entries in pages of 10 (+1 empty page at most)
@@ -234,7 +234,7 @@ async def test_list_filters_by_prefix_and_iter_walks_all_pages(make_store: MakeS
         await store.save(name, 0)
     page = await store.list(prefix="user:1/")
     assert [e.task_id for e in page.entries] == ["user:1/a", "user:1/b"]
-    assert page.cursor is None
+    assert page.next_cursor is None
     walked = [s.task_id async for s in store.iter(prefix="user:", page_size=1)]
     assert walked == ["user:1/a", "user:1/b", "user:10/a", "user:2/a"]
     everything = [s.task_id async for s in store.iter(page_size=2)]
@@ -376,7 +376,7 @@ async def test_state_over_max_bytes_raises_too_large_and_stores_nothing(
     make_store: MakeStore,
 ) -> None:
     store = make_store(max_bytes=1000)
-    with pytest.raises(CheckpointTooLarge) as info:
+    with pytest.raises(CheckpointTooLargeError) as info:
         await store.save("big", "x" * 2000)
     message = str(info.value)
     assert "'big'" in message and "2002 bytes" in message and "max_bytes=1000" in message

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 
-from aioresil import Bulkhead, RateLimiter, RateLimitExceeded
+from aioresil import Bulkhead, RateLimiter, RateLimitExceededError
 from aioresil.backends.redis import RedisBackend
 
 
@@ -40,7 +40,7 @@ async def bulkhead(url: str, workers: int, tasks: int, hold: float) -> dict[str,
 
         await barrier(backend, workers)
         await asyncio.gather(*(limit.call(job) for _ in range(tasks)))
-        return limit.statistics().to_dict()
+        return limit.stats().to_dict()
 
 
 async def ratelimit(url: str, workers: int, seconds: float) -> dict[str, object]:
@@ -55,7 +55,7 @@ async def ratelimit(url: str, workers: int, seconds: float) -> dict[str, object]
             try:
                 await limiter.acquire()
                 granted += 1
-            except RateLimitExceeded as error:
+            except RateLimitExceededError as error:
                 refused += 1
                 await asyncio.sleep(min(error.retry_after, 0.01))
         last = await backend.client.time()
