@@ -287,7 +287,17 @@ class CircuitBreaker:
                 self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
             view.in_flight += 1
             return self
-        await self._enter_slow()
+        # Not CLOSED: ask the handle, locally first (an OPEN rejection is decided here, with
+        # no coroutine of its own: rejections are a hot path too).
+        now = self._mono()
+        handle = self._handle
+        decision = handle.acquire_local(now)
+        if decision is None:
+            decision = await handle.acquire_remote(now)
+        if isinstance(decision, Rejection):
+            self._reject(decision)
+        self._set_ticket((decision.generation, decision.token, now, self._get_ticket(None)))
+        view.in_flight += 1
         return self
 
     async def __aexit__(
@@ -313,7 +323,7 @@ class CircuitBreaker:
                         window = rec.window
                         if window is not None and rec.state is _CLOSED:
                             if self._timed:
-                                window.add(False, False, self._mono())  # a TimeWindow
+                                window.add_success_at(self._mono())  # type: ignore[union-attr]
                             else:
                                 window.add_success()  # a CountWindow
                     return
@@ -336,17 +346,6 @@ class CircuitBreaker:
                 await self._settle(pending, None)
             return
         await self._finish(generation, token, started, exc_type)
-
-    async def _enter_slow(self) -> None:
-        now = self._mono()
-        handle = self._handle
-        decision = handle.acquire_local(now)
-        if decision is None:
-            decision = await handle.acquire_remote(now)
-        if isinstance(decision, Rejection):
-            self._reject(decision)
-        self._set_ticket((decision.generation, decision.token, now, self._get_ticket(None)))
-        self._view.in_flight += 1
 
     async def _finish(
         self,
