@@ -173,11 +173,11 @@ def check(condition: bool, message: str) -> None:
 Clocked = Callable[[], Awaitable[int]]
 
 AIORESIL_CONFIGS: list[tuple[str, Callable[[], BreakerConfig], float | None]] = [
-    ("default config (consecutive failures)", BreakerConfig, 1.5),
+    ("default config (consecutive failures)", BreakerConfig, 1.3),
     (
         "failure-rate, count window (100 calls)",
         lambda: BreakerConfig(failure_rate_threshold=0.5, window_size=100),
-        2.0,
+        1.6,
     ),
     (
         "failure-rate, time window (60 s)",
