@@ -52,12 +52,16 @@ if TYPE_CHECKING:
     from .backends.redis import RedisBackend
     from .health import HealthApp, health_app
     from .policies import (
+        Alternative,
         Attempt,
         Backoff,
         Bulkhead,
         BulkheadRejected,
         BulkheadStatistics,
         CallTimedOut,
+        Failover,
+        FailoverAnswered,
+        FailoverStatistics,
         Fallback,
         FallbackStatistics,
         Pipeline,
@@ -99,6 +103,7 @@ if TYPE_CHECKING:
 
 # name -> module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
+    "Alternative": ".policies",
     "Attempt": ".policies",
     "Backoff": ".policies",
     "BreakerRegistry": ".registry",
@@ -119,6 +124,9 @@ _LAZY: dict[str, str] = {
     "DeadLetterQueue": ".stores.dlq",
     "DeadLetterSpoolDropped": ".stores.dlq_records",
     "DeadLetterSpooled": ".stores.dlq_records",
+    "Failover": ".policies",
+    "FailoverAnswered": ".policies",
+    "FailoverStatistics": ".policies",
     "Fallback": ".policies",
     "FallbackStatistics": ".policies",
     "HealthApp": ".health",
@@ -152,6 +160,7 @@ _LAZY: dict[str, str] = {
 # before the lowercase function names.
 __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "AioresilError",
+    "Alternative",
     "Attempt",
     "BackendError",
     "BackendFailover",
@@ -196,6 +205,9 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "DeadLetterSpooled",
     "DeadLetterTooLargeError",
     "DeadLetterUnavailableError",
+    "Failover",
+    "FailoverAnswered",
+    "FailoverStatistics",
     "Fallback",
     "FallbackStatistics",
     "HealthApp",

@@ -3,10 +3,13 @@ upstream, with the health endpoints and the live dashboard mounted next to its o
 
 What it shows:
 
-* **A breaker around an HTTP call.** ``GET /quote/{upstream}`` asks the upstream for a quote
-  with ``httpx.AsyncClient``, inside ``async with registry.get(upstream):``. A 5xx answer
-  (raised as ``UpstreamError``) or a transport error (refused connection, timeout) counts as a
-  failure; a 4xx is the upstream answering, so it never opens a circuit. After
+* **A breaker around every HTTP call, without touching the call.** ``GET /quote/{upstream}``
+  asks the upstream for a quote with an ``httpx.AsyncClient`` whose transport is
+  :class:`aioresil.integrations.httpx.ResilientTransport`: the call site is a plain
+  ``await client.get(...)``. The transport picks the breaker by the upstream's name in the
+  path (``key=``), and classifies: a 5xx answer or a transport error (refused connection,
+  timeout) counts as a failure; a 4xx is the upstream answering, so it never opens a circuit.
+  After
   ``--failure-threshold`` failures in a row the circuit opens and the route answers **503 at
   once, without touching the upstream**, with ``retry_after`` in the JSON body and a
   ``Retry-After`` header (whole seconds, at least 1). After ``--recovery-timeout`` one trial
@@ -88,30 +91,31 @@ from aioresil import (
     MemoryBackend,
     health_app,
 )
+from aioresil.integrations.httpx import ResilientTransport
 
 HOST = "127.0.0.1"
 UPSTREAMS = ("acme", "globex")
 MODES = ("healthy", "failing")
 
 
-class UpstreamError(Exception):
-    """The upstream answered with a 5xx: counts against its breaker."""
-
-    def __init__(self, upstream: str, status: int) -> None:
-        super().__init__(f"upstream {upstream!r} answered {status}")
-        self.upstream = upstream
-        self.status = status
-
-
 def breaker_config(*, failure_threshold: int = 3, recovery_timeout: float = 10.0) -> BreakerConfig:
-    """The rules of every upstream's circuit (the tests read the shared state with it too)."""
+    """The rules of every upstream's circuit (the tests read the shared state with it too).
+
+    What counts as a failure is the transport's business (5xx, 429, transport errors), not
+    the config's: ``record_exceptions`` stays at its default.
+    """
     return BreakerConfig(
         failure_threshold=failure_threshold,
         recovery_timeout=recovery_timeout,
         half_open_max_calls=1,  # one trial at a time: a recovering upstream gets no herd
         success_threshold=2,
-        record_exceptions=(UpstreamError, httpx.TransportError),  # 4xx: the upstream answered
     )
+
+
+def upstream_of(request: httpx.Request) -> str:
+    """The breaker's name: the upstream named in ``/quote/{name}`` (one circuit per upstream)."""
+    parts = request.url.path.split("/")
+    return parts[2] if len(parts) > 2 and parts[1] == "quote" else request.url.host
 
 
 # ---------------------------------------------------------------------------- the service
@@ -127,8 +131,9 @@ def create_app(registry: BreakerRegistry, upstream_url: str, *, timeout: float =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        transport = ResilientTransport(registry=registry, key=upstream_of)
         async with httpx.AsyncClient(
-            base_url=upstream_url, timeout=timeout, trust_env=False
+            base_url=upstream_url, timeout=timeout, trust_env=False, transport=transport
         ) as client:
             app.state.client = client
             yield
@@ -143,10 +148,7 @@ def create_app(registry: BreakerRegistry, upstream_url: str, *, timeout: float =
             return JSONResponse(body, status_code=404)
         client: httpx.AsyncClient = request.app.state.client
         try:
-            async with registry.get(name):  # raises CircuitOpenError at once while open
-                response = await client.get(f"/quote/{name}")
-                if response.status_code >= 500:
-                    raise UpstreamError(name, response.status_code)
+            response = await client.get(f"/quote/{name}")  # CircuitOpenError at once while open
         except CircuitOpenError as error:
             # retry_after is None while every trial permit of a half-open circuit is taken.
             wait = error.retry_after
@@ -158,8 +160,11 @@ def create_app(registry: BreakerRegistry, upstream_url: str, *, timeout: float =
                 "retry_after": wait,
             }
             return JSONResponse(body, status_code=503, headers=headers)
-        except (UpstreamError, httpx.TransportError) as error:
+        except httpx.TransportError as error:
             body = {"error": f"{type(error).__name__}: {error}", "upstream": name}
+            return JSONResponse(body, status_code=502)
+        if response.status_code >= 500:  # counted as a failure by the transport
+            body = {"error": f"upstream {name!r} answered {response.status_code}", "upstream": name}
             return JSONResponse(body, status_code=502)
         return JSONResponse({"upstream": name, **response.json()}, status_code=response.status_code)
 

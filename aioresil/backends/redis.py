@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -347,7 +348,19 @@ class RedisBackend:
         return factory.on_scripts(self)
 
     def track(self, task: asyncio.Task[None]) -> None:
-        """Keep a background task referenced until it ends; :meth:`aclose` awaits it."""
+        """Keep a background task referenced until it ends; :meth:`aclose` awaits it.
+
+        A task started while the event loop shuts down with this backend open (the listener
+        got the shutdown's cancellation, not :meth:`aclose`) is cancelled at once: nothing
+        would await it, and the loop would close on it pending.
+        """
+        listener = self._listener
+        if (
+            listener is not None
+            and not self._stopping
+            and (listener.cancelling() or listener.done())
+        ):
+            task.cancel()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -362,9 +375,22 @@ class RedisBackend:
 
         A ``get_message(timeout=...)`` loop with a stop flag, not ``listen()``: cancelling a
         task blocked in ``listen()`` can hang on close.
+
+        Why the loop also checks ``task.cancelling()``: asyncio's shutdown (``asyncio.run``
+        returning with this backend still open) cancels this task once, and redis-py can turn
+        that cancellation into a connection error or a read timeout; a loop that then
+        reconnects would keep the event loop (and the interpreter) from ever exiting.
         """
+        task = asyncio.current_task()
+        assert task is not None
+
+        def cancelled() -> bool:
+            if task.cancelling():
+                raise asyncio.CancelledError  # a cancellation redis-py swallowed
+            return self._stopping
+
         delay = 0.05
-        while not self._stopping:
+        while not cancelled():
             initialize = getattr(self.client, "initialize", None)
             if initialize is not None:  # RedisCluster: learn the slots before pub/sub
                 try:
@@ -379,14 +405,20 @@ class RedisBackend:
                 await pubsub.subscribe(self.events_channel)
                 await self._resync_views()
                 delay = 0.05
-                while not self._stopping:
+                while not cancelled():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
             except asyncio.CancelledError:
+                if not self._stopping:
+                    # Cancelled without aclose(): the event loop is shutting down with this
+                    # backend open. A batch timer firing now would start a flush task nobody
+                    # awaits ("Task was destroyed but it is pending!"): disarm them.
+                    for handle in self._breakers.values():
+                        handle.cancel_timers()
                 raise
             except Exception as exc:
-                if not self._stopping:
+                if not cancelled():
                     _log.warning("breaker_listener_reconnecting", error=type(exc).__name__)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -448,6 +480,21 @@ class RedisBackend:
         if self._owns_client:
             # A pool passed to Redis() explicitly is not closed by a plain aclose().
             await self.client.aclose(close_connection_pool=True)
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # Like an unclosed aiohttp session: a backend garbage-collected without aclose() left
+        # its pool's sockets (and, until the loop cancelled it, its listener) open.
+        # ``_warn`` is bound at definition so the warning still works at interpreter exit.
+        if getattr(self, "_closing", True):
+            return
+        if self._owns_client or self._listener is not None:
+            _warn(
+                f"unclosed {self!r}: call `await backend.aclose()` or use "
+                "`async with RedisBackend.from_url(...) as backend:` (it also stops the "
+                "listener and flushes batched outcomes)",
+                ResourceWarning,
+                source=self,
+            )
 
     async def __aenter__(self) -> Self:
         return self

@@ -11,12 +11,14 @@ from .bulkhead import Bulkhead, BulkheadStatistics
 from .events import (
     BulkheadRejected,
     CallTimedOut,
+    FailoverAnswered,
     PolicyEvent,
     PolicyListener,
     RateLimited,
     RetryExhausted,
     RetryScheduled,
 )
+from .failover import Alternative, Failover, FailoverStatistics
 from .fallback import Fallback, FallbackStatistics
 from .pipeline import Pipeline, PipelineStatistics, SupportsPush, pipeline
 from .ratelimit import RateLimiter, RateLimiterStatistics
@@ -33,12 +35,16 @@ from .retry import (
 from .timeout import Timeout, TimeoutStatistics
 
 __all__ = [
+    "Alternative",
     "Attempt",
     "Backoff",
     "Bulkhead",
     "BulkheadRejected",
     "BulkheadStatistics",
     "CallTimedOut",
+    "Failover",
+    "FailoverAnswered",
+    "FailoverStatistics",
     "Fallback",
     "FallbackStatistics",
     "Pipeline",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 __all__ = [
     "BulkheadRejected",
     "CallTimedOut",
+    "FailoverAnswered",
     "PolicyEvent",
     "PolicyListener",
     "RateLimited",
@@ -75,5 +76,24 @@ class RateLimited:
     at: float
 
 
-PolicyEvent = RetryScheduled | RetryExhausted | CallTimedOut | BulkheadRejected | RateLimited
+@dataclass(frozen=True, slots=True)
+class FailoverAnswered:
+    """``failover_answered``: alternative ``alternative`` answered the call, after the
+    alternatives in ``skipped`` (circuit open, not called) and ``failed`` (called, failed)."""
+
+    name: str
+    alternative: str
+    skipped: tuple[str, ...]
+    failed: tuple[str, ...]
+    at: float
+
+
+PolicyEvent = (
+    RetryScheduled
+    | RetryExhausted
+    | CallTimedOut
+    | BulkheadRejected
+    | RateLimited
+    | FailoverAnswered
+)
 PolicyListener = Callable[[PolicyEvent], object]

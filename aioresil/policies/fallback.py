@@ -48,7 +48,7 @@ class Fallback(PolicyBase):
         async def rates() -> dict[str, float]: ...
     """
 
-    __slots__ = ("_calls", "_fallbacks", "_handler", "_handles")
+    __slots__ = ("_calls", "_fallbacks", "_handler", "_handles", "handles_every_error")
 
     def __init__(
         self,
@@ -63,6 +63,13 @@ class Fallback(PolicyBase):
             raise TypeError(f"handler must be callable, got {handler!r}")
         self._handler = handler
         self._handles = exception_filter(on, f"Fallback {name!r}")
+        # Whether no ``Exception`` can get past this fallback: then a Retry, a breaker or a
+        # dead letter queue placed outside it would never see a failure, and ``pipeline()``
+        # refuses that order. A predicate's coverage is unknowable, so it never counts.
+        classes = (on,) if isinstance(on, type) else on
+        self.handles_every_error: bool = isinstance(classes, tuple) and any(
+            issubclass(Exception, cls) for cls in classes
+        )
         self._calls = 0
         self._fallbacks = 0
 

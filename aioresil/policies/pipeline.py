@@ -20,6 +20,15 @@ A breaker outside the retry counts one failure per call; inside, one per attempt
 ``to_dlq=(dlq, "task_type")`` sends a call's final failure (an ``Exception``, never a
 cancellation) to a dead letter queue, with the number of attempts the outermost ``Retry``
 made, and re-raises it: the caller still sees the error.
+
+A pipeline is a stage of another pipeline the way it is a decorator: the call's own function
+and arguments travel through both (each run carries the rest of the outer chain as its
+"tail"), so ``pipeline(Fallback(...), guarded)`` dead-letters the caller's arguments, not our
+internals. Orders that cannot work are refused when the pipeline is built, naming the order to
+use: a ``Fallback`` that handles every ``Exception`` inside a ``Retry`` (never retried), inside
+a breaker (never opens) or inside a pipeline with ``to_dlq`` (nothing reaches the queue); a
+pipeline with ``to_dlq`` inside a ``Retry`` (every failed attempt dead-lettered, even those a
+retry then recovers) or inside another one with ``to_dlq`` (dead-lettered twice).
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
+from ..core.config import BreakerConfig
 from .base import Statistics, StatsAlias, check_name, log
+from .fallback import Fallback
 from .retry import Retry
 
 __all__ = ["Pipeline", "PipelineStatistics", "SupportsPush", "pipeline"]
@@ -68,22 +79,37 @@ class PipelineStatistics(Statistics):
 
 
 class _Run:
-    """One call travelling through the stages."""
+    """One call travelling through the stages.
 
-    __slots__ = ("args", "attempts", "fn", "kwargs")
+    ``tail`` is set when this pipeline runs as a stage of another one: the outer pipeline's
+    remaining layers and its own run, called where this chain would call the function.
+    """
 
-    def __init__(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> None:
+    __slots__ = ("args", "attempts", "fn", "kwargs", "tail")
+
+    def __init__(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: Any,
+        kwargs: Any,
+        tail: tuple[Layer, _Run] | None = None,
+    ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.attempts = 0
+        self.tail = tail
 
 
 Layer = Callable[[_Run], Awaitable[Any]]
 
 
 async def _innermost(run: _Run) -> Any:
-    return await run.fn(*run.args, **run.kwargs)
+    tail = run.tail
+    if tail is None:
+        return await run.fn(*run.args, **run.kwargs)
+    rest, outer = tail
+    return await rest(outer)
 
 
 def _wrap(call: Callable[..., Awaitable[Any]], inner: Layer) -> Layer:
@@ -91,6 +117,74 @@ def _wrap(call: Callable[..., Awaitable[Any]], inner: Layer) -> Layer:
         return await call(inner, run)
 
     return layer
+
+
+def _nest(nested: Pipeline, inner: Layer) -> Layer:
+    async def layer(run: _Run) -> Any:
+        return await nested._run(_Run(run.fn, run.args, run.kwargs, (inner, run)))
+
+    return layer
+
+
+def _describe(stage: Any) -> str:
+    if isinstance(stage, Pipeline):
+        return f"pipeline {stage.name!r}"
+    return type(stage).__name__
+
+
+def _check_order(stages: tuple[Any, ...], enclosing: list[tuple[str, str]], dlq: bool) -> None:
+    """Refuse an order that cannot work, naming the order to use.
+
+    ``enclosing`` holds ``(kind, description)`` of the Retry stages, breakers and
+    dead-lettering pipelines around ``stages``, outermost first; nested pipelines are
+    checked with their own stages in the context of everything around them.
+    """
+    around = list(enclosing)
+    if dlq:
+        around.append(("dlq", "a pipeline with to_dlq"))
+    for stage in stages:
+        if isinstance(stage, Fallback) and stage.handles_every_error:
+            for kind, outer in around:
+                if kind == "retry":
+                    raise ValueError(
+                        f"pipeline order: Fallback {stage.name!r} is inside {outer}, which "
+                        "then never sees a failure to retry; put the Fallback outside it, "
+                        "first: pipeline(Fallback(...), Retry(...), ...) (or narrow its on=)"
+                    )
+                if kind == "breaker":
+                    raise ValueError(
+                        f"pipeline order: Fallback {stage.name!r} is inside {outer}, which "
+                        "then never sees a failure and never opens; put the Fallback outside "
+                        "it, first: pipeline(Fallback(...), breaker, ...) (or narrow its on=)"
+                    )
+                if kind == "dlq":
+                    raise ValueError(
+                        f"pipeline order: Fallback {stage.name!r} is inside {outer}, so "
+                        "nothing would ever reach the dead letter queue; put the Fallback "
+                        "outside the pipeline that dead-letters: "
+                        "pipeline(Fallback(...), pipeline(..., to_dlq=(dlq, 'task')))"
+                    )
+        if isinstance(stage, Pipeline):
+            if stage._dlq is not None:
+                for kind, outer in around:
+                    if kind == "retry":
+                        raise ValueError(
+                            f"pipeline order: {_describe(stage)} dead-letters but is inside "
+                            f"{outer}: every failed attempt would be dead-lettered, even one "
+                            "the retry then recovers; give to_dlq to the pipeline around the "
+                            "Retry: pipeline(Retry(...), ..., to_dlq=(dlq, 'task'))"
+                        )
+                    if kind == "dlq":
+                        raise ValueError(
+                            f"pipeline order: {_describe(stage)} dead-letters inside "
+                            f"{outer}: each failure would be dead-lettered twice; keep "
+                            "to_dlq on one of them (the outer one sees the final failure)"
+                        )
+            _check_order(stage.stages, around, stage._dlq is not None)
+        elif isinstance(stage, Retry):
+            around.append(("retry", f"Retry {stage.name!r}"))
+        elif isinstance(getattr(stage, "config", None), BreakerConfig):
+            around.append(("breaker", f"breaker {getattr(stage, 'name', '?')!r}"))
 
 
 def _counting(inner: Layer) -> Layer:
@@ -154,10 +248,13 @@ class Pipeline(StatsAlias):
         chain: Layer = _innermost
         retries = [i for i, stage in enumerate(stages) if isinstance(stage, Retry)]
         count_at = retries[0] if retries and self._dlq is not None else -1
+        _check_order(stages, [], self._dlq is not None)
         for position in reversed(range(len(stages))):
             if position == count_at:
                 chain = _counting(chain)
-            chain = _wrap(stages[position].call, chain)
+            stage = stages[position]
+            nested = isinstance(stage, Pipeline)
+            chain = _nest(stage, chain) if nested else _wrap(stage.call, chain)
         self._chain = chain
         self._calls = 0
         self._failures = 0
@@ -166,16 +263,18 @@ class Pipeline(StatsAlias):
 
     async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` through every stage, outermost first."""
+        result: R = await self._run(_Run(fn, args, kwargs))
+        return result
+
+    async def _run(self, run: _Run) -> Any:
         self._calls += 1
-        run = _Run(fn, args, kwargs)
         try:
-            result: R = await self._chain(run)
+            return await self._chain(run)
         except Exception as exc:
             self._failures += 1
             if self._dlq is not None:
                 await self._dead_letter(run, exc)
             raise
-        return result
 
     def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         """Decorate an ``async def`` so that every call runs through the pipeline."""

@@ -1,0 +1,163 @@
+"""``ResilientMiddleware``: circuit breakers (and retry, timeout, bulkhead, rate limit) for
+every request of an ``aiohttp.ClientSession``, as a client middleware (aiohttp >= 3.12).
+
+``pip install 'aioresil[aiohttp]'``. Example::
+
+    import aiohttp
+    from aioresil import BreakerRegistry, Retry
+    from aioresil.integrations.aiohttp import ResilientMiddleware
+
+    guard = ResilientMiddleware(registry=BreakerRegistry(backend=redis_backend), retry=Retry(3))
+    async with aiohttp.ClientSession(middlewares=(guard,)) as session:
+        async with session.get("https://api.example.com/v1/items") as response:
+            ...                                   # CircuitOpenError when the circuit is open
+
+The rules are those of :mod:`aioresil.integrations.httpx` (a breaker per
+``scheme://host:port`` or per ``key(request)``; connection errors, timeouts, 5xx and 429 are
+failures, other statuses successes; ``Retry-After`` on 429/503 waited out by the ``Retry`` and
+reported by rejections), with one difference: aiohttp gives a middleware no hook at the end of
+a body, so an answer is judged when its headers arrive (a connection cut mid-body is the
+caller's ``aiohttp.ClientPayloadError``, not counted by the breaker). A bulkhead slot is held
+until the headers arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import ClientRequest, ClientResponse
+from aiohttp.client_middlewares import ClientHandlerType
+
+from ..breaker import CircuitBreaker
+from ..core.config import BreakerConfig
+from ..exceptions import CircuitOpenError
+from ..policies.bulkhead import Bulkhead
+from ..policies.ratelimit import RateLimiter
+from ..policies.retry import Retry
+from ..policies.timeout import Timeout
+from ..registry import BreakerRegistry
+from ._http import (
+    RETRY_AFTER_STATUSES,
+    Breakers,
+    Classify,
+    FailedResponse,
+    HintBook,
+    Judgement,
+    Policies,
+    default_classify,
+    parse_retry_after,
+)
+
+__all__ = ["ResilientMiddleware", "default_key"]
+
+
+def default_key(request: ClientRequest) -> str:
+    """``scheme://host:port`` of the request: one circuit per upstream server."""
+    url = request.url
+    return f"{url.scheme}://{url.host}:{url.port}"
+
+
+class ResilientMiddleware:
+    """An aiohttp client middleware guarding every request with a breaker per upstream.
+
+    Args:
+        registry: where the breakers come from (on a ``RedisBackend``: fleet-wide); a
+            private memory registry by default.
+        config: the breakers' ``BreakerConfig`` (the registry's default when ``None``).
+        key: ``request -> str``, the breaker's name; ``scheme://host:port`` by default.
+        retry: an optional :class:`~aioresil.Retry` around each request (outermost).
+        timeout: seconds (or a :class:`~aioresil.Timeout`) for one attempt, until headers.
+        bulkhead: an optional :class:`~aioresil.Bulkhead`.
+        rate_limiter: an optional :class:`~aioresil.RateLimiter`.
+        classify: ``status -> bool``, True when the status is a failure (5xx and 429).
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: BreakerRegistry | None = None,
+        config: BreakerConfig | None = None,
+        key: Callable[[ClientRequest], str] | None = None,
+        retry: Retry | None = None,
+        timeout: Timeout | float | None = None,
+        bulkhead: Bulkhead | None = None,
+        rate_limiter: RateLimiter | None = None,
+        classify: Classify | None = None,
+    ) -> None:
+        what = type(self).__name__
+        self._breakers = Breakers(registry, config, what)
+        if key is not None and not callable(key):
+            raise TypeError(f"{what}: key must be a callable request -> str, got {key!r}")
+        if classify is not None and not callable(classify):
+            raise TypeError(f"{what}: classify must be a callable status -> bool")
+        self.registry = self._breakers.registry
+        self._key = key or default_key
+        self._policies = Policies(
+            retry=retry, timeout=timeout, bulkhead=bulkhead, rate_limiter=rate_limiter, what=what
+        )
+        self._classify = classify or default_classify
+        self._hints = HintBook()
+
+    def breaker_for(self, request_or_key: ClientRequest | str) -> CircuitBreaker:
+        """The breaker that guards a request (or a key, e.g. ``"https://api.example:443"``)."""
+        key = request_or_key if isinstance(request_or_key, str) else self._key(request_or_key)
+        return self._breakers.get(key)
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        key = self._key(request)
+        breaker = self._breakers.get(key)
+        retry = self._policies.retry
+        previous: list[ClientResponse] = []
+        try:
+            if retry is None:
+                return await self._attempt(breaker, key, request, handler, previous)
+            return await retry.call(self._attempt, breaker, key, request, handler, previous)
+        except FailedResponse as failed:
+            response: ClientResponse = failed.response
+            return response  # the upstream's (last) answer
+        except BaseException:
+            for response in previous:  # a failed answer no attempt replaced: release it
+                response.release()
+            raise
+
+    async def _attempt(
+        self,
+        breaker: CircuitBreaker,
+        key: str,
+        request: ClientRequest,
+        handler: Any,
+        previous: list[ClientResponse],
+    ) -> ClientResponse:
+        if previous:
+            previous.pop().release()  # the failed answer a retry replaces
+        judgement = Judgement(breaker)
+        try:
+            await judgement.enter()
+        except CircuitOpenError as error:
+            raise self._hints.rejection(key, error) from None
+        policies = self._policies
+        await policies.admit(judgement)
+        try:
+            response: ClientResponse = await policies.send(handler, request)
+        except Exception:
+            await judgement.failure()
+            raise
+        except BaseException as exc:
+            await judgement.cancelled(type(exc))
+            raise
+        status = response.status
+        if not self._classify(status):
+            await judgement.success()
+            return response
+        hint = None
+        if status in RETRY_AFTER_STATUSES:
+            hint = parse_retry_after(response.headers.get("Retry-After"))
+            if hint is not None:
+                self._hints.note(key, hint)
+        await judgement.failure()
+        previous.append(response)
+        raise FailedResponse(response, status, hint)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} breakers={len(self.registry)}>"

@@ -1,0 +1,90 @@
+"""ResilientMiddleware with a real aiohttp.ClientSession against a real loopback upstream."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from aioresil import (
+    BreakerConfig,
+    BreakerRegistry,
+    CircuitOpenError,
+    CircuitState,
+    Retry,
+    constant,
+)
+from aioresil.integrations.aiohttp import ResilientMiddleware
+
+from .upstream import Upstream
+
+THRESHOLD = 3
+
+
+def middleware(**kwargs: object) -> ResilientMiddleware:
+    config = BreakerConfig(failure_threshold=THRESHOLD, recovery_timeout=30)
+    kwargs.setdefault("registry", BreakerRegistry(default_config=config))
+    return ResilientMiddleware(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_5xx_opens_the_breaker_and_4xx_never_does(upstream: Upstream) -> None:
+    guard = middleware()
+    async with aiohttp.ClientSession(upstream.url, middlewares=(guard,)) as session:
+        for _ in range(THRESHOLD * 2):
+            async with session.get("/status/404") as response:
+                assert response.status == 404
+        statuses = []
+        for _ in range(THRESHOLD):
+            async with session.get("/status/500") as response:
+                statuses.append(response.status)
+                assert (await response.json()) == {"status": 500}  # the body is intact
+        with pytest.raises(CircuitOpenError) as caught:
+            await session.get("/status/200")
+
+    assert statuses == [500] * THRESHOLD
+    assert upstream.count("/status/200") == 0
+    assert upstream.count("/status/500") == THRESHOLD
+    stats = await guard.breaker_for(caught.value.name).stats()
+    assert stats.state is CircuitState.OPEN
+    assert (stats.success_count, stats.failure_count) == (THRESHOLD * 2, THRESHOLD)
+
+
+async def test_connection_reset_and_timeouts_are_failures(upstream: Upstream) -> None:
+    guard = middleware(timeout=0.2, key=lambda request: request.url.path)
+    async with aiohttp.ClientSession(upstream.url, middlewares=(guard,)) as session:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await session.get("/reset")
+        with pytest.raises(TimeoutError):
+            await session.get("/hang")
+        with pytest.raises(TimeoutError):  # aiohttp's own timeout counts too
+            await session.get("/hang", timeout=aiohttp.ClientTimeout(total=0.1))
+
+    reset = await guard.breaker_for("/reset").stats()
+    hang = await guard.breaker_for("/hang").stats()
+    # aiohttp itself may resend an idempotent request once after a disconnect: each try counts.
+    assert reset.failure_count == upstream.count("/reset") >= 1
+    assert (hang.failure_count, hang.success_count) == (2, 0)
+
+
+async def test_429_retry_after_is_waited_out_and_lengthens_the_rejection(
+    upstream: Upstream,
+) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    config = BreakerConfig(failure_threshold=2, recovery_timeout=1)
+    guard = middleware(
+        retry=Retry(2, backoff=constant(0.01), max_retry_after=60, sleep=sleep),
+        registry=BreakerRegistry(default_config=config),
+    )
+    async with aiohttp.ClientSession(upstream.url, middlewares=(guard,)) as session:
+        async with session.get("/status/429", params={"retry_after": "9"}) as response:
+            assert response.status == 429
+        with pytest.raises(CircuitOpenError) as caught:
+            await session.get("/status/200")
+
+    assert waits[0] == 9.0
+    assert upstream.count("/status/429") == 2
+    assert 8 < (caught.value.retry_after or 0) <= 9
+    assert upstream.count("/status/200") == 0
