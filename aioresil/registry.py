@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-from .backends.base import BreakerBackend
+from .backends.base import BreakerBackend, BreakerHandle, BreakerReading
 from .backends.memory import MemoryBackend
 from .breaker import BreakerStats, CircuitBreaker, stats_from_record
 from .clock import Clock, SystemClock
@@ -50,6 +50,7 @@ class BreakerRegistry:
         self._mono = time.monotonic if system or clock is None else clock.monotonic
         self._wall = time.time if system or clock is None else clock.time
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._handles: list[BreakerHandle] = []  # in creation order, for operator reads
         self._listeners: list[Listener] = []
 
     def get(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:
@@ -72,6 +73,7 @@ class BreakerRegistry:
         for listener in self._listeners:
             breaker.add_listener(listener)
         self._breakers[name] = breaker
+        self._handles.append(breaker.handle)
         return breaker
 
     def add_listener(self, listener: Listener) -> None:
@@ -93,26 +95,36 @@ class BreakerRegistry:
     def __len__(self) -> int:
         return len(self._breakers)
 
-    async def stats(self) -> dict[str, BreakerStats]:
-        """``{name: BreakerStats}`` for every breaker.
+    async def readings(self) -> list[tuple[CircuitBreaker, BreakerReading]]:
+        """``(breaker, (record, record_now, wall_offset))`` for every breaker, in creation
+        order: one :meth:`~aioresil.backends.base.BreakerBackend.read_breakers` call (in memory
+        a direct read, on Redis one round trip after flushing batched outcomes).
 
-        One :meth:`~aioresil.backends.base.BreakerBackend.read_breakers` call for all of them:
-        in memory a direct read (no coroutine per breaker), on Redis one round trip (one
-        read-only script) after flushing batched outcomes. When the backend cannot answer,
-        each breaker answers by its own policy (local fallback or error).
+        The raw material of :meth:`stats` and of the operator endpoints, which render
+        thousands of breakers without building a :class:`BreakerStats` each. Raises
+        :class:`~aioresil.BackendError` when the backend cannot answer.
         """
         breakers = list(self._breakers.values())
         if not breakers:
-            return {}
-        now, wall = self._mono(), self._wall()
+            return []
+        readings = await self.backend.read_breakers(self._handles, self._mono(), self._wall())
+        return list(zip(breakers, readings, strict=True))
+
+    async def stats(self) -> dict[str, BreakerStats]:
+        """``{name: BreakerStats}`` for every breaker.
+
+        One :meth:`readings` call for all of them. When the backend cannot answer, each
+        breaker answers by its own policy (local fallback or error).
+        """
         try:
-            readings = await self.backend.read_breakers([b.handle for b in breakers], now, wall)
+            readings = await self.readings()
         except BackendError:
+            breakers = list(self._breakers.values())
             results = await asyncio.gather(*(b.stats() for b in breakers))
             return {b.name: s for b, s in zip(breakers, results, strict=True)}
         return {
             b.name: stats_from_record(b.name, b.config, rec, rec_now, offset)
-            for b, (rec, rec_now, offset) in zip(breakers, readings, strict=True)
+            for b, (rec, rec_now, offset) in readings
         }
 
     async def reset_all(self) -> None:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
 from aioresil import CircuitBreaker, CircuitOpenError
+
+if TYPE_CHECKING:
+    from aioresil import RedisBackend
 
 
 class Boom(Exception):
@@ -36,3 +45,34 @@ async def rejected(breaker: CircuitBreaker) -> CircuitOpenError:
         assert not ran
         return error
     raise AssertionError(f"call was not rejected (state {breaker.state.value})")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool],
+    *,
+    within: float = 10.0,
+    interval: float = 0.01,
+    what: str = "the condition",
+) -> None:
+    """Wait until ``check()`` is true (it may be async); an ``AssertionError`` naming ``what``
+    after ``within`` seconds. Tests wait on conditions, never for a fixed time: on a loaded
+    2-core machine a fixed sleep is either too short (flaky) or too long (slow)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"{what} did not happen within {within}s"
+        await asyncio.sleep(interval)
+
+
+async def wait_for_subscribers(backend: RedisBackend, count: int) -> None:
+    """Until ``count`` breaker listeners are subscribed to the backend's transitions channel."""
+
+    async def subscribed() -> bool:
+        (_, number), *_ = await backend.client.pubsub_numsub(backend.events_channel)
+        return int(number) >= count
+
+    await eventually(subscribed, what=f"{count} listeners subscribing")

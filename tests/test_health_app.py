@@ -670,6 +670,11 @@ class SlowRegistry:
         await self.release.wait()
         return await self.inner.stats()
 
+    async def readings(self) -> list[Any]:
+        self.reads += 1
+        await self.release.wait()
+        return await self.inner.readings()
+
 
 async def asgi_get(app: HealthApp, path: str) -> tuple[int, bytes]:
     sent: list[dict[str, Any]] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -38,11 +38,14 @@ def fields(rec: BreakerRecord) -> dict[str, Any]:
     return out
 
 
-def valid_config(**kw: Any) -> BreakerConfig | None:
+def valid_config(**kw: Any) -> BreakerConfig:
+    """The config of ``kw``; examples whose combination is invalid are discarded (``assume``),
+    so Hypothesis generates more valid ones instead of counting them as passed."""
     try:
         return BreakerConfig(**kw)
     except ValueError:
-        return None
+        assume(False)
+        raise  # pragma: no cover - assume(False) does not return
 
 
 config_kwargs = st.fixed_dictionaries(
@@ -86,8 +89,6 @@ ops = st.lists(
 @given(config_kwargs, ops)
 def test_invariants_hold_for_any_sequence(kw: dict[str, Any], sequence: list[Op]) -> None:
     config = valid_config(**kw)
-    if config is None:
-        return
     rec = BreakerRecord(config)
     now = 0.0
     held: list[Permit] = []
@@ -137,17 +138,27 @@ def test_invariants_hold_for_any_sequence(kw: dict[str, Any], sequence: list[Op]
             assert 0 <= rec.window.failures <= rec.window.calls
 
 
-@settings(max_examples=200, deadline=None)
-@given(config_kwargs, st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=40))
+# The slow-call rule is the one branch where a success can trip the circuit: half of the
+# examples carry it, and calls take 0 to 2 s around its 1 s limit.
+slow_rule = st.sampled_from([{}, {"slow_call_duration": 1.0, "slow_call_rate_threshold": 0.5}])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    config_kwargs,
+    slow_rule,
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 3), st.sampled_from([0.0, 0.5, 1.0, 2.0])),
+        max_size=40,
+    ),
+)
 def test_record_success_matches_general_record(
-    kw: dict[str, Any], steps: list[tuple[bool, int]]
+    kw: dict[str, Any], slow: dict[str, Any], steps: list[tuple[bool, int, float]]
 ) -> None:
-    config = valid_config(**kw)
-    if config is None:
-        return
+    config = valid_config(**kw, **slow)
     general, fast = BreakerRecord(config), BreakerRecord(config)
     now = 0.0
-    for is_success, advance in steps:
+    for is_success, advance, duration in steps:
         now += advance
         for rec in (general, fast):
             decision, _ = machine.acquire(rec, config, now)
@@ -159,12 +170,14 @@ def test_record_success_matches_general_record(
                 machine.record(fast, config, decision, outcome, now)
             continue
         if is_success:
-            t1 = machine.record(general, config, decision, Outcome.SUCCESS, now)
-            t2 = machine.record_success(fast, config, decision.generation, now, 0.0)
+            t1 = machine.record(general, config, decision, Outcome.SUCCESS, now, duration)
+            t2 = machine.record_success(fast, config, decision.generation, now, duration)
             assert t1 == t2
+            if t1 is not None:
+                event("a success tripped the circuit (slow-call rule)")
         else:
-            machine.record(general, config, decision, Outcome.FAILURE, now)
-            machine.record(fast, config, decision, Outcome.FAILURE, now)
+            machine.record(general, config, decision, Outcome.FAILURE, now, duration)
+            machine.record(fast, config, decision, Outcome.FAILURE, now, duration)
         assert fields(general) == fields(fast)
 
 
@@ -177,8 +190,6 @@ def test_memory_breaker_hot_path_matches_the_pure_machine(
     kw: dict[str, Any], steps: list[tuple[str, int]]
 ) -> None:
     config = valid_config(**kw)
-    if config is None:
-        return
     clock = FakeClock(start=0.0)
     breaker = CircuitBreaker("m", config=config, backend=MemoryBackend(), clock=clock)
     twin = BreakerRecord(config)

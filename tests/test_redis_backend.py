@@ -27,7 +27,7 @@ from aioresil.backends.breaker_schema import Field
 from aioresil.backends.keys import decode_name, encode_name
 from aioresil.testing import EventRecorder, FakeClock
 
-from .helpers import Boom, fail, rejected, succeed
+from .helpers import Boom, eventually, fail, rejected, succeed, wait_for_subscribers
 from .servers import RedisServer
 
 pytestmark = pytest.mark.redis_server
@@ -153,7 +153,8 @@ async def test_batched_mode_makes_no_round_trip_inline_and_keeps_exact_counts(
         for _ in range(500):
             await succeed(breaker)
         assert spy.count() == 0, "outcomes are buffered, not sent inline"
-        await asyncio.sleep(0.15)  # the flusher runs every batch_interval
+        # the flusher runs every batch_interval: wait for it, then check it batched
+        await eventually(lambda: spy.count("EVALSHA") >= 1, what="a timed flush")
         assert 1 <= spy.count("EVALSHA") <= 3
         for _ in range(7):
             await fail(breaker)
@@ -376,8 +377,8 @@ async def test_a_transition_reaches_another_process_view_without_a_call(
         a = CircuitBreaker("fleet", config=config, backend=one)
         b = CircuitBreaker("fleet", config=config, backend=two)
         await succeed(a)
-        await succeed(b)  # b's listener is now subscribed
-        await asyncio.sleep(0.1)
+        await succeed(b)  # starts b's listener
+        await wait_for_subscribers(two, 2)
         await fail(a)
         await fail(a)
         async with asyncio.timeout(2):
@@ -463,10 +464,17 @@ async def test_batched_outcomes_kept_during_an_outage_reach_redis_after_it(
                 await succeed(breaker)  # judged by the fallback, pings Redis
                 await asyncio.sleep(0.1)
         key = backend.key("cb", "kept", "state")
-        async with asyncio.timeout(5):
-            # the three kept outcomes are flushed without any stats(), failure or close
-            while int(await backend.client.hget(key, Field.SUCCESSES) or 0) < 3:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+
+        async def flushed() -> int:
+            return int(await backend.client.hget(key, Field.SUCCESSES) or 0)
+
+        async def three_flushed() -> bool:
+            return await flushed() >= 3
+
+        # the three kept outcomes are flushed without any stats(), failure or close
+        await eventually(three_flushed, what="the kept outcomes reaching Redis")
+        assert await flushed() >= 3
+        assert events.of_type(BackendFailover) and events.of_type(BackendRecovered)
 
 
 async def test_an_unreadable_breaker_does_not_stop_the_listener_for_the_others(
@@ -480,8 +488,10 @@ async def test_an_unreadable_breaker_does_not_stop_the_listener_for_the_others(
         )
         watcher = CircuitBreaker("good", config=config, backend=two)
         await succeed(watcher)  # starts two's listener, which resyncs every view
-        await asyncio.sleep(0.2)
+        await wait_for_subscribers(two, 1)
         await fail(CircuitBreaker("good", config=config, backend=one))
-        async with asyncio.timeout(3):
-            while watcher.state is not CircuitState.OPEN:  # noqa: ASYNC110 - a pub/sub view
-                await asyncio.sleep(0.005)
+        await eventually(
+            lambda: watcher.state is CircuitState.OPEN, what="the transition reaching two"
+        )
+        assert watcher.state is CircuitState.OPEN
+        assert (await watcher.stats()).state is CircuitState.OPEN

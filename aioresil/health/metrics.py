@@ -33,10 +33,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from ..breaker import BreakerStats
 from ..core.states import CircuitState
+from ..exceptions import BackendError
+from .rows import BreakerRow, row_from_stats, rows_from_readings
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -46,7 +49,9 @@ __all__ = [
     "CALL_KINDS",
     "CONTENT_TYPE",
     "STATES",
+    "BreakerFigures",
     "MetricsSnapshot",
+    "breaker_rows",
     "breaker_stats",
     "calls_by_kind",
     "collect_snapshot",
@@ -59,6 +64,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CALL_KINDS = ("successful", "failed", "ignored", "rejected")
 STATES = tuple(state.value for state in CircuitState)
 
+BreakerFigures = BreakerStats | BreakerRow
+"""A breaker's figures: a :class:`~aioresil.BreakerStats` or a row with the same fields."""
+
 
 @dataclass(frozen=True, slots=True)
 class MetricsSnapshot:
@@ -68,20 +76,31 @@ class MetricsSnapshot:
     left out); ``dlq_oldest_age`` is in seconds.
     """
 
-    breakers: tuple[BreakerStats, ...] = ()
+    breakers: tuple[BreakerFigures, ...] = ()
     dlq_by_type: Mapping[str, int] | None = None
     dlq_oldest_age: float = 0.0
     taken_at: float = field(default=0.0)
 
 
-def calls_by_kind(stats: BreakerStats) -> tuple[int, int, int, int]:
+def calls_by_kind(stats: BreakerFigures) -> tuple[int, int, int, int]:
     """``(successful, failed, ignored, rejected)`` in :data:`CALL_KINDS` order."""
     return (stats.success_count, stats.failure_count, stats.ignored_count, stats.rejected_calls)
 
 
-def failure_rate_percent(stats: BreakerStats) -> float:
+def failure_rate_percent(stats: BreakerFigures) -> float:
     """The breaker's failure rate in percent, or ``-1`` when it has none yet."""
     return -1.0 if stats.failure_rate is None else round(stats.failure_rate * 100.0, 6)
+
+
+async def breaker_rows(registry: BreakerRegistry | None) -> list[BreakerRow]:
+    """Every breaker's row from one registry read (one round trip on Redis); when the backend
+    cannot answer, each breaker's own policy answers (local fallback or error)."""
+    if registry is None:
+        return []
+    try:
+        return rows_from_readings(await registry.readings())
+    except BackendError:
+        return [row_from_stats(stats) for stats in (await registry.stats()).values()]
 
 
 async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
@@ -105,9 +124,7 @@ async def collect_snapshot(
         # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
         clock = getattr(dlq, "_clock", None)
         now = clock.time() if clock is not None else time.time()
-    breakers: tuple[BreakerStats, ...] = ()
-    if registry is not None:
-        breakers = tuple((await breaker_stats(registry)).values())
+    breakers = tuple(await breaker_rows(registry))
     by_type: Mapping[str, int] | None = None
     oldest_age = 0.0
     if dlq is not None:
@@ -134,34 +151,62 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+@lru_cache(maxsize=65536)
+def _label(name: str) -> str:
+    return escape_label(name)
+
+
+def _state_template(current: str) -> list[str]:
+    text = "\n".join(
+        f'aioresil_circuitbreaker_state{{name="\x00",state="{state}"}} '
+        f"{1 if state == current else 0}"
+        for state in STATES
+    )
+    return text.split("\x00")
+
+
+# Per current state, the breaker's five state lines split around its label: one join each.
+_STATE_LINES = {state: _state_template(state.value) for state in CircuitState}
+
+
 def render(snapshot: MetricsSnapshot) -> str:
-    """The text exposition of ``snapshot`` (ends with a newline, as the format requires)."""
+    """The text exposition of ``snapshot`` (ends with a newline, as the format requires).
+
+    Built for thousands of breakers per scrape: each breaker's lines of one family come
+    from one join or one format string, and labels are escaped once per process.
+    """
     out: list[str] = []
     add = out.append
-    names = [(escape_label(s.name), s) for s in snapshot.breakers]
+    names = [(_label(s.name), s) for s in snapshot.breakers]
     add("# HELP aioresil_circuitbreaker_state 1 for the circuit breaker's current state, else 0")
     add("# TYPE aioresil_circuitbreaker_state gauge")
+    lines = _STATE_LINES
     for label, stats in names:
-        current = stats.state.value
-        for state in STATES:
-            add(
-                f'aioresil_circuitbreaker_state{{name="{label}",state="{state}"}} '
-                f"{1 if state == current else 0}"
-            )
+        add(label.join(lines[stats.state]))
     add("# HELP aioresil_circuitbreaker_calls_total Calls seen by the breaker, by outcome kind")
     add("# TYPE aioresil_circuitbreaker_calls_total counter")
+    ok, failed, ignored, rejected = CALL_KINDS
     for label, stats in names:
-        for kind, count in zip(CALL_KINDS, calls_by_kind(stats), strict=True):
-            add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="{kind}"}} {count}')
+        add(
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="{ok}"}} '
+            f"{stats.success_count}\n"
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="{failed}"}} '
+            f"{stats.failure_count}\n"
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="{ignored}"}} '
+            f"{stats.ignored_count}\n"
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="{rejected}"}} '
+            f"{stats.rejected_calls}"
+        )
     add(
         "# HELP aioresil_circuitbreaker_failure_rate Failure rate in percent over the window, "
         "-1 when not computed"
     )
     add("# TYPE aioresil_circuitbreaker_failure_rate gauge")
     for label, stats in names:
+        rate = stats.failure_rate
         add(
             f'aioresil_circuitbreaker_failure_rate{{name="{label}"}} '
-            f"{_number(failure_rate_percent(stats))}"
+            f"{'-1' if rate is None else _number(round(rate * 100.0, 6))}"
         )
     add(
         "# HELP aioresil_circuitbreaker_config_info 1 per breaker, labelled with the "

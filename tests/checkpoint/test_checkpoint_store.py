@@ -22,6 +22,7 @@ from aioresil import (
 from aioresil.backends.keys import encode_name
 from aioresil.testing import FakeClock
 
+from ..helpers import eventually
 from ..servers import free_port
 from .conftest import MakeStore, clobber_key, corrupt_state, open_redis
 
@@ -336,7 +337,11 @@ async def test_ttl_expires_checkpoints_on_real_redis_and_list_drops_them(
         assert 0 < await backend.client.pttl(data_key) <= 200
         assert 0 < await backend.client.pttl(history_key) <= 200
         assert await backend.client.pttl(backend.key("ckpt", "ttl", "d:long")) == -1
-        await asyncio.sleep(0.3)
+
+        async def expired() -> bool:
+            return await backend.client.exists(data_key, history_key) == 0
+
+        await eventually(expired, what="Redis expiring the checkpoint's keys")
         assert await store.load("short") is None
         index = backend.key("ckpt", "ttl", "index")
         assert await backend.client.zcard(index) == 2  # the expired member is still indexed
