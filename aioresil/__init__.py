@@ -13,6 +13,7 @@ module ``__getattr__`` below (type checkers see them through the ``TYPE_CHECKING
 from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .backends.backend_health import BackendHealthStats, BackendState, BackendStateChanged
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .breaker import BreakerStats, CircuitBreaker
@@ -36,6 +37,7 @@ from .exceptions import (
     CallTimeoutError,
     CheckpointConflictError,
     CheckpointCorruptError,
+    CheckpointOutcomeUnknownError,
     CheckpointTooLargeError,
     CircuitOpenError,
     CorruptStateError,
@@ -45,6 +47,7 @@ from .exceptions import (
     IllegalTransitionError,
     PoolTimeoutError,
     RateLimitExceededError,
+    ReplicaAckTimeoutError,
     SerializationError,
 )
 
@@ -164,7 +167,10 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Attempt",
     "BackendError",
     "BackendFailover",
+    "BackendHealthStats",
     "BackendRecovered",
+    "BackendState",
+    "BackendStateChanged",
     "BackendUnavailableError",
     "Backoff",
     "BreakerBackend",
@@ -184,6 +190,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Checkpoint",
     "CheckpointConflictError",
     "CheckpointCorruptError",
+    "CheckpointOutcomeUnknownError",
     "CheckpointPage",
     "CheckpointRun",
     "CheckpointStore",
@@ -225,6 +232,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "RateLimiter",
     "RateLimiterStatistics",
     "RedisBackend",
+    "ReplicaAckTimeoutError",
     "Retry",
     "RetryBudget",
     "RetryBudgetStatistics",

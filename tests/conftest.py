@@ -52,7 +52,9 @@ async def backend(
         return
     if backend_kind == "redis":
         url = request.getfixturevalue("redis_url")
-        async with RedisBackend.from_url(url, clock=clock) as redis_backend:
+        # A generous deadline: these suites test semantics on a shared, slow machine; the
+        # deadline itself (1 s by default) is tested under faults in test_faults.py.
+        async with RedisBackend.from_url(url, clock=clock, operation_timeout=10) as redis_backend:
             yield redis_backend
         return
     raise AssertionError(f"unknown backend kind {backend_kind}")  # pragma: no cover

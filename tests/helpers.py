@@ -47,6 +47,19 @@ async def rejected(breaker: CircuitBreaker) -> CircuitOpenError:
     raise AssertionError(f"call was not rejected (state {breaker.state.value})")
 
 
+async def until(condition: Callable[[], object], *, within: float = 20.0, what: str = "") -> None:
+    """Wait (polling every 10 ms) until ``condition()`` is true; fail after ``within`` seconds.
+
+    ``within`` is a generous ceiling for a shared, slow machine, never a speed claim.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within}s: {what or condition}")
+        await asyncio.sleep(0.01)
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool] | bool],
     *,

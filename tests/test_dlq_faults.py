@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from aioresil import (
+    BackendState,
     BackendUnavailableError,
     DeadLetter,
     DeadLetterQueue,
@@ -28,7 +30,9 @@ from aioresil import (
     DeadLetterUnavailableError,
     RedisBackend,
 )
+from aioresil.stores.dlq_redis import _push_args, dlq_script
 
+from .helpers import until
 from .servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +142,7 @@ async def fast_backend(server: RedisServer) -> RedisBackend:
     return RedisBackend.from_url(server.url, socket_timeout=1.0, socket_connect_timeout=0.5)
 
 
-async def test_pushes_during_an_outage_are_spooled_then_flushed_by_the_next_push(
+async def test_pushes_during_an_outage_are_spooled_then_flushed_when_redis_is_back(
     own_redis_server: RedisServer,
 ) -> None:
     async with await fast_backend(own_redis_server) as backend:
@@ -156,8 +160,12 @@ async def test_pushes_during_an_outage_are_spooled_then_flushed_by_the_next_push
         assert dlq.spooled == 3  # a failed flush keeps everything
 
         own_redis_server.start()  # no persistence: the server comes back empty
+        # the backend's probe finds Redis again and its recovery hook flushes the spool,
+        # without waiting for another push
+        await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
+        assert backend.health.state is BackendState.HEALTHY
         stats = await dlq.stats()
-        assert (stats["spooled"], stats["total_failed_tasks"]) == (3, 0)
+        assert (stats["spooled"], stats["total_failed_tasks"]) == (0, 3)
         after = await dlq.push("t", "after", "e")
         assert dlq.spooled == 0
         page = await dlq.list()
@@ -179,7 +187,9 @@ async def test_the_spool_file_survives_a_restart_of_the_pushing_process(
         second = DeadLetterQueue(backend, name="jobs", spool_path=path)
         assert second.spooled == 2
         own_redis_server.start()
-        assert await second.flush_spool() == 2
+        # flushed by the backend's recovery hook (ids make the replay of both objects' spools,
+        # which hold the same entries, store each entry once)
+        await until(lambda: second.spooled == 0 and first.spooled == 0, what="spools flushed")
         assert path.read_text() == ""
         letters = [await second.get(i) for i in ids]
         assert [(x.payload, x.error_type) for x in letters if x] == [
@@ -197,22 +207,34 @@ async def test_replaying_a_spooled_push_that_already_landed_stores_it_once(
         own_redis_server.stop()
         entry_id = await dlq.push("t", 1, "e")
         own_redis_server.start()
-        # That push reached Redis and only its reply was lost: store it as the push would have.
+        # That push reached Redis and only its reply was lost: store it as the push would have,
+        # synchronously, before the event loop lets the backend's probe flush the spool.
         spooled_id, spooled_fields = dlq._spool.first()
         assert spooled_id == entry_id
-        assert await dlq._storage.push(entry_id, spooled_fields, 10, "reject", "") == (1, [])
-        assert await dlq.flush_spool() == 0  # already there: not stored twice
-        assert await dlq.count() == 1
+        storage = dlq._storage
+        script = dlq_script("dlq_push")
+        args = _push_args(entry_id, spooled_fields, 10, "reject", "")
+        direct = redis.Redis(port=own_redis_server.port)
+        try:
+            reply = direct.eval(script.source, 1, storage.idx, storage.base, *args)
+        finally:
+            direct.close()
+        assert reply[0] == 1
+        await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
+        assert await dlq.count() == 1  # already there: not stored twice
 
 
 async def test_a_full_spool_refuses_loudly(own_redis_server: RedisServer) -> None:
-    async with await fast_backend(own_redis_server) as backend:
-        dlq = DeadLetterQueue(backend, name="jobs", spool_max=1)
-        own_redis_server.stop()
-        await dlq.push("t", 1, "e")
-        with pytest.raises(BackendUnavailableError, match="spool is full"):
-            await dlq.push("t", 2, "e")
-        assert dlq.spooled == 1
+    backend = await fast_backend(own_redis_server)
+    dlq = DeadLetterQueue(backend, name="jobs", spool_max=1, close_timeout=0.5)
+    own_redis_server.stop()
+    await dlq.push("t", 1, "e")
+    with pytest.raises(BackendUnavailableError, match="spool is full"):
+        await dlq.push("t", 2, "e")
+    assert dlq.spooled == 1
+    # Redis still down at close and no spool file: the backend's close says so, loudly.
+    with pytest.raises(BackendUnavailableError, match="1 spooled entry is held only in"):
+        await backend.aclose()
 
 
 async def test_a_spooled_entry_the_queue_rejects_when_flushed_is_dropped_loudly(
@@ -225,7 +247,7 @@ async def test_a_spooled_entry_the_queue_rejects_when_flushed_is_dropped_loudly(
         own_redis_server.stop()
         ids = [await dlq.push("t", i, "e") for i in range(2)]
         own_redis_server.start()
-        assert await dlq.flush_spool() == 1
+        await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
         assert [e.entry_id for e in events if isinstance(e, DeadLetterSpoolDropped)] == [ids[1]]
         assert dlq.spooled == 0
         assert await dlq.count() == 1

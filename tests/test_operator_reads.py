@@ -21,6 +21,10 @@ from aioresil import BreakerConfig, BreakerRegistry, DeadLetterQueue, RedisBacke
 from aioresil.dashboard import dashboard_app
 from aioresil.health import health_app
 
+SLOW_OK = 10.0
+"""MONITOR slows Redis down a lot on a shared machine: these tests count round trips, so a
+generous deadline keeps a slow reply from being taken for an outage (faults: test_faults.py)."""
+
 pytestmark = pytest.mark.redis_server
 
 
@@ -57,9 +61,7 @@ class Monitor:
         names = [str(c["command"]) for c in commands]
         first = next(i for i, n in enumerate(names) if start in n)
         last = next(i for i, n in enumerate(names) if end in n)
-        return [
-            names[i] for i in range(first + 1, last) if commands[i].get("client_type") != "lua"
-        ]
+        return [names[i] for i in range(first + 1, last) if commands[i].get("client_type") != "lua"]
 
     def close(self) -> None:
         self._client.close()  # ends next_command() in the thread
@@ -123,7 +125,7 @@ async def count(monitor: tuple[Monitor, redis.Redis], app: Any, path: str) -> li
 async def test_health_and_metrics_read_every_breaker_in_one_round_trip(
     redis_url: str, monitor: tuple[Monitor, redis.Redis], breakers: int
 ) -> None:
-    async with RedisBackend.from_url(redis_url, listen=False) as backend:
+    async with RedisBackend.from_url(redis_url, listen=False, operation_timeout=SLOW_OK) as backend:
         registry = BreakerRegistry(backend=backend, default_config=BreakerConfig())
         for i in range(breakers):
             async with registry.get(f"svc-{i}"):
@@ -140,7 +142,7 @@ async def test_health_and_metrics_read_every_breaker_in_one_round_trip(
 async def test_dashboard_reads_take_at_most_two_round_trips(
     redis_url: str, monitor: tuple[Monitor, redis.Redis], entries: int
 ) -> None:
-    async with RedisBackend.from_url(redis_url, listen=False) as backend:
+    async with RedisBackend.from_url(redis_url, listen=False, operation_timeout=SLOW_OK) as backend:
         registry = BreakerRegistry(backend=backend)
         for i in range(50):
             async with registry.get(f"svc-{i}"):

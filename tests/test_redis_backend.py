@@ -15,6 +15,7 @@ from redis.crc import key_slot
 from aioresil import (
     BackendFailover,
     BackendRecovered,
+    BackendState,
     BackendUnavailableError,
     BreakerConfig,
     BreakerRegistry,
@@ -27,7 +28,7 @@ from aioresil.backends.breaker_schema import Field
 from aioresil.backends.keys import decode_name, encode_name
 from aioresil.testing import EventRecorder, FakeClock
 
-from .helpers import Boom, eventually, fail, rejected, succeed, wait_for_subscribers
+from .helpers import Boom, eventually, fail, rejected, succeed, until, wait_for_subscribers
 from .servers import RedisServer
 
 pytestmark = pytest.mark.redis_server
@@ -301,6 +302,8 @@ async def test_fail_closed_refuses_calls_during_an_outage_and_recovers(
         assert not ran
         assert [e.policy for e in events.of_type(BackendFailover)] == ["fail_closed"]
         own_redis_server.start()
+        # calls are decided locally until the backend's probe reaches Redis again
+        await until(lambda: backend.health.state is BackendState.HEALTHY)
         await succeed(breaker)
         assert len(events.of_type(BackendRecovered)) == 1
         assert (await breaker.stats()).state is CircuitState.CLOSED

@@ -4,6 +4,9 @@ Why encode: a breaker named ``a:b`` must never read or write the keys of a break
 with some suffix ``b``; a name holding ``{`` or ``}`` must not change which Redis Cluster slot a
 key lands in. We percent-encode every byte of the UTF-8 name outside ``[A-Za-z0-9._-]``
 (``%`` included), which is injective and leaves no ``:``, ``{``, ``}`` or whitespace behind.
+A lone surrogate (``"\\udcff"``, as ``os.listdir`` returns for a non-UTF-8 file name) is text
+too: it is encoded with ``surrogatepass`` (its three bytes, percent-encoded), so every
+``str`` has a key and decodes back to itself, on every backend.
 
 Why hash tags: every Lua script must touch keys of one slot only (Redis Cluster refuses
 ``CROSSSLOT`` scripts). All keys of one object (one breaker, one DLQ, one checkpoint namespace)
@@ -32,7 +35,7 @@ def encode_name(name: str) -> str:
     if not name:
         raise ValueError("name must not be empty")
     out: list[str] = []
-    for byte in name.encode("utf-8"):
+    for byte in name.encode("utf-8", "surrogatepass"):
         if byte in _SAFE:
             out.append(chr(byte))
         else:
@@ -52,7 +55,7 @@ def decode_name(encoded: str) -> str:
         else:
             raw.append(ord(ch))
             i += 1
-    return raw.decode("utf-8")
+    return raw.decode("utf-8", "surrogatepass")
 
 
 def validate_prefix(prefix: str) -> str:

@@ -405,6 +405,9 @@ class RedisBreakerHandle:
             await self._run("success", generation)
         except BackendUnavailableError as error:
             self._outage(error, now)
+            fallback = self._fallback
+            if fallback is not None:  # counted on the local breaker, as _record_remote does
+                self._fallback_record(Permit(-fallback.generation), Outcome.SUCCESS, now, 0.0)
 
     def record(
         self, permit: Permit, outcome: Outcome, now: float, duration: float
@@ -429,6 +432,11 @@ class RedisBreakerHandle:
             )
         except BackendUnavailableError as error:
             self._outage(error, now)
+            fallback = self._fallback
+            if fallback is not None and not permit.token:
+                # The outcome that found the outage still counts, on the local breaker: a
+                # threshold of 5 lets exactly 5 failing calls through during an outage.
+                self._fallback_record(Permit(-fallback.generation), outcome, now, duration)
 
     # ------------------------------------------------------------------ batching
 
@@ -652,6 +660,18 @@ class RedisBreakerHandle:
             return
         self._probe_task = asyncio.get_running_loop().create_task(self._probe())
         self.backend.track(self._probe_task)
+
+    def backend_down(self, reason: str) -> None:
+        """The shared backend was marked unavailable (by any operation on it): apply the
+        policy now, so this breaker's next call is decided locally instead of racing the
+        detection (zero cost on the hot path: the view changes, not the checks)."""
+        self._outage(BackendUnavailableError(reason), self._mono())
+
+    async def backend_back(self) -> None:
+        """The backend's own probe reached Redis again: leave the fallback now, not at the
+        next ``RECONNECT_INTERVAL`` ping."""
+        if self._fallback is not None:
+            await self._probe()
 
     async def _probe(self) -> None:
         try:

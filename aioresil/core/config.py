@@ -24,6 +24,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MICROSECOND = 1e-6
+MILLISECOND = 1e-3
+MAX_DURATION_US = 2**53
+"""Durations above 2**53 microseconds (~285 years) are not exact in Lua's doubles."""
+
+
 def _is_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -131,6 +137,20 @@ class BreakerConfig:
             if not _is_number(value) or value <= 0:
                 raise bad(name, "a finite number > 0" + (" or None" if optional else ""))
 
+        def lua_duration(name: str, *, unit: float = MICROSECOND) -> None:
+            # Shared breakers send durations to Lua as whole microseconds and keep time-window
+            # bucket indexes as Lua numbers (printed exactly below 1e14): a duration the Lua
+            # side cannot represent exactly is refused here, not found later by stats().
+            value = getattr(self, name)
+            if value is None:
+                return
+            units = value / unit
+            if units < 1 or abs(units - round(units)) > 1e-6 * max(units, 1.0):
+                what = "microseconds" if unit == MICROSECOND else "milliseconds"
+                raise bad(name, f"a whole number of {what} (at least 1)")
+            if value * 1e6 > MAX_DURATION_US:
+                raise bad(name, f"at most {MAX_DURATION_US / 1e6:.0f} seconds")
+
         def rate(name: str) -> None:
             value = getattr(self, name)
             if value is not None and (not _is_number(value) or not 0 < value <= 1):
@@ -156,6 +176,15 @@ class BreakerConfig:
         positive_int("success_threshold")
         positive_number("trial_lease")
         positive_number("batch_interval")
+        lua_duration("window_duration", unit=MILLISECOND)
+        for name in (
+            "slow_call_duration",
+            "recovery_timeout",
+            "max_recovery_timeout",
+            "trial_lease",
+            "batch_interval",
+        ):
+            lua_duration(name)
         if self.on_backend_error not in ("fail_open", "fail_closed"):
             raise bad("on_backend_error", "'fail_open' or 'fail_closed'")
         if self.recording not in ("strict", "batched"):

@@ -8,13 +8,19 @@ paths 404):
 
 * ``/health``: liveness. Never touches Redis, so a Redis outage never makes an orchestrator
   restart every pod.
-* ``/health/ready``: pings each backend; 503 with the error's class and message (never a
-  URL or password) when one is unreachable.
+* ``/health/ready``: checks each backend can take writes (a Redis backend: its health state,
+  then a small write with a TTL, so ``OOM`` and ``READONLY`` are caught where a ``PING``
+  passes); 503 with the error's class and message (never a URL or password) when one cannot.
 * ``/health/circuit-breakers``: every breaker's statistics (one Redis round trip for all),
   a summary; ``degraded`` (200) while a circuit is open or half-open, ``unhealthy`` (503)
   for an open one when ``open_circuit_is_unhealthy``.
 * ``/health/dlq``: :meth:`~aioresil.DeadLetterQueue.health`; 503 when ``unhealthy``.
-* ``/metrics``: Prometheus text 0.0.4 (see :mod:`aioresil.health.metrics`).
+* ``/metrics``: Prometheus text 0.0.4 (see :mod:`aioresil.health.metrics`). While Redis is
+  unavailable it still answers 200 with ``aioresil_backend_up`` and each breaker's state as
+  this process sees it, instead of failing whole.
+
+Every route answers within ``timeout`` seconds (2 by default): a route whose backend read
+has not finished by then answers 503 saying so (``/metrics``: the local series).
 
 JSON is ``application/json``; a client whose ``Accept`` asks for ``application/health+json``
 gets that type with ``status`` as ``pass``/``warn``/``fail`` (plus ``serviceId`` and
@@ -25,6 +31,7 @@ with an ``admin_token`` (see :mod:`aioresil.health.admin`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -38,7 +45,7 @@ from .._version import __version__
 from ..core.states import CircuitState
 from .admin import AdminRoutes, Reply
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .metrics import breaker_rows, collect_snapshot, render
+from .metrics import MetricsSnapshot, breaker_rows, collect_snapshot, render
 from .rows import circuits_json
 
 if TYPE_CHECKING:
@@ -83,7 +90,15 @@ class HealthApp:
         dlq_retry_handler: Handler | None,
         cache_ttl: float = 0.0,
         dashboard: bool = False,
+        timeout: float = READY_TIMEOUT,
     ) -> None:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < float("inf")
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self.timeout = float(timeout)
         if not isinstance(service, str) or not service:
             raise ValueError(f"service must be a non-empty str, got {service!r}")
         if not 0 <= dlq_warning_threshold <= dlq_critical_threshold:
@@ -167,10 +182,11 @@ class HealthApp:
                 await _reply(send, Reply(405, {"error": f"{method} not allowed"}, _ALLOW_GET))
                 return
             flavour = self._flavour(headers)
+            bounded = self._bounded(path, route)
             if path in _CACHEABLE:
-                status, content_type, body = await self._shared(path, route, flavour)
+                status, content_type, body = await self._shared(path, bounded, flavour)
             else:
-                status, content_type, body = _render(await route(), flavour)
+                status, content_type, body = _render(await bounded(), flavour)
             await _send(send, status, body, content_type, (), head=method == "HEAD")
             return
         if self.admin is not None and path.startswith("/admin/"):
@@ -225,6 +241,38 @@ class HealthApp:
         # shield: a client that disconnects does not cancel the read the others wait for
         return await asyncio.shield(task)
 
+    def _bounded(
+        self, path: str, route: Callable[[], Awaitable[Reply]]
+    ) -> Callable[[], Awaitable[Reply]]:
+        """``route`` cut at ``timeout`` seconds: a slow backend never holds a probe longer."""
+
+        async def run() -> Reply:
+            try:
+                return await asyncio.wait_for(route(), self.timeout)
+            except TimeoutError:
+                if path == "/metrics":
+                    return self._local_metrics(f"backend reads timed out after {self.timeout:g}s")
+                error = f"timed out after {self.timeout:g}s waiting for the backend"
+                return Reply(503, {"status": "unhealthy", "timestamp": _now(), "error": error})
+
+        return run
+
+    def _backends_up(self) -> tuple[tuple[str, bool], ...]:
+        return tuple(
+            (health.name, health.stats().up)
+            for health in (getattr(b, "health", None) for b in self.backends)
+            if health is not None
+        )
+
+    def _local_metrics(self, why: str) -> Reply:
+        """What ``/metrics`` knows without the backend: backend-up and local breaker views."""
+        local = tuple((b.name, b.state) for b in self.registry) if self.registry else ()
+        snapshot = MetricsSnapshot(
+            taken_at=time.time(), backends_up=self._backends_up(), local_states=local
+        )
+        header = f"# aioresil: serving local values only: {self._safe_error_text(why)}\n"
+        return Reply(200, header + render(snapshot))
+
     # ------------------------------------------------------------------ routes
 
     async def _live(self) -> Reply:
@@ -243,10 +291,14 @@ class HealthApp:
         healthy = True
         for backend in self.backends:
             check: dict[str, Any] = {"kind": type(backend).__name__, "status": "healthy"}
-            ping = getattr(backend, "ping", None)
+            health = getattr(backend, "health", None)
+            if health is not None:
+                check["state"] = health.state.value
+            # a write check when the backend has one: a Redis out of memory still answers PING
+            ping = getattr(backend, "check_writable", None) or getattr(backend, "ping", None)
             if ping is not None:
                 try:
-                    await asyncio.wait_for(ping(), READY_TIMEOUT)
+                    await asyncio.wait_for(ping(), self.timeout)
                 except Exception as exc:
                     healthy = False
                     check["status"] = "unhealthy"
@@ -272,15 +324,22 @@ class HealthApp:
                 open_ += 1
             elif state is trial:
                 half_open += 1
+        # A breaker on its local fallback (fail_open) reads fine while Redis is down: say so.
+        down = [
+            {"backend": h.name, "state": h.state.value, "error": self._safe_error_text(s.reason)}
+            for h in (getattr(b, "health", None) for b in self.backends)
+            if h is not None and not (s := h.stats()).up
+        ]
         if open_ and self.open_circuit_is_unhealthy:
             status, code = "unhealthy", 503
-        elif open_ or half_open:
+        elif open_ or half_open or down:
             status, code = "degraded", 200
         else:
             status, code = "healthy", 200
         body = {
             "status": status,
             "timestamp": _now(),
+            **({"backends_unavailable": down} if down else {}),
             # pre-encoded: one format string per breaker instead of a dict and json.dumps
             "circuit_breakers": RawJson(circuits_json(rows)),
             "summary": {
@@ -309,9 +368,8 @@ class HealthApp:
         try:
             snapshot = await collect_snapshot(registry=self.registry, dlq=self.dlq)
         except Exception as exc:
-            text = f"# aioresil metrics unavailable: {self._safe_error(exc)}\n"
-            return Reply(503, text)
-        return Reply(200, render(snapshot))
+            return self._local_metrics(self._safe_error(exc))
+        return Reply(200, render(dataclasses.replace(snapshot, backends_up=self._backends_up())))
 
     # ------------------------------------------------------------------ errors
 
@@ -322,8 +380,10 @@ class HealthApp:
 
     def _safe_error(self, exc: BaseException) -> str:
         """``"Class: message"`` with any URL, password or user name blanked out."""
-        text = f"{type(exc).__name__}: {exc}"
-        text = _URL_RE.sub("<url>", text)
+        return self._safe_error_text(f"{type(exc).__name__}: {exc}")
+
+    def _safe_error_text(self, text: str) -> str:
+        text = _URL_RE.sub("<url>", text.replace("\n", " "))
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text[:500]
@@ -454,6 +514,7 @@ def health_app(
     dlq_retry_handler: Handler | None = None,
     cache_ttl: float = 0.0,
     dashboard: bool = False,
+    timeout: float = READY_TIMEOUT,
 ) -> HealthApp:
     """A plain ASGI 3 app serving health, readiness, breakers, DLQ and metrics.
 
@@ -477,6 +538,8 @@ def health_app(
             load to one read per second per endpoint, whatever the probe rate.
         dashboard: also serve the live dashboard (:mod:`aioresil.dashboard`) at
             ``/dashboard/``; its actions are enabled by the same ``admin_token``.
+        timeout: seconds within which every route answers (2 by default); a backend read
+            still running then gives 503 saying so (``/metrics``: its local series).
 
     Example::
 
@@ -496,4 +559,5 @@ def health_app(
         dlq_retry_handler=dlq_retry_handler,
         cache_ttl=cache_ttl,
         dashboard=dashboard,
+        timeout=timeout,
     )

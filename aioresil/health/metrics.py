@@ -20,6 +20,9 @@ Names follow resilience4j's Micrometer names under an ``aioresil_`` prefix:
   ``failure_threshold`` (-1 when that rule is off).
 * ``aioresil_dlq_entries{task_type}``: gauge, entries per task type.
 * ``aioresil_dlq_oldest_age_seconds``: gauge, age of the oldest entry (0 when empty).
+* ``aioresil_backend_up{backend}``: gauge, 1 while a shared backend serves calls, 0 while it
+  is marked unavailable (see :mod:`aioresil.backends.backend_health`). During an outage
+  ``/metrics`` still answers: this gauge plus each breaker's state as this process sees it.
 
 Example::
 
@@ -80,6 +83,10 @@ class MetricsSnapshot:
     dlq_by_type: Mapping[str, int] | None = None
     dlq_oldest_age: float = 0.0
     taken_at: float = field(default=0.0)
+    backends_up: tuple[tuple[str, bool], ...] = ()
+    """``(backend name, up)`` for each shared backend with a health state machine."""
+    local_states: tuple[tuple[str, CircuitState], ...] = ()
+    """Breaker states from local views, used when ``breakers`` could not be read."""
 
 
 def calls_by_kind(stats: BreakerFigures) -> tuple[int, int, int, int]:
@@ -142,6 +149,8 @@ def escape_label(value: str) -> str:
     >>> escape_label('a"b\\c')
     'a\\"b\\\\c'
     """
+    # A lone surrogate has no UTF-8 form: written as the text \udcff (then escaped as any \).
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -178,11 +187,19 @@ def render(snapshot: MetricsSnapshot) -> str:
     out: list[str] = []
     add = out.append
     names = [(_label(s.name), s) for s in snapshot.breakers]
+    states = [(label, stats.state) for label, stats in names] or [
+        (_label(name), state) for name, state in snapshot.local_states
+    ]
+    if snapshot.backends_up:
+        add("# HELP aioresil_backend_up 1 while the shared backend serves calls, 0 while down")
+        add("# TYPE aioresil_backend_up gauge")
+        for backend, up in snapshot.backends_up:
+            add(f'aioresil_backend_up{{backend="{escape_label(backend)}"}} {int(up)}')
     add("# HELP aioresil_circuitbreaker_state 1 for the circuit breaker's current state, else 0")
     add("# TYPE aioresil_circuitbreaker_state gauge")
     lines = _STATE_LINES
-    for label, stats in names:
-        add(label.join(lines[stats.state]))
+    for label, circuit_state in states:
+        add(label.join(lines[circuit_state]))
     add("# HELP aioresil_circuitbreaker_calls_total Calls seen by the breaker, by outcome kind")
     add("# TYPE aioresil_circuitbreaker_calls_total counter")
     ok, failed, ignored, rejected = CALL_KINDS

@@ -28,7 +28,14 @@ def dlq_script(name: str) -> LuaScript:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # surrogatepass: the inverse of _wire (identical to strict UTF-8 for every valid text)
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
+def _wire(value: str | int | float | bytes) -> str | int | float | bytes:
+    """Text as bytes with ``surrogatepass``: an error message or task id holding a lone
+    surrogate is stored losslessly, as the memory backend stores it (redis-py would raise)."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
 
 
 def _fields(flat: list[Any]) -> RawFields:
@@ -57,7 +64,9 @@ class RedisDlqStorage:
         self.tok = self.base + "tok"
 
     async def _run(self, script: str, key: str, *args: str | int | float | bytes) -> Any:
-        return await self.backend.run_script(dlq_script(script), [key], [self.base, *args])
+        return await self.backend.run_script(
+            dlq_script(script), [key], [self.base, *map(_wire, args)]
+        )
 
     async def push(
         self,
@@ -68,7 +77,11 @@ class RedisDlqStorage:
         retention_bound: str,
     ) -> tuple[int, list[str]]:
         args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
-        reply = await self._run("dlq_push", self.idx, *args)
+        # replicated=True: with the backend's wait_replicas, the push counts only once that many
+        # replicas hold it (ReplicaAckTimeoutError otherwise, and the queue spools the entry).
+        reply = await self.backend.run_script_staged(
+            dlq_script("dlq_push"), [self.idx], [self.base, *map(_wire, args)], replicated=True
+        )
         return int(reply[0]), [_text(v) for v in reply[1:]]
 
     async def push_many(
@@ -80,15 +93,16 @@ class RedisDlqStorage:
     ) -> list[tuple[int, list[str]]]:
         script = dlq_script("dlq_push")
         client = self.backend.client
-        try:
+
+        async def run() -> list[Any]:
             await client.script_load(script.source)
             pipe = client.pipeline(transaction=False)
             for entry_id, fields in items:
                 args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
-                pipe.evalsha(script.sha, 1, self.idx, self.base, *args)
-            replies = await pipe.execute()
-        except Exception as exc:
-            raise _mapped(exc, "dlq push_many") from exc
+                pipe.evalsha(script.sha, 1, self.idx, self.base, *map(_wire, args))
+            return list(await pipe.execute())
+
+        replies = await self.backend.execute("dlq push_many", run)
         results = [(int(r[0]), [_text(v) for v in r[1:]]) for r in replies]
         for i, (status, _) in enumerate(results):
             if status == 0:
@@ -98,10 +112,13 @@ class RedisDlqStorage:
         return results
 
     async def get(self, entry_id: str) -> RawFields | None:
-        try:
-            flat = await self.backend.client.hgetall(self.base + "e:" + entry_id)
-        except Exception as exc:
-            raise _mapped(exc, "dlq get") from exc
+        client = self.backend.client
+        key = self.base + "e:" + entry_id
+
+        async def run() -> dict[Any, Any]:
+            return dict(await client.hgetall(key))
+
+        flat = await self.backend.execute("dlq get", run)
         if not flat:
             return None
         out: list[Any] = []
@@ -117,13 +134,15 @@ class RedisDlqStorage:
         return [(_text(row[0]), _fields(row[1:])) for row in rows if len(row) > 1]
 
     async def count(self, task_type: str | None) -> int:
-        try:
+        client = self.backend.client
+
+        async def run() -> int:
             if task_type is None:
-                return int(await self.backend.client.zcard(self.idx))
-            value = await self.backend.client.hget(self.base + "counts", task_type)
-        except Exception as exc:
-            raise _mapped(exc, "dlq count") from exc
-        return int(value) if value is not None else 0
+                return int(await client.zcard(self.idx))
+            value = await client.hget(self.base + "counts", task_type)
+            return int(value) if value is not None else 0
+
+        return await self.backend.execute("dlq count", run)
 
     async def stats(self, since_bound: str, now_ms: float | None) -> StatsRow:
         now = "" if now_ms is None else repr(now_ms)

@@ -26,10 +26,19 @@ class Serializer(Protocol):
 
 
 class JsonSerializer:
-    """Strict JSON: no NaN/Infinity, UTF-8, compact. The default of every store."""
+    r"""Strict JSON: no NaN/Infinity, UTF-8, compact. The default of every store.
+
+    A string holding a lone surrogate (``"\udcff"``) has no UTF-8 form; such a value is
+    written with JSON's ``\uXXXX`` escapes instead, which read back to the same string: text
+    is stored losslessly, and the same way on every backend.
+    """
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)

@@ -76,7 +76,11 @@ class Member:
         clock = None
         if spec.get("clock"):
             clock = FakeClock(start=spec["clock"]["start"], wall_start=spec["clock"]["wall_start"])
-        self.backend = RedisBackend.from_url(spec["url"], max_connections=spec.get("pool", 64))
+        # A generous deadline: eight workers on a shared 2-core machine can be slow to answer,
+        # and these tests count outcomes, not latency (faults are tested in test_faults.py).
+        self.backend = RedisBackend.from_url(
+            spec["url"], max_connections=spec.get("pool", 64), operation_timeout=10.0
+        )
         self.breaker = CircuitBreaker(
             spec["name"], config=BreakerConfig(**spec["config"]), backend=self.backend, clock=clock
         )
