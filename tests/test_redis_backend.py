@@ -194,7 +194,11 @@ async def test_batched_failures_trip_the_shared_circuit(redis_url: str, clock: F
 async def test_a_thousand_concurrent_calls_wait_for_connections_instead_of_failing(
     redis_url: str,
 ) -> None:
-    async with RedisBackend.from_url(redis_url, max_connections=8, listen=False) as backend:
+    # A generous deadline: 2,000 script calls queue on 8 connections, and on a loaded 2-core
+    # machine the last ones wait longer than the default 1 s (the pool wait is inside it).
+    async with RedisBackend.from_url(
+        redis_url, max_connections=8, listen=False, operation_timeout=10.0
+    ) as backend:
         breaker = CircuitBreaker(
             "pool", config=BreakerConfig(failure_threshold=10_000), backend=backend
         )
