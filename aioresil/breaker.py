@@ -65,6 +65,9 @@ RELEASE_TIMEOUT = 5.0
 _SETTLING: set[asyncio.Task[None]] = set()
 """Records running on after their caller was cancelled (referenced until they end)."""
 
+CallObserver = Callable[[str, Outcome, float], None]
+"""``observer(breaker name, outcome, seconds)``, called after each call that ran."""
+
 Ticket = int | tuple[int, int, float, "Ticket | None"]
 """What ``__aenter__`` leaves for ``__aexit__``: the generation alone on the hot path, else
 ``(generation, trial token or 0, start time, the enclosing entry's ticket)``."""
@@ -217,6 +220,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_call_observers",
         "_circuit",
         "_classify_cache",
         "_clock",
@@ -265,6 +269,7 @@ class CircuitBreaker:
         self._listeners: list[Listener] = []
         self._set_ticket = circuit.set  # bound once: the hot path skips two lookups
         self._get_ticket = circuit.get
+        self._call_observers: list[CallObserver] = []
         self._slow_rule = config.slow_call_duration is not None
         self._timed = config.timed
         # Memory successes of normal permits are applied inline unless the slow-call rule
@@ -341,6 +346,8 @@ class CircuitBreaker:
         self._view.in_flight -= 1
         if exc_type is None and not token:
             now = self._mono()
+            if self._call_observers:
+                self._observe(Outcome.SUCCESS, now - started)
             pending = self._handle.success_fast(generation, now, now - started)
             if pending is not None:
                 await self._settle(pending, None)
@@ -357,6 +364,8 @@ class CircuitBreaker:
         now = self._mono()
         duration = 0.0 if started is None else now - started
         outcome = Outcome.SUCCESS if exc_type is None else self._classify(exc_type)
+        if self._call_observers and started is not None:
+            self._observe(outcome, duration)
         pending = self._handle.record(Permit(generation, token), outcome, now, duration)
         if pending is None:
             return
@@ -499,6 +508,26 @@ class CircuitBreaker:
         self._listeners.remove(listener)
         if not self._listeners:
             self._circuit.breakers.discard(self)
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """Call ``observer(name, outcome, seconds)`` after every call that ran under the breaker.
+
+        For call-duration metrics (:class:`aioresil.health.instruments.CallMetrics`). An
+        observed breaker times every call (two clock reads), which it otherwise does only for
+        the slow-call rule; observers must be quick and must not raise.
+        """
+        if not callable(observer):
+            raise TypeError(f"observer must be callable, got {observer!r}")
+        self._call_observers.append(observer)
+        self._slow_rule = True  # the ticket carries the start time from now on
+        self._inline = False
+
+    def _observe(self, outcome: Outcome, seconds: float) -> None:
+        for observer in self._call_observers:
+            try:
+                observer(self.name, outcome, seconds)
+            except Exception:
+                _log.exception("call_observer_failed", breaker=self.name)
 
     def _dispatch(self, event: BreakerEvent) -> None:
         for listener in tuple(self._listeners):
