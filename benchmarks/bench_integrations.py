@@ -6,11 +6,13 @@ small JSON body (so client and server do not share one event loop). Each row is 
 time per request over interleaved rounds (bare, guarded, bare, guarded...), with 1 and with 50
 concurrent tasks; the ratio is guarded / bare in the same run. The guarded clients use a
 memory-backend breaker registry and no other policy (the breaker and the classification are
-what every request pays).
+what every request pays). A third pair sends through ``httpx.MockTransport`` in process: no
+network and no server, so it isolates the transport's own CPU cost from loopback noise.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import socket
 import subprocess
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from ._harness import concurrent_per_call, markdown_table, version
+from ._harness import concurrent_per_call, environment, markdown_table, version
 
 SERVER = """
 import sys
@@ -77,8 +79,8 @@ async def main(smoke: bool) -> str:
     from aioresil.integrations.httpx import ResilientTransport
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    requests = 40 if smoke else 2000
-    rounds = 1 if smoke else 5
+    requests = 40 if smoke else 1000
+    rounds = 1 if smoke else 7
     process, url = _start_server()
     rows: list[list[str]] = []
     try:
@@ -104,6 +106,22 @@ async def main(smoke: bool) -> str:
             async def httpx_guarded() -> None:
                 (await guarded_httpx.get(url)).raise_for_status()
 
+            def answer(request: httpx.Request) -> httpx.Response:
+                return httpx.Response(200, json={"ok": True})
+
+            in_process_bare = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+            in_process_guarded = httpx.AsyncClient(
+                transport=ResilientTransport(
+                    httpx.MockTransport(answer), registry=BreakerRegistry()
+                )
+            )
+
+            async def mock_bare() -> None:
+                (await in_process_bare.get(url)).raise_for_status()
+
+            async def mock_guarded() -> None:
+                (await in_process_guarded.get(url)).raise_for_status()
+
             async def aiohttp_bare() -> None:
                 async with bare_aiohttp.get(url) as response:
                     await response.read()
@@ -113,6 +131,11 @@ async def main(smoke: bool) -> str:
                     await response.read()
 
             for label, bare, guarded in (
+                (
+                    f"httpx {version('httpx')}, in-process MockTransport (no network)",
+                    mock_bare,
+                    mock_guarded,
+                ),
                 (f"httpx {version('httpx')} + ResilientTransport", httpx_bare, httpx_guarded),
                 (
                     f"aiohttp {version('aiohttp')} + ResilientMiddleware",
@@ -135,6 +158,8 @@ async def main(smoke: bool) -> str:
                             f"{cost - floor:+.1f}",
                         ]
                     )
+            await in_process_bare.aclose()
+            await in_process_guarded.aclose()
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -151,6 +176,7 @@ async def main(smoke: bool) -> str:
     )
     return (
         "## HTTP integrations: overhead per request against a local server\n\n"
-        f"{requests} requests per round, best of {rounds} interleaved rounds; wall time per "
-        "request (at 50 concurrent, total wall time / requests).\n\n" + table
+        f"{datetime.date.today().isoformat()}, {environment()}; upstream aiohttp.web in a "
+        f"subprocess on loopback. {requests} requests per round, best of {rounds} interleaved "
+        "rounds; wall time per request (at 50 concurrent, total wall time / requests).\n\n" + table
     )

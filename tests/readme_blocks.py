@@ -1,10 +1,13 @@
-"""Find the Python blocks of README.md and run one as ``python -m asyncio`` would.
+"""Find the Python blocks of README.md and run one as a script with top-level ``await``.
 
-Why our own extractor rather than sybil, pytest-markdown-docs or pytest-examples: the README's
-blocks use top-level ``await`` (as in the ``python -m asyncio`` REPL), which none of them
-runs, and each block must run in its own process: a block that forgets to close a backend
-shows up as a ``ResourceWarning`` on that process's stderr, and one that blocks forever is
-killed by a timeout instead of hanging the suite. The whole contract fits in this file.
+Why our own extractor rather than sybil, pytest-markdown-docs or pytest-examples: what this
+README needs is each block in its own interpreter, with top-level ``await`` (compiled with
+``ast.PyCF_ALLOW_TOP_LEVEL_AWAIT``), its Redis URL pointed at the test's server, and its stderr
+checked: a block that forgets to close a backend shows up as a ``ResourceWarning`` there, and
+one that blocks forever is killed by a timeout instead of hanging the suite. Those plugins run
+blocks inside the pytest process (where ``filterwarnings = error`` and the shared event loop
+would change what a block sees); bending them to the above would take more code than the
+~100 lines here, and another test dependency.
 
 The rules (also written in the README's "Development" section):
 

@@ -5,8 +5,9 @@ why we run them ourselves instead of with sybil, pytest-markdown-docs or pytest-
 with top-level ``await``, under a timeout, and must leave stderr empty: no traceback, no
 ``ResourceWarning`` from an unclosed backend, no task left pending. All blocks start at once
 (one subprocess each, launched by a module fixture) so the module takes about as long as its
-slowest block. A block that names ``redis://127.0.0.1:6379/0`` runs against the test's own
-``redis-server`` instead, in a database of its own; that URL is the only hidden setup.
+slowest block. A block that names ``redis://127.0.0.1:6379/0`` runs against a
+``redis-server`` this module starts instead, in a database of its own (the server runs with
+``--databases 1000``); that URL is the only hidden setup.
 New blocks are picked up automatically: a README change that breaks an example fails here.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from .readme_blocks import README_URL, Block, python_blocks
-from .servers import RedisServer
+from .servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -34,21 +35,24 @@ DEADLINE = 120  # seconds for any block; they take about one
 
 
 def database_url(server: RedisServer, block: Block) -> str:
-    return README_URL.replace("127.0.0.1:6379/0", f"127.0.0.1:{server.port}/{1 + block.index}")
+    return README_URL.replace("127.0.0.1:6379/0", f"127.0.0.1:{server.port}/{block.index}")
+
+
+@pytest.fixture(scope="module")
+def readme_redis() -> Iterator[RedisServer]:
+    """A server of our own, a database per block (redis-server defaults to 16 databases)."""
+    server = RedisServer(free_port(), extra_args=["--databases", "1000"]).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture(scope="module")
 def launched(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    readme_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[int, subprocess.Popen[str]]]:
-    import redis
-
-    assert len(RUNNABLE) < 16, "one Redis database per block: redis-server has 16"
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        client.flushall()
-    finally:
-        client.close()
+    assert len(RUNNABLE) < 1000, "one Redis database per block"
     workdir = tmp_path_factory.mktemp("readme")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIORESIL_")}
     processes = {
@@ -60,7 +64,7 @@ def launched(
                 str(RUNNER),
                 str(README),
                 str(block.index),
-                database_url(redis_server, block),
+                database_url(readme_redis, block),
             ],
             cwd=workdir,
             env=env,

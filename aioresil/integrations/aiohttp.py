@@ -12,17 +12,23 @@ every request of an ``aiohttp.ClientSession``, as a client middleware (aiohttp >
         async with session.get("https://api.example.com/v1/items") as response:
             ...                                   # CircuitOpenError when the circuit is open
 
-The rules are those of :mod:`aioresil.integrations.httpx` (a breaker per
+The rules are those of :mod:`aioresil.integrations.httpx`: a breaker per
 ``scheme://host:port`` or per ``key(request)``; connection errors, timeouts, 5xx and 429 are
 failures, other statuses successes; ``Retry-After`` on 429/503 waited out by the ``Retry`` and
-reported by rejections), with one difference: aiohttp gives a middleware no hook at the end of
-a body, so an answer is judged when its headers arrive (a connection cut mid-body is the
-caller's ``aiohttp.ClientPayloadError``, not counted by the breaker). A bulkhead slot is held
-until the headers arrive.
+reported by rejections. A 5xx/429 is judged when its headers arrive; any other answer when its
+body ends: read to the end (success), released or closed early (success: the upstream
+answered), or cut while reading (failure, the caller's ``aiohttp.ClientPayloadError``). A
+bulkhead slot is held until then too.
+
+Why hooks on the response rather than on the session: aiohttp gives a middleware no event at
+the end of a body, so the middleware registers a callback for the body's end of stream
+(``response.content.on_eof``) and wraps that response's ``release()``/``close()``; a verdict
+that needs I/O (a shared breaker) runs as a task of its own, kept until it is done.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -98,6 +104,7 @@ class ResilientMiddleware:
         )
         self._classify = classify or default_classify
         self._hints = HintBook()
+        self._pending: set[asyncio.Task[None]] = set()
 
     def breaker_for(self, request_or_key: ClientRequest | str) -> CircuitBreaker:
         """The breaker that guards a request (or a key, e.g. ``"https://api.example:443"``)."""
@@ -148,7 +155,7 @@ class ResilientMiddleware:
             raise
         status = response.status
         if not self._classify(status):
-            await judgement.success()
+            self._judge_at_end(response, judgement)
             return response
         hint = None
         if status in RETRY_AFTER_STATUSES:
@@ -158,6 +165,45 @@ class ResilientMiddleware:
         await judgement.failure()
         previous.append(response)
         raise FailedResponse(response, status, hint)
+
+    def _judge_at_end(self, response: ClientResponse, judgement: Judgement) -> None:
+        content = response.content
+        if content.is_eof() and content.exception() is None:
+            self._verdict(judgement, failed=False)  # nothing left to read
+            return
+        release, close = response.release, response.close
+
+        def at_eof() -> None:
+            self._verdict(judgement, failed=False)
+
+        def ended() -> None:
+            self._verdict(judgement, failed=content.exception() is not None)
+
+        def release_judged() -> Any:
+            ended()
+            return release()
+
+        def close_judged() -> None:
+            ended()
+            close()
+
+        content.on_eof(at_eof)
+        response.release = release_judged  # type: ignore[method-assign]
+        response.close = close_judged  # type: ignore[method-assign]
+
+    async def settle(self) -> None:
+        """Wait until the verdicts of the bodies that already ended are recorded (for tests,
+        and before reading breaker statistics right after a response was read)."""
+        while self._pending:
+            await asyncio.gather(*tuple(self._pending), return_exceptions=True)
+
+    def _verdict(self, judgement: Judgement, *, failed: bool) -> None:
+        if judgement.done:
+            return
+        verdict = judgement.failure() if failed else judgement.success()
+        task = asyncio.get_running_loop().create_task(verdict)
+        self._pending.add(task)  # kept until done: a task nobody holds may be collected
+        task.add_done_callback(self._pending.discard)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} breakers={len(self.registry)}>"

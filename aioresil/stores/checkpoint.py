@@ -206,10 +206,11 @@ class CheckpointStore:
 
     Example::
 
-        store = CheckpointStore(RedisBackend.from_url(url), namespace="ingest", ttl=86_400)
-        version = await store.save("job-42", {"offset": 1000})
-        await store.save("job-42", {"offset": 2000}, expected_version=version)
-        checkpoint = await store.load("job-42")     # Checkpoint(..., version=2)
+        async with RedisBackend.from_url(url) as backend:   # closing it closes the store
+            store = CheckpointStore(backend, namespace="ingest", ttl=86_400)
+            version = await store.save("job-42", {"offset": 1000})
+            await store.save("job-42", {"offset": 2000}, expected_version=version)
+            checkpoint = await store.load("job-42")     # Checkpoint(..., version=2)
     """
 
     def __init__(

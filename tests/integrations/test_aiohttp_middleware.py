@@ -43,6 +43,7 @@ async def test_5xx_opens_the_breaker_and_4xx_never_does(upstream: Upstream) -> N
     assert statuses == [500] * THRESHOLD
     assert upstream.count("/status/200") == 0
     assert upstream.count("/status/500") == THRESHOLD
+    await guard.settle()
     stats = await guard.breaker_for(caught.value.name).stats()
     assert stats.state is CircuitState.OPEN
     assert (stats.success_count, stats.failure_count) == (THRESHOLD * 2, THRESHOLD)
@@ -88,3 +89,28 @@ async def test_429_retry_after_is_waited_out_and_lengthens_the_rejection(
     assert upstream.count("/status/429") == 2
     assert 8 < (caught.value.retry_after or 0) <= 9
     assert upstream.count("/status/200") == 0
+
+
+async def test_bodies_are_judged_when_they_end_or_break(upstream: Upstream) -> None:
+    guard = middleware(key=lambda request: request.url.path)
+    breaker = guard.breaker_for("/stream")
+    async with aiohttp.ClientSession(upstream.url, middlewares=(guard,)) as session:
+        async with session.get("/stream", params={"chunks": "3", "hold": "1"}) as response:
+            await guard.settle()
+            assert (await breaker.stats()).total_calls == 0  # headers in, body not ended
+            upstream.stream_release.set()
+            assert await response.read() == b"chunk0;chunk1;chunk2;"
+        await guard.settle()
+        assert (await breaker.stats()).success_count == 1
+
+        for _ in range(THRESHOLD):
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with session.get("/stream", params={"fail": "1"}) as response:
+                    await response.read()
+        await guard.settle()
+        with pytest.raises(CircuitOpenError):
+            await session.get("/stream")
+
+    stats = await breaker.stats()
+    assert (stats.success_count, stats.failure_count) == (1, THRESHOLD)
+    assert upstream.count("/stream") == 1 + THRESHOLD

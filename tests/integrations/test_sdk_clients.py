@@ -96,6 +96,42 @@ async def test_openai_sdk_with_its_own_retries_still_never_reaches_an_open_upstr
     await client.close()
 
 
+async def test_openai_streaming_is_judged_when_the_stream_ends_or_breaks(
+    upstream: Upstream,
+) -> None:
+    t = rhttpx.ResilientTransport(registry=registry(), key=provider_key)
+    client = openai_client(upstream, "p1", t, max_retries=0)
+    breaker = t.breaker_for("p1")
+
+    async def words() -> list[str]:
+        before = (await breaker.stats()).total_calls
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "a b c"}], stream=True
+        )
+        seen = []
+        async for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+            if len(seen) == 1:  # mid-stream: the answer is not judged yet
+                assert (await breaker.stats()).total_calls == before
+        return seen
+
+    assert "".join(await words()) == "p1 says: a b c "
+    assert (await breaker.stats()).success_count == 1
+
+    upstream.modes["p1"] = "cut"  # a 200 whose stream breaks after its first event
+    for _ in range(THRESHOLD):
+        with pytest.raises(openai.APIConnectionError):
+            await words()
+    hits = upstream.count("/p1/v1/chat/completions")
+    with pytest.raises(CircuitOpenError):
+        await words()
+
+    stats = await breaker.stats()
+    assert (stats.success_count, stats.failure_count) == (1, THRESHOLD)
+    assert upstream.count("/p1/v1/chat/completions") == hits
+    await client.close()
+
+
 async def test_anthropic_sdk_on_httpx2_fails_fast_without_touching_the_upstream(
     upstream: Upstream,
 ) -> None:

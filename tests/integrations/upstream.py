@@ -5,8 +5,9 @@ Routes (every request is counted in ``hits[path]``):
 * ``GET /status/{code}?retry_after=S``: answers ``code`` (with ``Retry-After: S`` when given).
 * ``GET /hang``: never answers (until the server stops).
 * ``GET /reset``: closes the connection without an answer.
-* ``GET /stream?chunks=N&fail=1``: a chunked 200 of N chunks; with ``fail=1`` the connection
-  is cut after the first chunk.
+* ``GET /stream?chunks=N&fail=1&hold=1``: a chunked 200 of N chunks; with ``fail=1`` the
+  connection is cut after the first chunk; with ``hold=1`` the chunks after the first wait
+  until ``stream_release`` is set.
 * ``POST /{provider}/v1/chat/completions``: an OpenAI-compatible chat completion;
   ``POST /{provider}/v1/messages``: an Anthropic-compatible message. ``modes[provider]``
   (``"healthy"`` by default, or ``"failing"``: 500) decides the answer.
@@ -29,6 +30,7 @@ class Upstream:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._hanging = asyncio.Event()
+        self.stream_release = asyncio.Event()
         app = web.Application()
         app.router.add_get("/status/{code}", self.status)
         app.router.add_get("/hang", self.hang)
@@ -83,6 +85,8 @@ class Upstream:
         response.enable_chunked_encoding()
         await response.prepare(request)
         for index in range(int(request.query.get("chunks", "3"))):
+            if index == 1 and request.query.get("hold") == "1":
+                await self.stream_release.wait()  # the rest of the body waits for the test
             await response.write(f"chunk{index};".encode())
             if request.query.get("fail") == "1":
                 assert request.transport is not None
@@ -96,14 +100,39 @@ class Upstream:
         self.hits[request.path] += 1
         return self.modes.get(provider, "healthy")
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         mode = self._mode(request)
         body = await request.json()
         if mode == "failing":
             return web.json_response({"error": {"message": "down", "type": "server"}}, status=500)
         provider = request.match_info["provider"]
         answer = f"{provider} says: {body['messages'][-1]['content']}"
+        if body.get("stream"):
+            return await self._chat_stream(request, answer, cut=mode == "cut")
         return web.json_response(chat_completion(answer, body.get("model", "m")))
+
+    async def _chat_stream(
+        self, request: web.Request, answer: str, *, cut: bool
+    ) -> web.StreamResponse:
+        """Server-sent events, one word per chunk; ``cut`` aborts after the first chunk."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in answer.split():
+            chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if cut:
+                assert request.transport is not None
+                request.transport.abort()
+                raise asyncio.CancelledError
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def messages(self, request: web.Request) -> web.Response:
         mode = self._mode(request)
