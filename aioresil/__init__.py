@@ -36,6 +36,7 @@ from .exceptions import (
     CallTimeoutError,
     CheckpointConflictError,
     CheckpointCorruptError,
+    CheckpointOutcomeUnknownError,
     CheckpointTooLargeError,
     CircuitOpenError,
     CorruptStateError,
@@ -45,6 +46,7 @@ from .exceptions import (
     IllegalTransitionError,
     PoolTimeoutError,
     RateLimitExceededError,
+    ReplicaAckTimeoutError,
     SerializationError,
 )
 
@@ -186,6 +188,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Checkpoint",
     "CheckpointConflictError",
     "CheckpointCorruptError",
+    "CheckpointOutcomeUnknownError",
     "CheckpointPage",
     "CheckpointRun",
     "CheckpointStore",
@@ -227,6 +230,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "RateLimiter",
     "RateLimiterStatistics",
     "RedisBackend",
+    "ReplicaAckTimeoutError",
     "Retry",
     "RetryBudget",
     "RetryBudgetStatistics",

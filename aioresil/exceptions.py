@@ -21,6 +21,7 @@ __all__ = [
     "CallTimeoutError",
     "CheckpointConflictError",
     "CheckpointCorruptError",
+    "CheckpointOutcomeUnknownError",
     "CheckpointTooLargeError",
     "CircuitOpenError",
     "CorruptStateError",
@@ -30,6 +31,7 @@ __all__ = [
     "IllegalTransitionError",
     "PoolTimeoutError",
     "RateLimitExceededError",
+    "ReplicaAckTimeoutError",
     "SerializationError",
 ]
 
@@ -89,6 +91,31 @@ class PoolTimeoutError(BackendUnavailableError):
     """No connection of the shared pool became free within the pool timeout."""
 
 
+class ReplicaAckTimeoutError(BackendUnavailableError):
+    """A write reached the master but not ``wait_replicas`` replicas within ``wait_timeout``.
+
+    Why "unavailable": such a write may vanish in a failover (the master can be demoted before
+    it replicates), so the caller must treat its outcome as unknown, exactly like a lost reply.
+    Stores handle it for you: the DLQ keeps the entry in its spool and pushes it again; a
+    checkpoint save raises :class:`CheckpointOutcomeUnknownError`, which is safe to retry.
+
+    Attributes:
+        acknowledged: how many replicas confirmed the write.
+        required: how many were asked for (the backend's ``wait_replicas``).
+    """
+
+    def __init__(self, what: str, acknowledged: int, required: int) -> None:
+        self.acknowledged = acknowledged
+        self.required = required
+        super().__init__(
+            f"{what}: written on the master but acknowledged by {acknowledged} of "
+            f"{required} required replicas in time; it may be lost in a failover"
+        )
+
+    def __reduce__(self) -> tuple[type[ReplicaAckTimeoutError], tuple[str, int, int]]:
+        return (type(self), (str(self).split(":")[0], self.acknowledged, self.required))
+
+
 class CorruptStateError(BackendError):
     """Stored data could not be decoded: written by another version or damaged."""
 
@@ -117,6 +144,39 @@ class CheckpointConflictError(AioresilError):
 
     def __reduce__(self) -> tuple[type[CheckpointConflictError], tuple[str, int, int]]:
         return (type(self), (self.task_id, self.expected_version, self.current_version))
+
+
+class CheckpointOutcomeUnknownError(BackendUnavailableError):
+    """A checkpoint save may or may not have been stored: its reply or its replica
+    acknowledgement never arrived.
+
+    Retrying is safe: every save carries a write id, and the store that raised this remembers
+    it, so the same save sent again is recognized as its own write (it returns the version it
+    stored, or stores it now) instead of failing with :class:`CheckpointConflictError`. A
+    different state saved next by the same store is fenced against either outcome.
+
+    Attributes:
+        task_id: the checkpoint's task id.
+        expected_version: the version the save was fenced on (``None``: unconditional).
+        write_id: the save's write id.
+    """
+
+    def __init__(
+        self, task_id: str, expected_version: int | None, write_id: str, reason: str
+    ) -> None:
+        self.task_id = task_id
+        self.expected_version = expected_version
+        self.write_id = write_id
+        self.reason = reason
+        super().__init__(
+            f"checkpoint {task_id!r}: outcome of the save unknown ({reason}); retrying the "
+            "same save is safe (it is recognized by its write id)"
+        )
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[CheckpointOutcomeUnknownError], tuple[str, int | None, str, str]]:
+        return (type(self), (self.task_id, self.expected_version, self.write_id, self.reason))
 
 
 class CheckpointTooLargeError(AioresilError, ValueError):

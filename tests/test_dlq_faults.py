@@ -225,13 +225,16 @@ async def test_replaying_a_spooled_push_that_already_landed_stores_it_once(
 
 
 async def test_a_full_spool_refuses_loudly(own_redis_server: RedisServer) -> None:
-    async with await fast_backend(own_redis_server) as backend:
-        dlq = DeadLetterQueue(backend, name="jobs", spool_max=1)
-        own_redis_server.stop()
-        await dlq.push("t", 1, "e")
-        with pytest.raises(BackendUnavailableError, match="spool is full"):
-            await dlq.push("t", 2, "e")
-        assert dlq.spooled == 1
+    backend = await fast_backend(own_redis_server)
+    dlq = DeadLetterQueue(backend, name="jobs", spool_max=1, close_timeout=0.5)
+    own_redis_server.stop()
+    await dlq.push("t", 1, "e")
+    with pytest.raises(BackendUnavailableError, match="spool is full"):
+        await dlq.push("t", 2, "e")
+    assert dlq.spooled == 1
+    # Redis still down at close and no spool file: the backend's close says so, loudly.
+    with pytest.raises(BackendUnavailableError, match="1 spooled entry is held only in"):
+        await backend.aclose()
 
 
 async def test_a_spooled_entry_the_queue_rejects_when_flushed_is_dropped_loudly(

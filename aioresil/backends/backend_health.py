@@ -220,6 +220,32 @@ class BackendHealth:
                 return
             delay = min(delay * 2, self.max_backoff)
 
+    async def probe_once(self) -> bool:
+        """Probe now, without waiting for the next backoff step; whether Redis is usable.
+
+        For shutdown: a backend closing while ``UNAVAILABLE`` must not refuse its last
+        flush only because the background probe has not run since Redis came back. On
+        success the state moves on exactly as after a background probe (hooks included).
+        """
+        if self._state is HEALTHY:
+            return True
+        if self._state is RECOVERING:
+            return False
+        try:
+            await self._probe()
+        except Exception as exc:
+            _log.debug("backend_probe_failed", backend=self.name, error=str(exc))
+            return False
+        if self._state is not UNAVAILABLE:
+            return self._state is HEALTHY
+        self._fire("probe_ok", "probe succeeded")
+        for hook in list(self._recover_hooks):
+            try:
+                await hook()
+            except Exception as exc:
+                _log.warning("backend_recover_hook_failed", backend=self.name, error=str(exc))
+        return self._fire("recovered", "recovery hooks done")
+
     async def aclose(self) -> None:
         self._closed = True
         task = self._probe_task

@@ -130,6 +130,19 @@ class ScriptRunner(Protocol):
         """One ``EVALSHA`` (reloading once on ``NOSCRIPT``); errors mapped to our tree."""
         ...
 
+    async def run_script_staged(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[str | int | float | bytes],
+        *,
+        stage: tuple[str, bytes, int] | None = None,
+        replicated: bool = False,
+    ) -> Any:
+        """One pipelined round trip: an optional staged ``SET``, the script, and (with
+        ``replicated`` and the backend's ``wait_replicas``) a ``WAIT`` for the replicas."""
+        ...
+
     async def execute(self, what: str, operation: Callable[[], Awaitable[R]]) -> R:
         """Any other Redis operation (plain reads, pipelines) under the backend's deadline
         and health state, errors mapped to our tree (see ``RedisBackend.execute``)."""

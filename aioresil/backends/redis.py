@@ -43,12 +43,14 @@ from ..exceptions import (
     BackendUnavailableError,
     CorruptStateError,
     PoolTimeoutError,
+    ReplicaAckTimeoutError,
 )
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .base import BreakerHandle, BreakerReading, StorageFactory
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript, load_script
+from .sentinel_url import check_sentinels, is_sentinel_url, parse_sentinel_url
 
 try:
     import redis.asyncio as aioredis
@@ -161,6 +163,14 @@ class RedisBackend:
         clock: for tests only: scripts then take "now" from ``clock.monotonic()`` instead of
             Redis ``TIME`` (so a :class:`~aioresil.testing.FakeClock` drives shared state).
         listen: subscribe to transitions published by other processes (default ``True``).
+        wait_replicas: replicated acknowledgement for the writes that must survive a failover
+            (a DLQ push, a checkpoint save): each one is followed by ``WAIT wait_replicas``
+            on the same connection, in the same round trip, and counts as done only once that
+            many replicas hold it. ``0`` (the default): the master's reply is enough. Breakers
+            never wait (see the README, "What survives what").
+        wait_timeout: seconds a write waits for its replicas; past it the write raises
+            :class:`~aioresil.ReplicaAckTimeoutError` (the DLQ spools the entry and pushes it
+            again; a checkpoint save raises :class:`~aioresil.CheckpointOutcomeUnknownError`).
         operation_timeout: seconds any one operation (script, read, ping) may wait on Redis,
             whatever the client's own socket timeout and retries; past it the operation
             fails with :class:`~aioresil.exceptions.BackendUnavailableError` and the backend
@@ -183,11 +193,30 @@ class RedisBackend:
         prefix: str = "aioresil",
         clock: Clock | None = None,
         listen: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         _owns_client: bool = False,
     ):
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int):
+            raise TypeError(f"wait_replicas must be an int, got {wait_replicas!r}")
+        if wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be >= 0, got {wait_replicas}")
+        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, int | float):
+            raise TypeError(f"wait_timeout must be seconds (a number), got {wait_timeout!r}")
+        if not 0 < wait_timeout < float("inf"):
+            raise ValueError(
+                f"wait_timeout must be a positive number of seconds, got {wait_timeout!r}"
+            )
+        if wait_replicas and hasattr(client, "get_node_from_key"):
+            raise ValueError(
+                "wait_replicas is not supported on Redis Cluster: WAIT acknowledges the writes "
+                "of one connection to one shard"
+            )
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = float(wait_timeout)
         if (
             isinstance(operation_timeout, bool)
             or not isinstance(operation_timeout, int | float)
@@ -198,6 +227,11 @@ class RedisBackend:
                 f"operation_timeout must be a finite number > 0, got {operation_timeout!r}"
             )
         self.operation_timeout = float(operation_timeout)
+        if wait_replicas and self.wait_timeout >= self.operation_timeout:
+            raise ValueError(
+                f"wait_timeout ({self.wait_timeout:g}s) must be below operation_timeout "
+                f"({self.operation_timeout:g}s), which bounds the write and its WAIT together"
+            )
         self.client: Redis = client
         self.prefix = validate_prefix(prefix)
         self.clock = clock
@@ -212,6 +246,9 @@ class RedisBackend:
         self._listener: asyncio.Task[None] | None = None
         self._stopping = False
         self._cluster = hasattr(client, "get_node_from_key")  # a RedisCluster client
+        self._sentinel: Any = None  # the Sentinel manager from_sentinel made (closed with us)
+        self._sentinel_watch: asyncio.Task[None] | None = None
+        self._drains: dict[int, Callable[[], Awaitable[None]]] = {}
         self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
         self._replies = 0  # operations answered so far (see execute: contention vs. outage)
         self.health.on_recover(self._resume_breakers)
@@ -240,6 +277,8 @@ class RedisBackend:
         prefix: str = "aioresil",
         clock: Clock | None = None,
         listen: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         max_connections: int = 64,
         pool_timeout: float = 5.0,
@@ -250,7 +289,11 @@ class RedisBackend:
         """Create a backend with its own blocking connection pool (closed by :meth:`aclose`).
 
         Args:
-            url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``).
+            url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``), or
+                a Sentinel deployment,
+                ``redis+sentinel://[:password@]host1:26379,host2:26379/service_name/db``
+                (see :meth:`from_sentinel` and :mod:`aioresil.backends.sentinel_url`).
+            wait_replicas, wait_timeout: replicated acknowledgement, see the class.
             operation_timeout: see the class; the deadline of one whole operation.
             max_connections: pool size; tasks beyond it wait for a free connection.
             pool_timeout: seconds a task waits for a connection before ``PoolTimeoutError``.
@@ -259,6 +302,26 @@ class RedisBackend:
         """
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
+        if is_sentinel_url(url):
+            target = parse_sentinel_url(url)
+            return cls.from_sentinel(
+                target.sentinels,
+                target.service_name,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                sentinel_password=target.sentinel_password,
+                prefix=prefix,
+                clock=clock,
+                listen=listen,
+                wait_replicas=wait_replicas,
+                wait_timeout=wait_timeout,
+                operation_timeout=operation_timeout,
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                **pool_options,
+            )
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         if pool_timeout <= 0:
@@ -282,9 +345,97 @@ class RedisBackend:
             prefix=prefix,
             clock=clock,
             listen=listen,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
             operation_timeout=operation_timeout,
             _owns_client=True,
         )
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        prefix: str = "aioresil",
+        clock: Clock | None = None,
+        listen: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        max_connections: int = 64,
+        socket_timeout: float = 5.0,
+        socket_connect_timeout: float = 2.0,
+        **pool_options: Any,
+    ) -> RedisBackend:
+        """Create a backend that follows the master of a Sentinel-monitored service.
+
+        Every new connection asks the sentinels where the master is; a connection that meets
+        ``READONLY`` (the old master, demoted) is dropped and the next one finds the new
+        master. The breakers' pub/sub listener reconnects the same way, resubscribes and
+        resyncs every breaker's local view from the new master; scripts are reloaded on
+        ``NOSCRIPT``. Writes that must survive the failover itself need ``wait_replicas``.
+
+        Args:
+            sentinels: ``[(host, port), ...]`` of the sentinels (any reachable one will do).
+            service_name: the name the sentinels monitor (``sentinel monitor <name> ...``).
+            db: the database number on the master.
+            username, password: the master's (and replicas') ACL user and password.
+            sentinel_password: the sentinels' own ``requirepass``, if they have one.
+            max_connections: connections to the master; tasks beyond it wait for a free one.
+            socket_timeout: seconds one command may take (sentinel queries included).
+            pool_options: passed on to the Sentinel-managed connection pool.
+
+        Example::
+
+            backend = RedisBackend.from_sentinel(
+                [("10.0.0.1", 26379), ("10.0.0.2", 26379)], "mymaster", wait_replicas=1
+            )
+        """
+        if aioredis is None:  # pragma: no cover
+            raise ImportError(_MISSING_EXTRA)
+        from redis.asyncio.sentinel import Sentinel
+
+        nodes = check_sentinels(sentinels)
+        if not isinstance(service_name, str) or not service_name:
+            raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
+        if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+            raise ValueError(f"db must be an int >= 0, got {db!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+        }
+        if sentinel_password is not None:
+            sentinel_kwargs["password"] = sentinel_password
+        manager = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs)
+        client = manager.master_for(
+            service_name,
+            db=db,
+            username=username,
+            password=password,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            **pool_options,
+        )
+        backend = cls(
+            client,
+            prefix=prefix,
+            clock=clock,
+            listen=listen,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            operation_timeout=operation_timeout,
+            _owns_client=True,
+        )
+        backend._sentinel = manager
+        return backend
 
     def key(self, kind: str, name: str, part: str) -> str:
         """Key of ``part`` of object ``name`` (see :mod:`aioresil.backends.keys`)."""
@@ -325,6 +476,8 @@ class RedisBackend:
         """
         if self._closed:
             raise BackendUnavailableError(f"{what}: this RedisBackend is closed")
+        if self._sentinel_watch is None and self._sentinel is not None:
+            self._start_sentinel_watch()
         self.health.check(what)
         gate = self._gate
         if gate is None:
@@ -406,6 +559,64 @@ class RedisBackend:
         handles = list(self._breakers.values())
         if handles:
             await asyncio.gather(*(h.backend_back() for h in handles))
+
+    async def run_script_staged(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[ScriptArg],
+        *,
+        stage: tuple[str, bytes, int] | None = None,
+        replicated: bool = False,
+    ) -> Any:
+        """Run ``script`` in one pipelined round trip on one connection, with extras around it.
+
+        Args:
+            stage: ``(key, value, ttl_ms)``: ``SET key value PX ttl_ms`` first, so the script
+                can ``RENAME`` a large value into place instead of receiving it in ``ARGV``
+                (Redis copies every ``ARGV`` string into Lua: about 120 us per 100 KB).
+            replicated: follow the script with ``WAIT wait_replicas wait_timeout`` (when the
+                backend has ``wait_replicas``) and raise
+                :class:`~aioresil.ReplicaAckTimeoutError` when fewer replicas confirmed it.
+
+        ``NOSCRIPT`` loads the script and sends the whole pipeline again (the staged value too).
+        """
+        wait = self.wait_replicas if replicated else 0
+        if stage is None and not wait:
+            return await self.run_script(script, keys, args)
+        what = f"script {script.name}"
+        wait_ms = max(int(self.wait_timeout * 1000), 1)
+
+        async def run() -> tuple[Any, int]:
+            for attempt in (1, 2):
+                pipe = self.client.pipeline(transaction=False)
+                if stage is not None:
+                    pipe.set(stage[0], stage[1], px=stage[2])
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                if wait:
+                    pipe.wait(wait, wait_ms)
+                results = await pipe.execute(raise_on_error=False)
+                offset = 1 if stage is not None else 0
+                for result in results[:offset]:
+                    if isinstance(result, Exception):
+                        raise result
+                reply = results[offset]
+                if isinstance(reply, redis_errors.NoScriptError) and attempt == 1:
+                    await self.client.script_load(script.source)
+                    continue
+                if isinstance(reply, Exception):
+                    raise reply
+                # WAIT itself can fail (a demoted master refuses it): nothing confirmed.
+                acked = results[offset + 1] if wait else 0
+                return reply, acked if isinstance(acked, int) else 0
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        reply, acked = await self.execute(what, run)
+        if acked < wait:
+            # Not an outage of this backend (the master answered): the caller decides, so
+            # the health state stays as it is.
+            raise ReplicaAckTimeoutError(what, acked, wait)
+        return reply
 
     # ------------------------------------------------------------------ breakers
 
@@ -571,6 +782,11 @@ class RedisBackend:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
+                    if self._master_moved(pubsub):
+                        # Sentinel named a new master: the old one may stay up (and silent to
+                        # us) for seconds before it is demoted. Follow the master now.
+                        _log.info("breaker_listener_following_new_master")
+                        break
             except asyncio.CancelledError:
                 if not self._stopping:
                     # Cancelled without aclose(): the event loop is shutting down with this
@@ -588,13 +804,85 @@ class RedisBackend:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
+    def _start_sentinel_watch(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - operations run on a loop
+            return
+        self._sentinel_watch = loop.create_task(self._watch_sentinels())
+
+    async def _watch_sentinels(self) -> None:
+        """Follow Sentinel's ``+switch-master`` announcement: leave the old master at once.
+
+        Why: redis-py asks the sentinels for the master only when it opens a connection, and
+        a demoted master keeps its clients (and accepts their writes, which it later drops)
+        until Sentinel reconfigures it, 10 s or more after the switch. Subscribed to the
+        sentinels, the backend drops every connection to the old master within a few ms of
+        the announcement; the next operation connects to the new one.
+        """
+        pool: Any = self.client.connection_pool
+        service = getattr(pool, "service_name", None)
+        delay = 0.05
+        while not self._stopping and not self._closing:
+            for sentinel in self._sentinel.sentinels:
+                pubsub = sentinel.pubsub()
+                try:
+                    await pubsub.subscribe("+switch-master")
+                    delay = 0.05
+                    while not self._stopping and not self._closing:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=0.2
+                        )
+                        if message is None or message.get("type") != "message":
+                            continue
+                        data = message["data"]
+                        fields = (data.decode() if isinstance(data, bytes) else str(data)).split()
+                        if fields and fields[0] == service:
+                            _log.warning("redis_master_switched", service=service, to=fields[-2:])
+                            with contextlib.suppress(Exception):
+                                await pool.get_master_address()
+                            await pool.disconnect(inuse_connections=True)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    _log.debug("sentinel_watch_reconnecting", error=type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+                if self._stopping or self._closing:
+                    return
+
+    def _master_moved(self, pubsub: Any) -> bool:
+        """Whether a Sentinel-managed pool now names another master than ``pubsub`` uses."""
+        master = getattr(self.client.connection_pool, "master_address", None)
+        connection = getattr(pubsub, "connection", None)
+        if master is None or connection is None:
+            return False
+        return (connection.host, connection.port) != tuple(master)
+
     async def _resync_views(self) -> None:
+        """Every breaker's local view := what Redis holds now, even an older generation.
+
+        Why even older: after a failover the new master may lack the last transitions the
+        old one made (breakers do not wait for replicas). Redis is the shared truth the fleet
+        now decides on, so a view ahead of it would be a private fork.
+        """
         handles = list(self._breakers.values())
         if not handles:
             return
         for handle, (state, generation, retry_us) in zip(
             handles, await self.read_views(handles), strict=True
         ):
+            if generation < handle.view.generation:
+                _log.warning(
+                    "circuit_view_ahead_of_redis",
+                    breaker=handle.name,
+                    local_generation=handle.view.generation,
+                    redis_generation=generation,
+                )
+                handle.view.generation = 0  # adopt Redis's view (no await in between)
             handle.apply_view(state, generation, retry_us)
 
     def _on_message(self, data: bytes | str) -> None:
@@ -632,11 +920,33 @@ class RedisBackend:
         """Register an ``async`` callable run by :meth:`aclose` (listeners, flushers)."""
         self._closers.append(closer)
 
+    def add_drain(self, owner: object, drain: Callable[[], Awaitable[None]]) -> None:
+        """Have :meth:`aclose` await ``drain()`` first, while Redis is still usable.
+
+        For state that must not vanish at shutdown: a DLQ with spooled entries registers
+        its ``aclose`` here (and withdraws it with :meth:`discard_drain` once the spool is
+        empty, so queues without spooled entries are not kept alive by the backend).
+        """
+        self._drains[id(owner)] = drain
+
+    def discard_drain(self, owner: object) -> None:
+        """Withdraw what :meth:`add_drain` registered for ``owner`` (no-op if nothing)."""
+        self._drains.pop(id(owner), None)
+
     async def aclose(self) -> None:
         """Stop background work and close the pool, if this backend created it."""
         if self._closing:
             return
         self._closing = True
+        # Spooled DLQ entries first, while Redis (if reachable) still accepts them. A failure
+        # is raised once everything else is closed: never silent, never a leaked pool.
+        drain_errors: list[BaseException] = []
+        for drain in list(self._drains.values()):
+            try:
+                await drain()
+            except Exception as exc:
+                drain_errors.append(exc)
+        self._drains.clear()
         for handle in list(self._breakers.values()):
             handle.cancel_timers()
             with contextlib.suppress(BackendError):
@@ -648,6 +958,9 @@ class RedisBackend:
         for closer in reversed(closers):
             await closer()
         self._stopping = True
+        if self._sentinel_watch is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._sentinel_watch, timeout=2)
         if self._listener is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._listener, timeout=2)
@@ -657,6 +970,13 @@ class RedisBackend:
         if self._owns_client:
             # A pool passed to Redis() explicitly is not closed by a plain aclose().
             await self.client.aclose(close_connection_pool=True)
+        if self._sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self._sentinel.aclose()
+        if drain_errors:
+            for extra in drain_errors[1:]:
+                _log.error("backend_close_drain_failed", error=str(extra))
+            raise drain_errors[0]
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         # Like an unclosed aiohttp session: a backend garbage-collected without aclose() left

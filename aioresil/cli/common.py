@@ -42,7 +42,11 @@ class CliError(Exception):
 
 def _where(backend: Any) -> str:
     """``host:port`` (or the socket path) of the backend's pool: never the password."""
-    kwargs = getattr(backend.client.connection_pool, "connection_kwargs", {})
+    pool = backend.client.connection_pool
+    service = getattr(pool, "service_name", None)
+    if service is not None:  # Sentinel: name the service, the master's address is unknown
+        return f"the master of Sentinel service {service!r}"
+    kwargs = getattr(pool, "connection_kwargs", {})
     if "path" in kwargs:
         return str(kwargs["path"])
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
@@ -59,9 +63,13 @@ async def connect(args: argparse.Namespace) -> Any:
         raise CliError(
             f"this command needs Redis: pass --redis redis://HOST:6379/0 or set {ENV_URL}", 2
         )
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise CliError("--redis must be a redis://, rediss:// or unix:// URL", 2)
+    scheme = url.partition("://")[0].lower() if "://" in url else urlsplit(url).scheme.lower()
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+        raise CliError(
+            "--redis must be a redis://, rediss://, unix:// or "
+            "redis+sentinel://HOST:26379[,HOST:PORT...]/SERVICE[/DB] URL",
+            2,
+        )
     try:
         from ..backends.redis import RedisBackend
     except ImportError:  # pragma: no cover - depends on the environment

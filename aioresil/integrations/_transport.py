@@ -14,10 +14,10 @@ their library's base classes. The path of one request::
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ..breaker import CircuitBreaker
 from ..core.config import BreakerConfig
 from ..exceptions import CircuitOpenError
 from ..policies.bulkhead import Bulkhead
@@ -61,6 +61,8 @@ class JudgedStreamCore:
         try:
             async for chunk in self._stream:
                 yield chunk
+        except GeneratorExit:
+            raise  # the reader stopped early: aclose() gives the verdict (no await allowed here)
         except Exception:
             await self._judgement.failure()  # reset mid-body, read timeout: not an answer
             raise
@@ -110,7 +112,7 @@ class TransportCore:
         self._classify = classify or default_classify
         self._hints = HintBook()
 
-    def breaker_for(self, request_or_key: Any) -> Any:
+    def breaker_for(self, request_or_key: Any) -> CircuitBreaker:
         """The breaker that guards a request (or a key, e.g. ``"https://api.example:443"``)."""
         key = request_or_key if isinstance(request_or_key, str) else self._key(request_or_key)
         return self._breakers.get(key)
@@ -135,7 +137,7 @@ class TransportCore:
             raise
 
     async def _attempt(
-        self, breaker: Any, key: str, request: Any, previous: list[Any] | None
+        self, breaker: CircuitBreaker, key: str, request: Any, previous: list[Any] | None
     ) -> Any:
         if previous:
             await previous.pop().aclose()  # the failed answer a retry replaces
@@ -173,8 +175,3 @@ class TransportCore:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} breakers={len(self.registry)} over {self.transport!r}>"
-
-
-def retry_after_header(seconds: float | None) -> str:
-    """``Retry-After`` value for ``seconds``: whole seconds, at least 1."""
-    return str(max(1, math.ceil(seconds or 0)))

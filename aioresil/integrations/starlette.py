@@ -39,7 +39,7 @@ from ..exceptions import BulkheadFullError, RateLimitExceededError
 from ..policies.bulkhead import Bulkhead
 from ..policies.ratelimit import RateLimiter
 
-__all__ = ["AdmissionMiddleware", "admission", "retry_after_header"]
+__all__ = ["AdmissionMiddleware", "admission", "prefix_key", "retry_after_header"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,6 +58,36 @@ def retry_after_header(seconds: float | None) -> str:
 
 def _everything(scope: Scope) -> str | None:
     return "all"
+
+
+def prefix_key(prefixes: dict[str, str | None], default: str | None = None) -> KeyFunction:
+    """A ``key=`` for per-route limits: the name of the longest path prefix that matches.
+
+    Why prefixes and not the path itself: paths carry ids (``/users/42``), and a limit per id
+    is an unbounded number of limits; a fixed table of route groups is not. A prefix mapped
+    to ``None`` exempts its routes (e.g. the mounted health app).
+
+    Example::
+
+        key = prefix_key({"/reports": "reports", "/api": "api", "/ops": None})
+    """
+    if not isinstance(prefixes, dict) or not prefixes:
+        raise ValueError("prefix_key needs a non-empty {path prefix: key or None} dict")
+    for prefix, name in prefixes.items():
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"prefix_key: prefixes must start with '/', got {prefix!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"prefix_key: {prefix!r} maps to {name!r}, not a name or None")
+    ordered = sorted(prefixes.items(), key=lambda item: len(item[0]), reverse=True)
+
+    def key(scope: Scope) -> str | None:
+        path: str = scope.get("path", "")
+        for prefix, name in ordered:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return name
+        return default
+
+    return key
 
 
 class AdmissionMiddleware:

@@ -1,7 +1,8 @@
 --[[
 checkpoint_delete: delete one checkpoint, its history and its index entry.
 
-KEYS[1]  the task's data hash   KEYS[2]  the task's history list   KEYS[3]  the namespace index
+KEYS[1]  the task's record hash   KEYS[2]  the task's history list   KEYS[3]  the namespace index
+KEYS[4]  the task's state string
 ARGV[1]  expected version: "" = delete unconditionally, n = only if the stored version is n
 ARGV[2]  the encoded task id (index member)
 
@@ -23,6 +24,6 @@ end
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then
   return {0, current}
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return {1, current}

@@ -1,7 +1,9 @@
 --[[
 checkpoint_load: read one checkpoint.
 
-KEYS[1]  the task's data hash (<prefix>:{ckpt:<namespace>}:d:<task>)
+KEYS[1]  the task's record hash (<prefix>:{ckpt:<namespace>}:d:<task>)
+KEYS[2]  the task's state string (<prefix>:{ckpt:<namespace>}:b:<task>); records written
+         before the state got its own key hold it in the hash's field d instead
 
 Returns  {}                                        no checkpoint
          {1, state, version, updated_at_ms, steps}  steps is nil when never written
@@ -19,6 +21,9 @@ if kind ~= 'hash' then
   return {-1, 'the key holds a ' .. kind .. ', not a hash'}
 end
 local fields = redis.call('HMGET', KEYS[1], 'd', 'v', 't', 's')
+if not fields[1] then
+  fields[1] = redis.call('GET', KEYS[2])
+end
 if not fields[1] or not fields[2] or not fields[3] then
   return {-1, 'fields d, v or t are missing'}
 end

@@ -19,6 +19,9 @@ local base, id = ARGV[1], ARGV[2]
 local idx = KEYS[1]
 local ek = base .. 'e:' .. id
 if redis.call('EXISTS', ek) == 1 then
+  -- Rewrite one field with its own value: a write of this script's own, so a WAIT after it
+  -- (replicated acknowledgement) also covers the earlier push that stored the entry.
+  redis.call('HSET', ek, 'fa', redis.call('HGET', ek, 'fa'))
   return {2}
 end
 -- Retention, bounded work per push (the rest goes on the next pushes or purge()).

@@ -13,19 +13,32 @@ is refused with a clear error before anything is sent, so nothing is half stored
 
 Key layout on Redis (``<prefix>`` is the backend's prefix, ``<ns>`` and ``<task>`` encoded)::
 
-    <prefix>:{ckpt:<ns>}:d:<task>     hash: d = state, v = version, t = updated_at ms, s = steps
+    <prefix>:{ckpt:<ns>}:d:<task>     hash: v = version, t = updated_at ms, s = steps,
+                                      w = write id of the save that wrote this version
+    <prefix>:{ckpt:<ns>}:b:<task>     string: the state (staged by SET, moved by RENAME)
     <prefix>:{ckpt:<ns>}:h:<task>     list: kept versions, newest first
     <prefix>:{ckpt:<ns>}:index        zset: every task id of the namespace (for ``list``)
 
 One hash tag per namespace keeps every script on one Redis Cluster slot; the price is that a
 namespace lives on one slot, so spread a very large fleet over several namespaces.
+
+Why write ids: a save whose reply is lost (or, with ``wait_replicas``, whose replicas did not
+confirm it in time) may or may not be stored. The store raises
+:class:`~aioresil.exceptions.CheckpointOutcomeUnknownError` and remembers that save's random
+write id; sending the same save again reuses the id, so the script recognizes its own write
+and answers "saved" instead of "conflict". A *different* state saved next is fenced against
+either outcome (the remembered id counts as the expected version). A real stale writer holds
+no such id and still gets :class:`~aioresil.exceptions.CheckpointConflictError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import hashlib
 import math
 import re
+import secrets
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,7 +48,13 @@ from ..backends.base import ScriptRunner
 from ..backends.keys import decode_name, encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
-from ..exceptions import CheckpointConflictError, CheckpointCorruptError, CheckpointTooLargeError
+from ..exceptions import (
+    BackendUnavailableError,
+    CheckpointConflictError,
+    CheckpointCorruptError,
+    CheckpointOutcomeUnknownError,
+    CheckpointTooLargeError,
+)
 from .checkpoint_backends import (
     CONFLICT,
     CORRUPT,
@@ -54,6 +73,27 @@ __all__ = ["Checkpoint", "CheckpointPage", "CheckpointStore", "CheckpointSummary
 
 _CURSOR_RE = re.compile(r"^[A-Za-z0-9._%\-]+$")
 MAX_LIST_LIMIT = 10_000
+#: Saves with an unknown outcome a store remembers (per task, the latest; oldest forgotten).
+MAX_UNKNOWN_SAVES = 10_000
+_MAX_EARLIER = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _UnknownSave:
+    """A save whose outcome this store never learned: what a retry must match."""
+
+    write_id: str
+    expected: int | None
+    digest: bytes
+    earlier: tuple[str, ...]
+    """Write ids of saves before it whose outcome is unknown too (any may be the stored one)."""
+
+
+def _digest(data: bytes, steps: bytes | None) -> bytes:
+    hasher = hashlib.blake2b(data, digest_size=16)
+    if steps is not None:
+        hasher.update(b"\x00steps\x00" + steps)
+    return hasher.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +286,7 @@ class CheckpointStore:
         self.serializer = serializer
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._ttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
+        self._unknown: dict[str, _UnknownSave] = {}
         if backend is None:
             backend = MemoryBackend()
         if not callable(getattr(backend, "open_storage", None)):
@@ -320,19 +361,51 @@ class CheckpointStore:
     async def _write(
         self, task_id: str, task: str, data: bytes, expected: int | None, steps: bytes | None
     ) -> int:
-        status, version, detail = await self._driver.save(
-            task,
-            data,
-            expected=expected,
-            ttl_ms=self._ttl_ms,
-            keep_history=self.keep_history,
-            steps=steps,
-        )
+        write_id = secrets.token_hex(8)
+        earlier: tuple[str, ...] = ()
+        unknown = self._unknown.get(task)
+        digest = b""
+        if unknown is not None:
+            digest = _digest(data, steps)
+            earlier = unknown.earlier
+            if unknown.expected == expected and unknown.digest == digest:
+                write_id = unknown.write_id  # the same save again: recognized if it landed
+            else:
+                # A new save on top of ours, whichever way ours went.
+                earlier = (*earlier, unknown.write_id)[-_MAX_EARLIER:]
+        try:
+            status, version, detail = await self._driver.save(
+                task,
+                data,
+                expected=expected,
+                ttl_ms=self._ttl_ms,
+                keep_history=self.keep_history,
+                steps=steps,
+                write_id=write_id,
+                prior_write_id=" ".join(earlier),
+            )
+        except BaseException as exc:
+            if not isinstance(exc, BackendUnavailableError | asyncio.CancelledError):
+                raise
+            # Sent, maybe stored, reply lost (or replicas silent): remember this save so a
+            # retry is recognized, and the earlier unknown ones so any of them passes the fence.
+            digest = digest or _digest(data, steps)
+            self._remember(task, _UnknownSave(write_id, expected, digest, earlier))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise CheckpointOutcomeUnknownError(task_id, expected, write_id, str(exc)) from exc
+        self._unknown.pop(task, None)
         if status == CONFLICT:
             raise CheckpointConflictError(task_id, expected if expected is not None else 0, version)
         if status == CORRUPT:
             raise self._corrupt(task_id, str(detail))
         return version
+
+    def _remember(self, task: str, unknown: _UnknownSave) -> None:
+        self._unknown.pop(task, None)
+        self._unknown[task] = unknown
+        while len(self._unknown) > MAX_UNKNOWN_SAVES:
+            del self._unknown[next(iter(self._unknown))]
 
     async def _load_raw(self, task_id: str) -> RawCheckpoint | None:
         raw = await self._driver.load(self._task(task_id))

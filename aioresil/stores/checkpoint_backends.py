@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backends.scripts import load_script
 from ..clock import Clock
+from ..exceptions import BackendUnavailableError
 
 if TYPE_CHECKING:
     from ..backends.base import ScriptRunner
@@ -35,6 +36,16 @@ __all__ = [
 OK = 1
 CONFLICT = 0
 CORRUPT = -1
+STAGE_MISSING = -2
+
+#: How long a staged state may wait for its save script (it runs in the same round trip;
+#: the TTL only cleans up after a connection that died between the two commands).
+_STAGE_TTL_MS = 60_000
+
+#: States up to this size travel inline in ARGV (one EVALSHA); larger ones are staged with a
+#: pipelined SET and RENAMEd by the script (Redis copies ARGV into Lua at ~1.2 us per KB,
+#: while a pipeline costs the client more than that below ~16 KB).
+_INLINE_MAX_BYTES = 16_384
 
 #: How many index members one ``list`` call examines at most (expired ones included).
 LIST_SCAN_BUDGET_FACTOR = 10
@@ -62,8 +73,17 @@ class CheckpointDriver(Protocol):
         ttl_ms: int,
         keep_history: int,
         steps: bytes | None,
+        write_id: str,
+        prior_write_id: str,
     ) -> tuple[int, int, float | str]:
-        """``(OK, version, updated_at)``, ``(CONFLICT, current, 0.0)`` or ``(CORRUPT, 0, why)``."""
+        """``(OK, version, updated_at)``, ``(CONFLICT, current, 0.0)`` or ``(CORRUPT, 0, why)``.
+
+        ``write_id`` identifies this save: if the stored record already carries it (the same
+        save sent again after a lost reply), the answer is ``OK`` with the stored version and
+        nothing is written. ``prior_write_id`` (or ``""``): space-separated ids of earlier
+        saves of the same caller whose outcome is unknown; if one of them is the stored one,
+        the fence counts as passed.
+        """
         ...
 
     async def load(self, task: str) -> RawCheckpoint | str | None:
@@ -95,6 +115,7 @@ class _Record:
     updated_at: float
     steps: bytes | None
     expires_at: float | None
+    write_id: str = ""
     history: list[tuple[int, float, bytes]] = field(default_factory=list)
 
 
@@ -128,16 +149,22 @@ class MemoryCheckpointDriver:
         ttl_ms: int,
         keep_history: int,
         steps: bytes | None,
+        write_id: str,
+        prior_write_id: str,
     ) -> tuple[int, int, float | str]:
         record = self._live(task)
         current = 0 if record is None else record.version
-        if expected is not None and expected != current:
+        if record is not None and record.write_id == write_id:
+            return OK, current, record.updated_at
+        own_prior = record is not None and record.write_id in prior_write_id.split()
+        if expected is not None and expected != current and not own_prior:
             return CONFLICT, current, 0.0
         now = self._clock.time()
         expires_at = self._clock.monotonic() + ttl_ms / 1000 if ttl_ms > 0 else None
         if record is None:
             record = self._records[task] = _Record(data, 0, now, steps, expires_at)
         record.version = current + 1
+        record.write_id = write_id
         record.data = data
         record.updated_at = now
         record.expires_at = expires_at
@@ -208,11 +235,13 @@ class RedisCheckpointDriver:
     large fleet over several namespaces.
     """
 
-    __slots__ = ("_backend", "_data_base", "_history_base", "_index")
+    __slots__ = ("_backend", "_body_base", "_data_base", "_history_base", "_index", "_stage_base")
 
     def __init__(self, backend: ScriptRunner, namespace: str) -> None:
         self._backend = backend
         self._data_base = backend.key("ckpt", namespace, "d:")
+        self._body_base = backend.key("ckpt", namespace, "b:")
+        self._stage_base = backend.key("ckpt", namespace, "stage:")
         self._history_base = backend.key("ckpt", namespace, "h:")
         self._index = backend.key("ckpt", namespace, "index")
 
@@ -225,21 +254,41 @@ class RedisCheckpointDriver:
         ttl_ms: int,
         keep_history: int,
         steps: bytes | None,
+        write_id: str,
+        prior_write_id: str,
     ) -> tuple[int, int, float | str]:
-        reply = await self._backend.run_script(
+        stage = f"{self._stage_base}{task}:{write_id}"
+        staged = len(data) > _INLINE_MAX_BYTES
+        reply = await self._backend.run_script_staged(
             load_script("checkpoint_save"),
-            [self._data_base + task, self._history_base + task, self._index],
+            [
+                self._data_base + task,
+                self._history_base + task,
+                self._index,
+                self._body_base + task,
+                stage,
+            ],
             [
                 "" if expected is None else expected,
-                data,
                 ttl_ms,
                 keep_history,
                 task,
                 "0" if steps is None else "1",
                 b"" if steps is None else steps,
+                write_id,
+                prior_write_id,
+                "staged" if staged else "inline",
+                b"" if staged else data,
             ],
+            stage=(stage, data, _STAGE_TTL_MS) if staged else None,
+            replicated=True,
         )
         status = int(reply[0])
+        if status == STAGE_MISSING:
+            raise BackendUnavailableError(
+                "checkpoint save: the staged state vanished before the save script ran "
+                "(Redis restarted or evicted it); nothing was written"
+            )
         if status == OK:
             return OK, int(reply[1]), int(reply[2]) / 1000
         if status == CONFLICT:
@@ -248,7 +297,7 @@ class RedisCheckpointDriver:
 
     async def load(self, task: str) -> RawCheckpoint | str | None:
         reply = await self._backend.run_script(
-            load_script("checkpoint_load"), [self._data_base + task], []
+            load_script("checkpoint_load"), [self._data_base + task, self._body_base + task], []
         )
         if not reply:
             return None
@@ -265,7 +314,12 @@ class RedisCheckpointDriver:
     async def delete(self, task: str, *, expected: int | None) -> tuple[int, int]:
         reply = await self._backend.run_script(
             load_script("checkpoint_delete"),
-            [self._data_base + task, self._history_base + task, self._index],
+            [
+                self._data_base + task,
+                self._history_base + task,
+                self._index,
+                self._body_base + task,
+            ],
             ["" if expected is None else expected, task],
         )
         return int(reply[0]), int(reply[1])

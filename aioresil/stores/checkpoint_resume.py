@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 
+from ..exceptions import CheckpointOutcomeUnknownError
 from .serialize import dumps_checked
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class CheckpointRun:
         self._steps: dict[str, Any] = {}
         self._steps_size = 0
         self._steps_dirty = False
+        self._unsaved_steps: set[str] = set()
         self._every_n: int | None = None
         self._every_seconds: float | None = None
         self._pending = 0
@@ -242,6 +244,7 @@ class CheckpointRun:
         if steps is not None:
             self._steps_dirty = False
             self._steps_size = steps_size
+            self._unsaved_steps.clear()
         return self.version
 
     # ------------------------------------------------------------------ steps
@@ -262,7 +265,9 @@ class CheckpointRun:
 
         If ``fn`` raises, nothing is stored and the error propagates; if the worker crashes
         after ``fn`` returned but before the save, the step runs again on resume (at least
-        once, stored exactly once).
+        once, stored exactly once). If the save's outcome is unknown (a lost reply:
+        :class:`~aioresil.exceptions.CheckpointOutcomeUnknownError`), the result is kept and
+        calling ``step`` again saves it without calling ``fn`` a second time.
 
         Example::
 
@@ -274,12 +279,18 @@ class CheckpointRun:
         if not name:
             raise ValueError("step name must not be empty")
         store = self._store
-        if name in self._steps:
+        if name in self._steps and name not in self._unsaved_steps:
             return self._copy(self._steps[name], name)
         # One run per name even when two tasks of this worker ask at once: the second waits
         # for the first and returns its stored result.
         step_lock = self._step_locks.setdefault(name, anyio.Lock())
         async with step_lock:
+            if name in self._unsaved_steps:
+                # fn ran and its save's outcome is unknown (lost reply): save again, never
+                # run fn twice. The store recognizes its own write if the first one landed.
+                async with self._lock:
+                    if name in self._unsaved_steps:
+                        await self._write(self.state)
             if name in self._steps:
                 return self._copy(self._steps[name], name)
             result = await fn(*args)
@@ -289,10 +300,14 @@ class CheckpointRun:
             async with self._lock:
                 self._steps[name] = store.serializer.loads(encoded)
                 self._steps_dirty = True
+                self._unsaved_steps.add(name)
                 try:
                     await self._write(self.state)
+                except CheckpointOutcomeUnknownError:
+                    raise  # keep the result: the retry saves it without calling fn again
                 except BaseException:
                     del self._steps[name]
+                    self._unsaved_steps.discard(name)
                     raise
             return store.serializer.loads(encoded)
 

@@ -142,6 +142,24 @@ def _spool_flusher(ref: weakref.ref[DeadLetterQueue]) -> Callable[[], Awaitable[
     return flush
 
 
+async def _redeliver(ref: weakref.ref[DeadLetterQueue]) -> None:
+    """The background flush of one queue's spool (see ``DeadLetterQueue._start_redelivery``)."""
+    delay = 0.05
+    while True:
+        await asyncio.sleep(delay)
+        queue = ref()
+        if queue is None or not queue.spooled or getattr(queue.backend, "_closing", False):
+            return
+        try:
+            await queue.flush_spool()
+        except BackendUnavailableError:
+            delay = min(delay * 2, 2.0)
+        except Exception:
+            _log.exception("dlq_redelivery_failed", queue=queue.name)
+            delay = 2.0
+        del queue  # hold the queue only while flushing
+
+
 class _StorageFactory:
     """Builds a queue's storage for whichever backend it is on (``backend.open_storage``)."""
 
@@ -181,7 +199,10 @@ class DeadLetterQueue:
         spool_max: how many pushes may wait in the local spool while Redis is unreachable;
             beyond it the push raises :class:`~aioresil.BackendUnavailableError`.
         spool_path: optional append-only JSON-lines file that mirrors the spool, so entries
-            survive a restart of this process; it is read back on construction.
+            survive a restart (or a crash) of this process; it is read back on construction
+            and replayed by the next push or :meth:`flush_spool`. There is no default file:
+            see :meth:`aclose` for what happens to spooled entries without one.
+        close_timeout: seconds :meth:`aclose` may spend flushing the spool.
         clock: injected time (tests); see the module docstring for what it decides. Defaults
             to the backend's own test clock when it has one, else the system clock.
     """
@@ -199,6 +220,7 @@ class DeadLetterQueue:
         max_traceback_chars: int = 8192,
         spool_max: int = 10_000,
         spool_path: str | Path | None = None,
+        close_timeout: float = 5.0,
         clock: Clock | None = None,
     ) -> None:
         encode_name(name)  # validates: a str, not empty
@@ -224,6 +246,9 @@ class DeadLetterQueue:
         self.max_payload_bytes = max_payload_bytes
         self.max_traceback_chars = max_traceback_chars
         self.spool_max = spool_max
+        if not close_timeout > 0:
+            raise ValueError(f"close_timeout must be > 0 seconds, got {close_timeout!r}")
+        self.close_timeout = close_timeout
         if clock is None:
             clock = getattr(backend, "clock", None)  # a RedisBackend's test clock, if any
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -239,6 +264,8 @@ class DeadLetterQueue:
                 f"backend must be None, a MemoryBackend or a RedisBackend, got {backend!r}"
             )
         self.backend = backend
+        self._holding = False
+        self._redelivery: asyncio.Task[None] | None = None
         self._storage: DlqStorage
         self._storage, self._is_memory = backend.open_storage(_StorageFactory(name))
         health = getattr(backend, "health", None)
@@ -247,6 +274,8 @@ class DeadLetterQueue:
             # next push, which may never come). A weak reference: the backend's hook list must
             # not keep a dropped queue alive.
             health.on_recover(_spool_flusher(weakref.ref(self)))
+        if not self._is_memory and self._spool:
+            self._hold()  # entries read back from the spool file: flushed at close too
 
     # ------------------------------------------------------------------ helpers
 
@@ -489,8 +518,90 @@ class DeadLetterQueue:
                 f"dead letter queue {self.name!r}: backend unreachable and the local spool is "
                 f"full ({self.spool_max} entries); entry not stored"
             ) from exc
+        self._hold()
+        self._start_redelivery()
         _log.warning("dlq_spooled", queue=self.name, entry_id=entry_id, error=str(exc))
         self._emit(DeadLetterSpooled(self.name, entry_id, self._clock.time(), str(exc)))
+
+    def _start_redelivery(self) -> None:
+        """Keep flushing the spool in the background until it is empty.
+
+        Why not only on the next push or on recovery: an entry spooled because its replicas
+        did not confirm it (``wait_replicas``) finds a backend that never was "unavailable",
+        and the next push may be hours away. One task per queue, backing off to 2 s; it holds
+        the queue only weakly and stops when the backend closes (``aclose`` drains the rest).
+        """
+        if self._redelivery is not None and not self._redelivery.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - pushes run on a loop
+            return
+        self._redelivery = loop.create_task(_redeliver(weakref.ref(self)))
+
+    def _hold(self) -> None:
+        """While entries are spooled, the backend's ``aclose()`` closes this queue first."""
+        add_drain = getattr(self.backend, "add_drain", None)
+        if not self._holding and add_drain is not None:
+            add_drain(self, self.aclose)
+            self._holding = True
+
+    def _release_hold(self) -> None:
+        discard_drain = getattr(self.backend, "discard_drain", None)
+        if self._holding and not self._spool and discard_drain is not None:
+            discard_drain(self)
+            self._holding = False
+
+    async def aclose(self) -> None:
+        """Make sure no spooled entry is lost silently when this process stops.
+
+        Called for you by the backend's ``aclose()`` (before its connections close) whenever
+        this queue holds spooled entries. In order:
+
+        1. flush the spool to the backend, for at most ``close_timeout`` seconds;
+        2. if entries remain and ``spool_path`` is set, they are already in that file (each
+           spooled entry is appended when spooled): log where, and how many, and return;
+        3. otherwise log an error and raise :class:`~aioresil.BackendUnavailableError` with the
+           number of entries that only this process's memory still holds.
+
+        Why no default spool file: a fleet of workers on one host would share it, and one
+        process replaying and truncating the file while another appends to it can lose
+        entries; a path is something each deployment must give each process.
+        """
+        task, self._redelivery = self._redelivery, None
+        if task is not None and not task.done():
+            task.cancel()
+        if not self._spool:
+            self._release_hold()
+            return
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                health = getattr(self.backend, "health", None)
+                if health is not None:
+                    # Redis may be back before the background probe noticed: ask now.
+                    await health.probe_once()
+                await self.flush_spool()
+        except (BackendUnavailableError, TimeoutError) as exc:
+            error: BaseException = exc
+        else:
+            self._release_hold()
+            return
+        held = len(self._spool)
+        if self._spool.path is not None:
+            _log.warning(
+                "dlq_spool_kept_in_file",
+                queue=self.name,
+                entries=held,
+                path=str(self._spool.path),
+                error=str(error),
+            )
+            return
+        _log.error("dlq_spool_not_persisted", queue=self.name, entries=held, error=str(error))
+        raise BackendUnavailableError(
+            f"dead letter queue {self.name!r}: the backend is unreachable at close and "
+            f"{held} spooled entr{'y is' if held == 1 else 'ies are'} held only in this "
+            "process's memory (no spool_path configured); they are lost if it exits"
+        ) from error
 
     @property
     def spooled(self) -> int:
@@ -518,6 +629,7 @@ class DeadLetterQueue:
                         DeadLetterSpoolDropped(self.name, entry_id, self._clock.time(), str(exc))
                     )
                 self._spool.pop_first()
+            self._release_hold()
         return stored
 
     async def _flush_quietly(self) -> None:

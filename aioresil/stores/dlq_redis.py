@@ -77,7 +77,11 @@ class RedisDlqStorage:
         retention_bound: str,
     ) -> tuple[int, list[str]]:
         args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
-        reply = await self._run("dlq_push", self.idx, *args)
+        # replicated=True: with the backend's wait_replicas, the push counts only once that many
+        # replicas hold it (ReplicaAckTimeoutError otherwise, and the queue spools the entry).
+        reply = await self.backend.run_script_staged(
+            dlq_script("dlq_push"), [self.idx], [self.base, *map(_wire, args)], replicated=True
+        )
         return int(reply[0]), [_text(v) for v in reply[1:]]
 
     async def push_many(

@@ -498,8 +498,10 @@ async def test_all_keys_of_a_namespace_share_one_hash_tag(make_store: MakeStore)
         f"aioresil:{tag}:{part}"
         for part in [
             "d:" + encode_name("a:{b}"),
+            "b:" + encode_name("a:{b}"),
             "h:" + encode_name("a:{b}"),
             "d:c",
+            "b:c",
             "h:c",
             "index",
         ]
@@ -524,14 +526,37 @@ async def test_each_operation_is_one_round_trip_running_one_script(
         sent.append(str(args[0]))
         return await real_execute(*args, **options)
 
+    real_pipeline = client.pipeline
+    round_trips: list[list[str]] = []
+
+    def spy_pipeline(*args: Any, **options: Any) -> Any:
+        pipe = real_pipeline(*args, **options)
+        real_run = pipe.execute
+
+        async def execute(*run_args: Any, **run_options: Any) -> Any:
+            round_trips.append([str(cmd[0][0]) for cmd in pipe.command_stack])
+            return await real_run(*run_args, **run_options)
+
+        pipe.execute = execute
+        return pipe
+
     monkeypatch.setattr(client, "execute_command", spy)
+    monkeypatch.setattr(client, "pipeline", spy_pipeline)
     await store.save("job", 2, expected_version=1)
     assert sent == ["EVALSHA"]
+    # A large state is staged (SET) and moved by the script (RENAME): one pipelined trip.
+    assert await store.save("big", "x" * 20_000) == 1
+    assert round_trips == [["SET", "EVALSHA"]]
+    assert sent == ["EVALSHA"]
+    sent.clear()
     await store.load("job")
     await store.list()
     await store.history("job")
     await store.delete("job", expected_version=2)
-    assert sent == ["EVALSHA"] * 5
+    assert sent == ["EVALSHA"] * 4
+    assert len(round_trips) == 1
+    loaded = await store.load("big")
+    assert loaded is not None and loaded.state == "x" * 20_000
 
 
 @pytest.mark.redis_server

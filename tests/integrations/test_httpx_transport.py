@@ -140,6 +140,12 @@ async def test_streaming_is_judged_when_the_body_ends_or_fails(upstream: Upstrea
         stats = await t.breaker_for("/stream").stats()
         assert (stats.success_count, stats.failure_count) == (1, 0)
 
+        async with http.stream("GET", "/stream", params={"chunks": "3"}) as response:
+            async for _chunk in response.aiter_raw():
+                break  # the reader stops early: the upstream did answer
+        stats = await t.breaker_for("/stream").stats()
+        assert (stats.success_count, stats.failure_count) == (2, 0)
+
         async def read_cut_stream() -> None:
             async with http.stream("GET", "/stream", params={"fail": "1"}) as response:
                 assert response.status_code == 200  # the headers looked fine
@@ -155,7 +161,7 @@ async def test_streaming_is_judged_when_the_body_ends_or_fails(upstream: Upstrea
     stats = await t.breaker_for("/stream").stats()
     assert stats.failure_count == THRESHOLD
     assert stats.state is CircuitState.OPEN
-    assert upstream.count("/stream") == 1 + THRESHOLD
+    assert upstream.count("/stream") == 2 + THRESHOLD
 
 
 async def test_a_breaker_config_that_cannot_record_failures_is_refused() -> None:
@@ -174,3 +180,29 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     for bad in (None, "", "-1", "nan", "inf", "soon"):
         assert parse_retry_after(bad) is None
+
+
+def test_the_transport_runs_on_trio_too() -> None:
+    trio = pytest.importorskip("trio")
+    seen: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(1)
+        return httpx.Response(502 if request.url.path == "/bad" else 200)
+
+    async def main() -> tuple[list[int], str]:
+        t = transport(transport=httpx.MockTransport(answer))
+        async with httpx.AsyncClient(transport=t) as http:
+            ok = (await http.get("http://up/")).status_code
+            bad = [(await http.get("http://up/bad")).status_code for _ in range(THRESHOLD)]
+            try:
+                await http.get("http://up/")
+            except CircuitOpenError as error:
+                return [ok, *bad], error.state.value
+        raise AssertionError("not rejected")
+
+    statuses, state = trio.run(main)
+
+    assert statuses == [200] + [502] * THRESHOLD
+    assert state == "open"
+    assert len(seen) == 1 + THRESHOLD

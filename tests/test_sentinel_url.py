@@ -1,0 +1,119 @@
+"""The ``redis+sentinel://`` URL and the Sentinel/replication options: parsed or refused early.
+
+No server is needed: every error here is raised before a socket is opened.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from aioresil import RedisBackend
+from aioresil.backends.sentinel_url import SentinelTarget, is_sentinel_url, parse_sentinel_url
+
+
+def test_a_full_url_names_every_part() -> None:
+    target = parse_sentinel_url(
+        "redis+sentinel://app:s%40cret@s1:26380,s2,[::1]:26381/my%20master/3?sentinel_password=sp"
+    )
+    assert target == SentinelTarget(
+        sentinels=(("s1", 26380), ("s2", 26379), ("::1", 26381)),
+        service_name="my master",
+        db=3,
+        username="app",
+        password="s@cret",
+        sentinel_password="sp",
+    )
+    assert "s@cret" not in repr(target) and "sp'" not in repr(target)
+
+
+@pytest.mark.parametrize(
+    ("url", "sentinels", "service", "db"),
+    [
+        ("redis+sentinel://h/mymaster", (("h", 26379),), "mymaster", 0),
+        ("REDIS+SENTINEL://h:1/m/", (("h", 1),), "m", 0),
+        ("redis+sentinel://:pw@h1:2,h2:3/m/15", (("h1", 2), ("h2", 3)), "m", 15),
+    ],
+)
+def test_short_forms(
+    url: str, sentinels: tuple[tuple[str, int], ...], service: str, db: int
+) -> None:
+    target = parse_sentinel_url(url)
+    assert (target.sentinels, target.service_name, target.db) == (sentinels, service, db)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h/0", "scheme must be redis+sentinel://"),
+        ("redis+sentinel:///mymaster", "no sentinel host"),
+        ("redis+sentinel://h:26379", "no service name"),
+        ("redis+sentinel://h:26379/", "no service name"),
+        ("redis+sentinel://h:abc/m", "port of sentinel 'h' is 'abc'"),
+        ("redis+sentinel://h:0/m", "port of sentinel 'h' is '0'"),
+        ("redis+sentinel://h:70000/m", "not a number in 1..65535"),
+        ("redis+sentinel://a,,b/m", "empty sentinel address"),
+        ("redis+sentinel://a,/m", "empty sentinel address"),
+        ("redis+sentinel://::1:5/m", "IPv6 addresses in brackets"),
+        ("redis+sentinel://[::1/m", "unclosed '['"),
+        ("redis+sentinel://h/m/x", "database number is 'x'"),
+        ("redis+sentinel://h/m/-1", "database number is '-1'"),
+        ("redis+sentinel://h/m/0/extra", "3 path segments"),
+        ("redis+sentinel://h/m?password=x", "unknown query parameter(s) password"),
+        ("redis+sentinel://h/m?sentinel_password=a&sentinel_password=b", "more than once"),
+        ("redis+sentinel://h/m#frag", "fragment"),
+    ],
+)
+def test_malformed_urls_say_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match="invalid Sentinel URL") as caught:
+        parse_sentinel_url(url)
+    assert message in str(caught.value)
+    assert "e.g. redis+sentinel://host1:26379,host2:26379/mymaster/0" in str(caught.value)
+
+
+def test_from_url_routes_sentinel_urls_and_never_echoes_a_password() -> None:
+    assert is_sentinel_url("redis+sentinel://h/m") and not is_sentinel_url("redis://h")
+    with pytest.raises(ValueError, match="port of sentinel") as caught:
+        RedisBackend.from_url("redis+sentinel://:hunter2@h:bad/m")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("sentinels", "error", "message"),
+    [
+        ([], ValueError, "at least one"),
+        ("h:26379", TypeError, "list of \\(host, port\\) pairs"),
+        ([("h", "26379")], ValueError, "each sentinel must be"),
+        ([("h", 0)], ValueError, "each sentinel must be"),
+        ([("", 1)], ValueError, "each sentinel must be"),
+    ],
+)
+def test_from_sentinel_checks_its_sentinels(
+    sentinels: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        RedisBackend.from_sentinel(sentinels, "m")  # type: ignore[arg-type]
+
+
+def test_from_sentinel_checks_service_and_db() -> None:
+    with pytest.raises(ValueError, match="service_name must be a non-empty str"):
+        RedisBackend.from_sentinel([("h", 1)], "")
+    with pytest.raises(ValueError, match="db must be an int >= 0"):
+        RedisBackend.from_sentinel([("h", 1)], "m", db=-1)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"wait_replicas": -1}, "wait_replicas must be >= 0"),
+        ({"wait_replicas": 1, "wait_timeout": 0}, "wait_timeout must be a positive number"),
+        (
+            {"wait_replicas": 1, "wait_timeout": 2.0, "operation_timeout": 1.0},
+            "wait_timeout \\(2s\\) must be below operation_timeout \\(1s\\)",
+        ),
+    ],
+)
+def test_replicated_acknowledgement_options_are_checked(
+    options: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisBackend.from_url("redis://127.0.0.1:1/0", **options)  # type: ignore[arg-type]
