@@ -94,7 +94,7 @@ async def _failover_time(deployment: Any) -> tuple[float, int, int]:
         socket_connect_timeout=0.3,
     )
     breaker = CircuitBreaker("failover-probe", backend=backend)
-    handle: Any = breaker._handle
+    handle: Any = breaker.handle
     pool: Any = backend.client.connection_pool
     try:
         for _ in range(20):  # warm up: scripts loaded, the pool connected

@@ -527,6 +527,11 @@ class RedisBackend:
             raise mapped from exc
 
     @property
+    def closing(self) -> bool:
+        """True from the moment :meth:`aclose` starts: background work should wind down."""
+        return self._closing
+
+    @property
     def state(self) -> BackendState:
         """The backend's health state (a shortcut for ``health.state``)."""
         return self.health.state

@@ -148,7 +148,7 @@ async def _redeliver(ref: weakref.ref[DeadLetterQueue]) -> None:
     while True:
         await asyncio.sleep(delay)
         queue = ref()
-        if queue is None or not queue.spooled or getattr(queue.backend, "_closing", False):
+        if queue is None or not queue.spooled or getattr(queue.backend, "closing", False):
             return
         try:
             await queue.flush_spool()
