@@ -49,7 +49,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, Self, TypeVar
 
 import structlog
 
@@ -602,6 +603,17 @@ class DeadLetterQueue:
             f"{held} spooled entr{'y is' if held == 1 else 'ies are'} held only in this "
             "process's memory (no spool_path configured); they are lost if it exits"
         ) from error
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     @property
     def spooled(self) -> int:
