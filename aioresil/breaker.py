@@ -46,6 +46,9 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
+CallObserver = Callable[[str, Outcome, float], None]
+"""``observer(breaker name, outcome, seconds)``, called after each call that ran."""
+
 Ticket = int | tuple[int, int, float]
 """What ``__aenter__`` leaves for ``__aexit__``: the generation alone on the hot path, else
 ``(generation, trial token or 0, start time)``."""
@@ -133,6 +136,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_call_observers",
         "_classify_cache",
         "_clock",
         "_get_ticket",
@@ -176,6 +180,7 @@ class CircuitBreaker:
         self._handle.subscribe(self._on_transition)
         self._handle.subscribe_events(self._on_backend_event)
         self._listeners: list[Listener] = []
+        self._call_observers: list[CallObserver] = []
         self._ticket: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
         self._set_ticket = self._ticket.set  # bound once: the hot path skips two lookups
         self._get_ticket = self._ticket.get
@@ -235,6 +240,8 @@ class CircuitBreaker:
             if ticket is not None and ticket[1] == 0:  # type: ignore[index]
                 generation, _, started = ticket  # type: ignore[misc]
                 now = self._mono()
+                if self._call_observers:
+                    self._observe(Outcome.SUCCESS, now - started)
                 pending = self._handle.success_fast(generation, now, now - started)
                 if pending is not None:
                     await self._settle(pending, None)
@@ -268,6 +275,8 @@ class CircuitBreaker:
         else:
             generation, token, started = ticket, 0, now  # type: ignore[assignment]
         outcome = Outcome.SUCCESS if exc_type is None else self._classify(exc_type)
+        if self._call_observers:
+            self._observe(outcome, now - started)
         pending = self._handle.record(Permit(generation, token), outcome, now, now - started)
         if pending is None:
             return
@@ -383,6 +392,26 @@ class CircuitBreaker:
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``; a ``ValueError`` if it was not added."""
         self._listeners.remove(listener)
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """Call ``observer(name, outcome, seconds)`` after every call that ran under the breaker.
+
+        For call-duration metrics (:class:`aioresil.health.instruments.CallMetrics`). An
+        observed breaker times every call (two clock reads), which it otherwise does only for
+        the slow-call rule; observers must be quick and must not raise.
+        """
+        if not callable(observer):
+            raise TypeError(f"observer must be callable, got {observer!r}")
+        self._call_observers.append(observer)
+        self._slow_rule = True  # the ticket carries the start time from now on
+        self._inline = False
+
+    def _observe(self, outcome: Outcome, seconds: float) -> None:
+        for observer in self._call_observers:
+            try:
+                observer(self.name, outcome, seconds)
+            except Exception:
+                _log.exception("call_observer_failed", breaker=self.name)
 
     def _on_transition(self, transition: Transition, retry_after: float | None) -> None:
         level = "warning" if transition.new in (_OPEN, CircuitState.FORCED_OPEN) else "info"

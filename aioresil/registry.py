@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from .backends.base import BreakerBackend, BreakerHandle, BreakerReading
 from .backends.memory import MemoryBackend
-from .breaker import BreakerStats, CircuitBreaker, stats_from_record
+from .breaker import BreakerStats, CallObserver, CircuitBreaker, stats_from_record
 from .clock import Clock, SystemClock
 from .core.config import BreakerConfig
 from .events import Listener
@@ -52,6 +52,7 @@ class BreakerRegistry:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._handles: list[BreakerHandle] = []  # in creation order, for operator reads
         self._listeners: list[Listener] = []
+        self._call_observers: list[CallObserver] = []
 
     def get(self, name: str, config: BreakerConfig | None = None) -> CircuitBreaker:
         """The breaker called ``name``, created with ``config`` (or the default) on first use.
@@ -72,6 +73,8 @@ class BreakerRegistry:
         )
         for listener in self._listeners:
             breaker.add_listener(listener)
+        for observer in self._call_observers:
+            breaker.add_call_observer(observer)
         self._breakers[name] = breaker
         self._handles.append(breaker.handle)
         return breaker
@@ -81,6 +84,13 @@ class BreakerRegistry:
         self._listeners.append(listener)
         for breaker in self._breakers.values():
             breaker.add_listener(listener)
+
+    def add_call_observer(self, observer: CallObserver) -> None:
+        """Observe the calls of every breaker of the registry, present and future (see
+        :meth:`CircuitBreaker.add_call_observer`)."""
+        self._call_observers.append(observer)
+        for breaker in self._breakers.values():
+            breaker.add_call_observer(observer)
 
     def names(self) -> list[str]:
         """Names of the breakers created so far, in creation order."""

@@ -244,7 +244,7 @@ async def test_lifespan_and_websocket_scopes_are_answered() -> None:
 
 
 def test_bad_arguments_are_refused_at_construction() -> None:
-    with pytest.raises(ValueError, match="at least 8"):
+    with pytest.raises(ValueError, match="at least 16"):
         dashboard_app(admin_token="short")
     with pytest.raises(ValueError, match="printable ASCII"):
         dashboard_app(admin_token="has a space in it")
@@ -298,7 +298,8 @@ async def test_admin_reset_and_force_open_change_the_shared_state(
         assert opened.json()["breaker"]["state"] == "forced_open"
         assert (await breaker.stats()).state is CircuitState.FORCED_OPEN
         reset = await c.post(f"{url}/reset", headers=admin())
-        assert reset.json() == {"action": "reset", "breaker": reset.json()["breaker"]}
+        body = reset.json()
+        assert (body["action"], body["name"], body["state"]) == ("reset", "pay/ments: ü", "closed")
         assert reset.json()["breaker"]["state"] == "closed"
         assert (await breaker.stats()).state is CircuitState.CLOSED
         unknown = await c.post("/api/breakers/ghost/reset", headers=admin())
@@ -534,11 +535,11 @@ async def test_purge_by_age_and_type(dlq: DeadLetterQueue, clock: FakeClock) -> 
             headers=admin(),
             json={"older_than_seconds": 60, "task_type": "email"},
         )
-        assert typed.json() == {"purged": 1}
+        assert typed.json()["purged"] == 1
         assert await dlq.get(old_email) is None
         assert await dlq.get(old_sms) is not None
         every = await c.post("/api/dlq/purge", headers=admin(), json={"older_than_seconds": 60.5})
-    assert every.json() == {"purged": 1}
+    assert every.json()["purged"] == 1
     assert await dlq.get(old_sms) is None
     assert await dlq.get(new_email) is not None
 
@@ -549,7 +550,11 @@ async def test_purge_by_age_and_type(dlq: DeadLetterQueue, clock: FakeClock) -> 
         (b"", "JSON object"),
         (b"not json", "must be JSON"),
         (b"[1]", "JSON object"),
-        (b"{}", "older_than_seconds must be a number >= 0, got None"),
+        (
+            b"{}",
+            "older_than_seconds must be a number >= 0 and at most 3153600000 (seconds), got None",
+        ),
+        (b'{"older_than_seconds": 1e308}', "older_than_seconds must be a number >= 0"),
         (b'{"older_than_seconds": -1}', "older_than_seconds must be a number >= 0"),
         (b'{"older_than_seconds": true}', "older_than_seconds must be a number >= 0"),
         (b'{"older_than_seconds": "7d"}', "older_than_seconds must be a number >= 0"),

@@ -379,8 +379,18 @@ async def test_admin_refuses_a_missing_or_wrong_token_and_changes_nothing(
     async with client_for(health_app(registry=registry, admin_token=TOKEN)) as client:
         response = await client.post("/admin/breakers/payments/reset", headers=headers)
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["www-authenticate"] == 'Bearer realm="aioresil"'
     assert (await registry.get("payments").stats()).state is CircuitState.OPEN
+
+
+async def test_the_bearer_scheme_is_case_insensitive(registry: BreakerRegistry) -> None:
+    await trip(registry, "payments")
+    async with client_for(health_app(registry=registry, admin_token=TOKEN)) as client:
+        response = await client.post(
+            "/admin/breakers/payments/reset", headers={"Authorization": f"bearer {TOKEN}"}
+        )
+    assert response.status_code == 200
+    assert (await registry.get("payments").stats()).state is CircuitState.CLOSED
 
 
 async def test_admin_resets_and_forces_open_a_breaker(registry: BreakerRegistry) -> None:
@@ -389,11 +399,23 @@ async def test_admin_resets_and_forces_open_a_breaker(registry: BreakerRegistry)
     async with client_for(app) as client:
         reset = await client.post("/admin/breakers/pay%2Fments%20eu/reset", headers=AUTH)
         assert (await registry.get("pay/ments eu").stats()).state is CircuitState.CLOSED
-        opened = await client.post("/admin/breakers/pay%2Fments%20eu/open", headers=AUTH)
+        opened = await client.post("/admin/breakers/pay%2Fments%20eu/force_open", headers=AUTH)
+        await registry.get("pay/ments eu").reset()
+        alias = await client.post("/admin/breakers/pay%2Fments%20eu/open", headers=AUTH)
         unknown = await client.post("/admin/breakers/never-made/reset", headers=AUTH)
         wrong_method = await client.get("/admin/breakers/pay%2Fments%20eu/open", headers=AUTH)
-    assert reset.json() == {"name": "pay/ments eu", "state": "closed"}
-    assert opened.json() == {"name": "pay/ments eu", "state": "forced_open"}
+    assert (reset.json()["name"], reset.json()["state"]) == ("pay/ments eu", "closed")
+    assert reset.json()["action"] == "reset"
+    assert reset.json()["breaker"]["state"] == "closed"
+    assert (opened.json()["name"], opened.json()["state"]) == ("pay/ments eu", "forced_open")
+    assert "deprecation" not in opened.headers
+    # The first version's path still works, marked deprecated with a link to the new one.
+    assert alias.json()["state"] == "forced_open"
+    assert alias.headers["deprecation"] == "true"
+    assert (
+        alias.headers["link"]
+        == '</admin/breakers/pay%2Fments%20eu/force_open>; rel="successor-version"'
+    )
     assert (await registry.get("pay/ments eu").stats()).state is CircuitState.FORCED_OPEN
     assert unknown.status_code == 404
     assert "never-made" not in registry
@@ -415,20 +437,31 @@ async def test_admin_removes_purges_and_retries_dead_letters(
     retry_me = await dlq.push("sms", {"n": 4}, "down")
     app = health_app(dlq=dlq, admin_token=TOKEN, dlq_retry_handler=handler)
     async with client_for(app) as client:
-        removed = await client.post(f"/admin/dlq/entries/{gone}/remove", headers=AUTH)
+        removed = await client.delete(f"/admin/dlq/entries/{gone}", headers=AUTH)
         missing = await client.post(f"/admin/dlq/entries/{gone}/remove", headers=AUTH)
         purged = await client.post("/admin/dlq/purge?older_than=2d", headers=AUTH)
         no_age = await client.post("/admin/dlq/purge", headers=AUTH)
         bad_age = await client.post("/admin/dlq/purge?older_than=soon", headers=AUTH)
+        huge_age = await client.post(
+            "/admin/dlq/purge?older_than=99999999999999999999999d", headers=AUTH
+        )
+        huge_body = await client.post(
+            "/admin/dlq/purge", headers=AUTH, json={"older_than_seconds": 1e308}
+        )
         retried_ok = await client.post(f"/admin/dlq/entries/{retry_me}/retry", headers=AUTH)
         retried_missing = await client.post(f"/admin/dlq/entries/{retry_me}/retry", headers=AUTH)
     assert removed.json() == {"id": gone, "removed": True}
     assert missing.status_code == 404
-    assert purged.json()["removed"] == 1
+    assert missing.headers["deprecation"] == "true"
+    assert purged.json()["purged"] == 1
     assert await dlq.get(old) is None
     assert no_age.status_code == 400
     assert bad_age.status_code == 400
     assert "not a duration" in bad_age.json()["error"]
+    assert huge_age.status_code == 400  # not an outage (503), not a crash (500)
+    assert "too long" in huge_age.json()["error"]
+    assert huge_body.status_code == 400
+    assert "older_than_seconds must be a number >= 0" in huge_body.json()["error"]
     assert retried_ok.json() == {"id": retry_me, "succeeded": True}
     assert [letter.id for letter in retried] == [retry_me]
     assert retried_missing.status_code == 404
@@ -441,7 +474,7 @@ async def test_admin_retry_without_a_handler_explains_and_keeps_the_entry(
     entry = await dlq.push("email", {"n": 1}, "down")
     async with client_for(health_app(dlq=dlq, admin_token=TOKEN)) as client:
         response = await client.post(f"/admin/dlq/entries/{entry}/retry", headers=AUTH)
-    assert response.status_code == 404
+    assert response.status_code == 400
     assert "dlq_retry_handler" in response.json()["error"]
     assert await dlq.get(entry) is not None
 
@@ -502,131 +535,12 @@ async def test_no_response_ever_shows_the_redis_url_or_password(redis_url: str) 
         assert host_port not in body or '"error"' not in body
 
 
-# ---------------------------------------------------------------------- metrics
-
-
-def families(text: str) -> dict[str, Any]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {family.name: family for family in text_string_to_metric_families(text)}
-
-
-def samples(family: Any) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted(s.labels.items())): s.value for s in family.samples}
-
-
-async def test_metrics_parse_with_prometheus_client_and_match_the_stats(
-    registry: BreakerRegistry, dlq: DeadLetterQueue, clock: FakeClock
-) -> None:
-    weird = 'we"ird\\name\nx'
-    breaker = registry.get(weird)
-    async with breaker:
-        pass
-    with pytest.raises(Boom):
-        async with breaker:
-            raise Boom
-    await trip(registry, "payments")
-    with pytest.raises(Exception, match="payments"):
-        async with registry.get("payments"):
-            pass
-    await dlq.push("email", {}, "down")
-    clock.advance(90)
-    await dlq.push("email", {}, "down")
-    await dlq.push("sms", {}, "down")
-    async with client_for(health_app(registry=registry, dlq=dlq)) as client:
-        response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    parsed = families(response.text)
-    state = samples(parsed["aioresil_circuitbreaker_state"])
-    assert state[(("name", "payments"), ("state", "open"))] == 1
-    assert state[(("name", "payments"), ("state", "closed"))] == 0
-    assert state[(("name", weird), ("state", "closed"))] == 1
-    assert sum(v for k, v in state.items() if ("name", weird) in k) == 1
-    assert parsed["aioresil_circuitbreaker_calls"].type == "counter"
-    calls = samples(parsed["aioresil_circuitbreaker_calls"])
-    assert calls[(("kind", "successful"), ("name", weird))] == 1
-    assert calls[(("kind", "failed"), ("name", weird))] == 1
-    assert calls[(("kind", "failed"), ("name", "payments"))] == 2
-    assert calls[(("kind", "rejected"), ("name", "payments"))] == 1
-    assert calls[(("kind", "ignored"), ("name", "payments"))] == 0
-    rate = samples(parsed["aioresil_circuitbreaker_failure_rate"])
-    assert rate[(("name", "payments"),)] == -1  # no rate rule configured
-    entries = samples(parsed["aioresil_dlq_entries"])
-    assert entries == {(("task_type", "email"),): 2, (("task_type", "sms"),): 1}
-    age = samples(parsed["aioresil_dlq_oldest_age_seconds"])
-    assert age == {(): pytest.approx(90, abs=0.01)}
-
-
-async def test_failure_rate_metric_is_a_percentage(backend: Any, clock: FakeClock) -> None:
-    config = BreakerConfig(
-        failure_threshold=None, failure_rate_threshold=0.9, window_size=10, minimum_calls=4
-    )
-    registry = BreakerRegistry(backend=backend, default_config=config, clock=clock)
-    breaker = registry.get("rated")
-    for fail in (True, False, False, False):
-        if fail:
-            with pytest.raises(Boom):
-                async with breaker:
-                    raise Boom
-        else:
-            async with breaker:
-                pass
-    async with client_for(health_app(registry=registry)) as client:
-        text = (await client.get("/metrics")).text
-    rate = samples(families(text)["aioresil_circuitbreaker_failure_rate"])
-    assert rate == {(("name", "rated"),): 25.0}
-
-
-async def test_metrics_without_a_queue_leave_out_the_dlq_families() -> None:
-    async with client_for(health_app()) as client:
-        text = (await client.get("/metrics")).text
-    parsed = families(text)
-    assert "aioresil_dlq_entries" not in parsed
-    assert "aioresil_circuitbreaker_state" in parsed
-
-
-async def test_the_collector_reports_what_the_text_endpoint_reports(
-    registry: BreakerRegistry, dlq: DeadLetterQueue
-) -> None:
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from aioresil.health.prometheus import AioresilCollector
-
-    await trip(registry, "payments")
-    registry.get("search")
-    await dlq.push("email", {}, "down")
-    collector = AioresilCollector(registry=registry, dlq=dlq)
-    await collector.refresh()
-    prom = CollectorRegistry()
-    prom.register(collector)
-    ours = families(await _get_text(registry, dlq))
-    theirs = families(generate_latest(prom).decode())
-    for name in (
-        "aioresil_circuitbreaker_state",
-        "aioresil_circuitbreaker_calls",
-        "aioresil_circuitbreaker_failure_rate",
-        "aioresil_dlq_entries",
-    ):
-        # prometheus_client adds *_created samples to counters; compare the rest exactly
-        wanted = {s.name for s in ours[name].samples}
-        theirs_samples = {
-            tuple(sorted(s.labels.items())): s.value
-            for s in theirs[name].samples
-            if s.name in wanted
-        }
-        assert samples(ours[name]) == theirs_samples, name
-    age = samples(theirs["aioresil_dlq_oldest_age_seconds"])[()]
-    assert age == samples(ours["aioresil_dlq_oldest_age_seconds"])[()]
-
-
-async def _get_text(registry: BreakerRegistry, dlq: DeadLetterQueue) -> str:
-    async with client_for(health_app(registry=registry, dlq=dlq)) as client:
-        return (await client.get("/metrics")).text
+# ---------------------------------------------------------------------- Redis down
+# (the metrics themselves are in tests/test_metrics.py)
 
 
 @pytest.mark.redis_server
-async def test_reads_are_503_when_redis_is_down_but_liveness_stays_200() -> None:
+async def test_reads_are_503_when_redis_is_down_but_liveness_and_metrics_stay_200() -> None:
     from aioresil import RedisBackend
 
     down = RedisBackend.from_url(

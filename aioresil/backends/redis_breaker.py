@@ -92,6 +92,10 @@ FORCED_OPEN = CircuitState.FORCED_OPEN
 HALF_OPEN = CircuitState.HALF_OPEN
 
 RECONNECT_INTERVAL = 1.0
+# Rejections counted locally while OPEN reach Redis at most this long after the first one,
+# even when no other script call carries them: the fleet's view (``aioresil serve``, the
+# dashboard) would otherwise show 0 rejected for as long as the circuit stays open.
+REJECTION_FLUSH_INTERVAL = 1.0
 """Seconds between pings while a fail-open breaker runs on its local fallback."""
 
 EventSink = Callable[[BreakerEvent], None]
@@ -169,6 +173,7 @@ class RedisBreakerHandle:
         self._callbacks: list[TransitionCallback] = []
         self._sinks: list[EventSink] = []
         self._pending_rejections = 0
+        self._rejection_handle: asyncio.TimerHandle | None = None
         self._batched = config.recording == "batched"
         self._buffer: list[tuple[int, int, int]] = []  # (generation, outcome, duration_us)
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -282,9 +287,13 @@ class RedisBreakerHandle:
             local_now = self._mono()
             if local_now < view.open_until:
                 self._pending_rejections += 1
+                if self._rejection_handle is None:
+                    self._schedule_rejection_flush()
                 return Rejection(OPEN, view.open_until - local_now)
         if state is FORCED_OPEN:
             self._pending_rejections += 1
+            if self._rejection_handle is None:
+                self._schedule_rejection_flush()
             return Rejection(FORCED_OPEN, None)
         return None
 
@@ -364,10 +373,34 @@ class RedisBreakerHandle:
         self.backend.track(self._flush_task)
 
     def cancel_timers(self) -> None:
-        """Disarm the batch timer (the backend is closing)."""
+        """Disarm the batch and rejection timers (the backend is closing)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._rejection_handle is not None:
+            self._rejection_handle.cancel()
+            self._rejection_handle = None
+
+    def _schedule_rejection_flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._rejection_handle = loop.call_later(
+            REJECTION_FLUSH_INTERVAL, self._start_rejection_flush
+        )
+
+    def _start_rejection_flush(self) -> None:
+        self._rejection_handle = None
+        if not self._pending_rejections or self._fallback is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._flush_rejections())
+        self.backend.track(task)
+
+    async def _flush_rejections(self) -> None:
+        try:
+            await self.flush(rejections=True)
+        except BackendUnavailableError as error:
+            self._outage(error, self._mono())  # kept in _pending_rejections for the next call
+        except BackendError as error:
+            _log.warning("circuit_rejection_flush_failed", breaker=self.name, error=str(error))
 
     async def flush(self, *, rejections: bool = False) -> None:
         """Send every buffered outcome, in order, one script call per generation run.

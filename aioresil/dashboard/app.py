@@ -15,8 +15,9 @@ Read-only routes::
     GET  /api/dlq/entries?type=&cursor=&limit=   one page, newest first (summaries)
     GET  /api/dlq/entries/{id}          one entry in full: error, traceback, payload
 
-Admin routes exist only when ``admin_token`` is set (404 otherwise) and need
-``Authorization: Bearer <token>`` (401 otherwise, compared with :func:`hmac.compare_digest`)::
+Admin routes are the one admin API of :mod:`aioresil.web.admin` (the health app serves the
+same paths under ``/admin``); they exist only when ``admin_token`` is set (404 otherwise) and
+need ``Authorization: Bearer <token>`` (401 otherwise; :class:`aioresil.web.asgi.AdminToken`)::
 
     POST   /api/breakers/{name}/reset
     POST   /api/breakers/{name}/force_open
@@ -30,10 +31,7 @@ page cannot make the browser attach it.
 
 from __future__ import annotations
 
-import hmac
 import html
-import json
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,20 +39,13 @@ from importlib.resources import files
 from typing import Any
 
 from ..clock import Clock, SystemClock
-from ..exceptions import BackendError, CorruptStateError, DeadLetterUnavailableError
+from ..exceptions import BackendError, CorruptStateError
 from ..registry import BreakerRegistry
 from ..stores.dlq import DeadLetterQueue, Handler
 from ..stores.dlq_records import DeadLetter
-from .http import (
-    BodyTooLarge,
-    Receive,
-    Request,
-    Response,
-    Scope,
-    Send,
-    json_response,
-    read_body,
-)
+from ..web.admin import AdminApi
+from ..web.asgi import AdminToken, lifespan
+from .http import Receive, Request, Response, Scope, Send, admin_segments, json_response
 
 __all__ = ["DashboardApp", "dashboard_app"]
 
@@ -146,7 +137,10 @@ class DashboardApp:
         self.title = title
         self.retry_handler = retry_handler
         self._clock = clock
-        self._token = admin_token.encode() if admin_token is not None else None
+        self._token = None if admin_token is None else AdminToken(admin_token)
+        self.admin = AdminApi(
+            token=self._token, registry=registry, dlq=dlq, retry_handler=retry_handler
+        )
         self._index = _static("index.html").decode()
         self._pages: dict[str, bytes] = {}
         self._files = {name: _static(name) for name in _STATIC_TYPES}
@@ -164,7 +158,7 @@ class DashboardApp:
             return
         request = Request.from_scope(scope)
         try:
-            response = await self._dispatch(request, receive)
+            response = await self._dispatch(request, receive, scope)
         except HttpError as exc:
             response = json_response(exc.status, {"error": exc.message}, *exc.headers)
         except CorruptStateError as exc:
@@ -178,13 +172,7 @@ class DashboardApp:
         await response.send(send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
 
     # ------------------------------------------------------------------ routing
 
@@ -199,51 +187,45 @@ class DashboardApp:
             "/api/breakers": [_Route("GET", False, self._breakers)],
             "/api/dlq/stats": [_Route("GET", False, self._dlq_stats)],
             "/api/dlq/entries": [_Route("GET", False, self._dlq_entries)],
-            "/api/dlq/purge": [_Route("POST", True, self._dlq_purge)],
         }
         if path in fixed:
             return fixed[path]
-        if path.startswith("/api/breakers/"):
-            for action in ("reset", "force_open"):
-                if path.endswith("/" + action) and len(path) > 15 + len(action):
-                    return [_Route("POST", True, self._breaker_action)]
-            return []
         if path.startswith("/api/dlq/entries/"):
             rest = path[17:]
-            if rest.endswith("/retry") and "/" not in rest[:-6]:
-                return [_Route("POST", True, self._dlq_retry)]
             if rest and "/" not in rest:
-                return [
-                    _Route("GET", False, self._dlq_entry),
-                    _Route("DELETE", True, self._dlq_remove),
-                ]
+                return [_Route("GET", False, self._dlq_entry)]
         return []
 
-    async def _dispatch(self, request: Request, receive: Receive) -> Response:
-        every = self._routes(request.path)
-        routes = [r for r in every if not r.admin or self._token]
-        if not routes or (
-            len(routes) < len(every) and request.method not in {r.method for r in routes}
-        ):
+    async def _dispatch(self, request: Request, receive: Receive, scope: Scope) -> Response:
+        reads = self._routes(request.path)
+        for route in reads:
+            if route.method == request.method:
+                return await route.endpoint(request, receive)
+        segments = admin_segments(scope, "/api")
+        admin = self.admin.methods(segments) if segments is not None else {}
+        if request.method in admin and segments is not None:
+            answer = await self.admin.handle(
+                request.method,
+                segments,
+                query=scope.get("query_string", b""),
+                headers=scope.get("headers", []),
+                receive=receive,
+                base=f"{request.root_path}/api",
+            )
+            assert answer is not None
+            headers = tuple((k.decode(), v.decode("latin-1")) for k, v in answer.headers)
+            return json_response(answer.status, answer.body, *headers)
+        hidden = (
+            not self.admin.enabled
+            and segments is not None
+            and request.method in (self.admin.routes(segments))
+        )
+        allowed = {r.method for r in reads} | set(admin)
+        if not allowed or hidden:
             # Without a token the admin routes do not exist, whatever else shares their path.
             raise HttpError(404, f"no such route: {request.method} {request.path}")
-        for route in routes:
-            if route.method == request.method:
-                if route.admin:
-                    self._authorize(request)
-                return await route.endpoint(request, receive)
-        allow = ", ".join(sorted({r.method for r in routes}))
+        allow = ", ".join(sorted(allowed))
         raise HttpError(405, f"{request.method} is not allowed here", ("allow", allow))
-
-    def _authorize(self, request: Request) -> None:
-        assert self._token is not None
-        challenge = ("www-authenticate", 'Bearer realm="aioresil"')
-        header = request.authorization or b""
-        scheme, _, given = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not given:
-            raise HttpError(401, "admin actions need an Authorization: Bearer token", challenge)
-        if not hmac.compare_digest(given.strip(), self._token):
-            raise HttpError(401, "the admin token is not valid", challenge)
 
     # ------------------------------------------------------------------ page
 
@@ -292,20 +274,6 @@ class DashboardApp:
             rows.append(row)
         return json_response(200, rows)
 
-    async def _breaker_action(self, request: Request, receive: Receive) -> Response:
-        registry = self._registry()
-        action = "reset" if request.path.endswith("/reset") else "force_open"
-        name = request.path[len("/api/breakers/") : -len(action) - 1]
-        if name not in registry:
-            raise HttpError(404, f"no breaker named {name!r}")
-        breaker = registry.get(name)
-        if action == "reset":
-            await breaker.reset()
-        else:
-            await breaker.force_open()
-        stats = await breaker.stats()
-        return json_response(200, {"action": action, "breaker": stats.to_dict()})
-
     # ------------------------------------------------------------------ dead letters
 
     def _dlq(self) -> DeadLetterQueue:
@@ -352,64 +320,6 @@ class DashboardApp:
         _, _, entry = await self._entry(request)
         return json_response(200, _detail(entry))
 
-    async def _dlq_remove(self, request: Request, receive: Receive) -> Response:
-        dlq, entry_id, _ = await self._entry(request)
-        if not await dlq.remove(entry_id):
-            raise HttpError(404, f"no dead letter with id {entry_id!r}")
-        return json_response(200, {"id": entry_id, "removed": True})
-
-    async def _dlq_retry(self, request: Request, receive: Receive) -> Response:
-        if self.retry_handler is None:
-            raise HttpError(
-                400,
-                "retry is not available: the dashboard was started without a retry_handler "
-                "(pass retry_handler= to dashboard_app)",
-            )
-        dlq, entry_id, _ = await self._entry(request)
-        try:
-            succeeded = await dlq.retry(entry_id, self.retry_handler)
-        except DeadLetterUnavailableError as exc:
-            raise HttpError(409, str(exc)) from None
-        body: dict[str, Any] = {"id": entry_id, "succeeded": succeeded}
-        if not succeeded:
-            after = await dlq.get(entry_id)
-            if after is not None:
-                body["attempts"] = after.attempts
-                body["error"] = f"{after.error_type or 'error'}: {after.error_message}"
-        return json_response(200, body)
-
-    async def _dlq_purge(self, request: Request, receive: Receive) -> Response:
-        dlq = self._dlq()
-        try:
-            raw = await read_body(receive)
-        except BodyTooLarge as exc:
-            raise HttpError(413, str(exc)) from None
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            raise HttpError(400, "the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise HttpError(400, 'the body must be a JSON object: {"older_than_seconds": N}')
-        unknown = sorted(set(body) - {"older_than_seconds", "task_type"})
-        if unknown:
-            raise HttpError(400, f"unknown fields: {', '.join(unknown)}")
-        age = body.get("older_than_seconds")
-        if (
-            isinstance(age, bool)
-            or not isinstance(age, int | float)
-            or not math.isfinite(age)
-            or age < 0
-        ):
-            raise HttpError(400, f"older_than_seconds must be a number >= 0, got {age!r}")
-        task_type = body.get("task_type")
-        if task_type is not None and not isinstance(task_type, str):
-            raise HttpError(400, "task_type must be a string or null")
-        try:
-            purged = await dlq.purge(older_than=age, task_type=task_type or None)
-        except ValueError as exc:
-            raise HttpError(400, str(exc)) from None
-        return json_response(200, {"purged": purged})
-
 
 def dashboard_app(
     *,
@@ -447,10 +357,7 @@ def dashboard_app(
     if dlq is not None and not isinstance(dlq, DeadLetterQueue):
         raise TypeError(f"dlq must be a DeadLetterQueue, got {type(dlq).__name__}")
     if admin_token is not None:
-        if not isinstance(admin_token, str) or len(admin_token) < 8:
-            raise ValueError("admin_token must be a string of at least 8 characters")
-        if not admin_token.isascii() or not admin_token.isprintable() or " " in admin_token:
-            raise ValueError("admin_token must be printable ASCII without spaces")
+        AdminToken(admin_token)  # the one rule: >= 16 printable ASCII characters, no spaces
     if retry_handler is not None and not callable(retry_handler):
         raise TypeError("retry_handler must be an async callable taking a DeadLetter")
     if not isinstance(title, str):

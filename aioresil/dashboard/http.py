@@ -10,33 +10,31 @@ and ``X-Content-Type-Options: nosniff``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
+
+from ..web.asgi import MAX_BODY, BodyTooLarge, Receive, Scope, Send, json_bytes, read_body
+from ..web.asgi import Message as Message
 
 __all__ = [
     "CSP",
+    "MAX_BODY",
+    "BodyTooLarge",
     "Receive",
     "Request",
     "Response",
     "Scope",
     "Send",
+    "admin_segments",
     "json_response",
     "read_body",
     "route_path",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 # default-src 'self' forbids inline scripts and styles and every other origin; the rest closes
 # what default-src does not cover (<base>, framing, form posts).
 CSP = "default-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
-MAX_BODY = 64 * 1024
 
 _SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", CSP.encode()),
@@ -44,10 +42,6 @@ _SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 )
-
-
-class BodyTooLarge(Exception):
-    """The request body exceeds :data:`MAX_BODY`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +68,7 @@ class Response:
 
 def json_response(status: int, data: Any, *headers: tuple[str, str]) -> Response:
     """``data`` as JSON (non-JSON values such as custom payload objects become strings)."""
-    body = json.dumps(data, default=str, ensure_ascii=False, allow_nan=False).encode()
-    return Response(status, body, "application/json", tuple(headers))
+    return Response(status, json_bytes(data, compact=False), "application/json", tuple(headers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +118,16 @@ def route_path(scope: Scope) -> str:
     return path or "/"
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body; raises :class:`BodyTooLarge` beyond :data:`MAX_BODY` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BodyTooLarge(f"request body is larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+def admin_segments(scope: Scope, prefix: str) -> list[str] | None:
+    """The percent-decoded path segments after ``prefix`` (below the mount point), from the
+    raw path so that a ``%2F`` inside a name stays inside its segment; ``None`` when the
+    path is not under ``prefix``."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else quote(str(scope.get("path", "")))
+    path = path.split("?", 1)[0]
+    root = quote(str(scope.get("root_path", "")).rstrip("/"))
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :]
+    if not path.startswith(prefix + "/"):
+        return None
+    return [unquote(part) for part in path[len(prefix) + 1 :].split("/")]

@@ -1,4 +1,5 @@
-"""Health endpoints and metrics: a plain ASGI app, Prometheus text, an optional Collector.
+"""Health endpoints, metrics and notifications: a plain ASGI app, Prometheus text, an optional
+Collector, call-duration histograms and a webhook notifier.
 
 Example::
 
@@ -8,6 +9,17 @@ Example::
 """
 
 from .app import HealthApp, health_app
+from .instruments import CallMetrics
 from .metrics import MetricsSnapshot, collect_snapshot, render
+from .notifier import Notification, WebhookNotifier
 
-__all__ = ["HealthApp", "MetricsSnapshot", "collect_snapshot", "health_app", "render"]
+__all__ = [
+    "CallMetrics",
+    "HealthApp",
+    "MetricsSnapshot",
+    "Notification",
+    "WebhookNotifier",
+    "collect_snapshot",
+    "health_app",
+    "render",
+]

@@ -15,9 +15,9 @@ paths 404):
   a summary; ``degraded`` (200) while a circuit is open or half-open, ``unhealthy`` (503)
   for an open one when ``open_circuit_is_unhealthy``.
 * ``/health/dlq``: :meth:`~aioresil.DeadLetterQueue.health`; 503 when ``unhealthy``.
-* ``/metrics``: Prometheus text 0.0.4 (see :mod:`aioresil.health.metrics`). While Redis is
-  unavailable it still answers 200 with ``aioresil_backend_up`` and each breaker's state as
-  this process sees it, instead of failing whole.
+* ``/metrics``: Prometheus text 0.0.4 (see :mod:`aioresil.health.metrics`). Always 200:
+  while Redis is unavailable the series it cannot read are left out, ``aioresil_backend_up``
+  says so, and each breaker's state is the one this process sees.
 
 Every route answers within ``timeout`` seconds (2 by default): a route whose backend read
 has not finished by then answers 503 saying so (``/metrics``: the local series).
@@ -31,7 +31,6 @@ with an ``admin_token`` (see :mod:`aioresil.health.admin`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -43,14 +42,17 @@ from urllib.parse import unquote
 
 from .._version import __version__
 from ..core.states import CircuitState
-from .admin import AdminRoutes, Reply
+from ..web.admin import AdminApi
+from ..web.asgi import AdminToken, lifespan, send_response
+from .admin import Reply
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .metrics import MetricsSnapshot, breaker_rows, collect_snapshot, render
+from .metrics import Monotonic, breaker_rows, collect_snapshot, local_snapshot, render
 from .rows import circuits_json
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
     from ..stores.dlq import DeadLetterQueue, Handler
+    from .instruments import CallMetrics
 
 __all__ = ["HealthApp", "health_app"]
 
@@ -90,6 +92,7 @@ class HealthApp:
         dlq_retry_handler: Handler | None,
         cache_ttl: float = 0.0,
         dashboard: bool = False,
+        call_metrics: CallMetrics | None = None,
         timeout: float = READY_TIMEOUT,
     ) -> None:
         if (
@@ -113,6 +116,9 @@ class HealthApp:
         self._inflight: dict[tuple[str, bool], asyncio.Task[Rendered]] = {}
         self.registry = registry
         self.dlq = dlq
+        self.call_metrics = call_metrics
+        self._monotonic = Monotonic()
+        self._backend = backend
         self.service = service
         self.version = version
         self.dlq_warning_threshold = dlq_warning_threshold
@@ -127,10 +133,11 @@ class HealthApp:
             if candidate is not None and all(candidate is not b for b in self.backends):
                 self.backends.append(candidate)
         self._secrets = _secrets_of(self.backends)
-        self.admin = (
-            None
-            if admin_token is None
-            else AdminRoutes(admin_token, registry, dlq, dlq_retry_handler)
+        self.admin = AdminApi(
+            token=None if admin_token is None else AdminToken(admin_token),
+            registry=registry,
+            dlq=dlq,
+            retry_handler=dlq_retry_handler,
         )
         self.dashboard: Any = None
         if dashboard:
@@ -157,7 +164,7 @@ class HealthApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if kind != "http":
             return  # websockets: not ours; closing without accepting refuses them
@@ -189,20 +196,25 @@ class HealthApp:
                 status, content_type, body = _render(await bounded(), flavour)
             await _send(send, status, body, content_type, (), head=method == "HEAD")
             return
-        if self.admin is not None and path.startswith("/admin/"):
+        if self.admin.enabled and path.startswith("/admin/"):
             segments = [unquote(s) for s in _raw_path(scope, root).split("/")[2:]]
-            if self.admin.match(segments):
-                if method != "POST":
-                    await _reply(send, Reply(405, {"error": f"{method} not allowed"}, _ALLOW_POST))
-                elif not self.admin.authorized(headers):
-                    await _reply(send, _UNAUTHORIZED)
-                else:
-                    try:
-                        reply = await self.admin.handle(segments, scope["query_string"])
-                        self._cache.clear()  # the next read shows what the action did
-                    except Exception as exc:  # Redis down, corrupt entry: 503, never a 500
-                        reply = self._failure(exc)
-                    await _reply(send, reply)
+            try:
+                answer = await self.admin.handle(
+                    method,
+                    segments,
+                    query=scope.get("query_string", b""),
+                    headers=headers,
+                    receive=receive,
+                    base=f"{root}/admin",
+                )
+            except Exception as exc:  # Redis down, corrupt entry: 503, never a 500
+                answer = None
+                await _reply(send, self._failure(exc))
+                return
+            if answer is not None:
+                if answer.status < 400:
+                    self._cache.clear()  # the next read shows what the action did
+                await _reply(send, Reply(answer.status, answer.body, answer.headers))
                 return
         await _reply(send, Reply(404, {"error": "not found", "path": path[:200]}))
 
@@ -257,21 +269,15 @@ class HealthApp:
 
         return run
 
-    def _backends_up(self) -> tuple[tuple[str, bool], ...]:
-        return tuple(
-            (health.name, health.stats().up)
-            for health in (getattr(b, "health", None) for b in self.backends)
-            if health is not None
-        )
-
     def _local_metrics(self, why: str) -> Reply:
-        """What ``/metrics`` knows without the backend: backend-up and local breaker views."""
-        local = tuple((b.name, b.state) for b in self.registry) if self.registry else ()
-        snapshot = MetricsSnapshot(
-            taken_at=time.time(), backends_up=self._backends_up(), local_states=local
+        """What ``/metrics`` knows without the backend (its reads timed out)."""
+        snapshot = local_snapshot(
+            registry=self.registry, dlq=self.dlq, backend=self._backend, why=why
         )
-        header = f"# aioresil: serving local values only: {self._safe_error_text(why)}\n"
-        return Reply(200, header + render(snapshot))
+        text = render(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
+        return Reply(
+            200, f"# aioresil: serving local values only: {self._safe_error_text(why)}\n{text}"
+        )
 
     # ------------------------------------------------------------------ routes
 
@@ -365,11 +371,20 @@ class HealthApp:
         return Reply(503 if body["status"] == "unhealthy" else 200, body)
 
     async def _metrics(self) -> Reply:
-        try:
-            snapshot = await collect_snapshot(registry=self.registry, dlq=self.dlq)
-        except Exception as exc:
-            return self._local_metrics(self._safe_error(exc))
-        return Reply(200, render(dataclasses.replace(snapshot, backends_up=self._backends_up())))
+        # Never a 503: a backend that cannot be read leaves its series out and says so
+        # (aioresil_backend_up, aioresil_metrics_source_up); this process's series stay.
+        snapshot = await collect_snapshot(
+            registry=self.registry,
+            dlq=self.dlq,
+            dlq_warning_threshold=self.dlq_warning_threshold,
+            dlq_critical_threshold=self.dlq_critical_threshold,
+            backend=self._backend,
+        )
+        text = render(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
+        if snapshot.error is not None:
+            why = self._safe_error_text(snapshot.error)
+            text = f"# aioresil: serving local values only: {why}\n{text}"
+        return Reply(200, text)
 
     # ------------------------------------------------------------------ errors
 
@@ -389,12 +404,10 @@ class HealthApp:
         return text[:500]
 
     def __repr__(self) -> str:
-        return f"HealthApp(service={self.service!r}, admin={self.admin is not None})"
+        return f"HealthApp(service={self.service!r}, admin={self.admin.enabled})"
 
 
 _ALLOW_GET = ((b"allow", b"GET, HEAD"),)
-_ALLOW_POST = ((b"allow", b"POST"),)
-_UNAUTHORIZED = Reply(401, {"error": "unauthorized"}, ((b"www-authenticate", b"Bearer"),))
 
 
 def _secrets_of(backends: list[Any]) -> list[str]:
@@ -457,15 +470,7 @@ async def _send(
     *,
     head: bool = False,
 ) -> None:
-    """One complete response; ``head``: the GET response's headers without its body."""
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    await send_response(send, status, body, content_type, extra, head=head)
 
 
 def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
@@ -490,16 +495,6 @@ async def _reply(send: Send, reply: Reply) -> None:
     await _send(send, status, body, content_type, reply.headers)
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 def health_app(
     *,
     registry: BreakerRegistry | None = None,
@@ -514,6 +509,7 @@ def health_app(
     dlq_retry_handler: Handler | None = None,
     cache_ttl: float = 0.0,
     dashboard: bool = False,
+    call_metrics: CallMetrics | None = None,
     timeout: float = READY_TIMEOUT,
 ) -> HealthApp:
     """A plain ASGI 3 app serving health, readiness, breakers, DLQ and metrics.
@@ -528,8 +524,9 @@ def health_app(
         dlq_critical_threshold: entries from which it is ``unhealthy`` (503).
         open_circuit_is_unhealthy: an open circuit makes ``/health/circuit-breakers``
             ``unhealthy`` (503) instead of ``degraded`` (200).
-        admin_token: enables the ``POST /admin/...`` routes (:mod:`aioresil.health.admin`),
-            at least 16 characters; ``None`` (default): no admin routes at all.
+        admin_token: enables the ``/admin/...`` routes (:mod:`aioresil.health.admin`, the
+            admin API of :mod:`aioresil.web.admin`), at least 16 printable ASCII characters;
+            ``None`` (default): no admin routes at all.
         dlq_retry_handler: ``async handler(dead_letter)`` run by ``POST
             /admin/dlq/entries/<id>/retry``; without it that route answers 404.
         cache_ttl: seconds a breakers, DLQ or metrics answer is reused. ``0`` (default):
@@ -538,6 +535,8 @@ def health_app(
             load to one read per second per endpoint, whatever the probe rate.
         dashboard: also serve the live dashboard (:mod:`aioresil.dashboard`) at
             ``/dashboard/``; its actions are enabled by the same ``admin_token``.
+        call_metrics: this process's call-duration histograms
+            (:class:`~aioresil.health.instruments.CallMetrics`), rendered by ``/metrics``.
         timeout: seconds within which every route answers (2 by default); a backend read
             still running then gives 503 saying so (``/metrics``: its local series).
 
@@ -559,5 +558,6 @@ def health_app(
         dlq_retry_handler=dlq_retry_handler,
         cache_ttl=cache_ttl,
         dashboard=dashboard,
+        call_metrics=call_metrics,
         timeout=timeout,
     )

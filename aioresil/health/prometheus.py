@@ -3,7 +3,9 @@
 ``prometheus_client`` calls ``collect()`` synchronously (often from its HTTP thread), while
 reading breakers and the DLQ is asynchronous (Redis). So the collector reports the last
 snapshot taken by :meth:`AioresilCollector.refresh`, which your event loop calls on a
-schedule (:meth:`AioresilCollector.run` does that) - a scrape never blocks on Redis.
+schedule (:meth:`AioresilCollector.run` does that) - a scrape never blocks on Redis. The
+families are those of :func:`aioresil.health.metrics.families`: the same names, types and
+labels as the health app's ``/metrics``.
 
 ``prometheus_client`` is imported only when the collector is created, so aioresil does not
 depend on it.
@@ -25,19 +27,12 @@ import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import BackendError
-from .metrics import (
-    CALL_KINDS,
-    STATES,
-    MetricsSnapshot,
-    calls_by_kind,
-    collect_snapshot,
-    failure_rate_percent,
-)
+from .metrics import MetricsSnapshot, Monotonic, collect_snapshot, families
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
     from ..stores.dlq import DeadLetterQueue
+    from .instruments import CallMetrics
 
 __all__ = ["AioresilCollector"]
 
@@ -48,6 +43,9 @@ class AioresilCollector:
     Args:
         registry: the breakers to report.
         dlq: the dead letter queue to report.
+        call_metrics: this process's call-duration histograms.
+        dlq_warning_threshold: exported as ``aioresil_dlq_warning_threshold``.
+        dlq_critical_threshold: exported as ``aioresil_dlq_critical_threshold``.
 
     Raises:
         ImportError: ``prometheus_client`` is not installed.
@@ -58,34 +56,41 @@ class AioresilCollector:
         *,
         registry: BreakerRegistry | None = None,
         dlq: DeadLetterQueue | None = None,
+        call_metrics: CallMetrics | None = None,
+        dlq_warning_threshold: int = 10,
+        dlq_critical_threshold: int = 50,
     ) -> None:
         try:
-            from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+            from prometheus_client.core import Metric
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
                 "AioresilCollector needs prometheus_client: pip install prometheus-client"
             ) from exc
-        self._counter: Any = CounterMetricFamily
-        self._gauge: Any = GaugeMetricFamily
+        self._metric: Any = Metric
         self.registry = registry
         self.dlq = dlq
+        self.call_metrics = call_metrics
+        self.thresholds = (dlq_warning_threshold, dlq_critical_threshold)
         self.snapshot = MetricsSnapshot()
+        self._monotonic = Monotonic()
 
     async def refresh(self) -> MetricsSnapshot:
         """Read breakers and DLQ now; later scrapes report this snapshot."""
-        self.snapshot = await collect_snapshot(registry=self.registry, dlq=self.dlq)
+        self.snapshot = await collect_snapshot(
+            registry=self.registry,
+            dlq=self.dlq,
+            dlq_warning_threshold=self.thresholds[0],
+            dlq_critical_threshold=self.thresholds[1],
+        )
         return self.snapshot
 
     async def run(self, interval: float = 15.0) -> None:
-        """Refresh every ``interval`` seconds until cancelled; a backend error keeps the
-        previous snapshot (the next refresh tries again)."""
+        """Refresh every ``interval`` seconds until cancelled (a backend that cannot be read
+        leaves its series out until the next refresh)."""
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
         while True:
-            try:
-                await self.refresh()
-            except BackendError:
-                pass
+            await self.refresh()
             await asyncio.sleep(interval)
 
     def describe(self) -> list[Any]:
@@ -94,40 +99,8 @@ class AioresilCollector:
 
     def collect(self) -> Iterator[Any]:
         """The families of the last snapshot (called by ``prometheus_client``)."""
-        snap = self.snapshot
-        state = self._gauge(
-            "aioresil_circuitbreaker_state",
-            "1 for the circuit breaker's current state, else 0",
-            labels=["name", "state"],
-        )
-        calls = self._counter(
-            "aioresil_circuitbreaker_calls",
-            "Calls seen by the breaker, by outcome kind",
-            labels=["name", "kind"],
-        )
-        rate = self._gauge(
-            "aioresil_circuitbreaker_failure_rate",
-            "Failure rate in percent over the window, -1 when not computed",
-            labels=["name"],
-        )
-        for stats in snap.breakers:
-            for value in STATES:
-                state.add_metric([stats.name, value], 1.0 if stats.state.value == value else 0.0)
-            for kind, count in zip(CALL_KINDS, calls_by_kind(stats), strict=True):
-                calls.add_metric([stats.name, kind], float(count))
-            rate.add_metric([stats.name], failure_rate_percent(stats))
-        yield state
-        yield calls
-        yield rate
-        if snap.dlq_by_type is not None:
-            entries = self._gauge(
-                "aioresil_dlq_entries", "Dead letters waiting, by task type", labels=["task_type"]
-            )
-            for task_type, count in sorted(snap.dlq_by_type.items()):
-                entries.add_metric([task_type], float(count))
-            yield entries
-            yield self._gauge(
-                "aioresil_dlq_oldest_age_seconds",
-                "Age of the oldest dead letter (0 when empty)",
-                value=snap.dlq_oldest_age,
-            )
+        for family in families(self.snapshot, monotonic=self._monotonic, calls=self.call_metrics):
+            metric = self._metric(family.name, family.help, family.type)
+            for suffix, labels, value in family.samples:
+                metric.add_sample(family.name + suffix, dict(labels), float(value))
+            yield metric
