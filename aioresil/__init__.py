@@ -22,6 +22,7 @@ from .core.states import CircuitState, Trigger
 from .events import (
     BackendFailover,
     BackendRecovered,
+    BreakerConfigConflict,
     BreakerEvent,
     CallRejected,
     Listener,
@@ -208,6 +209,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Backoff",
     "BreakerBackend",
     "BreakerConfig",
+    "BreakerConfigConflict",
     "BreakerEvent",
     "BreakerHandle",
     "BreakerRegistry",
