@@ -246,7 +246,7 @@ async def test_config_in_force_is_stored_and_conflicts_are_reported(
 
     from aioresil import RedisBackend, health_app
 
-    from .fleet import Worker
+    from ..fleet import Worker
 
     first = {"failure_threshold": 3, "recovery_timeout": 600.0}
     second = {"failure_threshold": 4, "recovery_timeout": 30.0}
