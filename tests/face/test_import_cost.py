@@ -27,7 +27,6 @@ NOT_LOADED_BY_IMPORT = (
     "aioresil.backends.scripts",
     "aioresil.backends.backend_health",
     "anyio",
-    "asyncio",
     "redis",
     "structlog",
 )
