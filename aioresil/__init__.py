@@ -52,8 +52,17 @@ from .exceptions import (
 
 if TYPE_CHECKING:
     from .backends.redis import RedisBackend
+    from .fleet import (
+        FleetRetryBudget,
+        FleetRetryBudgetStatistics,
+        QuorumBreaker,
+        QuorumConfig,
+        QuorumReported,
+        QuorumStats,
+    )
     from .health import HealthApp, health_app
     from .policies import (
+        AdaptiveTimeout,
         Alternative,
         Attempt,
         Backoff,
@@ -102,9 +111,17 @@ if TYPE_CHECKING:
         RetryCounts,
         RetryReport,
     )
+    from .stores.dlq_redrive import (
+        Redrive,
+        RedrivePolicy,
+        RedriveStats,
+        RedriveWorker,
+        RedriveWorkerStats,
+    )
 
 # name -> module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
+    "AdaptiveTimeout": ".policies",
     "Alternative": ".policies",
     "Attempt": ".policies",
     "Backoff": ".policies",
@@ -131,16 +148,27 @@ _LAZY: dict[str, str] = {
     "FailoverStatistics": ".policies",
     "Fallback": ".policies",
     "FallbackStatistics": ".policies",
+    "FleetRetryBudget": ".fleet",
+    "FleetRetryBudgetStatistics": ".fleet",
     "HealthApp": ".health",
     "Pipeline": ".policies",
     "PipelineStatistics": ".policies",
     "Policy": ".policies",
     "PolicyEvent": ".policies",
     "PolicyListener": ".policies",
+    "QuorumBreaker": ".fleet",
+    "QuorumConfig": ".fleet",
+    "QuorumReported": ".fleet",
+    "QuorumStats": ".fleet",
     "RateLimited": ".policies",
     "RateLimiter": ".policies",
     "RateLimiterStatistics": ".policies",
     "RedisBackend": ".backends.redis",
+    "Redrive": ".stores.dlq_redrive",
+    "RedrivePolicy": ".stores.dlq_redrive",
+    "RedriveStats": ".stores.dlq_redrive",
+    "RedriveWorker": ".stores.dlq_redrive",
+    "RedriveWorkerStats": ".stores.dlq_redrive",
     "Retry": ".policies",
     "RetryBudget": ".policies",
     "RetryBudgetStatistics": ".policies",
@@ -161,6 +189,7 @@ _LAZY: dict[str, str] = {
 # Plain ASCII order with dunders last (tests/test_public_api.py); ruff would put `__version__`
 # before the lowercase function names.
 __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
+    "AdaptiveTimeout",
     "AioresilError",
     "Alternative",
     "Attempt",
@@ -215,6 +244,8 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "FailoverStatistics",
     "Fallback",
     "FallbackStatistics",
+    "FleetRetryBudget",
+    "FleetRetryBudgetStatistics",
     "HealthApp",
     "IllegalTransitionError",
     "Listener",
@@ -225,11 +256,20 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "PolicyEvent",
     "PolicyListener",
     "PoolTimeoutError",
+    "QuorumBreaker",
+    "QuorumConfig",
+    "QuorumReported",
+    "QuorumStats",
     "RateLimitExceededError",
     "RateLimited",
     "RateLimiter",
     "RateLimiterStatistics",
     "RedisBackend",
+    "Redrive",
+    "RedrivePolicy",
+    "RedriveStats",
+    "RedriveWorker",
+    "RedriveWorkerStats",
     "ReplicaAckTimeoutError",
     "Retry",
     "RetryBudget",

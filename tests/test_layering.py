@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "stores": {"backends", "core", "clock", "exceptions", "_log"},
     "policies": {"backends", "core", "events", "clock", "exceptions", "_log"},
     "registry": {"breaker", "backends", "core", "events", "clock", "exceptions", "_log"},
+    "fleet": {"breaker", "policies", "backends", "core", "events", "clock", "exceptions", "_log"},
 }
 
 # Outside libraries a layer must not touch: the core never does I/O or waits.

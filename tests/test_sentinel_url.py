@@ -117,3 +117,11 @@ def test_replicated_acknowledgement_options_are_checked(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         RedisBackend.from_url("redis://127.0.0.1:1/0", **options)  # type: ignore[arg-type]
+
+
+def test_wait_replicas_is_refused_on_a_cluster_client() -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    cluster = RedisCluster(host="127.0.0.1", port=1)  # never connected: construction is lazy
+    with pytest.raises(ValueError, match="wait_replicas is not supported on Redis Cluster"):
+        RedisBackend(cluster, wait_replicas=1)

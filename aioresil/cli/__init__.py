@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--type", help="only this task type")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    from .dlq_worker import add_redrive_parsers
+
+    add_redrive_parsers(dlq_actions, leaf, as_json)
     return parser
 
 

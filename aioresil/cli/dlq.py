@@ -53,7 +53,19 @@ def letter_to_dict(letter: DeadLetter, *, full: bool) -> dict[str, Any]:
 
 async def run_dlq(args: argparse.Namespace) -> int:
     if args.action is None:
-        raise CliError("dlq needs an action: stats, list, show, retry or purge", 2)
+        raise CliError(
+            "dlq needs an action: stats, list, show, retry, purge, worker, redrive or unpark", 2
+        )
+    if args.action in ("worker", "redrive", "unpark"):
+        from .dlq_worker import prepare_worker, run_redrive
+
+        if args.action == "worker":
+            prepare_worker(args)  # bad options fail before connecting
+        redrive_backend = await connect(args)
+        try:
+            return await run_redrive(args, redrive_backend)
+        finally:
+            await redrive_backend.aclose()
     handler = None
     if args.action == "retry":
         if args.entry_id is None and not args.all:

@@ -11,7 +11,7 @@ Read-only routes::
     GET  /static/dashboard.js|.css|favicon.svg
     GET  /api/config                    what the page may show (admin actions available?)
     GET  /api/breakers                  [stats dict + "config" thresholds, ...] sorted by name
-    GET  /api/dlq/stats                 DeadLetterQueue.stats() + oldest_age_seconds
+    GET  /api/dlq/stats                 DeadLetterQueue.stats() + oldest_age_seconds + redrive
     GET  /api/dlq/entries?type=&cursor=&limit=   one page, newest first (summaries)
     GET  /api/dlq/entries/{id}          one entry in full: error, traceback, payload
 
@@ -288,7 +288,14 @@ class DashboardApp:
         age = None
         if oldest is not None:
             age = max(0.0, now - datetime.fromisoformat(oldest).timestamp())
-        return json_response(200, {**stats, "oldest_age_seconds": age, "now": now})
+        redrive = None
+        dlq = self._dlq()
+        from ..stores.dlq_redrive import Redrive
+
+        if Redrive.available(dlq):  # the schedule lives in Redis
+            redrive = (await Redrive(dlq).stats()).to_dict()
+        body = {**stats, "oldest_age_seconds": age, "now": now, "redrive": redrive}
+        return json_response(200, body)
 
     async def _dlq_entries(self, request: Request, receive: Receive) -> Response:
         dlq = self._dlq()

@@ -25,6 +25,10 @@ Prometheus expects (the README has the table with each resilience4j counterpart)
   signals ``aioresil_dlq_evicted_total``, ``aioresil_dlq_expired_total``,
   ``aioresil_dlq_spooled`` (pushes waiting in this process while Redis is unreachable) and the
   thresholds ``aioresil_dlq_warning_threshold`` / ``aioresil_dlq_critical_threshold``.
+* ``aioresil_dlq_redrive_entries{queue,state}``: gauge, the scheduled redrive of a Redis queue
+  (``scheduled``, ``due``, ``leased``, ``parked``); ``aioresil_dlq_redrive_total{queue,
+  outcome}``: counter, redrives ``handled``, ``failed``, ``parked`` and leases that expired
+  (``lease_expired``: a worker died holding one).
 * ``aioresil_backend_up{backend}``: 1 while a shared backend serves calls, 0 while it is
   marked unavailable (its health state machine, :mod:`aioresil.backends.backend_health`;
   for a backend without one, whether this scrape's reads succeeded);
@@ -100,6 +104,8 @@ class DlqSnapshot:
     spooled: int
     warning_threshold: int
     critical_threshold: int
+    redrive: Mapping[str, int] | None = None
+    """The scheduled redrive's figures (:class:`~aioresil.RedriveStats`), Redis queues only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +304,7 @@ async def collect_snapshot(
             age = 0.0
             if oldest is not None:
                 age = max(now - datetime.fromisoformat(oldest).timestamp(), 0.0)
+            redrive = await _redrive(dlq)
             snap = DlqSnapshot(
                 queue=dlq.name,
                 entries=int(stats["total_failed_tasks"]),
@@ -309,6 +316,7 @@ async def collect_snapshot(
                 spooled=int(stats.get("spooled", spooled[dlq.name])),
                 warning_threshold=dlq_warning_threshold,
                 critical_threshold=dlq_critical_threshold,
+                redrive=redrive,
             )
     backends = backend_status(
         (backend, getattr(registry, "backend", None), getattr(dlq, "backend", None)), failed
@@ -323,6 +331,17 @@ async def collect_snapshot(
         local_states=local,
         error=errors[0] if errors else None,
     )
+
+
+async def _redrive(dlq: DeadLetterQueue) -> dict[str, int] | None:
+    """The queue's redrive schedule when it has one (Redis), else None."""
+    from ..stores.dlq_redrive import Redrive
+
+    if not Redrive.available(dlq):
+        return None
+    figures = (await Redrive(dlq).stats()).to_dict()
+    figures.pop("queue")
+    return figures
 
 
 def _spooled(dlq: DeadLetterQueue) -> int:
@@ -618,6 +637,23 @@ def _dlq_families(dlq: DlqSnapshot, mono: Monotonic) -> list[Family]:
     for task_type, count in sorted(dlq.by_type.items()):
         by_type.add(count, queue, ("task_type", task_type))
     out.insert(1, by_type)
+    if dlq.redrive is not None:
+        entries = Family(
+            "aioresil_dlq_redrive_entries", "gauge", "Dead letters in the redrive schedule"
+        )
+        for state in ("scheduled", "due", "leased", "parked"):
+            entries.add(dlq.redrive[state], queue, ("state", state))
+        outcomes = Family(
+            "aioresil_dlq_redrive", "counter", "Scheduled redrives by outcome (fleet-wide)"
+        )
+        for outcome, key in (
+            ("handled", "handled"),
+            ("failed", "failed"),
+            ("parked", "parked_total"),
+            ("lease_expired", "lease_expired"),
+        ):
+            outcomes.add(dlq.redrive[key], queue, ("outcome", outcome), suffix="_total")
+        out += [entries, outcomes]
     return out
 
 

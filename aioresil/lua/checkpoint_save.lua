@@ -45,8 +45,11 @@ local kind = redis.call('TYPE', KEYS[1])
 kind = kind['ok'] or kind
 local current = 0
 local stored_wid = false
+local legacy = false
 if kind == 'hash' then
-  local meta = redis.call('HMGET', KEYS[1], 'v', 'w', 't')
+  -- 'd' is only set in records written before the state got its own key (then dropped).
+  local meta = redis.call('HMGET', KEYS[1], 'v', 'w', 't', 'd')
+  legacy = meta[4] ~= false
   current = tonumber(meta[1])
   if current == nil or current < 1 or current ~= math.floor(current) then
     redis.call('DEL', KEYS[5])
@@ -84,7 +87,9 @@ else
   redis.call('SET', KEYS[4], ARGV[10])
 end
 redis.call('HSET', KEYS[1], 'v', version, 't', now_ms, 'w', ARGV[7])
-redis.call('HDEL', KEYS[1], 'd')
+if legacy then
+  redis.call('HDEL', KEYS[1], 'd')
+end
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[1], 's', ARGV[6])
 end
@@ -109,7 +114,9 @@ if ttl > 0 then
   end
 else
   redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[4])
+  if staged then
+    redis.call('PERSIST', KEYS[4])  -- RENAME kept the staging key's TTL; SET cleared it
+  end
   if keep > 0 then
     redis.call('PERSIST', KEYS[2])
   end

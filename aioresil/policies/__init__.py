@@ -6,6 +6,7 @@ Every policy is a decorator (``@policy``) and has ``await policy.call(fn, *args,
 retries a block through its attempt iterator. Each has ``.stats()``.
 """
 
+from .adaptive import AdaptiveTimeout
 from .base import Policy
 from .bulkhead import Bulkhead, BulkheadStatistics
 from .events import (
@@ -35,6 +36,7 @@ from .retry import (
 from .timeout import Timeout, TimeoutStatistics
 
 __all__ = [
+    "AdaptiveTimeout",
     "Alternative",
     "Attempt",
     "Backoff",

@@ -13,7 +13,10 @@ Why these rules:
 * **A retry budget stops retries from amplifying an outage.** Every call deposits ``ratio``
   tokens, each retry takes one, so with ``RetryBudget(ratio=0.2)`` retries add at most 20% load
   (plus a small ``min_per_second`` floor so a quiet service can still retry). Share one budget
-  between all the retries that hit one dependency.
+  between all the retries that hit one dependency. A
+  :class:`~aioresil.fleet.FleetRetryBudget` does the same for every process of a fleet
+  (successes and retries counted in Redis), so the fleet's amplification stays bounded
+  however many processes retry.
 * **A ``with`` block cannot be run twice**, so retrying a block is an attempt iterator
   (``async for attempt in Retry(...): async with attempt: ...``), never an ``async with`` that
   silently does not retry.
@@ -25,12 +28,13 @@ Time is anyio's: the default sleep is ``anyio.sleep`` (asyncio and trio alike); 
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
@@ -53,6 +57,7 @@ __all__ = [
     "RetryBudget",
     "RetryBudgetStatistics",
     "RetryStatistics",
+    "SharedRetryBudget",
     "constant",
     "exponential",
 ]
@@ -236,6 +241,19 @@ class RetryBudget(StatsAlias):
         return f"RetryBudget(ratio={self.ratio}, tokens={self._refill_peek():.2f})"
 
 
+@runtime_checkable
+class SharedRetryBudget(Protocol):
+    """A budget kept outside this process (:class:`~aioresil.fleet.FleetRetryBudget`).
+
+    It counts *successful* calls (``deposit``, no I/O) and answers a retry question with one
+    round trip (``try_withdraw``).
+    """
+
+    def deposit(self, successes: int = 1) -> None: ...
+
+    async def try_withdraw(self) -> bool: ...
+
+
 # ---------------------------------------------------------------------- testing switch
 
 
@@ -294,7 +312,8 @@ class Retry(PolicyBase):
         timeout: seconds for the whole retry, waits included; no retry is started whose wait
             would end after it. (It does not cancel a running attempt: put a
             :class:`Timeout` outside the retry for that.)
-        budget: a :class:`RetryBudget`, shared with the other retries to the same dependency.
+        budget: a :class:`RetryBudget`, shared with the other retries to the same dependency,
+            or a :class:`~aioresil.fleet.FleetRetryBudget` shared by every process.
         max_retry_after: the longest ``retry_after`` hint waited out (longer hints are cut to
             it); the backoff's ``max`` by default. Raise it for a ``constant()`` backoff, or
             to wait out a breaker whose ``recovery_timeout`` is longer than that max.
@@ -326,6 +345,7 @@ class Retry(PolicyBase):
         "_recovered",
         "_retries",
         "_retryable",
+        "_shared",
         "_sleep",
         "_timeout",
     )
@@ -337,7 +357,7 @@ class Retry(PolicyBase):
         on: type[BaseException] | tuple[type[BaseException], ...] | ExceptionFilter = (Exception,),
         backoff: Backoff | None = None,
         timeout: float | None = None,
-        budget: RetryBudget | None = None,
+        budget: RetryBudget | SharedRetryBudget | None = None,
         max_retry_after: float | None = None,
         name: str = "retry",
         sleep: Sleep | None = None,
@@ -350,8 +370,13 @@ class Retry(PolicyBase):
             backoff = exponential()
         elif not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must come from exponential() or constant(), got {backoff!r}")
-        if budget is not None and not isinstance(budget, RetryBudget):
-            raise TypeError(f"budget must be a RetryBudget, got {budget!r}")
+        shared: SharedRetryBudget | None = None
+        if isinstance(budget, SharedRetryBudget) and inspect.iscoroutinefunction(
+            budget.try_withdraw
+        ):
+            shared, budget = budget, None
+        elif budget is not None and not isinstance(budget, RetryBudget):
+            raise TypeError(f"budget must be a RetryBudget or a FleetRetryBudget, got {budget!r}")
         if sleep is not None and not callable(sleep):
             raise TypeError(f"sleep must be an async callable, got {sleep!r}")
         self._attempts = attempts
@@ -359,6 +384,7 @@ class Retry(PolicyBase):
         self._backoff = backoff
         self._timeout = None if timeout is None else check_seconds("timeout", timeout)
         self._budget = budget
+        self._shared = shared
         self._max_hint = (
             backoff.max
             if max_retry_after is None
@@ -385,14 +411,18 @@ class Retry(PolicyBase):
         self._calls += 1
         deadline = self._begin()
         try:
-            return await fn(*args, **kwargs)
+            first = await fn(*args, **kwargs)
         except Exception as exc:
             if not self._retryable(exc):
                 raise
             error: Exception = exc
+        else:
+            if self._shared is not None:
+                self._shared.deposit()
+            return first
         attempt = 1
         while True:
-            delay = self._decide(attempt, error, deadline)
+            delay = await self._decide(attempt, error, deadline)
             if delay is None:
                 raise error
             await self._wait(delay)
@@ -405,6 +435,8 @@ class Retry(PolicyBase):
                 error = exc
                 continue
             self._recovered += 1
+            if self._shared is not None:
+                self._shared.deposit()
             return result
 
     def __aiter__(self) -> _AttemptIterator:
@@ -421,7 +453,7 @@ class Retry(PolicyBase):
             return None
         return self._clock.monotonic() + self._timeout
 
-    def _decide(self, attempt: int, error: Exception, deadline: float | None) -> float | None:
+    async def _decide(self, attempt: int, error: Exception, deadline: float | None) -> float | None:
         """After failed attempt ``attempt``: seconds to wait before the next, or ``None``."""
         if attempt >= self.attempts:
             return self._give_up(attempt, "attempts", error)
@@ -435,6 +467,9 @@ class Retry(PolicyBase):
         if deadline is not None and self._clock.monotonic() + delay > deadline:
             return self._give_up(attempt, "timeout", error)
         if self._budget is not None and not self._budget.try_withdraw():
+            self._budget_exhausted += 1
+            return self._give_up(attempt, "budget", error)
+        if self._shared is not None and not await self._shared.try_withdraw():
             self._budget_exhausted += 1
             return self._give_up(attempt, "budget", error)
         self._retries += 1
@@ -508,7 +543,7 @@ class Attempt:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return self._iterator._settle(self.number, exc)
+        return await self._iterator._settle(self.number, exc)
 
     def __repr__(self) -> str:
         return f"<Attempt {self.number}>"
@@ -535,15 +570,18 @@ class _AttemptIterator:
             await self._retry._wait(self._delay)
         else:
             # "running": the last attempt ended without an error (or was never entered).
-            if state == "running" and self._attempt > 1:
-                self._retry._recovered += 1
+            if state == "running":
+                if self._attempt > 1:
+                    self._retry._recovered += 1
+                if self._retry._shared is not None:
+                    self._retry._shared.deposit()
             self._state = "done"
             raise StopAsyncIteration
         self._attempt += 1
         self._state = "running"
         return Attempt(self, self._attempt)
 
-    def _settle(self, number: int, exc: BaseException | None) -> bool:
+    async def _settle(self, number: int, exc: BaseException | None) -> bool:
         if number != self._attempt or self._state != "running":
             raise RuntimeError(f"attempt {number} was already used; enter each attempt once")
         if exc is None:
@@ -552,7 +590,7 @@ class _AttemptIterator:
         if not isinstance(exc, Exception) or not retry._retryable(exc):
             self._state = "done"
             return False
-        delay = retry._decide(number, exc, self._deadline)
+        delay = await retry._decide(number, exc, self._deadline)
         if delay is None:
             self._state = "done"
             return False

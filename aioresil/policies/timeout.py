@@ -7,6 +7,10 @@ deadline expired turns into :class:`~aioresil.CallTimeoutError`; anything else p
 
 Where to put it in a pipeline: outside a :class:`Retry` it bounds the whole call, waits
 included; inside it bounds each attempt (and a ``CallTimeoutError`` is then retryable).
+
+With ``adaptive=AdaptiveTimeout(...)`` the deadline follows recent successful durations
+(a percentile times a factor, between a floor and a ceiling), learnt from a sketch the whole
+fleet can share through Redis; see :mod:`aioresil.policies.adaptive`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import anyio
 
 from ..clock import Clock
 from ..exceptions import CallTimeoutError
+from .adaptive import AdaptiveTimeout, LatencySketch
 from .base import ContextStack, PolicyBase, Statistics, check_seconds, log
 from .events import CallTimedOut
 
@@ -31,12 +36,18 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class TimeoutStatistics(Statistics):
-    """A timeout's counters: ``calls`` that started, how many of them ``timed_out``."""
+    """A timeout's counters: ``calls`` that started, how many of them ``timed_out``.
+
+    ``deadline`` is the limit a call starting now gets (``seconds`` unless adaptive) and
+    ``samples`` the durations an adaptive timeout's sketch holds (0 otherwise).
+    """
 
     name: str
     seconds: float
     calls: int
     timed_out: int
+    deadline: float = 0.0
+    samples: int = 0
 
 
 class Timeout(PolicyBase):
@@ -45,7 +56,11 @@ class Timeout(PolicyBase):
     Args:
         seconds: the limit (> 0), measured on the event loop's clock (``anyio.current_time``).
         name: for logs, events, statistics and the error message.
-        clock: only labels events (``at``); the deadline is the event loop's.
+        adaptive: learn the deadline from recent successful durations
+            (:class:`AdaptiveTimeout`); ``seconds`` is then the cold-start default and,
+            unless the adaptive ``ceiling`` says otherwise, the longest deadline.
+        clock: only labels events (``at``) and times the adaptive sketch's syncs; the
+            deadline is the event loop's.
 
     Example::
 
@@ -56,31 +71,69 @@ class Timeout(PolicyBase):
         async def lookup(key: str) -> str: ...
     """
 
-    __slots__ = ("_calls", "_scopes", "_timed_out", "seconds")
+    __slots__ = ("_calls", "_scopes", "_sketch", "_timed_out", "seconds")
 
-    def __init__(self, seconds: float, *, name: str = "timeout", clock: Clock | None = None):
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        name: str = "timeout",
+        adaptive: AdaptiveTimeout | None = None,
+        clock: Clock | None = None,
+    ):
         super().__init__(name, clock)
         self.seconds = check_seconds("seconds", seconds)
+        if adaptive is not None and not isinstance(adaptive, AdaptiveTimeout):
+            raise TypeError(f"adaptive must be an AdaptiveTimeout, got {adaptive!r}")
+        self._sketch = (
+            None if adaptive is None else LatencySketch(adaptive, name, self.seconds, clock)
+        )
         # One Timeout serves many tasks and may nest in itself: each ``async with`` pushes its
-        # scope on a per-context stack (a child task copies the context, never pops a parent's).
-        self._scopes: ContextStack[anyio.CancelScope] = ContextStack(f"aioresil.timeout.{name}")
+        # scope (and its limit and start) on a per-context stack (a child task copies the
+        # context, never pops a parent's).
+        self._scopes: ContextStack[tuple[anyio.CancelScope, float, float]] = ContextStack(
+            f"aioresil.timeout.{name}"
+        )
         self._calls = 0
         self._timed_out = 0
 
+    @property
+    def deadline(self) -> float:
+        """The limit (seconds) a call starting now gets."""
+        return self.seconds if self._sketch is None else self._sketch.deadline()
+
     async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)``; cancel it and raise ``CallTimeoutError`` when
-        it takes longer than ``seconds``."""
+        it takes longer than the deadline."""
         self._calls += 1
-        with anyio.move_on_after(self.seconds) as scope:
-            return await fn(*args, **kwargs)
-        # Only reached when our own deadline cancelled the call.
-        raise self._expired(scope)
+        sketch = self._sketch
+        if sketch is None:
+            with anyio.move_on_after(self.seconds):
+                return await fn(*args, **kwargs)
+            # Only reached when our own deadline cancelled the call.
+            raise self._expired(self.seconds)
+        await sketch.load()
+        limit = sketch.deadline()
+        started = anyio.current_time()
+        with anyio.move_on_after(limit):
+            result = await fn(*args, **kwargs)
+            sketch.observe(anyio.current_time() - started)
+            return result
+        sketch.timed_out()
+        raise self._expired(limit)
 
     async def __aenter__(self) -> Self:
         self._calls += 1
-        scope = anyio.CancelScope(deadline=anyio.current_time() + self.seconds)
+        sketch = self._sketch
+        if sketch is not None:
+            await sketch.load()
+            limit = sketch.deadline()
+        else:
+            limit = self.seconds
+        now = anyio.current_time()
+        scope = anyio.CancelScope(deadline=now + limit)
         scope.__enter__()
-        self._scopes.push(scope)
+        self._scopes.push((scope, limit, now))
         return self
 
     async def __aexit__(
@@ -89,20 +142,30 @@ class Timeout(PolicyBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        scope = self._scopes.pop(self)
+        scope, limit, started = self._scopes.pop(self)
         if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
-            raise self._expired(scope) from None
+            if self._sketch is not None:
+                self._sketch.timed_out()
+            raise self._expired(limit) from None
+        if exc_type is None and self._sketch is not None:
+            self._sketch.observe(anyio.current_time() - started)
 
-    def _expired(self, scope: anyio.CancelScope) -> CallTimeoutError:
+    def _expired(self, limit: float) -> CallTimeoutError:
         self._timed_out += 1
-        log.warning("call_timed_out", policy=self.name, seconds=self.seconds)
+        log.warning("call_timed_out", policy=self.name, seconds=limit)
         if self._listeners:
-            self._dispatch(CallTimedOut(self.name, self.seconds, self._clock.time()))
-        return CallTimeoutError(self.name, self.seconds)
+            self._dispatch(CallTimedOut(self.name, limit, self._clock.time()))
+        return CallTimeoutError(self.name, limit)
 
     def stats(self) -> TimeoutStatistics:
+        sketch = self._sketch
         return TimeoutStatistics(
-            name=self.name, seconds=self.seconds, calls=self._calls, timed_out=self._timed_out
+            name=self.name,
+            seconds=self.seconds,
+            calls=self._calls,
+            timed_out=self._timed_out,
+            deadline=self.deadline,
+            samples=0 if sketch is None else sketch.samples,
         )
 
     def __repr__(self) -> str:

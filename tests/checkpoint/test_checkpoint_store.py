@@ -576,3 +576,35 @@ async def test_an_unreachable_redis_is_a_backend_unavailable_error() -> None:
             await store.save("job", 1)
         with pytest.raises(BackendUnavailableError):
             await store.load("job")
+
+
+@pytest.mark.redis_server
+async def test_a_record_written_before_the_state_had_its_own_key_loads_and_saves(
+    redis_url: str,
+) -> None:
+    async with open_redis(redis_url) as backend:
+        store = CheckpointStore(backend, namespace="old")
+        record = backend.key("ckpt", "old", "d:job")
+        # The layout of earlier versions: the state in the record hash's field d.
+        await backend.client.hset(record, mapping={"d": b'{"n":3}', "v": 3, "t": 1})
+        loaded = await store.load("job")
+        assert loaded is not None and (loaded.version, loaded.state) == (3, {"n": 3})
+        assert await store.save("job", {"n": 4}, expected_version=3) == 4
+        assert await backend.client.hget(record, "d") is None  # moved out on the first save
+        loaded = await store.load("job")
+        assert loaded is not None and (loaded.version, loaded.state) == (4, {"n": 4})
+
+
+@pytest.mark.redis_server
+async def test_a_staged_state_keeps_the_stores_ttl_and_leaves_no_staging_key(
+    redis_url: str,
+) -> None:
+    async with open_redis(redis_url) as backend:
+        big = "x" * 50_000
+        forever = CheckpointStore(backend, namespace="forever")
+        await forever.save("job", big)
+        assert await backend.client.ttl(backend.key("ckpt", "forever", "b:job")) == -1
+        daily = CheckpointStore(backend, namespace="daily", ttl=86_400)
+        await daily.save("job", big)
+        assert 0 < await backend.client.ttl(backend.key("ckpt", "daily", "b:job")) <= 86_400
+        assert [k async for k in backend.client.scan_iter(match="*stage*")] == []

@@ -249,6 +249,13 @@
     $("dlq-recent").textContent = String(stats.recent_failures_24h);
     $("dlq-oldest").textContent = seconds(stats.oldest_age_seconds);
     $("dlq-inflight").textContent = String(stats.in_flight);
+    const redrive = stats.redrive;  // null unless the queue is on Redis
+    $("dlq-redrive-card").hidden = !redrive;
+    $("dlq-parked-card").hidden = !redrive;
+    if (redrive) {
+      $("dlq-redrive-scheduled").textContent = String(redrive.scheduled);
+      $("dlq-redrive-parked").textContent = String(redrive.parked);
+    }
     const types = Object.entries(stats.failures_by_task_type || {});
     const items = types.map(([type, count]) => {
       const button = el("button", { type: "button", class: "link", text: type });
