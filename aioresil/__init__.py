@@ -23,6 +23,7 @@ from .core.states import CircuitState, Trigger
 from .events import (
     BackendFailover,
     BackendRecovered,
+    BreakerConfigConflict,
     BreakerEvent,
     CallRejected,
     Listener,
@@ -203,6 +204,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "Backoff",
     "BreakerBackend",
     "BreakerConfig",
+    "BreakerConfigConflict",
     "BreakerEvent",
     "BreakerHandle",
     "BreakerRegistry",

@@ -3,16 +3,32 @@
 All three share one code path (``__aenter__``/``__aexit__``). Per-call bookkeeping (which
 generation granted the call, whether it holds a trial permit, when it started) travels in a
 ``ContextVar``, because ``__aexit__`` receives nothing from ``__aenter__`` and one breaker
-serves many tasks at once. On the hot path (CLOSED, no timing rule) that value is a plain
-``int``, so a guarded call costs two attribute reads and a context-variable write more than a
-bare ``async with``.
+serves many tasks at once.
+
+Calls nest: each entry pushes its own ticket ``(generation, token, started, outer ticket)``
+and its exit pops it, so a breaker used inside itself (or inside another breaker, or in a
+task started inside a guarded block) records every level with its own permit, outcome and
+duration. The chain is immutable, so a child task that inherits the context can never change
+its parent's. On the hot path (CLOSED, no slow-call rule, no other entry of this circuit in
+flight in this context) the ticket is a plain ``int``: setting a context variable to the
+value it already holds allocates nothing, which is most of why that path stays cheap.
+The view's ``in_flight`` counts the entries in flight in every task: while it is 0, whatever
+this context holds is a leftover of a finished call and may be overwritten.
+
+What instances share: every ``CircuitBreaker`` bound to one name on one backend shares one
+:class:`_Circuit` (kept on the backend's handle): the context variable, the in-flight count,
+one subscription to the handle's transitions and one log line per transition. An instance is
+referenced only weakly, and only while it has listeners, so building a breaker per request
+costs a dictionary lookup and leaves nothing behind when the instance is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -25,7 +41,7 @@ from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .clock import Clock, SystemClock
 from .core import machine
-from .core.config import BreakerConfig
+from .core.config import SHARED_RULES, BreakerConfig
 from .core.machine import Outcome, Permit, Rejection, Transition
 from .core.states import CircuitState, Trigger
 from .events import BreakerEvent, CallRejected, Listener, StateChanged
@@ -46,17 +62,35 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
+_SETTLING: set[asyncio.Task[None]] = set()
+"""Records running on after their caller was cancelled (referenced until they end)."""
+
 CallObserver = Callable[[str, Outcome, float], None]
 """``observer(breaker name, outcome, seconds)``, called after each call that ran."""
 
-Ticket = int | tuple[int, int, float]
+Ticket = int | tuple[int, int, float, "Ticket | None"]
 """What ``__aenter__`` leaves for ``__aexit__``: the generation alone on the hot path, else
-``(generation, trial token or 0, start time)``."""
+``(generation, trial token or 0, start time, the enclosing entry's ticket)``."""
 
 
 # Enum ``.value`` is a Python-level descriptor (slow in 3.11); health endpoints serialize
 # thousands of these, so look the plain strings up instead.
 _STATE_VALUES = {state: state.value for state in CircuitState}
+
+
+def _rules(config: BreakerConfig) -> dict[str, Any]:
+    """The shared rules of ``config`` and their fingerprint, JSON-ready (cached per config)."""
+    rules = _RULES_CACHE.get(id(config))
+    if rules is None or rules[0] is not config:
+        out: dict[str, Any] = {name: getattr(config, name) for name, _ in SHARED_RULES}
+        out["fingerprint"] = config.fingerprint
+        if len(_RULES_CACHE) > 1024:
+            _RULES_CACHE.clear()
+        rules = _RULES_CACHE[id(config)] = (config, out)
+    return dict(rules[1])
+
+
+_RULES_CACHE: dict[int, tuple[BreakerConfig, dict[str, Any]]] = {}
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -87,6 +121,14 @@ class BreakerStats:
     opened_at: datetime | None
     retry_after: float | None
     recovery_timeout: float
+    config: BreakerConfig | None = None
+    """The config in force: for a Redis breaker, the one stored with it (the newest process
+    to bind the name wins), which may not be this process's own."""
+
+    @property
+    def config_fingerprint(self) -> str | None:
+        """Fingerprint of :attr:`config` (equal rules, equal fingerprint, in every process)."""
+        return None if self.config is None else self.config.fingerprint
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the state as its string value, ``opened_at`` as ISO-8601 or ``None``."""
@@ -107,7 +149,49 @@ class BreakerStats:
             "opened_at": None if self.opened_at is None else self.opened_at.isoformat(),
             "retry_after": self.retry_after,
             "recovery_timeout": self.recovery_timeout,
+            "config": None if self.config is None else _rules(self.config),
         }
+
+
+class _Circuit:
+    """What every :class:`CircuitBreaker` bound to one handle shares (see the module notes)."""
+
+    __slots__ = ("breakers", "get", "name", "set")
+
+    def __init__(self, handle: BreakerHandle, name: str) -> None:
+        tickets: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
+        self.get = tickets.get
+        self.set = tickets.set
+        self.name = name
+        self.breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+        """Instances with listeners (weakly: dropping an instance unsubscribes it)."""
+        handle.subscribe(self._on_transition)
+        handle.subscribe_events(self._on_backend_event)
+
+    def _on_transition(self, transition: Transition, retry_after: float | None) -> None:
+        level = "warning" if transition.new in (_OPEN, CircuitState.FORCED_OPEN) else "info"
+        getattr(_log, level)(
+            "circuit_state_changed",
+            breaker=self.name,
+            old=_STATE_VALUES[transition.old],
+            new=_STATE_VALUES[transition.new],
+            trigger=transition.trigger.value,
+        )
+        for breaker in list(self.breakers):
+            breaker._dispatch(
+                StateChanged(
+                    self.name,
+                    transition.old,
+                    transition.new,
+                    breaker._wall(),
+                    transition.trigger,
+                    retry_after,
+                )
+            )
+
+    def _on_backend_event(self, event: BreakerEvent) -> None:
+        for breaker in list(self.breakers):
+            breaker._dispatch(event)
 
 
 class CircuitBreaker:
@@ -137,6 +221,7 @@ class CircuitBreaker:
     __slots__ = (
         "__weakref__",
         "_call_observers",
+        "_circuit",
         "_classify_cache",
         "_clock",
         "_get_ticket",
@@ -146,7 +231,6 @@ class CircuitBreaker:
         "_mono",
         "_set_ticket",
         "_slow_rule",
-        "_ticket",
         "_timed",
         "_view",
         "_wall",
@@ -175,15 +259,17 @@ class CircuitBreaker:
         system = type(self._clock) is SystemClock
         self._mono = time.monotonic if system else self._clock.monotonic
         self._wall = time.time if system else self._clock.time
-        self._handle: BreakerHandle = (backend or MemoryBackend()).bind_breaker(name, config)
-        self._view = self._handle.view
-        self._handle.subscribe(self._on_transition)
-        self._handle.subscribe_events(self._on_backend_event)
+        handle = (backend or MemoryBackend()).bind_breaker(name, config)
+        self._handle: BreakerHandle = handle
+        self._view = handle.view
+        circuit = handle.hub
+        if circuit is None:
+            circuit = handle.hub = _Circuit(handle, name)
+        self._circuit: _Circuit = circuit
         self._listeners: list[Listener] = []
+        self._set_ticket = circuit.set  # bound once: the hot path skips two lookups
+        self._get_ticket = circuit.get
         self._call_observers: list[CallObserver] = []
-        self._ticket: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
-        self._set_ticket = self._ticket.set  # bound once: the hot path skips two lookups
-        self._get_ticket = self._ticket.get
         self._slow_rule = config.slow_call_duration is not None
         self._timed = config.timed
         # Memory successes of normal permits are applied inline unless the slow-call rule
@@ -199,11 +285,24 @@ class CircuitBreaker:
         if state is _CLOSED or state is _DISABLED:
             # Hot path: the local view grants a normal permit without asking the backend.
             if self._slow_rule:
-                self._set_ticket((view.generation, 0, self._mono()))
-            else:
-                self._set_ticket(view.generation)
+                self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
+            elif not view.in_flight or self._get_ticket(None) is None:
+                self._set_ticket(view.generation)  # nothing of ours in flight in this context
+            else:  # nested in (or beside) another entry of this circuit: keep the outer one
+                self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
+            view.in_flight += 1
             return self
-        await self._enter_slow()
+        # Not CLOSED: ask the handle, locally first (an OPEN rejection is decided here, with
+        # no coroutine of its own: rejections are a hot path too).
+        now = self._mono()
+        handle = self._handle
+        decision = handle.acquire_local(now)
+        if decision is None:
+            decision = await handle.acquire_remote(now)
+        if isinstance(decision, Rejection):
+            self._reject(decision)
+        self._set_ticket((decision.generation, decision.token, now, self._get_ticket(None)))
+        view.in_flight += 1
         return self
 
     async def __aexit__(
@@ -212,23 +311,24 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            ticket = self._get_ticket(None)
-            if ticket.__class__ is int:
+        ticket = self._get_ticket(None)
+        if ticket.__class__ is int:
+            rec = self._view
+            rec.in_flight -= 1
+            if exc_type is None:
                 if self._inline:
-                    # machine.record_success, inlined for the memory backend without a
-                    # slow-call rule (tests/test_machine.py pins that both give the same
-                    # record).
+                    # The documented twin of machine.record_success (untimed, memory backend,
+                    # no slow-call rule), inlined because it is the hot path;
+                    # tests/test_machine.py pins that both give the same record.
                     # A matching generation means the state is still the CLOSED or DISABLED
                     # that granted the permit; consecutive_failures is always 0 in DISABLED.
-                    rec = self._view
                     rec.successes += 1
                     if ticket == rec.generation:
                         rec.consecutive_failures = 0
                         window = rec.window
                         if window is not None and rec.state is _CLOSED:
                             if self._timed:
-                                window.add(False, False, self._mono())  # a TimeWindow
+                                window.add_success_at(self._mono())  # type: ignore[union-attr]
                             else:
                                 window.add_success()  # a CountWindow
                     return
@@ -237,60 +337,73 @@ class CircuitBreaker:
                 if pending is not None:
                     await self._settle(pending, None)
                 return
-            if ticket is not None and ticket[1] == 0:  # type: ignore[index]
-                generation, _, started = ticket  # type: ignore[misc]
-                now = self._mono()
-                if self._call_observers:
-                    self._observe(Outcome.SUCCESS, now - started)
-                pending = self._handle.success_fast(generation, now, now - started)
-                if pending is not None:
-                    await self._settle(pending, None)
-                return
-            await self._exit_slow(ticket, None)
+            await self._finish(ticket, 0, None, exc_type)
             return
-        await self._exit_slow(self._ticket.get(None), exc_type)
-        return
-
-    async def _enter_slow(self) -> None:
-        now = self._mono()
-        handle = self._handle
-        decision = handle.acquire_local(now)
-        if decision is None:
-            decision = await handle.acquire_remote(now)
-        if isinstance(decision, Rejection):
-            self._reject(decision)
-        generation, token = decision.generation, decision.token
-        if token or self._slow_rule:
-            self._ticket.set((generation, token, now))
-        else:
-            self._ticket.set(generation)
-
-    async def _exit_slow(self, ticket: Ticket | None, exc_type: type[BaseException] | None) -> None:
         if ticket is None:
-            return  # no permit in this context (nothing to report)
+            return  # no entry of this circuit in this context: nothing to report
+        generation, token, started, outer = ticket
+        self._set_ticket(outer)
+        self._view.in_flight -= 1
+        if exc_type is None and not token:
+            now = self._mono()
+            if self._call_observers:
+                self._observe(Outcome.SUCCESS, now - started)
+            pending = self._handle.success_fast(generation, now, now - started)
+            if pending is not None:
+                await self._settle(pending, None)
+            return
+        await self._finish(generation, token, started, exc_type)
+
+    async def _finish(
+        self,
+        generation: int,
+        token: int,
+        started: float | None,
+        exc_type: type[BaseException] | None,
+    ) -> None:
         now = self._mono()
-        if ticket.__class__ is tuple:
-            self._ticket.set(None)  # a nested use of this breaker must not reuse the permit
-            generation, token, started = ticket
-        else:
-            generation, token, started = ticket, 0, now  # type: ignore[assignment]
+        duration = 0.0 if started is None else now - started
         outcome = Outcome.SUCCESS if exc_type is None else self._classify(exc_type)
-        if self._call_observers:
-            self._observe(outcome, now - started)
-        pending = self._handle.record(Permit(generation, token), outcome, now, now - started)
+        if self._call_observers and started is not None:
+            self._observe(outcome, duration)
+        pending = self._handle.record(Permit(generation, token), outcome, now, duration)
         if pending is None:
             return
-        if outcome is Outcome.CANCELLED:
-            # Giving a trial permit back must survive the cancellation that ended the call:
-            # inside a cancelled anyio scope (a Timeout policy, a task group) every await is
-            # cancelled again at once. Shielded, and bounded so a dead backend cannot hang us.
-            # (anyio is imported here, not at the top: ``import aioresil`` stays light.)
-            import anyio
-
-            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-                await self._settle(pending, exc_type)
+        if token or outcome is Outcome.CANCELLED:
+            await self._settle_shielded(pending, exc_type)
             return
         await self._settle(pending, exc_type)
+
+    async def _settle_shielded(
+        self, pending: Awaitable[None], exc_type: type[BaseException] | None
+    ) -> None:
+        """Record a trial's outcome (or give a cancelled call's permit back) whatever cancels
+        the caller: an unrecorded trial would hold its slot until ``trial_lease``.
+
+        Inside a cancelled anyio scope (a Timeout policy, a task group) every await is
+        cancelled again at once: an anyio shield covers that. A plain ``task.cancel()`` (as
+        ``asyncio.wait_for`` does) passes through anyio's shield, so on asyncio the record
+        runs in a task of its own: the caller may stop waiting, the record still completes.
+        Bounded by ``RELEASE_TIMEOUT`` so a dead backend cannot keep it forever.
+        """
+
+        import anyio  # here, not at the top: ``import aioresil`` stays light
+
+        async def bounded() -> None:
+            with anyio.move_on_after(RELEASE_TIMEOUT):
+                await self._settle(pending, exc_type)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): anyio's shield is the whole story
+            with anyio.CancelScope(shield=True):
+                await bounded()
+            return
+        task = loop.create_task(bounded())
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+        with anyio.CancelScope(shield=True):
+            await asyncio.shield(task)
 
     async def _settle(self, pending: Awaitable[None], exc_type: type[BaseException] | None) -> None:
         # Recording happens after the guarded block ran: a storage problem here must neither
@@ -388,10 +501,13 @@ class CircuitBreaker:
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")
         self._listeners.append(listener)
+        self._circuit.breakers.add(self)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``; a ``ValueError`` if it was not added."""
         self._listeners.remove(listener)
+        if not self._listeners:
+            self._circuit.breakers.discard(self)
 
     def add_call_observer(self, observer: CallObserver) -> None:
         """Call ``observer(name, outcome, seconds)`` after every call that ran under the breaker.
@@ -413,31 +529,6 @@ class CircuitBreaker:
             except Exception:
                 _log.exception("call_observer_failed", breaker=self.name)
 
-    def _on_transition(self, transition: Transition, retry_after: float | None) -> None:
-        level = "warning" if transition.new in (_OPEN, CircuitState.FORCED_OPEN) else "info"
-        getattr(_log, level)(
-            "circuit_state_changed",
-            breaker=self.name,
-            old=transition.old.value,
-            new=transition.new.value,
-            trigger=transition.trigger.value,
-        )
-        if self._listeners:
-            self._dispatch(
-                StateChanged(
-                    self.name,
-                    transition.old,
-                    transition.new,
-                    self._wall(),
-                    transition.trigger,
-                    retry_after,
-                )
-            )
-
-    def _on_backend_event(self, event: BreakerEvent) -> None:
-        if self._listeners:
-            self._dispatch(event)
-
     def _dispatch(self, event: BreakerEvent) -> None:
         for listener in tuple(self._listeners):
             try:
@@ -456,7 +547,11 @@ def stats_from_record(
     now: float,
     wall_offset: float,
 ) -> BreakerStats:
-    """Build :class:`BreakerStats` from a record read at ``now`` (``wall = t + wall_offset``)."""
+    """Build :class:`BreakerStats` from a record read at ``now`` (``wall = t + wall_offset``).
+
+    The rules reported are the record's own (the config in force), not ``config``.
+    """
+    config = rec.config
     retry_after: float | None = None
     if rec.state is _OPEN:
         retry_after = max(rec.open_until - now, 0.0)
@@ -478,4 +573,5 @@ def stats_from_record(
         opened_at=_utc(opened_at),
         retry_after=retry_after,
         recovery_timeout=config.recovery_timeout_for(max(rec.reopen_count, 1)),
+        config=config,
     )

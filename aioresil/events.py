@@ -14,6 +14,7 @@ from .core.states import CircuitState, Trigger
 __all__ = [
     "BackendFailover",
     "BackendRecovered",
+    "BreakerConfigConflict",
     "BreakerEvent",
     "CallRejected",
     "Listener",
@@ -62,7 +63,30 @@ class BackendRecovered:
     at: float
 
 
-BreakerEvent = StateChanged | CallRejected | BackendFailover | BackendRecovered
+@dataclass(frozen=True, slots=True)
+class BreakerConfigConflict:
+    """Processes sharing breaker ``name`` were configured with different rules.
+
+    The newest process to bind the name wins: from its first call on, every process runs
+    under its config (``in_force``), whatever its own (``ours``). Emitted once per process and
+    config seen, with one warning log line, so a rolling deploy that changes the rules keeps
+    working and is visible. Fingerprints come from ``BreakerStats.config_fingerprint``'s
+    function (equal rules, equal fingerprint, in every process).
+    """
+
+    name: str
+    at: float
+    ours: str
+    """Fingerprint of this process's config."""
+    in_force: str
+    """Fingerprint of the config now stored with the breaker (the one every call runs under)."""
+    replaced: str = ""
+    """When this process's own bind replaced another config: that config's fingerprint."""
+
+
+BreakerEvent = (
+    StateChanged | CallRejected | BackendFailover | BackendRecovered | BreakerConfigConflict
+)
 Listener = Callable[[BreakerEvent], object]
 """A listener is a plain callable; it runs inline, so it must be quick and must not raise
 (an exception it raises is logged and swallowed, never turned into a failed call)."""

@@ -24,6 +24,7 @@ from redis.crc import key_slot
 
 import aioresil
 from aioresil import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState, RedisBackend
+from aioresil.backends.breaker_schema import Field
 from aioresil.testing import EventRecorder, FakeClock
 
 from .cluster import RedisClusterNodes
@@ -139,7 +140,13 @@ async def test_breaker_lifecycle_runs_on_a_cluster_for_names_on_every_node(
             ]
             state = await stored(cluster_client, backend, name)
             # 2 successes, 2 failures; the local rejection was sent with the trial's acquire
-            assert (state["st"], state["ns"], state["nf"], state["nr"], state["g"]) == (
+            assert (
+                state[Field.STATE],
+                state[Field.SUCCESSES],
+                state[Field.FAILURES],
+                state[Field.REJECTED],
+                state[Field.GENERATION],
+            ) == (
                 "closed",
                 "2",
                 "2",
@@ -154,7 +161,12 @@ async def test_breaker_lifecycle_runs_on_a_cluster_for_names_on_every_node(
                     raise AssertionError("rejected calls never run")
             await breaker.reset()
             state = await stored(cluster_client, backend, name)
-            assert (state["st"], state["ns"], state["nf"], state["nr"]) == ("closed", "0", "0", "0")
+            assert (
+                state[Field.STATE],
+                state[Field.SUCCESSES],
+                state[Field.FAILURES],
+                state[Field.REJECTED],
+            ) == ("closed", "0", "0", "0")
             assert breaker.state is CircuitState.CLOSED
             # The state lives in the slot of its hash tag, on whichever node owns it.
             state_key = backend.key("cb", name, "state")
@@ -203,7 +215,7 @@ async def test_redis_time_drives_the_recovery_timeout_on_a_cluster(
 
         await eventually(trial_allowed, what="the recovery timeout passing on Redis TIME")
         state = await stored(cluster_client, backend, "timed {on} cluster")
-        assert (state["st"], state["ts"]) == ("half_open", "1")
+        assert (state[Field.STATE], state[Field.TRIAL_SUCCESSES]) == ("half_open", "1")
 
 
 async def test_a_transition_published_on_a_cluster_reaches_another_backends_view(

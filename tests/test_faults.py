@@ -572,3 +572,28 @@ def test_an_exhausted_pool_is_an_outage() -> None:
     mapped = map_redis_error(redis.exceptions.MaxConnectionsError("Too many connections"), "op")
     assert isinstance(mapped, PoolTimeoutError)
     assert isinstance(mapped, BackendUnavailableError)
+
+
+async def test_a_slow_operation_while_redis_answers_others_is_not_an_outage(
+    proxy: FaultProxy,
+) -> None:
+    async with user_backend(proxy.port) as backend:
+        client = backend.client
+
+        async def pings() -> int:
+            answered = 0
+            for _ in range(5):
+                await backend.ping()
+                answered += 1
+                await asyncio.sleep(0.02)
+            return answered
+
+        # a command that outlives the deadline (BLPOP on an empty list) while other
+        # operations on other connections are answered: it fails, the backend stays healthy
+        slow = backend.execute("slow", lambda: client.blpop(["empty"], timeout=1))
+        result, answered = await asyncio.gather(slow, pings(), return_exceptions=True)
+        assert isinstance(result, BackendUnavailableError), result
+        assert "operation_timeout" in str(result)
+        assert answered == 5
+        assert backend.state is HEALTHY
+        assert backend.health.stats().outages == 0

@@ -15,15 +15,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from aioresil import BreakerConfig
+from aioresil.backends.breaker_schema import Field, breaker_script
 from aioresil.backends.keys import object_key
-from aioresil.backends.redis_breaker import fixed_argument
-from aioresil.backends.scripts import load_script
+from aioresil.backends.redis_breaker import binding_argument
 from aioresil.core import machine
 from aioresil.core.machine import BreakerRecord, Outcome, Permit, Rejection
 from aioresil.core.states import Trigger
 from aioresil.core.window import TimeWindow
 
-SCRIPT = load_script("breaker")
+SCRIPT = breaker_script()
 
 configs = st.builds(
     dict,
@@ -77,17 +77,24 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         self.held: list[Permit] = []
         self.keys = [object_key("model", "cb", "m", part) for part in ("state", "trials", "window")]
         self.client.delete(*self.keys)
-        self.lua("operator", "reset")  # start both from the same fresh record
+        self.bound = False
+        self.lua("operator", "reset")
         machine.operator(self.rec, Trigger.RESET, self.now)
 
-    def lua(self, op: str, *extra: Any) -> list[Any]:
-        args = [op, us(self.now), fixed_argument(self.config, "", "m"), 0, *extra]
-        return list(self.client.evalsha(SCRIPT.sha, 3, *self.keys, *args))
+    def lua(self, op: str, *extra: Any) -> Any:
+        # Like a breaker: the config travels on the first call (the bind), then only its
+        # fingerprint, so the script's hot path ("success") is exercised too.
+        config = self.config
+        binding = b"" if self.bound else binding_argument(config, "", "m")
+        self.bound = True
+        args = [op, us(self.now), config.fingerprint, binding, 0, *extra]
+        reply = self.client.evalsha(SCRIPT.sha, 3, *self.keys, *args)
+        return reply if reply == 1 else list(reply)
 
     @rule()
     def acquire(self) -> None:
         decision, _ = machine.acquire(self.rec, self.config, self.now)
-        reply = self.lua("acquire")
+        reply = self.lua("acquire", "")
         if isinstance(decision, Permit):
             assert int(reply[0]) == 1
             assert int(reply[4]) == decision.token
@@ -111,8 +118,15 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
             return
         permit = self.held.pop(index % len(self.held))
         transition = machine.record(self.rec, self.config, permit, outcome, self.now, duration)
-        reply = self.lua("record", permit.generation, permit.token, int(outcome), us(duration))
         expected_trigger = "" if transition is None else transition.trigger.value
+        if outcome is Outcome.SUCCESS and not permit.token and not self.config.has_rate_rule:
+            # what a breaker sends for a success when the rules keep no window (hot path)
+            reply = self.lua("success", permit.generation)
+            if reply == 1:
+                assert expected_trigger == ""
+                return
+        else:
+            reply = self.lua("record", permit.generation, permit.token, int(outcome), us(duration))
         assert reply[6].decode() == expected_trigger
 
     @rule(
@@ -125,7 +139,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
     def batch(self, successes: list[Outcome]) -> None:
         """A batched flush equals the same outcomes recorded one by one."""
         decision, _ = machine.acquire(self.rec, self.config, self.now)
-        reply = self.lua("acquire")
+        reply = self.lua("acquire", "")
         if not isinstance(decision, Permit) or decision.token:
             if isinstance(decision, Permit):
                 self.held.append(decision)
@@ -153,27 +167,32 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         raw = self.client.hgetall(self.keys[0])
         stored = {k.decode(): v.decode() for k, v in raw.items()}
         rec = self.rec
-        assert stored["st"] == rec.state.value
-        assert int(stored["g"]) == rec.generation
-        assert int(stored["cf"]) == rec.consecutive_failures
-        assert int(stored["ro"]) == rec.reopen_count
-        assert int(stored["ts"]) == rec.trial_successes
-        assert int(stored["nt"]) == rec.next_token
+        assert stored[Field.STATE] == rec.state.value
+        assert int(stored[Field.GENERATION]) == rec.generation
+        assert int(stored[Field.CONSECUTIVE_FAILURES]) == rec.consecutive_failures
+        assert int(stored[Field.REOPEN_COUNT]) == rec.reopen_count
+        assert int(stored[Field.TRIAL_SUCCESSES]) == rec.trial_successes
+        assert int(stored[Field.NEXT_TOKEN]) == rec.next_token
         assert (
-            int(stored["ns"]),
-            int(stored["nf"]),
-            int(stored["ni"]),
-            int(stored["nr"]),
-            int(stored["nsl"]),
+            int(stored[Field.SUCCESSES]),
+            int(stored[Field.FAILURES]),
+            int(stored[Field.IGNORED]),
+            int(stored[Field.REJECTED]),
+            int(stored[Field.SLOW]),
         ) == (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
+        assert stored[Field.FINGERPRINT] == self.config.fingerprint
         if rec.state.value == "open":
-            assert int(stored["ou"]) == us(rec.open_until)
+            assert int(stored[Field.OPEN_UNTIL]) == us(rec.open_until)
         trials = {
             int(m): int(s) for m, s in self.client.zrange(self.keys[1], 0, -1, withscores=True)
         }
         assert trials == {t: us(d) for t, d in rec.trials.items()}
         if rec.window is not None:
-            assert (int(stored["wc"]), int(stored["wf"]), int(stored["ws"])) == (
+            assert (
+                int(stored[Field.WINDOW_CALLS]),
+                int(stored[Field.WINDOW_FAILURES]),
+                int(stored[Field.WINDOW_SLOW]),
+            ) == (
                 rec.window.calls,
                 rec.window.failures,
                 rec.window.slow,
@@ -201,11 +220,11 @@ def test_time_window_expiry_boundary_matches(gap: float) -> None:
         permit, _ = machine.acquire(rec, config, now)
         assert isinstance(permit, Permit)
         machine.record(rec, config, permit, Outcome.SUCCESS, now)
-        base = [us(now), fixed_argument(config, "", "e"), 0]
-        client.eval(SCRIPT.source, 3, *keys, "acquire", *base)
+        base = [us(now), config.fingerprint, binding_argument(config, "", "e"), 0]
+        client.eval(SCRIPT.source, 3, *keys, "acquire", *base, "")
         client.eval(SCRIPT.source, 3, *keys, "record", *base, permit.generation, 0, 0, 0)
     assert rec.window is not None
-    assert int(client.hget(keys[0], "wc")) == rec.window.calls
+    assert int(client.hget(keys[0], Field.WINDOW_CALLS)) == rec.window.calls
     assert rec.window.calls == (2 if gap < 10 else 1)
 
 
@@ -237,3 +256,53 @@ def test_lua_matches_python_on_real_redis(redis_url: str) -> None:
         runner().runTest()
     finally:
         client.close()
+
+
+def test_lua_legal_moves_are_generated_from_the_python_table() -> None:
+    """Every move of core/states.TRANSITIONS, and nothing else, is in the script's LEGAL."""
+    from aioresil.backends.breaker_schema import lua_prelude
+    from aioresil.core.states import TRANSITIONS, CircuitState, Trigger
+
+    prelude = lua_prelude()
+    assert prelude in SCRIPT.source
+    for state in CircuitState:
+        for trigger in Trigger:
+            entry = f"['{state.value}>{trigger.value}'] = "
+            if (state, trigger) in TRANSITIONS:
+                assert entry + f"'{TRANSITIONS[(state, trigger)].value}'" in prelude
+            else:
+                assert entry not in prelude
+    # and the script spells no state move or hash field of its own
+    from aioresil.backends.scripts import load_script
+
+    body = load_script("breaker").source  # the file as written
+    assert "'closed>trip'" not in body and "'nsl'" not in body and "'cf'" not in body
+
+
+def test_success_hot_path_and_rebind() -> None:
+    """A bound breaker's success in CLOSED is the script's hot path (reply 1); a call without
+    a binding on a breaker whose config Redis lost answers -1 and changes nothing."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    config = BreakerConfig(failure_threshold=3)
+    keys = [object_key("hot", "cb", "h", part) for part in ("state", "trials", "window")]
+
+    def call(op: str, binding: bytes, *extra: Any) -> Any:
+        return client.eval(SCRIPT.source, 3, *keys, op, 1, config.fingerprint, binding, 0, *extra)
+
+    assert int(call("acquire", b"", "")[0]) == -1  # nothing stored, no binding
+    assert client.exists(keys[0]) == 0
+    reply = call("acquire", binding_argument(config, "", "h"), "")
+    assert int(reply[0]) == 1 and reply[8].decode() == config.fingerprint
+    assert call("success", b"", 1) == 1
+    assert int(client.hget(keys[0], Field.SUCCESSES)) == 1
+    other = BreakerConfig(failure_threshold=4)
+    reply = client.eval(
+        SCRIPT.source, 3, *keys, "acquire", 1, other.fingerprint,
+        binding_argument(other, "", "h"), 0, "",
+    )  # fmt: skip
+    # the newest bind wins and says what it replaced
+    assert (reply[8].decode(), reply[9].decode()) == (other.fingerprint, config.fingerprint)
+    assert call("success", b"", 1) != 1  # not under its own config any more: full path
+    assert client.hget(keys[0], Field.FINGERPRINT).decode() == other.fingerprint

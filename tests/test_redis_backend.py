@@ -24,6 +24,7 @@ from aioresil import (
     CircuitState,
     RedisBackend,
 )
+from aioresil.backends.breaker_schema import Field
 from aioresil.backends.keys import decode_name, encode_name
 from aioresil.testing import EventRecorder, FakeClock
 
@@ -193,7 +194,11 @@ async def test_batched_failures_trip_the_shared_circuit(redis_url: str, clock: F
 async def test_a_thousand_concurrent_calls_wait_for_connections_instead_of_failing(
     redis_url: str,
 ) -> None:
-    async with RedisBackend.from_url(redis_url, max_connections=8, listen=False) as backend:
+    # A generous deadline: 2,000 script calls queue on 8 connections, and on a loaded 2-core
+    # machine the last ones wait longer than the default 1 s (the pool wait is inside it).
+    async with RedisBackend.from_url(
+        redis_url, max_connections=8, listen=False, operation_timeout=10.0
+    ) as backend:
         breaker = CircuitBreaker(
             "pool", config=BreakerConfig(failure_threshold=10_000), backend=backend
         )
@@ -345,7 +350,7 @@ async def test_corrupt_state_is_reset_by_the_next_change_not_crash_looped(
     )
     await fail(breaker)
     key = backend.key("cb", "bad", "state")
-    await backend.client.hset(key, mapping={"st": "exploded", "v": "99"})
+    await backend.client.hset(key, mapping={Field.STATE: "exploded", Field.SCHEMA: "99"})
     with structlog.testing.capture_logs() as logs:
         await fail(breaker)  # its permit predates the reset: counted, but judges nothing
     assert any(e["event"] == "circuit_state_corrupt_reset" for e in logs)
@@ -361,7 +366,8 @@ async def test_stats_of_unreadable_state_name_the_breaker(backend: RedisBackend)
 
     breaker = CircuitBreaker("garbled", backend=backend)
     await backend.client.hset(
-        backend.key("cb", "garbled", "state"), mapping={"v": "1", "st": "nonsense", "g": "3"}
+        backend.key("cb", "garbled", "state"),
+        mapping={Field.SCHEMA: "1", Field.STATE: "nonsense", Field.GENERATION: "3"},
     )
     with pytest.raises(CorruptStateError, match="garbled"):
         await breaker.stats()
@@ -467,7 +473,7 @@ async def test_batched_outcomes_kept_during_an_outage_reach_redis_after_it(
         key = backend.key("cb", "kept", "state")
 
         async def flushed() -> int:
-            return int(await backend.client.hget(key, "ns") or 0)
+            return int(await backend.client.hget(key, Field.SUCCESSES) or 0)
 
         async def three_flushed() -> bool:
             return await flushed() >= 3
@@ -484,7 +490,9 @@ async def test_an_unreadable_breaker_does_not_stop_the_listener_for_the_others(
     config = BreakerConfig(failure_threshold=1, recovery_timeout=60)
     async with RedisBackend.from_url(redis_url) as one, RedisBackend.from_url(redis_url) as two:
         CircuitBreaker("bad", backend=two)
-        await two.client.hset(two.key("cb", "bad", "state"), mapping={"v": "1", "st": "??"})
+        await two.client.hset(
+            two.key("cb", "bad", "state"), mapping={Field.SCHEMA: "1", Field.STATE: "??"}
+        )
         watcher = CircuitBreaker("good", config=config, backend=two)
         await succeed(watcher)  # starts two's listener, which resyncs every view
         await wait_for_subscribers(two, 1)

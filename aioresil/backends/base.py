@@ -67,6 +67,11 @@ class BreakerHandle(Protocol):
     """True when ``view`` is the state itself (memory): the breaker may then apply an untimed
     success to it inline, which is the hot path's largest saving."""
 
+    hub: Any
+    """Kept for the breaker layer (``breaker._Circuit``: what every ``CircuitBreaker`` of this
+    circuit shares, with the handle's one subscription); ``None`` until the first breaker
+    binds. Backends only hold it, so it lives exactly as long as the handle."""
+
     def subscribe(self, callback: TransitionCallback) -> None:
         """Be told about transitions this handle observes."""
         ...

@@ -27,7 +27,7 @@ __all__ = ["MemoryBackend", "MemoryBreakerHandle"]
 class MemoryBreakerHandle:
     """A breaker's state held in this process; every method completes without I/O."""
 
-    __slots__ = ("_callbacks", "config", "name", "view")
+    __slots__ = ("_callbacks", "config", "hub", "name", "view")
 
     authoritative = True
 
@@ -36,6 +36,7 @@ class MemoryBreakerHandle:
         self.config = config
         self.view = BreakerRecord(config)
         self._callbacks: list[TransitionCallback] = []
+        self.hub: Any = None  # the breaker layer's per-circuit bookkeeping (see breaker.py)
 
     def subscribe(self, callback: TransitionCallback) -> None:
         self._callbacks.append(callback)

@@ -47,6 +47,7 @@ from ..exceptions import (
 )
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .base import BreakerHandle, BreakerReading, StorageFactory
+from .breaker_schema import Field
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript, load_script
@@ -70,6 +71,10 @@ _MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redi
 
 ScriptArg = str | int | float | bytes
 T = TypeVar("T")
+
+_F_STATE = Field.STATE.encode()
+_F_GENERATION = Field.GENERATION.encode()
+_F_OPEN_UNTIL = Field.OPEN_UNTIL.encode()
 
 DEFAULT_OPERATION_TIMEOUT = 1.0
 """Seconds any one aioresil operation may wait on Redis (see the module docstring)."""
@@ -126,13 +131,13 @@ def _raw_view(
     breaker: it reads as "unknown, ask Redis" (generation 0, OPEN with the timeout elapsed),
     and the next script call resets it.
     """
-    if not state:
+    if not state.get(_F_STATE):
         return ("closed", 0, -1)
     try:
-        st = state[b"st"].decode()
+        st = state[_F_STATE].decode()
         CircuitState(st)
-        retry = max(int(float(state.get(b"ou", b"0"))) - now_us, 0) if st == "open" else -1
-        return (st, int(state[b"g"]), retry)
+        retry = max(int(float(state.get(_F_OPEN_UNTIL, b"0"))) - now_us, 0) if st == "open" else -1
+        return (st, int(state[_F_GENERATION]), retry)
     except (KeyError, ValueError, UnicodeDecodeError):
         _log.warning("circuit_state_unreadable", breaker=handle.name)
         return ("open", 0, 0)

@@ -25,7 +25,9 @@ Each switch emits :class:`~aioresil.events.BackendFailover` /
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -33,15 +35,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import structlog
 
 from ..core import machine
-from ..core.config import BreakerConfig
+from ..core.config import BreakerConfig, decode_rules, encode_rules
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import CircuitState, Trigger
 from ..core.window import CountWindow, TimeWindow
-from ..events import BackendFailover, BackendRecovered, BreakerEvent
-from ..exceptions import BackendError, BackendUnavailableError
+from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
+from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
 from .base import BreakerReading, TransitionCallback
+from .breaker_schema import Field, breaker_script
 from .keys import encode_name
-from .scripts import load_script
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,7 +83,7 @@ class BreakerHost(Protocol):
     ) -> list[tuple[str, int, int]]: ...
 
 
-__all__ = ["RedisBreakerHandle", "config_argument", "fixed_argument"]
+__all__ = ["RedisBreakerHandle", "binding_argument"]
 
 _log = structlog.get_logger("aioresil")
 
@@ -100,6 +102,12 @@ REJECTION_FLUSH_INTERVAL = 1.0
 
 EventSink = Callable[[BreakerEvent], None]
 
+_random = random.SystemRandom()
+
+_F_STATE = Field.STATE.encode()
+_F_OPENED_AT = Field.OPENED_AT.encode()
+_F_CONFIG = Field.CONFIG.encode()
+
 
 class _Reply(NamedTuple):
     """What ``breaker.lua`` answered (see its header)."""
@@ -111,6 +119,14 @@ class _Reply(NamedTuple):
     retry_after_us: int
 
 
+_NO_BIND = frozenset({"operator", "release"})
+_OPS = {op: op.encode() for op in ("success", "acquire", "record", "batch", "operator", "release")}
+"""Script operations that never store this process's config (see ``_run``)."""
+
+_FAST = _Reply(1, 0, "closed", 0, -1)
+"""What the script's hot path means: a success applied in CLOSED, nothing else changed."""
+
+
 def _us(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -119,32 +135,17 @@ def _us(seconds: float | None) -> str:
     return str(round(seconds * 1_000_000))
 
 
-def config_argument(config: BreakerConfig) -> list[str]:
-    """The config items of ``breaker.lua``'s ARGV[3]; times in microseconds."""
+def binding_argument(config: BreakerConfig, channel: str, encoded_name: str) -> bytes:
+    """ARGV[4] of ``breaker.lua`` on a bind: the config items, the channel and the name.
 
-    def plain(value: float | int | None) -> str:
-        return "" if value is None else repr(value)
-
-    return [
-        plain(config.failure_threshold),
-        plain(config.failure_rate_threshold),
-        plain(config.window_size),
-        _us(config.window_duration),
-        plain(config.minimum_calls),
-        _us(config.slow_call_duration),
-        plain(config.slow_call_rate_threshold),
-        _us(config.recovery_timeout),
-        repr(float(config.backoff_multiplier)),
-        _us(config.max_recovery_timeout),
-        plain(config.half_open_max_calls),
-        plain(config.success_threshold),
-        _us(config.trial_lease),
-    ]
+    Encoded once per handle: redis-py packs every argument in Python on every call.
+    """
+    return ",".join([encode_rules(config), channel, encoded_name]).encode()
 
 
-def fixed_argument(config: BreakerConfig, channel: str, encoded_name: str) -> bytes:
-    """ARGV[3] of ``breaker.lua``: the config items, the channel and the encoded name."""
-    return ",".join([*config_argument(config), channel, encoded_name]).encode()
+def _new_token() -> int:
+    """A trial token chosen by the client: unique enough (52 random bits), exact in Lua."""
+    return _random.randrange(1 << 40, 1 << 52)
 
 
 class RedisBreakerHandle:
@@ -162,9 +163,17 @@ class RedisBreakerHandle:
             backend.key("cb", name, "trials"),
             backend.key("cb", name, "window"),
         ]
-        # ARGV[3] never changes for this handle: one argument, encoded once (redis-py packs
-        # every argument in Python on every call, which cost more than Lua parsing it).
-        self._fixed_arg = fixed_argument(config, backend.events_channel, self.encoded)
+        # The config travels once, on this handle's first call (its bind; again only if Redis
+        # lost it): later calls name it by fingerprint and the script reads the stored one.
+        self.fingerprint = config.fingerprint
+        self._binding = binding_argument(config, backend.events_channel, self.encoded)
+        self._bind_arg: bytes = self._binding
+        self._fingerprint_bytes = self.fingerprint.encode()
+        self._conflicts_seen: set[tuple[str, str]] = set()
+        # A success needs only the fast op when the rules keep no window (see breaker.lua).
+        self._success_op = "record" if config.has_rate_rule else "success"
+        self.hub: Any = None  # the breaker layer's per-circuit bookkeeping (see breaker.py)
+        self._decoded: tuple[bytes, BreakerConfig] | None = None
         # Unknown until the first reply: generation 0 (every reply is newer) and OPEN with an
         # elapsed timeout, so the first call asks Redis instead of trusting a guess.
         self.view = BreakerRecord(config)
@@ -216,15 +225,15 @@ class RedisBreakerHandle:
         elif view.state is not OPEN:
             view.open_until = 0.0
 
-    def _apply_reply(self, reply: list[Any]) -> _Reply:
+    def _apply_reply(self, reply: list[Any], *, bound: bool = True) -> _Reply:
         try:
-            return self._parse_reply(reply)
+            return self._parse_reply(reply, bound)
         except (ValueError, IndexError, TypeError, KeyError) as exc:
             raise BackendError(
                 f"breaker {self.name!r}: unexpected reply from breaker.lua ({exc!r})"
             ) from exc
 
-    def _parse_reply(self, reply: list[Any]) -> _Reply:
+    def _parse_reply(self, reply: list[Any], bound: bool) -> _Reply:
         code, state, generation, retry_after_us = (
             int(reply[0]),
             _text(reply[1]),
@@ -232,6 +241,13 @@ class RedisBreakerHandle:
             int(reply[3]),
         )
         token, old, trigger, corrupt = int(reply[4]), _text(reply[5]), _text(reply[6]), reply[7]
+        if code < 0:
+            return _Reply(code, 0, state, generation, retry_after_us)
+        if bound:
+            self._bind_arg = b""  # our config is stored: from now on it is named by fingerprint
+            in_force, replaced = _text(reply[8]), _text(reply[9])
+            if in_force != self.fingerprint or replaced:
+                self._conflict(in_force, replaced)
         self.apply_view(state, generation, retry_after_us)
         if int(corrupt):
             _log.error(
@@ -246,21 +262,62 @@ class RedisBreakerHandle:
             )
         return _Reply(code, token, state, generation, retry_after_us)
 
+    def _conflict(self, in_force: str, replaced: str) -> None:
+        """Another process bound this name with other rules: say so once per config pair."""
+        key = (in_force, replaced)
+        if key in self._conflicts_seen:
+            return
+        self._conflicts_seen.add(key)
+        _log.warning(
+            "circuit_config_conflict",
+            breaker=self.name,
+            ours=self.fingerprint,
+            in_force=in_force,
+            replaced=replaced or None,
+            rule="the newest process to bind a name wins; every process runs under its config",
+        )
+        self._emit_event(
+            BreakerConfigConflict(self.name, time.time(), self.fingerprint, in_force, replaced)
+        )
+
     # ------------------------------------------------------------------ scripts
 
-    def _now_arg(self) -> str:
+    def _now_arg(self) -> bytes | str:
         clock = self.backend.clock
-        return "" if clock is None else _us(clock.monotonic())
+        return b"" if clock is None else _us(clock.monotonic())
 
     async def _run(self, op: str, *extra: str | int) -> _Reply:
+        """One ``breaker.lua`` call; ``None`` when the hot path answered (nothing changed)."""
         self.backend.ensure_listener()
         rejections, self._pending_rejections = self._pending_rejections, 0
+        script = breaker_script()
+        # Only guarded calls bind: an operator action (the CLI, the dashboard, an admin
+        # endpoint built with default settings) must never replace the rules in force.
+        binds = op not in _NO_BIND
+        bind_arg = self._bind_arg if binds else b""
         try:
-            reply = await self.backend.run_script(
-                load_script("breaker"),
-                self.keys,
-                [op, self._now_arg(), self._fixed_arg, rejections, *extra],
-            )
+            for _ in range(2):
+                # Constant arguments go as bytes: redis-py passes bytes through untouched.
+                reply = await self.backend.run_script(
+                    script,
+                    self.keys,
+                    [
+                        _OPS.get(op, op),
+                        self._now_arg(),
+                        self._fingerprint_bytes,
+                        bind_arg,
+                        rejections or b"0",
+                        *extra,
+                    ],
+                )
+                if reply == 1 or int(reply[0]) >= 0:
+                    break
+                bind_arg = self._binding  # nothing stored (new, or Redis lost it): bind
+        except BackendError as error:
+            self._pending_rejections += rejections  # not applied: count them next time
+            if "AIORESIL_ILLEGAL" in str(error):
+                raise IllegalTransitionError(f"breaker {self.name!r}: {error}") from error
+            raise
         except BaseException:  # not sent (error or cancellation): count them next time
             self._pending_rejections += rejections
             raise
@@ -268,7 +325,9 @@ class RedisBreakerHandle:
             self._outage_logged = False  # a fail-closed outage ended
             _log.info("circuit_backend_recovered", breaker=self.name)
             self._emit_event(BackendRecovered(self.name, time.time()))
-        return self._apply_reply(reply)
+        if reply == 1:
+            return _FAST
+        return self._apply_reply(reply, bound=binds or bool(bind_arg))
 
     # ------------------------------------------------------------------ acquire
 
@@ -298,18 +357,39 @@ class RedisBreakerHandle:
         return None
 
     async def acquire_remote(self, now: float) -> Permit | Rejection:
+        # The client picks the trial token, so a grant whose reply this task never reads
+        # (cancelled while waiting, or the connection dropped) can still be given back.
+        token = _new_token()
         try:
-            reply = await self._run("acquire")
+            reply = await self._run("acquire", token)
         except BackendUnavailableError as error:
+            self._release_in_background(token)
             self._outage(error, now)
             if self._fallback is None:
                 raise  # fail-closed
             return self._fallback_acquire(self._fallback, now)
+        except BaseException:
+            self._release_in_background(token)
+            raise
         if reply.code:
             return Permit(reply.generation, reply.token)
         if reply.state == "open":
             return Rejection(OPEN, reply.retry_after_us / 1e6)
         return Rejection(CircuitState(reply.state), None)
+
+    def _release_in_background(self, token: int) -> None:
+        """Give back trial ``token`` whatever happened to its acquire (a task of its own, so
+        the caller's cancellation cannot cancel it; the backend awaits it on close)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - no loop: nothing can be sent anyway
+            return
+        task = loop.create_task(self._release(token))
+        self.backend.track(task)
+
+    async def _release(self, token: int) -> None:
+        with contextlib.suppress(BackendError):
+            await self._run("release", str(token))
 
     # ------------------------------------------------------------------ record
 
@@ -321,7 +401,22 @@ class RedisBreakerHandle:
             if self._flush_handle is None:
                 self._schedule_flush(soon=False)
             return None
-        return self.record(Permit(generation), Outcome.SUCCESS, now, duration)
+        if self._fallback is not None or generation < 0:
+            return self.record(Permit(generation), Outcome.SUCCESS, now, duration)
+        if self._batched:
+            return self.record(Permit(generation), Outcome.SUCCESS, now, duration)
+        if self._success_op == "success":
+            return self._success_remote(generation, now)
+        return self._record_remote(Permit(generation), Outcome.SUCCESS, now, duration)
+
+    async def _success_remote(self, generation: int, now: float) -> None:
+        try:
+            await self._run("success", generation)
+        except BackendUnavailableError as error:
+            self._outage(error, now)
+            fallback = self._fallback
+            if fallback is not None:  # counted on the local breaker, as _record_remote does
+                self._fallback_record(Permit(-fallback.generation), Outcome.SUCCESS, now, 0.0)
 
     def record(
         self, permit: Permit, outcome: Outcome, now: float, duration: float
@@ -466,33 +561,49 @@ class RedisBreakerHandle:
         record: tuple[BreakerRecord, float, float] = results[0]
         return record
 
+    def _config_in_force(self, stored: bytes) -> BreakerConfig:
+        """The stored config as a :class:`BreakerConfig` (decoded once per stored value)."""
+        cached = self._decoded
+        if cached is not None and cached[0] == stored:
+            return cached[1]
+        config = decode_rules(stored.decode(), self.config)
+        self._decoded = (stored, config)
+        return config
+
     def record_from(
         self, state: dict[bytes, bytes], trials: int, window: dict[bytes, bytes] | None, now_us: int
     ) -> BreakerRecord:
-        """Build a :class:`BreakerRecord` from raw Redis data (times in seconds)."""
+        """Build a :class:`BreakerRecord` from raw Redis data (times in seconds).
+
+        The record carries the config in force (stored with the breaker), not this handle's.
+        """
         config = self.config
+        stored = state.get(_F_CONFIG)
+        if stored:
+            config = self._config_in_force(stored)
         rec = BreakerRecord(config)
 
         def get(field: str, default: float = 0) -> float:
             raw = state.get(field.encode())
             return float(raw) if raw not in (None, b"") else default
 
-        if state:
-            rec.state = CircuitState(state[b"st"].decode())
-            rec.generation = int(get("g", 1))
-        rec.consecutive_failures = int(get("cf"))
-        opened = state.get(b"oa")
+        if state.get(_F_STATE):
+            rec.state = CircuitState(state[_F_STATE].decode())
+            rec.generation = int(get(Field.GENERATION, 1))
+        rec.consecutive_failures = int(get(Field.CONSECUTIVE_FAILURES))
+        opened = state.get(_F_OPENED_AT)
         rec.opened_at = float(opened) / 1e6 if opened else None
-        rec.open_until = get("ou") / 1e6
-        rec.reopen_count = int(get("ro"))
-        rec.trial_successes = int(get("ts"))
+        rec.open_until = get(Field.OPEN_UNTIL) / 1e6
+        rec.reopen_count = int(get(Field.REOPEN_COUNT))
+        rec.trial_successes = int(get(Field.TRIAL_SUCCESSES))
         rec.trials = dict.fromkeys(range(trials), math.inf)
-        rec.successes, rec.failures = int(get("ns")), int(get("nf"))
-        rec.ignored, rec.slow = int(get("ni")), int(get("nsl"))
-        rec.rejected = int(get("nr")) + self._pending_rejections
+        rec.successes, rec.failures = int(get(Field.SUCCESSES)), int(get(Field.FAILURES))
+        rec.ignored, rec.slow = int(get(Field.IGNORED)), int(get(Field.SLOW))
+        rec.rejected = int(get(Field.REJECTED)) + self._pending_rejections
         if isinstance(rec.window, CountWindow):
-            rec.window.calls, rec.window.failures = int(get("wc")), int(get("wf"))
-            rec.window.slow = int(get("ws"))
+            rec.window.calls = int(get(Field.WINDOW_CALLS))
+            rec.window.failures = int(get(Field.WINDOW_FAILURES))
+            rec.window.slow = int(get(Field.WINDOW_SLOW))
         elif isinstance(rec.window, TimeWindow) and window:
             # Bucket indexes are floor(now_us / width_us) == floor(now_s / width_s): the same
             # numbers TimeWindow uses, so its expire() applies unchanged.

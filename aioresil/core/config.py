@@ -6,11 +6,13 @@ with a message naming the field, not silently produce a breaker that can never o
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["DEFAULT_WINDOW_SIZE", "BreakerConfig"]
+__all__ = ["DEFAULT_WINDOW_SIZE", "SHARED_RULES", "BreakerConfig", "decode_rules", "encode_rules"]
 
 DEFAULT_WINDOW_SIZE = 100
 """Count-based window used when a rate rule is set but no window is given."""
@@ -113,6 +115,9 @@ class BreakerConfig:
     on_backend_error: Literal["fail_open", "fail_closed"] = "fail_open"
     recording: Literal["strict", "batched"] = "strict"
     batch_interval: float = 0.005
+    fingerprint: str = field(default="", init=False, repr=False, compare=False)
+    """A short digest of the shared rules (:data:`SHARED_RULES`): equal rules give an equal
+    fingerprint in every process. Computed once, at construction."""
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ValueError:
@@ -222,6 +227,8 @@ class BreakerConfig:
                 "failure_threshold may be None only when a rate rule is set; "
                 "otherwise nothing could ever open the circuit"
             )
+        digest = hashlib.sha1(encode_rules(self).encode()).hexdigest()[:16]
+        object.__setattr__(self, "fingerprint", digest)
 
     @property
     def has_rate_rule(self) -> bool:
@@ -243,3 +250,61 @@ class BreakerConfig:
         if self.max_recovery_timeout is not None:
             timeout = min(timeout, self.max_recovery_timeout)
         return float(timeout)
+
+
+SHARED_RULES: tuple[tuple[str, bool], ...] = (
+    ("failure_threshold", False),
+    ("failure_rate_threshold", False),
+    ("window_size", False),
+    ("window_duration", True),
+    ("minimum_calls", False),
+    ("slow_call_duration", True),
+    ("slow_call_rate_threshold", False),
+    ("recovery_timeout", True),
+    ("backoff_multiplier", False),
+    ("max_recovery_timeout", True),
+    ("half_open_max_calls", False),
+    ("success_threshold", False),
+    ("trial_lease", True),
+)
+"""The rules every process sharing a breaker must agree on, in their canonical order, each
+with whether it is written in microseconds. The rest of :class:`BreakerConfig` (which
+exceptions count, ``on_backend_error``, ``recording``, ``batch_interval``) is each process's
+own business. ``breaker.lua`` reads the stored rules in this order."""
+
+
+def _encode(value: float | None, micros: bool) -> str:
+    if value is None:
+        return ""
+    if micros:
+        return "1e300" if math.isinf(value) else str(round(value * 1_000_000))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def encode_rules(config: BreakerConfig) -> str:
+    """The shared rules as one canonical string: comma-separated, times in microseconds."""
+    return ",".join(_encode(getattr(config, name), micros) for name, micros in SHARED_RULES)
+
+
+def decode_rules(text: str, base: BreakerConfig) -> BreakerConfig:
+    """``base`` with the rules of ``text`` (from :func:`encode_rules`, possibly followed by
+    more comma-separated items); ``ValueError`` for text no aioresil wrote."""
+    parts = text.split(",")
+    if len(parts) < len(SHARED_RULES):
+        raise ValueError(f"stored config has {len(parts)} items, expected {len(SHARED_RULES)}")
+    values: dict[str, float | int | None] = {}
+    for (name, micros), raw in zip(SHARED_RULES, parts, strict=False):
+        if raw == "":
+            values[name] = None
+        elif micros:
+            values[name] = int(raw) / 1_000_000
+        elif "." in raw or "e" in raw:
+            values[name] = float(raw)
+        else:
+            values[name] = int(raw)
+    for name in ("recovery_timeout", "backoff_multiplier", "minimum_calls"):
+        if values[name] is None:
+            raise ValueError(f"stored config has no {name}")
+    return dataclasses.replace(base, **values)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from .config import BreakerConfig
-from .states import CircuitState, Trigger, next_state
+from .states import OPERATOR_TRIGGERS, CircuitState, Trigger, next_state
 from .window import CountWindow, TimeWindow, Window
 
 __all__ = [
@@ -87,13 +87,21 @@ class Rejection(NamedTuple):
 
 
 class BreakerRecord:
-    """Everything one breaker remembers. Mutated only by the functions of this module."""
+    """Everything one breaker remembers. Mutated only by the functions of this module, and
+    by its documented twins: ``breaker.lua`` (the same rules on Redis) and the untimed success
+    inlined in ``CircuitBreaker.__aexit__`` (see :func:`record_success`).
+
+    ``in_flight`` is not part of the state: the breaker layer counts its entries in flight
+    there (see ``aioresil/breaker.py``); no rule reads it.
+    """
 
     __slots__ = (
+        "config",
         "consecutive_failures",
         "failures",
         "generation",
         "ignored",
+        "in_flight",
         "next_token",
         "open_until",
         "opened_at",
@@ -108,6 +116,9 @@ class BreakerRecord:
     )
 
     def __init__(self, config: BreakerConfig) -> None:
+        self.config = config
+        """The rules this record lives under (for a shared breaker: the config in force,
+        stored with it, which may be another process's)."""
         self.state = CLOSED
         self.generation = 1
         self.consecutive_failures = 0
@@ -117,6 +128,7 @@ class BreakerRecord:
         self.trials: dict[int, float] = {}  # token -> lease deadline
         self.trial_successes = 0
         self.next_token = 1
+        self.in_flight = 0
         self.successes = 0
         self.failures = 0
         self.ignored = 0
@@ -310,7 +322,7 @@ def record_success(
 
 def operator(rec: BreakerRecord, trigger: Trigger, now: float) -> Transition:
     """Apply an operator action: ``RESET`` (clears every counter), ``FORCE_OPEN``, ``DISABLE``."""
-    if trigger not in (Trigger.RESET, Trigger.FORCE_OPEN, Trigger.DISABLE):
+    if trigger not in OPERATOR_TRIGGERS:
         raise ValueError(f"{trigger!r} is not an operator action")
     transition = _move(rec, trigger)
     rec.reopen_count = 0

@@ -1,7 +1,9 @@
 """Everything that decides which state follows which lives here, as a data table.
 
-A move not in :data:`TRANSITIONS` raises :class:`~aioresil.exceptions.IllegalTransitionError`:
-the memory backend, the Lua scripts and the model-based test all rely on this one table.
+A move not in :data:`TRANSITIONS` raises :class:`~aioresil.exceptions.IllegalTransitionError`.
+Both executors use this one table: the memory backend through :func:`next_state`, and
+``breaker.lua`` through a ``LEGAL`` table generated from it when the script is loaded
+(``aioresil/backends/breaker_schema.py``); an illegal move there raises the same error type.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from types import MappingProxyType
 
 from ..exceptions import IllegalTransitionError
 
-__all__ = ["TRANSITIONS", "CircuitState", "Trigger", "next_state"]
+__all__ = ["OPERATOR_TRIGGERS", "TRANSITIONS", "CircuitState", "Trigger", "next_state"]
 
 
 class CircuitState(StrEnum):
@@ -61,6 +63,11 @@ TRANSITIONS: MappingProxyType[tuple[CircuitState, Trigger], CircuitState] = Mapp
     }
 )
 """Every legal ``(state, trigger) -> state`` move. Nothing else may happen."""
+
+OPERATOR_TRIGGERS: frozenset[Trigger] = frozenset(
+    t for t in Trigger if all((s, t) in TRANSITIONS for s in CircuitState)
+)
+"""The operator actions: the triggers legal from every state (reset, force open, disable)."""
 
 
 def next_state(state: CircuitState, trigger: Trigger) -> CircuitState:

@@ -270,7 +270,8 @@ class DashboardApp:
         rows = []
         for breaker in sorted(registry, key=lambda b: b.name):
             row = stats[breaker.name].to_dict()
-            row["config"] = {name: getattr(breaker.config, name) for name in _CONFIG_FIELDS}
+            in_force = stats[breaker.name].config or breaker.config  # stored with the breaker
+            row["config"] = {name: getattr(in_force, name) for name in _CONFIG_FIELDS}
             rows.append(row)
         return json_response(200, rows)
 

@@ -25,6 +25,9 @@ Prometheus expects (the README has the table with each resilience4j counterpart)
   signals ``aioresil_dlq_evicted_total``, ``aioresil_dlq_expired_total``,
   ``aioresil_dlq_spooled`` (pushes waiting in this process while Redis is unreachable) and the
   thresholds ``aioresil_dlq_warning_threshold`` / ``aioresil_dlq_critical_threshold``.
+* ``aioresil_circuitbreaker_config_info{name,fingerprint}``: gauge, always 1: the fingerprint
+  of the config in force (for a Redis breaker, the one stored with it, which the newest
+  process to bind the name chose).
 * ``aioresil_dlq_redrive_entries{queue,state}``: gauge, the scheduled redrive of a Redis queue
   (``scheduled``, ``due``, ``leased``, ``parked``); ``aioresil_dlq_redrive_total{queue,
   outcome}``: counter, redrives ``handled``, ``failed``, ``parked`` and leases that expired
@@ -426,6 +429,11 @@ _STATE, _CALLS, _REJECTED, _SLOW, _FAILURE_RATE, _SLOW_RATE, _CONSECUTIVE = (
         "Failures in a row since the last success",
     ),
 )
+_CONFIG = (
+    "aioresil_circuitbreaker_config_info",
+    "gauge",
+    "1 per breaker, labelled with the fingerprint of the config in force (stored with it)",
+)
 
 
 def _counts(stats: BreakerFigures, mono: Monotonic) -> tuple[int, ...]:
@@ -493,6 +501,7 @@ def _breaker_families(
         Family(*spec)
         for spec in (_STATE, _CALLS, _REJECTED, _SLOW, _FAILURE_RATE, _SLOW_RATE, _CONSECUTIVE)
     )
+    config = Family(*_CONFIG)
     for stats in breakers:
         name = ("name", stats.name)
         current = stats.state.value
@@ -508,11 +517,12 @@ def _breaker_families(
         if stats.slow_call_rate is not None:
             slow_rate.add(stats.slow_call_rate, name)
         consecutive.add(stats.consecutive_failures, name)
+        config.add(1, name, ("fingerprint", stats.config_fingerprint or ""))
     if not breakers:
         for label, current in local_states:
             for value in STATES:
                 state.add(1 if value == current.value else 0, ("name", label), ("state", value))
-    return [state, calls_total, rejected, slow, failure_rate, slow_rate, consecutive]
+    return [state, calls_total, rejected, slow, failure_rate, slow_rate, consecutive, config]
 
 
 def _head(spec: tuple[str, str, str]) -> list[str]:
@@ -587,6 +597,10 @@ def _render_breakers(
             f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
             f"{stats.consecutive_failures}"
         )
+    lines += _head(_CONFIG)
+    for stats, label in labels:
+        fingerprint = stats.config_fingerprint or ""
+        add(f'aioresil_circuitbreaker_config_info{{name="{label}",fingerprint="{fingerprint}"}} 1')
     return lines
 
 

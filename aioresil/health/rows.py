@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..core import machine
+from ..core.config import SHARED_RULES, BreakerConfig
 from ..core.states import CircuitState
 
 if TYPE_CHECKING:
@@ -50,6 +51,30 @@ class BreakerRow(NamedTuple):
     opened_at: datetime | None
     retry_after: float | None
     recovery_timeout: float
+    config: BreakerConfig | None = None
+    """The config in force (for a Redis breaker, the one stored with it)."""
+
+    @property
+    def config_fingerprint(self) -> str | None:
+        """As :attr:`aioresil.BreakerStats.config_fingerprint`."""
+        return None if self.config is None else self.config.fingerprint
+
+
+_CONFIG_JSON: dict[int, tuple[BreakerConfig, str]] = {}
+
+
+def _config_json(config: BreakerConfig | None) -> str:
+    """``BreakerStats.to_dict()["config"]`` as JSON text (once per config object)."""
+    if config is None:
+        return "null"
+    cached = _CONFIG_JSON.get(id(config))
+    if cached is None or cached[0] is not config:
+        body = {name: getattr(config, name) for name, _ in SHARED_RULES}
+        body["fingerprint"] = config.fingerprint
+        if len(_CONFIG_JSON) > 4096:
+            _CONFIG_JSON.clear()
+        cached = _CONFIG_JSON[id(config)] = (config, json.dumps(body, separators=(",", ":")))
+    return cached[1]
 
 
 def rows_from_readings(
@@ -63,7 +88,7 @@ def rows_from_readings(
     slow_call_rate = machine.slow_call_rate
     first_timeout: dict[int, float] = {}  # id(config) -> timeout of a first opening
     for breaker, (rec, now, offset) in readings:
-        config = breaker.config
+        config = rec.config  # the config in force, read with the record
         state = rec.state
         opened = rec.opened_at
         window = rec.window
@@ -92,6 +117,7 @@ def rows_from_readings(
                 None if opened is None else datetime.fromtimestamp(opened + offset, tz=UTC),
                 max(rec.open_until - now, 0.0) if state is _OPEN else None,
                 timeout,
+                config,
             )
         )
     return rows
@@ -137,6 +163,7 @@ def circuits_json(rows: Sequence[BreakerRow]) -> str:
             f'"half_open_calls":{row.half_open_calls},'
             f'"opened_at":{"null" if opened is None else _quoted(opened.isoformat())},'
             f'"retry_after":{"null" if retry is None else _float(retry)},'
-            f'"recovery_timeout":{_float(row.recovery_timeout)}}}'
+            f'"recovery_timeout":{_float(row.recovery_timeout)},'
+            f'"config":{_config_json(row.config)}}}'
         )
     return "{" + ",".join(parts) + "}"

@@ -57,6 +57,9 @@ async def open_redis(url: str, **options: Any) -> AsyncIterator[Any]:
     """
     from aioresil.backends.redis import RedisBackend
 
+    # A generous deadline: these tests race 50 writers on a shared, slow machine and check
+    # the outcome, not latency (the deadline itself is tested in tests/test_faults.py).
+    options.setdefault("operation_timeout", 10.0)
     backend = RedisBackend.from_url(url, **options)
     try:
         yield backend

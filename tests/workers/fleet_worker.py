@@ -26,7 +26,9 @@ stderr, so its lines never mix with answers). Commands (``op``):
 * ``exit``: close the backend and exit.
 
 Every answer carries ``events``: the ``StateChanged`` events this process's own script
-replies produced so far, as ``[old, new, trigger]``, and ``failovers`` (should stay 0).
+replies produced so far, as ``[old, new, trigger]``, ``failovers`` (should stay 0),
+``conflicts`` (``BreakerConfigConflict`` events as ``[ours, in_force, replaced]``) and this
+process's config ``fingerprint``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ from typing import Any
 
 import structlog
 
-from aioresil import BreakerConfig, CircuitBreaker, CircuitOpenError, StateChanged
+from aioresil import (
+    BreakerConfig,
+    BreakerConfigConflict,
+    CircuitBreaker,
+    CircuitOpenError,
+    StateChanged,
+)
 from aioresil.backends.redis import RedisBackend
 from aioresil.events import BackendFailover
 from aioresil.testing import FakeClock
@@ -77,6 +85,7 @@ class Member:
             spec["name"], config=BreakerConfig(**spec["config"]), backend=self.backend, clock=clock
         )
         self.events: list[list[str]] = []
+        self.conflicts: list[list[str]] = []
         self.failovers = 0
         self.breaker.add_listener(self.on_event)
 
@@ -86,9 +95,19 @@ class Member:
             self.events.append([event.old.value, event.new.value, trigger])
         elif isinstance(event, BackendFailover):
             self.failovers += 1
+        elif isinstance(event, BreakerConfigConflict):
+            self.conflicts.append([event.ours, event.in_force, event.replaced])
 
     def reply(self, **fields: Any) -> None:
-        answer({**fields, "events": self.events, "failovers": self.failovers})
+        answer(
+            {
+                **fields,
+                "events": self.events,
+                "failovers": self.failovers,
+                "conflicts": self.conflicts,
+                "fingerprint": self.breaker.config.fingerprint,
+            }
+        )
 
     async def ok(self) -> str:
         try:

@@ -1,0 +1,413 @@
+"""Breakers that compose: nested calls, breakers built per request, one config in force.
+
+Nesting runs on every backend kind (memory, fakeredis, a real redis-server): each level of a
+nest owns its permit, its outcome and its duration. The per-request and cancellation-storm
+tests pin what a long-running service relies on: nothing accumulates, no permit leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import random
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from aioresil import (
+    BreakerConfig,
+    BreakerConfigConflict,
+    BreakerRegistry,
+    CircuitBreaker,
+    CircuitOpenError,
+    CircuitState,
+    IllegalTransitionError,
+    MemoryBackend,
+    StateChanged,
+)
+from aioresil.testing import FakeClock
+
+from .conftest import MakeBreaker
+
+
+class Boom(Exception):
+    pass
+
+
+async def live_trials(backend: Any, breaker: CircuitBreaker) -> int:
+    """Trial permits held right now, read from where the backend keeps them."""
+    if isinstance(backend, MemoryBackend):
+        return len(breaker._view.trials)
+    key = backend.key("cb", breaker.name, "trials")
+    return int(await backend.client.zcount(key, "(0", "+inf"))
+
+
+# ---------------------------------------------------------------------- nesting
+
+
+async def test_same_breaker_nested_three_deep_records_every_level(
+    make_breaker: MakeBreaker,
+) -> None:
+    breaker = make_breaker(failure_threshold=3)
+    async with breaker, breaker, breaker:
+        pass
+    assert (await breaker.stats()).success_count == 3
+    with pytest.raises(Boom):
+        async with breaker, breaker, breaker:
+            raise Boom
+    stats = await breaker.stats()
+    assert (stats.failure_count, stats.state) == (3, CircuitState.OPEN)
+
+
+async def test_slow_outer_call_around_a_fast_inner_one_is_recorded_slow(
+    make_breaker: MakeBreaker, clock: FakeClock
+) -> None:
+    rules: dict[str, Any] = {
+        "slow_call_duration": 1.0,
+        "slow_call_rate_threshold": 1.0,
+        "minimum_calls": 10,
+    }
+    outer = make_breaker("outer", **rules)
+    inner_other = make_breaker("inner", **rules)
+    async with outer:
+        async with outer:  # the same breaker, fast
+            pass
+        async with inner_other:  # another breaker, fast
+            pass
+        clock.advance(5)
+    same, other = await outer.stats(), await inner_other.stats()
+    assert (same.success_count, same.slow_call_count) == (2, 1)
+    assert (other.success_count, other.slow_call_count) == (1, 0)
+
+
+async def test_two_breakers_interleaved_across_tasks(make_breaker: MakeBreaker) -> None:
+    a, b = make_breaker("a", failure_threshold=5), make_breaker("b", failure_threshold=5)
+    inside = [asyncio.Event(), asyncio.Event()]
+    go = [asyncio.Event(), asyncio.Event()]
+
+    async def a_around_b() -> None:
+        async with a, b:
+            inside[0].set()
+            await go[0].wait()
+            raise Boom
+
+    async def b_around_a() -> None:
+        async with b, a:
+            inside[1].set()
+            await go[1].wait()
+
+    tasks = [asyncio.create_task(a_around_b()), asyncio.create_task(b_around_a())]
+    await inside[0].wait()
+    await inside[1].wait()
+    go[1].set()  # the task that entered last finishes first
+    await tasks[1]
+    go[0].set()
+    with pytest.raises(Boom):
+        await tasks[0]
+    for breaker in (a, b):
+        stats = await breaker.stats()
+        assert (stats.success_count, stats.failure_count) == (1, 1), breaker.name
+
+
+@pytest.mark.parametrize("outer_fails", [False, True])
+async def test_nested_half_open_trials_each_record_their_own_outcome(
+    make_breaker: MakeBreaker, clock: FakeClock, backend: Any, outer_fails: bool
+) -> None:
+    breaker = make_breaker(
+        failure_threshold=1, recovery_timeout=10, half_open_max_calls=2, success_threshold=2
+    )
+    with pytest.raises(Boom):
+        async with breaker:
+            raise Boom
+    clock.advance(11)
+    try:
+        async with breaker:  # trial 1
+            async with breaker:  # trial 2, nested in trial 1
+                assert await live_trials(backend, breaker) == 2
+            if outer_fails:
+                raise Boom
+    except Boom:
+        pass
+    stats = await breaker.stats()
+    # the inner success counted (1 of 2), then the outer decided: closed, or reopened
+    assert stats.state is (CircuitState.OPEN if outer_fails else CircuitState.CLOSED)
+    # (the failure that tripped it is the first of failure_count)
+    expected = (1, 2) if outer_fails else (2, 1)
+    assert (stats.success_count, stats.failure_count) == expected
+    assert await live_trials(backend, breaker) == 0  # no permit outlives its block
+
+
+async def test_a_task_started_inside_a_guarded_block_has_its_own_entry(
+    make_breaker: MakeBreaker,
+) -> None:
+    breaker = make_breaker(failure_threshold=5)
+    release = asyncio.Event()
+
+    async def child() -> None:
+        async with breaker:
+            await release.wait()
+            raise Boom
+
+    async with breaker:
+        task = asyncio.create_task(child())
+        await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(Boom):
+        await task
+    stats = await breaker.stats()
+    assert (stats.success_count, stats.failure_count) == (1, 1)
+    assert breaker._view.in_flight == 0
+
+
+# ---------------------------------------------------------------------- per-request breakers
+
+
+async def test_breakers_built_per_request_leave_nothing_behind() -> None:
+    backend = MemoryBackend()
+    config = BreakerConfig(failure_threshold=3)
+    kept = CircuitBreaker("db", config=config, backend=backend)
+    seen: list[object] = []
+    kept.add_listener(seen.append)
+    dropped_seen: list[object] = []
+
+    async def request(i: int) -> None:
+        breaker = CircuitBreaker("db", config=config, backend=backend)
+        if i % 1000 == 0:
+            breaker.add_listener(dropped_seen.append)  # dies with its instance
+        if i % 100 == 0:
+            async with breaker:
+                pass
+
+    for i in range(1000):  # warm every cache first
+        await request(i)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(100_000):
+            await request(i)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert growth < 64 * 1024, f"memory grew by {growth} bytes over 100,000 constructions"
+
+    handle = backend._breakers["db"]
+    assert len(handle._callbacks) == 1  # one subscription for the circuit, not one per instance
+    with structlog.testing.capture_logs() as logs:
+        await kept.force_open()
+        await kept.reset()
+    # transition work is proportional to live listeners: one log line per transition, the
+    # kept breaker's listener called once each, no dropped instance's listener called
+    assert [entry["event"] for entry in logs] == ["circuit_state_changed"] * 2
+    assert [type(event) for event in seen] == [StateChanged, StateChanged]
+    assert dropped_seen == []
+    assert (await kept.stats()).state is CircuitState.CLOSED
+
+
+# ---------------------------------------------------------------------- one table, one truth
+
+
+@pytest.mark.redis_server
+async def test_an_illegal_move_in_lua_raises_illegal_transition_error(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aioresil import RedisBackend
+    from aioresil.backends import redis_breaker
+    from aioresil.backends.breaker_schema import PRELUDE_MARKER, lua_hot_prelude, lua_prelude
+    from aioresil.backends.scripts import LuaScript, load_script
+
+    # A table without closed -> forced_open: the script must refuse it as the core would.
+    prelude = lua_prelude().replace("['closed>force_open'] = 'forced_open', ", "")
+    assert prelude != lua_prelude()
+    source = load_script("breaker").source.replace(PRELUDE_MARKER, prelude)
+    crippled = LuaScript("breaker", lua_hot_prelude() + source)
+    monkeypatch.setattr(redis_breaker, "breaker_script", lambda: crippled)
+    async with RedisBackend.from_url(redis_url) as backend:
+        breaker = CircuitBreaker("b", backend=backend)
+        async with breaker:
+            pass
+        with pytest.raises(IllegalTransitionError, match="closed on force_open"):
+            await breaker.force_open()
+
+
+@pytest.mark.redis_server
+async def test_config_in_force_is_stored_and_conflicts_are_reported(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Two processes, two configs, one name: the newest bind wins, both are told once, and
+    readers (stats, the CLI's JSON, /health) show the stored config, not their own."""
+    import httpx
+
+    from aioresil import RedisBackend, health_app
+
+    from .fleet import Worker
+
+    first = {"failure_threshold": 3, "recovery_timeout": 600.0}
+    second = {"failure_threshold": 4, "recovery_timeout": 30.0}
+    workers = []
+    try:
+        for i, config in enumerate((first, second)):
+            worker = Worker(
+                {"url": redis_url, "name": "shared", "config": config}, tmp_path / f"w{i}.log"
+            )
+            workers.append(worker)
+            assert (await worker.areceive())["event"] == "ready"
+            worker.send("warm")
+            assert (await worker.areceive())["outcome"] == "ok"
+        old, new = workers
+        old_fp, new_fp = BreakerConfig(**first).fingerprint, BreakerConfig(**second).fingerprint
+        new.send("attempt")
+        answer = await new.areceive()
+        assert answer["conflicts"] == [[new_fp, new_fp, old_fp]]  # it replaced the old rules
+        for _ in range(2):
+            old.send("attempt")
+            answer = await old.areceive()
+        assert answer["conflicts"] == [[old_fp, new_fp, ""]]  # told once, not per call
+
+        # Under the new rules: 4 failures open it (the old process's own rule says 3).
+        old.send("fail", tasks=[3])
+        assert (await old.areceive())["rejected"] == 0
+        new.send("fail", tasks=[1])
+        answer = await new.areceive()
+        assert answer["events"][-1] == ["closed", "open", "trip"]
+
+        async with RedisBackend.from_url(redis_url) as backend:
+            registry = BreakerRegistry(backend=backend)  # default config: 5 and 30 s
+            registry.get("shared")
+            stats = (await registry.stats())["shared"]
+            assert stats.config_fingerprint == new_fp
+            body = stats.to_dict()
+            assert (body["failure_threshold"], body["config"]["failure_threshold"]) == (4, 4)
+            assert body["config"]["recovery_timeout"] == 30.0
+            app = health_app(registry=registry)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = (await client.get("/health/circuit-breakers")).json()
+                metrics = (await client.get("/metrics")).text
+            assert f'"fingerprint": "{new_fp}"' in json.dumps(body)
+            assert f'config_info{{name="shared",fingerprint="{new_fp}"}} 1' in metrics
+            # an operator action from a process with other settings changes no rule
+            await registry.get("shared").reset()
+            assert (await registry.stats())["shared"].config_fingerprint == new_fp
+
+        from .test_cli_redis import run
+
+        cli = json.loads(run("breakers", "--json", "--redis", redis_url).stdout)["shared"]
+        assert (cli["failure_threshold"], cli["recovery_timeout"]) == (4, 30.0)
+        assert cli["config"]["fingerprint"] == new_fp
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+# ---------------------------------------------------------------------- cancellation storm
+
+
+@pytest.mark.redis_server
+async def test_cancellation_storm_on_half_open_leaks_no_trial_permit(
+    redis_url: str, clock: FakeClock
+) -> None:
+    from aioresil import RedisBackend
+
+    rng = random.Random(13)
+    config = BreakerConfig(
+        failure_threshold=1,
+        recovery_timeout=1,
+        half_open_max_calls=3,
+        success_threshold=10_000,  # stays HALF_OPEN for the whole storm
+        trial_lease=600,
+    )
+    async with RedisBackend.from_url(redis_url, clock=clock) as backend:
+        breaker = CircuitBreaker("storm", config=config, backend=backend, clock=clock)
+        with pytest.raises(Boom):
+            async with breaker:
+                raise Boom
+        clock.advance(2)
+        granted = 0
+
+        async def one_call() -> None:
+            nonlocal granted
+            try:
+                async with breaker:
+                    granted += 1
+                    await asyncio.sleep(rng.uniform(0, 0.002))
+            except CircuitOpenError:
+                pass
+
+        outcomes: list[object] = []
+        for _ in range(40):
+            batch = [
+                asyncio.wait_for(one_call(), timeout=rng.choice([0, 1e-4, 5e-4, 1e-3, 3e-3]))
+                for _ in range(5)
+            ]
+            outcomes += await asyncio.gather(*batch, return_exceptions=True)
+        cancelled = sum(isinstance(o, asyncio.TimeoutError) for o in outcomes)
+        assert cancelled >= 20 and granted >= 5, (cancelled, granted)  # the storm hit
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while await live_trials(backend, breaker):  # background give-backs finish
+            assert asyncio.get_running_loop().time() < deadline, "a trial permit leaked"
+            await asyncio.sleep(0.01)
+        assert breaker.state is CircuitState.HALF_OPEN
+        for _ in range(3):  # every slot is free again
+            async with breaker:
+                pass
+        assert (await breaker.stats()).state is CircuitState.HALF_OPEN
+
+
+async def test_conflict_event_type_is_public() -> None:
+    event = BreakerConfigConflict("b", 0.0, "a" * 16, "b" * 16)
+    assert event.replaced == ""
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("where", ["acquire", "record"])
+async def test_cancelled_while_redis_holds_the_trial_gives_it_back(
+    redis_url: str, clock: FakeClock, where: str
+) -> None:
+    """The two places a storm hits only by luck, made certain: cancelled after Redis granted
+    the trial but before the reply was read, and cancelled while the trial's success is
+    being recorded. Either way the slot is free again and nothing waits for the lease."""
+    from aioresil import RedisBackend
+
+    config = BreakerConfig(failure_threshold=1, recovery_timeout=1, success_threshold=5)
+    async with RedisBackend.from_url(redis_url, clock=clock) as backend:
+        breaker = CircuitBreaker("hook", config=config, backend=backend, clock=clock)
+        with pytest.raises(Boom):
+            async with breaker:
+                raise Boom
+        clock.advance(2)
+        reached = asyncio.Event()
+        real = backend.run_script
+
+        async def hooked(script: Any, keys: Any, args: Any) -> Any:
+            if args[0] == where.encode():
+                if where == "acquire":
+                    await real(script, keys, args)  # granted in Redis...
+                    reached.set()
+                    await asyncio.sleep(3600)  # ...and the reply is never read
+                reached.set()
+                await asyncio.sleep(0.05)  # the record is in flight when the cancel lands
+            return await real(script, keys, args)
+
+        backend.run_script = hooked  # type: ignore[method-assign]
+        task = asyncio.create_task(breaker.call(asyncio.sleep, 0))
+        await reached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        backend.run_script = real  # type: ignore[method-assign]
+        deadline = asyncio.get_running_loop().time() + 10
+        while await live_trials(backend, breaker):
+            assert asyncio.get_running_loop().time() < deadline, "the trial permit leaked"
+            await asyncio.sleep(0.01)
+        stats = await breaker.stats()
+        assert stats.success_count == (1 if where == "record" else 0)  # recorded anyway
+        async with breaker:  # the only slot is free
+            pass
