@@ -220,6 +220,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_authoritative",
         "_call_observers",
         "_circuit",
         "_classify_cache",
@@ -275,6 +276,7 @@ class CircuitBreaker:
         # Memory successes of normal permits are applied inline unless the slow-call rule
         # needs a duration (then a success may trip the circuit and must go through the core).
         self._inline = self._handle.authoritative and config.slow_call_duration is None
+        self._authoritative = self._handle.authoritative
         self._classify_cache: dict[type[BaseException], Outcome] = {}
 
     # ------------------------------------------------------------------ guarding
@@ -292,9 +294,17 @@ class CircuitBreaker:
                 self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
             view.in_flight += 1
             return self
+        now = self._mono()
+        if state is _OPEN and self._authoritative and now < view.open_until:
+            # The hot rejection (memory backend, OPEN, timeout not elapsed): the documented
+            # twin of machine.acquire's first rejection, inlined like the hot success.
+            view.rejected += 1
+            retry_after = view.open_until - now
+            if self._listeners:
+                self._dispatch(CallRejected(self.name, _OPEN, self._wall(), retry_after))
+            raise CircuitOpenError(self.name, _OPEN, retry_after)
         # Not CLOSED: ask the handle, locally first (an OPEN rejection is decided here, with
         # no coroutine of its own: rejections are a hot path too).
-        now = self._mono()
         handle = self._handle
         decision = handle.acquire_local(now)
         if decision is None:

@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse breaker/DLQ/metrics answers this long (default 0: read every time)",
     )
     serve.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="every route answers within this time (default 2; /metrics: local series)",
+    )
+    serve.add_argument(
         "--discover-every",
         type=float,
         default=10.0,

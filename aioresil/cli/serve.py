@@ -73,6 +73,8 @@ def _check_options(args: argparse.Namespace) -> None:
         )
     if not math.isfinite(args.cache_ttl) or args.cache_ttl < 0:
         raise CliError(f"--cache-ttl must be a number of seconds >= 0, got {args.cache_ttl}", 2)
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        raise CliError(f"--timeout must be a number of seconds > 0, got {args.timeout}", 2)
     if not math.isfinite(args.discover_every) or args.discover_every < 0:
         raise CliError(f"--discover-every must be >= 0 seconds, got {args.discover_every}", 2)
     if not args.service.strip():
@@ -105,6 +107,7 @@ async def run_serve(args: argparse.Namespace) -> int:
                 dlq_critical_threshold=args.dlq_critical,
                 open_circuit_is_unhealthy=args.open_circuit_is_unhealthy,
                 cache_ttl=args.cache_ttl,
+                timeout=args.timeout,
             )
         except (TypeError, ValueError) as exc:
             raise CliError(f"{ENV_TOKEN}: {exc}", 2) from None

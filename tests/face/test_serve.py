@@ -157,6 +157,8 @@ def test_every_health_option_is_a_flag(serve: object, redis_url: str) -> None:
         "--open-circuit-is-unhealthy",
         "--cache-ttl",
         "0.5",
+        "--timeout",
+        "5",
     )
     with httpx.Client(base_url=served.base, trust_env=False) as client:
         live = client.get("/health").json()
@@ -177,6 +179,7 @@ def test_every_health_option_is_a_flag(serve: object, redis_url: str) -> None:
             "need 0 <= --dlq-warning <= --dlq-critical",
         ),
         (["--cache-ttl", "-1"], "--cache-ttl must be"),
+        (["--timeout", "0"], "--timeout must be"),
         (["--port", "70000"], "--port must be in 0..65535"),
         (["--service", " "], "--service must not be empty"),
     ],
