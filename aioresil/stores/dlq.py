@@ -384,7 +384,7 @@ class DeadLetterQueue:
                 if await self._store(entry_id, fields):
                     break
             except BackendUnavailableError as exc:
-                self._to_spool(entry_id, fields, exc)
+                await self._to_spool(entry_id, fields, exc)
                 return entry_id
         else:  # pragma: no cover - three id collisions in a row
             raise RuntimeError("could not draw an unused dead letter id")
@@ -458,8 +458,8 @@ class DeadLetterQueue:
 
     # ------------------------------------------------------------------ spool
 
-    def _to_spool(self, entry_id: str, fields: RawFields, exc: BaseException) -> None:
-        if not self._spool.append(entry_id, fields):
+    async def _to_spool(self, entry_id: str, fields: RawFields, exc: BaseException) -> None:
+        if not await self._spool.append(entry_id, fields):
             raise BackendUnavailableError(
                 f"dead letter queue {self.name!r}: backend unreachable and the local spool is "
                 f"full ({self.spool_max} entries); entry not stored"
@@ -583,7 +583,7 @@ class DeadLetterQueue:
                     self._emit(
                         DeadLetterSpoolDropped(self.name, entry_id, self._clock.time(), str(exc))
                     )
-                self._spool.pop_first()
+                await self._spool.pop_first()
             self._release_hold()
         return stored
 
