@@ -74,6 +74,7 @@ class FaultProxy:
         self.latency = latency
         self.port = 0
         self.accepted = 0  # connections accepted so far (to see that a client reconnected)
+        self.requests_seen = 0  # chunks read from clients (to see that a command was sent)
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
@@ -220,6 +221,8 @@ class FaultProxy:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if not replies:
+                    self.requests_seen += 1
                 mode = self.mode
                 if mode is Mode.BLACKHOLE or (mode is Mode.DROP_REPLIES and replies):
                     continue

@@ -158,6 +158,11 @@ def _without_url(message: str, url: str) -> str:
     return message
 
 
+#: A deadline that fires later than this fraction of ``operation_timeout`` after it was due
+#: means the event loop was stalled, not that Redis stopped answering (see ``_bounded``).
+_STALL_FRACTION = 0.1
+
+
 class RedisBackend:
     """Shared Redis storage for every aioresil object.
 
@@ -506,6 +511,8 @@ class RedisBackend:
     async def _bounded(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         deadline = asyncio.timeout(self.operation_timeout)
         replies = self._replies
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.operation_timeout
         try:
             async with deadline:
                 result = await operation()
@@ -525,6 +532,12 @@ class RedisBackend:
                     # Redis answered other operations meanwhile: this one waited in a queue
                     # (ours, the pool's, a busy event loop), which fails this operation but
                     # is not an outage of the whole backend.
+                    raise mapped from exc
+                if loop.time() - due > _STALL_FRACTION * self.operation_timeout:
+                    # The deadline fired late: the event loop itself was stalled (a blocking
+                    # call, a long GC pause, a starved CPU) and the reply may well be waiting
+                    # in the socket. That fails this operation, but blaming Redis would
+                    # switch every breaker on this backend to its outage policy.
                     raise mapped from exc
             else:
                 mapped = map_redis_error(exc, what)

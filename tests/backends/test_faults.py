@@ -597,3 +597,24 @@ async def test_a_slow_operation_while_redis_answers_others_is_not_an_outage(
         assert answered == 5
         assert backend.state is HEALTHY
         assert backend.health.stats().outages == 0
+
+
+async def test_a_stalled_event_loop_is_not_an_outage(proxy: FaultProxy) -> None:
+    """A blocking call on the loop outlives the deadline of an operation in flight: the
+    deadline fires late, that operation fails, and the backend is not marked unavailable
+    (every breaker would otherwise switch to its outage policy on a GC pause)."""
+    async with user_backend(proxy.port) as backend:
+        await backend.ping()  # a warm connection: the next ping is one send and one read
+        # Each chunk is delayed OP/4 by the proxy: the ping is surely sent and waiting for
+        # its reply when the loop blocks (for 3 deadlines), and its reply lands meanwhile.
+        proxy.set_mode(Mode.LATENCY, latency=OP / 4)
+        sent = proxy.requests_seen
+        in_flight = asyncio.ensure_future(backend.ping())
+        await until(lambda: proxy.requests_seen > sent, what="ping sent")
+        time.sleep(OP * 3)  # noqa: ASYNC251 - the stall under test: a blocking call on the loop
+        result = await asyncio.gather(in_flight, return_exceptions=True)
+        assert isinstance(result[0], BackendUnavailableError), result
+        proxy.set_mode(Mode.PASS)
+        assert backend.state is HEALTHY
+        assert backend.health.stats().outages == 0
+        await backend.ping()  # the backend still serves remotely
