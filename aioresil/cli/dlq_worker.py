@@ -20,6 +20,7 @@ import signal
 import sys
 from typing import Any
 
+from ..exceptions import AioresilError
 from ..stores.dlq import DeadLetterQueue
 from ..stores.dlq_redrive import Redrive, RedrivePolicy, RedriveWorker
 from .common import CliError, load_handler, print_table
@@ -119,11 +120,21 @@ async def _work(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     if args.exit_when_idle:
 
         async def watch() -> None:
+            # Keeps polling through outages: a watcher that died on one failed read would
+            # leave the worker running forever instead of exiting when the queue is idle.
+            warned = False
             while True:
                 await asyncio.sleep(args.poll)
                 if worker.rounds == 0 or worker.busy:
                     continue  # not looked at the queue yet, or handlers still running
-                if (await redrive.stats()).scheduled == 0:
+                try:
+                    scheduled = (await redrive.stats()).scheduled
+                except AioresilError as error:
+                    if not warned:
+                        warned = True
+                        print(f"idle check failed, retrying: {error}", file=sys.stderr, flush=True)
+                    continue
+                if scheduled == 0:
                     worker.stop()
                     return
 
