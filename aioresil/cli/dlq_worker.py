@@ -3,8 +3,9 @@
 ``dlq worker --handler module:function`` runs a :class:`~aioresil.stores.dlq_redrive.RedriveWorker`
 until SIGINT/SIGTERM (handlers in flight finish first) or, with ``--exit-when-idle``, until
 nothing is scheduled any more. Start as many as you like, on as many hosts: claims are
-leased, so no entry runs in two workers at once, and a worker killed with ``-9`` only delays
-its entries by one lease. Policies per task type::
+leased and renewed while the handler runs, so no entry runs in two workers at once (a worker
+that loses a lease cancels that handler), and a worker killed with ``-9`` only delays its
+entries by one lease. Policies per task type::
 
     aioresil --redis "$URL" dlq --dlq orders worker --handler ops.redrive:resend \\
         --policy send_email=delay=30,multiplier=2,max_delay=3600,max_attempts=6 \\

@@ -685,7 +685,8 @@ class RedriveWorker:
                     return False
                 expires = asked + self.lease
         except BaseException:
-            run.cancel()
+            run.cancel()  # we are cancelled: the handler stops too, its outcome unread
+            run.add_done_callback(_retrieve)
             raise
         run.result()
         return True
@@ -706,13 +707,17 @@ class RedriveWorker:
             self._counts["failed"] += 1
 
 
+def _retrieve(run: asyncio.Future[object]) -> None:
+    if not run.cancelled():
+        run.exception()  # retrieved: not "Task exception was never retrieved"
+
+
 async def _cancel(run: asyncio.Future[object]) -> None:
     """Cancel a handler whose lease is lost and wait until it has stopped (whatever it raised:
     its outcome no longer counts)."""
     run.cancel()
     await asyncio.wait({run})
-    if not run.cancelled():
-        run.exception()  # retrieved: not "Task exception was never retrieved"
+    _retrieve(run)
 
 
 def _text(value: Any) -> str:
