@@ -78,8 +78,9 @@ Ticket = int | tuple[int, int, float, "Ticket | None"]
 _STATE_VALUES = {state: state.value for state in CircuitState}
 
 
-def _rules(config: BreakerConfig) -> dict[str, Any]:
-    """The shared rules of ``config`` and their fingerprint, JSON-ready (cached per config)."""
+def config_rules(config: BreakerConfig) -> dict[str, Any]:
+    """The shared rules of ``config`` and their fingerprint, JSON-ready (cached per config):
+    ``BreakerStats.to_dict()["config"]``, and the operator rows' JSON."""
     rules = _RULES_CACHE.get(id(config))
     if rules is None or rules[0] is not config:
         out: dict[str, Any] = {name: getattr(config, name) for name, _ in SHARED_RULES}
@@ -145,7 +146,7 @@ class BreakerStats:
             "opened_at": None if self.opened_at is None else self.opened_at.isoformat(),
             "retry_after": self.retry_after,
             "recovery_timeout": self.recovery_timeout,
-            "config": None if self.config is None else _rules(self.config),
+            "config": None if self.config is None else config_rules(self.config),
         }
 
 

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from ..breaker import BreakerRow, row_from_record
-from ..core.config import SHARED_RULES, BreakerConfig
+from ..breaker import BreakerRow, config_rules, row_from_record
+from ..core.config import BreakerConfig
 from ..core.states import CircuitState
 
 if TYPE_CHECKING:
@@ -40,11 +40,10 @@ def _config_json(config: BreakerConfig | None) -> str:
         return "null"
     cached = _CONFIG_JSON.get(id(config))
     if cached is None or cached[0] is not config:
-        body = {name: getattr(config, name) for name, _ in SHARED_RULES}
-        body["fingerprint"] = config.fingerprint
         if len(_CONFIG_JSON) > 4096:
             _CONFIG_JSON.clear()
-        cached = _CONFIG_JSON[id(config)] = (config, json.dumps(body, separators=(",", ":")))
+        text = json.dumps(config_rules(config), separators=(",", ":"))
+        cached = _CONFIG_JSON[id(config)] = (config, text)
     return cached[1]
 
 
