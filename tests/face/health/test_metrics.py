@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +27,10 @@ from aioresil.health.app import HealthApp
 from aioresil.health.instruments import CallMetrics
 from aioresil.testing import FakeClock
 
-from ..servers import free_port
+from ...helpers import Boom
+from ...servers import free_port
 
 REQUIRE_TOOLS = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
-
-
-class Boom(Exception):
-    pass
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield MemoryBackend()
-        return
-    from aioresil import RedisBackend
-
-    url = request.getfixturevalue("redis_url")
-    async with RedisBackend.from_url(url, clock=clock, listen=False) as redis_backend:
-        yield redis_backend
-
-
-@pytest.fixture
-def registry(backend: Any, clock: FakeClock) -> BreakerRegistry:
-    config = BreakerConfig(failure_threshold=2, recovery_timeout=30)
-    return BreakerRegistry(backend=backend, default_config=config, clock=clock)
-
-
-@pytest.fixture
-def dlq(backend: Any, clock: FakeClock) -> DeadLetterQueue:
-    return DeadLetterQueue(backend, name="jobs", clock=clock)
 
 
 async def scrape(app: HealthApp) -> str:
