@@ -6,8 +6,6 @@ Debian ``prometheus`` package; CI installs it). On memory and on a real redis-se
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -28,9 +26,7 @@ from aioresil.health.instruments import CallMetrics
 from aioresil.testing import FakeClock
 
 from ...helpers import Boom
-from ...servers import free_port
-
-REQUIRE_TOOLS = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
+from ...servers import free_port, required_tool
 
 
 async def scrape(app: HealthApp) -> str:
@@ -63,12 +59,7 @@ async def fail(registry: BreakerRegistry, name: str) -> None:
 
 
 def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool not found (apt-get install -y prometheus)"
-        if REQUIRE_TOOLS:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    promtool = required_tool("promtool", "prometheus")
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
