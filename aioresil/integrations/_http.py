@@ -11,12 +11,17 @@ of its own keeps each request's permit apart, with nothing but the breaker's pub
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import math
+import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+
+import structlog
 
 from ..breaker import CircuitBreaker
 from ..core.config import BreakerConfig
@@ -39,9 +44,12 @@ __all__ = [
     "breaker_config_check",
     "default_classify",
     "parse_retry_after",
+    "release_when_collected",
 ]
 
 T = TypeVar("T")
+
+_log = structlog.get_logger("aioresil")
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 """Statuses whose ``Retry-After`` header is honoured (RFC 9110 names 503 and 3xx; RFC 6585
@@ -243,6 +251,73 @@ class Judgement:
                 await _InContext(self._context, bulkhead.__aexit__(exc_type, None, None))
         finally:
             await _InContext(self._context, self.breaker.__aexit__(exc_type, None, None))
+
+
+_UNJUDGED: set[asyncio.Task[None]] = set()
+"""Release tasks of collected bodies, kept until done (a task nobody holds may be collected)."""
+
+
+def release_when_collected(body: object, judgement: Judgement) -> None:
+    """When ``body`` is garbage-collected before it was judged, give back what its request
+    holds (bulkhead slot, half-open trial permit), counting neither success nor failure.
+
+    Why: a response dropped without being read or closed ends no stream and calls no
+    ``aclose()``, so nothing would ever judge it; with a ``Bulkhead(2)``, two such responses
+    would hold both slots forever. The upstream's verdict is unknown, so the request exits
+    the breaker like a call that never happened (:class:`NotJudged`). Exiting may need I/O (a
+    Redis breaker or bulkhead), and a finalizer may run in any thread in the middle of any
+    code, so it only schedules the release on the request's event loop (asyncio's, or trio's
+    through its token); a loop that has ended has nothing left to release.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    token: Any = None
+    if loop is None:
+        trio = sys.modules.get("trio")
+        if trio is None:
+            return
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return
+    finalizer = weakref.finalize(body, _collected, judgement, loop, token)
+    finalizer.atexit = False  # at interpreter exit there is no loop left to release on
+
+
+def _collected(
+    judgement: Judgement, loop: asyncio.AbstractEventLoop | None, token: Any
+) -> None:
+    if judgement.done:
+        return
+    try:
+        if loop is not None:
+            loop.call_soon_threadsafe(_release_on_asyncio, judgement)
+        else:
+            token.run_sync_soon(_release_on_trio, judgement)
+    except RuntimeError:  # the loop is closed (trio: RunFinishedError is a RuntimeError)
+        pass
+
+
+def _release_on_asyncio(judgement: Judgement) -> None:
+    task = asyncio.get_running_loop().create_task(_release(judgement))
+    _UNJUDGED.add(task)
+    task.add_done_callback(_UNJUDGED.discard)
+
+
+def _release_on_trio(judgement: Judgement) -> None:
+    trio: Any = sys.modules["trio"]
+    trio.lowlevel.spawn_system_task(_release, judgement)
+
+
+async def _release(judgement: Judgement) -> None:
+    try:
+        await judgement.not_judged()
+    except Exception as exc:  # the backend failed: a fleet lease expires on its own
+        _log.warning(
+            "unjudged_release_failed", breaker=judgement.breaker.name, error=repr(exc)
+        )
 
 
 class Policies:

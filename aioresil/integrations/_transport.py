@@ -9,7 +9,8 @@ their library's base classes. The path of one request::
           Timeout (until headers)      -> a failure
             the wrapped transport      connection error / timeout -> a failure
       judged: 5xx / 429 at once (failure); any other status when the body has been read
-      (success) or when reading it fails (failure)
+      (success) or when reading it fails (failure); a body garbage-collected unjudged gives
+      its slot and permit back, counted neither way
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._http import (
     Policies,
     default_classify,
     parse_retry_after,
+    release_when_collected,
 )
 
 __all__ = ["JudgedStreamCore", "TransportCore", "default_key"]
@@ -51,11 +53,18 @@ def default_key(request: Any) -> str:
 
 class JudgedStreamCore:
     """A response body that reports to the breaker when it ends: read to the end or closed
-    (success), or failed while reading (failure)."""
+    (success), or failed while reading (failure).
+
+    A body dropped without being read or closed (``client.send(request, stream=True)`` and
+    then forgotten) is judged by nobody: when it is garbage-collected, its bulkhead slot and
+    half-open trial permit are given back, counting neither success nor failure (see
+    :func:`~aioresil.integrations._http.release_when_collected`).
+    """
 
     def __init__(self, stream: Any, judgement: Judgement) -> None:
         self._stream = stream
         self._judgement = judgement
+        release_when_collected(self, judgement)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:

@@ -18,7 +18,9 @@ failures, other statuses successes; ``Retry-After`` on 429/503 waited out by the
 reported by rejections. A 5xx/429 is judged when its headers arrive; any other answer when its
 body ends: read to the end (success), released or closed early (success: the upstream
 answered), or cut while reading (failure, the caller's ``aiohttp.ClientPayloadError``). A
-bulkhead slot is held until then too.
+bulkhead slot is held until then too. A response dropped without being read, released or
+closed is judged by nobody: when it is garbage-collected, its bulkhead slot and half-open
+trial permit are given back, counting neither success nor failure.
 
 Why hooks on the response rather than on the session: aiohttp gives a middleware no event at
 the end of a body, so the middleware registers a callback for the body's end of stream
@@ -53,6 +55,7 @@ from ._http import (
     Policies,
     default_classify,
     parse_retry_after,
+    release_when_collected,
 )
 
 __all__ = ["ResilientMiddleware", "default_key"]
@@ -188,6 +191,7 @@ class ResilientMiddleware:
             close()
 
         content.on_eof(at_eof)
+        release_when_collected(response, judgement)  # dropped unread: nobody else judges it
         response.release = release_judged  # type: ignore[method-assign]
         response.close = close_judged  # type: ignore[method-assign]
 
