@@ -286,9 +286,7 @@ def release_when_collected(body: object, judgement: Judgement) -> None:
     finalizer.atexit = False  # at interpreter exit there is no loop left to release on
 
 
-def _collected(
-    judgement: Judgement, loop: asyncio.AbstractEventLoop | None, token: Any
-) -> None:
+def _collected(judgement: Judgement, loop: asyncio.AbstractEventLoop | None, token: Any) -> None:
     if judgement.done:
         return
     try:
@@ -315,9 +313,7 @@ async def _release(judgement: Judgement) -> None:
     try:
         await judgement.not_judged()
     except Exception as exc:  # the backend failed: a fleet lease expires on its own
-        _log.warning(
-            "unjudged_release_failed", breaker=judgement.breaker.name, error=repr(exc)
-        )
+        _log.warning("unjudged_release_failed", breaker=judgement.breaker.name, error=repr(exc))
 
 
 class Policies:

@@ -121,6 +121,12 @@ async def test_bodies_are_judged_when_they_end_or_break(upstream: Upstream) -> N
     assert upstream.count("/stream") == 1 + THRESHOLD
 
 
+# Dropping a response unread is the user error under test, and aiohttp itself warns about it:
+# the response and its Connection are collected in one garbage cycle, and when the collector
+# finalizes the Connection before the response (which would release it), aiohttp's
+# Connection.__del__ warns "Unclosed connection". That order is the collector's, not ours, so
+# the warning is let through by this one message rather than expected with pytest.warns.
+@pytest.mark.filterwarnings("ignore:Unclosed connection:ResourceWarning")
 async def test_responses_dropped_unread_give_their_bulkhead_slots_back(
     upstream: Upstream,
 ) -> None:
