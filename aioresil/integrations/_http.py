@@ -37,6 +37,7 @@ __all__ = [
     "Breakers",
     "Classify",
     "FailedResponse",
+    "GuardCore",
     "HintBook",
     "Judgement",
     "Policies",
@@ -392,3 +393,88 @@ class Breakers:
             breaker_config_check(breaker.config, self._what)
             self._by_key[key] = breaker
         return breaker
+
+
+class GuardCore:
+    """What ``ResilientTransport`` (httpx, httpx2) and ``ResilientMiddleware`` (aiohttp) share:
+    the checks of their arguments, the breaker of a key, and one guarded attempt up to the
+    verdict its status gives.
+
+    Why one piece: the path of an attempt (breaker, rate limit and bulkhead, timeout, the
+    status rule, ``Retry-After``) is the same whatever library sends; only how a response is
+    sent, how its status is read and how its body is judged at the end differ, and those stay
+    in the subclasses.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: BreakerRegistry | None,
+        config: BreakerConfig | None,
+        key: Callable[[Any], str] | None,
+        default_key: Callable[[Any], str],
+        retry: Retry | None,
+        timeout: Timeout | float | None,
+        bulkhead: Bulkhead | None,
+        rate_limiter: RateLimiter | None,
+        classify: Classify | None,
+    ) -> None:
+        what = type(self).__name__
+        self._breakers = Breakers(registry, config, what)
+        if key is not None and not callable(key):
+            raise TypeError(f"{what}: key must be a callable request -> str, got {key!r}")
+        if classify is not None and not callable(classify):
+            raise TypeError(f"{what}: classify must be a callable status -> bool")
+        self.registry = self._breakers.registry
+        self._key = key or default_key
+        self._policies = Policies(
+            retry=retry, timeout=timeout, bulkhead=bulkhead, rate_limiter=rate_limiter, what=what
+        )
+        self._classify = classify or default_classify
+        self._hints = HintBook()
+
+    def breaker_for(self, request_or_key: Any) -> CircuitBreaker:
+        """The breaker that guards a request (or a key, e.g. ``"https://api.example:443"``)."""
+        key = request_or_key if isinstance(request_or_key, str) else self._key(request_or_key)
+        return self._breakers.get(key)
+
+    async def _guarded(
+        self,
+        breaker: CircuitBreaker,
+        key: str,
+        send: Callable[[Any], Awaitable[Any]],
+        request: Any,
+        status_of: Callable[[Any], int],
+        previous: list[Any] | None,
+    ) -> tuple[Any, Judgement]:
+        """Send ``request`` once through the breaker and the policies; return the response
+        whose status is not a failure, with the judgement its body's end will give, or raise
+        :class:`FailedResponse` (the failed answer is appended to ``previous`` for a retry
+        to release) after recording the failure and any ``Retry-After`` hint."""
+        judgement = Judgement(breaker)
+        try:
+            await judgement.enter()
+        except CircuitOpenError as error:
+            raise self._hints.rejection(key, error) from None
+        policies = self._policies
+        await policies.admit(judgement)
+        try:
+            response = await policies.send(send, request)
+        except Exception:
+            await judgement.failure()
+            raise
+        except BaseException as exc:
+            await judgement.cancelled(type(exc))
+            raise
+        status = status_of(response)
+        if not self._classify(status):
+            return response, judgement
+        hint = None
+        if status in RETRY_AFTER_STATUSES:
+            hint = parse_retry_after(response.headers.get("retry-after"))  # case-insensitive
+            if hint is not None:
+                self._hints.note(key, hint)
+        await judgement.failure()
+        if previous is not None:
+            previous.append(response)
+        raise FailedResponse(response, status, hint)
