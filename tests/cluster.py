@@ -8,27 +8,18 @@ ports are picked with that one free too.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 from dataclasses import dataclass, field
 
-import pytest
-
 from .helpers import until_sync
-from .servers import REQUIRE, RedisServer, free_port
+from .servers import RedisServer, free_port, required_tool
 
 BUS_OFFSET = 10_000
 
 
 def redis_cli() -> str:
-    path = shutil.which("redis-cli")
-    if path is None:
-        message = "redis-cli not found on PATH (it ships with the redis-server package)"
-        if REQUIRE:
-            pytest.fail(f"{message}; AIORESIL_REQUIRE_REDIS=1 forbids skipping", pytrace=False)
-        pytest.skip(message)
-    return path
+    return required_tool("redis-cli", "redis-server")
 
 
 def _bindable(port: int) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from aioresil import CircuitBreaker, CircuitOpenError
 
@@ -112,3 +112,18 @@ async def wait_for_subscribers(backend: RedisBackend, count: int) -> None:
         return int(number) >= count
 
     await eventually(subscribed, what=f"{count} listeners subscribing")
+
+
+def scripts_agree(
+    machine: Any, client: Any, scripts: Iterable[Any], *, examples: int, steps: int
+) -> None:
+    """Run ``machine`` (a hypothesis state machine comparing Lua scripts with their Python
+    models through its ``client`` attribute) against ``client``, ``scripts`` loaded first."""
+    from hypothesis import settings
+
+    for script in scripts:
+        client.script_load(script.source)
+    machine.client = client
+    runner = machine.TestCase
+    runner.settings = settings(max_examples=examples, stateful_step_count=steps, deadline=None)
+    runner().runTest()

@@ -25,14 +25,32 @@ from .helpers import until_sync
 REQUIRE = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
 
 
-def redis_binary() -> str:
-    path = shutil.which("redis-server")
+def required_tool(name: str, package: str | None = None) -> str:
+    """The path of the program ``name`` (apt ``package`` installs it, by default the package of
+    that name): a skip when it is missing, a failure under ``AIORESIL_REQUIRE_REDIS=1``."""
+    path = shutil.which(name)
     if path is None:
-        message = "redis-server not found on PATH (apt-get install -y redis-server)"
+        message = f"{name} not found on PATH (apt-get install -y {package or name})"
         if REQUIRE:
             pytest.fail(f"{message}; AIORESIL_REQUIRE_REDIS=1 forbids skipping", pytrace=False)
         pytest.skip(message)
     return path
+
+
+def redis_binary() -> str:
+    return required_tool("redis-server")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server we started, by PID: SIGTERM, then SIGKILL after 5 s."""
+    if process is None or process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def free_port() -> int:
@@ -100,15 +118,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop by PID (SIGTERM, then SIGKILL)."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process(self.process)
 
     def restart(self) -> None:
         """Stop and start again on the same port: data and script cache are gone."""

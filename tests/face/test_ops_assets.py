@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,20 +30,13 @@ from aioresil.ops import ASSETS, asset_path
 from aioresil.testing import FakeClock
 
 from ..helpers import until_sync
-from ..servers import free_port
+from ..servers import free_port, required_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUIRE = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found (apt-get install -y prometheus)"
-        if REQUIRE:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return required_tool(name, "prometheus")
 
 
 def test_the_assets_are_package_data() -> None:
