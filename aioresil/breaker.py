@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
 
 from ._log import get_logger
 from .backends.base import BreakerBackend, BreakerHandle
@@ -223,7 +223,45 @@ class _Circuit:
             breaker._dispatch(event)
 
 
-class CircuitBreaker:
+class GuardedCalls:
+    """``call()`` and ``@decorator`` on top of ``async with self``.
+
+    Why a mixin: the three interfaces of a breaker must be one code path, and a breaker
+    built of breakers (:class:`~aioresil.QuorumBreaker`) gets them from here, not a copy.
+    """
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # what the class using this mixin provides
+
+        async def __aenter__(self) -> Any: ...
+
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> Any: ...
+
+    async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``await fn(*args, **kwargs)`` under the breaker."""
+        async with self:
+            return await fn(*args, **kwargs)
+
+    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        """Decorate an ``async def`` so every call runs under the breaker."""
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@{type(self).__name__} decorates async functions; {fn!r} is not one")
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            async with self:
+                return await fn(*args, **kwargs)
+
+        return guarded
+
+
+class CircuitBreaker(GuardedCalls):
     """Stops calling a failing dependency, then lets a few trial calls find out if it is back.
 
     Args:
@@ -479,23 +517,6 @@ class CircuitBreaker:
                 CallRejected(self.name, rejection.state, self._wall(), rejection.retry_after)
             )
         raise CircuitOpenError(self.name, rejection.state, rejection.retry_after)
-
-    async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)`` under the breaker."""
-        async with self:
-            return await fn(*args, **kwargs)
-
-    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-        """Decorate an ``async def`` so every call runs under the breaker."""
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"@{type(self).__name__} decorates async functions; {fn!r} is not one")
-
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            async with self:
-                return await fn(*args, **kwargs)
-
-        return guarded
 
     # ------------------------------------------------------------------ state
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
@@ -41,7 +41,7 @@ import structlog
 
 from ..backends.memory import MemoryBackend
 from ..backends.scripts import load_script
-from ..breaker import BreakerStats, CircuitBreaker
+from ..breaker import BreakerStats, CircuitBreaker, GuardedCalls
 from ..clock import Clock, SystemClock
 from ..core.config import BreakerConfig
 from ..core.states import CircuitState
@@ -222,7 +222,7 @@ class QuorumModel:
         return sorted(self.reports, key=lambda i: (self.reports[i], i))
 
 
-class QuorumBreaker:
+class QuorumBreaker(GuardedCalls):
     """A circuit breaker whose fleet-wide circuit opens only on a quorum of sick instances.
 
     Args:
@@ -323,26 +323,6 @@ class QuorumBreaker:
                 await self._report(sick=True)
             elif after is _CLOSED and self._reported:
                 await self._report(sick=False)
-
-    async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``await fn(*args, **kwargs)`` under both circuits."""
-        async with self:
-            return await fn(*args, **kwargs)
-
-    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-        """Decorate an ``async def`` so every call runs under both circuits."""
-        import functools
-        import inspect
-
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"@QuorumBreaker decorates async functions; {fn!r} is not one")
-
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            async with self:
-                return await fn(*args, **kwargs)
-
-        return guarded
 
     # ------------------------------------------------------------------ the gate
 

@@ -147,6 +147,26 @@ async def test_reports_of_dead_instances_age_out() -> None:
     assert stats.trips == 0 and b.fleet.state is CircuitState.CLOSED
 
 
+async def test_call_and_decorator_guard_like_async_with() -> None:
+    clock = FakeClock()
+    (breaker,) = fleet(1, 2, MemoryBackend(), clock)
+
+    async def down() -> None:
+        raise Down()
+
+    guarded = breaker(down)
+    for _ in range(2):
+        with pytest.raises(Down):
+            await breaker.call(down)
+    with pytest.raises(Down):
+        await guarded()
+    assert breaker.local.state is CircuitState.OPEN  # the 3 calls counted
+    with pytest.raises(CircuitOpenError):
+        await guarded()
+    with pytest.raises(TypeError, match="@QuorumBreaker decorates async functions"):
+        breaker(lambda: None)  # type: ignore[arg-type]
+
+
 def test_bad_quorum_config_is_refused() -> None:
     with pytest.raises(ValueError, match="quorum"):
         QuorumConfig(quorum=0)
