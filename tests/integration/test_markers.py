@@ -28,9 +28,15 @@ def test_not_redis_server_runs_every_other_test_without_a_server(tmp_path: Path)
         "PATH": str(tmp_path),  # no redis-server to be found
         "AIORESIL_REQUIRE_REDIS": "1",
     }
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"]
+    selection = [
+        "-m",
+        "not redis_server",
+        "-k",
+        "test_reaching_threshold_opens_circuit or test_text",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-m", "not redis_server"]
-        + ["-k", "test_reaching_threshold_opens_circuit or test_text", *FILES],
+        [*command, *selection, *FILES],
         cwd=ROOT,
         env=env,
         capture_output=True,
