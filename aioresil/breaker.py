@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, NoReturn, ParamSpec, Self, TypeVar
+from typing import Any, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
 
 from ._log import get_logger
 from .backends.base import BreakerBackend, BreakerHandle
@@ -78,8 +78,9 @@ Ticket = int | tuple[int, int, float, "Ticket | None"]
 _STATE_VALUES = {state: state.value for state in CircuitState}
 
 
-def _rules(config: BreakerConfig) -> dict[str, Any]:
-    """The shared rules of ``config`` and their fingerprint, JSON-ready (cached per config)."""
+def config_rules(config: BreakerConfig) -> dict[str, Any]:
+    """The shared rules of ``config`` and their fingerprint, JSON-ready (cached per config):
+    ``BreakerStats.to_dict()["config"]``, and the operator rows' JSON."""
     rules = _RULES_CACHE.get(id(config))
     if rules is None or rules[0] is not config:
         out: dict[str, Any] = {name: getattr(config, name) for name, _ in SHARED_RULES}
@@ -91,10 +92,6 @@ def _rules(config: BreakerConfig) -> dict[str, Any]:
 
 
 _RULES_CACHE: dict[int, tuple[BreakerConfig, dict[str, Any]]] = {}
-
-
-def _utc(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,8 +146,40 @@ class BreakerStats:
             "opened_at": None if self.opened_at is None else self.opened_at.isoformat(),
             "retry_after": self.retry_after,
             "recovery_timeout": self.recovery_timeout,
-            "config": None if self.config is None else _rules(self.config),
+            "config": None if self.config is None else config_rules(self.config),
         }
+
+
+class BreakerRow(NamedTuple):
+    """One breaker's figures at one moment: the fields of :class:`BreakerStats`, as a named
+    tuple (cheap to build by the thousand; see :mod:`aioresil.health.rows`).
+
+    ``tests/face/test_health_rows.py`` pins rows to the statistics they stand for.
+    """
+
+    name: str
+    state: CircuitState
+    failure_count: int
+    success_count: int
+    ignored_count: int
+    slow_call_count: int
+    total_calls: int
+    rejected_calls: int
+    consecutive_failures: int
+    failure_threshold: int | None
+    failure_rate: float | None
+    slow_call_rate: float | None
+    half_open_calls: int
+    opened_at: datetime | None
+    retry_after: float | None
+    recovery_timeout: float
+    config: BreakerConfig | None = None
+    """The config in force (for a Redis breaker, the one stored with it)."""
+
+    @property
+    def config_fingerprint(self) -> str | None:
+        """As :attr:`BreakerStats.config_fingerprint`."""
+        return None if self.config is None else self.config.fingerprint
 
 
 class _Circuit:
@@ -561,27 +590,34 @@ def stats_from_record(
 
     The rules reported are the record's own (the config in force), not ``config``.
     """
+    return BreakerStats(**row_from_record(name, rec, now, wall_offset)._asdict())
+
+
+def row_from_record(
+    name: str, rec: machine.BreakerRecord, now: float, wall_offset: float
+) -> BreakerRow:
+    """The figures of a record read at ``now``, as a :class:`BreakerRow`: the one place they
+    are computed, for :func:`stats_from_record` and the operator endpoints alike."""
     config = rec.config
-    retry_after: float | None = None
-    if rec.state is _OPEN:
-        retry_after = max(rec.open_until - now, 0.0)
-    opened_at = None if rec.opened_at is None else rec.opened_at + wall_offset
-    return BreakerStats(
-        name=name,
-        state=rec.state,
-        failure_count=rec.failures,
-        success_count=rec.successes,
-        ignored_count=rec.ignored,
-        slow_call_count=rec.slow,
-        total_calls=rec.total_calls,
-        rejected_calls=rec.rejected,
-        consecutive_failures=rec.consecutive_failures,
-        failure_threshold=config.failure_threshold,
-        failure_rate=machine.failure_rate(rec, config, now),
-        slow_call_rate=machine.slow_call_rate(rec, config, now),
-        half_open_calls=len(rec.trials),
-        opened_at=_utc(opened_at),
-        retry_after=retry_after,
-        recovery_timeout=config.recovery_timeout_for(max(rec.reopen_count, 1)),
-        config=config,
+    state = rec.state
+    opened = rec.opened_at
+    window = rec.window
+    return BreakerRow(
+        name,
+        state,
+        rec.failures,
+        rec.successes,
+        rec.ignored,
+        rec.slow,
+        rec.successes + rec.failures + rec.ignored,
+        rec.rejected,
+        rec.consecutive_failures,
+        config.failure_threshold,
+        None if window is None else machine.failure_rate(rec, config, now),
+        None if window is None else machine.slow_call_rate(rec, config, now),
+        len(rec.trials),
+        None if opened is None else datetime.fromtimestamp(opened + wall_offset, tz=UTC),
+        max(rec.open_until - now, 0.0) if state is _OPEN else None,
+        config.recovery_timeout_for(max(rec.reopen_count, 1)),
+        config,
     )

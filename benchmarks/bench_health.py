@@ -47,17 +47,19 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def call(app: App, path: str) -> int:
-    """One GET through ``app``; returns the status (checked by the caller)."""
+    """One GET through ``app`` (``path`` may carry a query string); returns the status
+    (checked by the caller)."""
+    target, _, query = path.partition("?")
     status = 0
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "GET",
-        "path": path,
-        "raw_path": path.encode(),
+        "path": target,
+        "raw_path": target.encode(),
         "root_path": "",
-        "query_string": b"",
+        "query_string": query.encode(),
         "headers": [(b"accept", b"application/json")],
     }
 

@@ -85,42 +85,14 @@ def timing_row(kind: str, path: str, breakers: int, m: list[float], trips: str) 
     ]
 
 
-async def get(app: Any, path: str) -> int:
-    """One GET with a query string; returns the status."""
-    target, _, query = path.partition("?")
-    status = 0
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "path": target,
-        "raw_path": target.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": [(b"accept", b"application/json")],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
-
-
 async def round_trips(url: str, app: Any, path: str) -> int:
     monitor = Monitor(url)
     marker = redis.Redis.from_url(url)
     try:
-        await get(app, path)  # warm: scripts loaded, connections open
+        await call(app, path)  # warm: scripts loaded, connections open
         start, end = f"mark-{uuid.uuid4().hex}", f"mark-{uuid.uuid4().hex}"
         marker.echo(start)
-        status = await get(app, path)
+        status = await call(app, path)
         if status != 200:
             raise RuntimeError(f"{path} answered {status}")
         return len(monitor.between(marker, start, end))

@@ -8,27 +8,18 @@ ports are picked with that one free too.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 
-import pytest
-
-from .servers import REQUIRE, RedisServer, free_port
+from .helpers import until_sync
+from .servers import RedisServer, free_port, required_tool
 
 BUS_OFFSET = 10_000
 
 
 def redis_cli() -> str:
-    path = shutil.which("redis-cli")
-    if path is None:
-        message = "redis-cli not found on PATH (it ships with the redis-server package)"
-        if REQUIRE:
-            pytest.fail(f"{message}; AIORESIL_REQUIRE_REDIS=1 forbids skipping", pytrace=False)
-        pytest.skip(message)
-    return path
+    return required_tool("redis-cli", "redis-server")
 
 
 def _bindable(port: int) -> bool:
@@ -106,8 +97,10 @@ class RedisClusterNodes:
         return self
 
     def _wait_ok(self, cli: str) -> None:
-        deadline = time.monotonic() + 20
-        while True:
+        states: list[str] = []
+
+        def all_ok() -> bool:
+            nonlocal states
             states = [
                 subprocess.run(
                     [cli, "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
@@ -117,11 +110,12 @@ class RedisClusterNodes:
                 ).stdout
                 for port in self.ports
             ]
-            if all("cluster_state:ok" in info for info in states):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster not ok after 20 s: {states}")
-            time.sleep(0.05)
+            return all("cluster_state:ok" in info for info in states)
+
+        try:
+            until_sync(all_ok, within=20, interval=0.05, what="cluster_state:ok on every node")
+        except AssertionError:
+            raise RuntimeError(f"cluster not ok after 20 s: {states}") from None
 
     def cleanup(self) -> None:
         """Stop every node by PID and remove its directory."""

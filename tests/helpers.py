@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from aioresil import CircuitBreaker, CircuitOpenError
 
@@ -57,7 +57,30 @@ async def until(condition: Callable[[], object], *, within: float = 20.0, what: 
     while not condition():
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {within}s: {what or condition}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the polling interval (one place for it)
+
+
+def until_sync(
+    condition: Callable[[], object],
+    *,
+    within: float = 20.0,
+    what: str = "",
+    interval: float = 0.01,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> None:
+    """:func:`until` for code that cannot await (sync tests, server fixtures): poll
+    ``condition()`` every ``interval`` s, treating the ``ignore`` exceptions as "not yet"; an
+    ``AssertionError`` naming ``what`` after ``within`` seconds (a ceiling, never a claim)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if condition():
+                return
+        except ignore:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s: {what or condition}")
+        time.sleep(interval)  # the polling interval (one place for it), not a wait for a result
 
 
 async def eventually(
@@ -78,7 +101,7 @@ async def eventually(
         if result:
             return
         assert time.monotonic() < deadline, f"{what} did not happen within {within}s"
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # the polling interval (one place for it)
 
 
 async def wait_for_subscribers(backend: RedisBackend, count: int) -> None:
@@ -89,3 +112,18 @@ async def wait_for_subscribers(backend: RedisBackend, count: int) -> None:
         return int(number) >= count
 
     await eventually(subscribed, what=f"{count} listeners subscribing")
+
+
+def scripts_agree(
+    machine: Any, client: Any, scripts: Iterable[Any], *, examples: int, steps: int
+) -> None:
+    """Run ``machine`` (a hypothesis state machine comparing Lua scripts with their Python
+    models through its ``client`` attribute) against ``client``, ``scripts`` loaded first."""
+    from hypothesis import settings
+
+    for script in scripts:
+        client.script_load(script.source)
+    machine.client = client
+    runner = machine.TestCase
+    runner.settings = settings(max_examples=examples, stateful_step_count=steps, deadline=None)
+    runner().runTest()

@@ -11,46 +11,35 @@ Used by the failover tests and by ``benchmarks/bench_failover.py``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import redis
 
-from .servers import REQUIRE, RedisServer, free_port
+from .helpers import until_sync
+from .servers import RedisServer, free_port, required_tool, stop_process
 
 SERVICE = "mymaster"
 
 
 def sentinel_binary() -> str:
-    path = shutil.which("redis-sentinel")
-    if path is None:
-        message = "redis-sentinel not found on PATH (apt-get install -y redis-sentinel)"
-        if REQUIRE:
-            pytest.fail(f"{message}; AIORESIL_REQUIRE_REDIS=1 forbids skipping", pytrace=False)
-        pytest.skip(message)
-    return path
+    return required_tool("redis-sentinel")
 
 
 def wait_for(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
-    """Poll ``condition`` every 20 ms; fail after ``within`` seconds (a ceiling, not a claim)."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            if condition():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"sentinel fixture: {what} not reached within {within}s")
-        time.sleep(0.02)
+    """Poll ``condition`` every 20 ms (a server not up yet counts as "not yet"); fail after
+    ``within`` seconds (a ceiling, not a claim)."""
+    until_sync(
+        condition,
+        within=within,
+        interval=0.02,
+        what=f"sentinel fixture: {what}",
+        ignore=(redis.RedisError, OSError),
+    )
 
 
 @dataclass
@@ -90,15 +79,7 @@ class SentinelProcess:
         return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process(self.process)
 
 
 @dataclass

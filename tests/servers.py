@@ -20,17 +20,37 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import until_sync
+
 REQUIRE = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
 
 
-def redis_binary() -> str:
-    path = shutil.which("redis-server")
+def required_tool(name: str, package: str | None = None) -> str:
+    """The path of the program ``name`` (apt ``package`` installs it, by default the package of
+    that name): a skip when it is missing, a failure under ``AIORESIL_REQUIRE_REDIS=1``."""
+    path = shutil.which(name)
     if path is None:
-        message = "redis-server not found on PATH (apt-get install -y redis-server)"
+        message = f"{name} not found on PATH (apt-get install -y {package or name})"
         if REQUIRE:
             pytest.fail(f"{message}; AIORESIL_REQUIRE_REDIS=1 forbids skipping", pytrace=False)
         pytest.skip(message)
     return path
+
+
+def redis_binary() -> str:
+    return required_tool("redis-server")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server we started, by PID: SIGTERM, then SIGKILL after 5 s."""
+    if process is None or process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def free_port() -> int:
@@ -82,27 +102,23 @@ class RedisServer:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
         )
-        deadline = time.monotonic() + 10
-        while not _ping(self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("redis-server did not answer PING within 10 s")
-            time.sleep(0.02)
+        process = self.process
+
+        def answering() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
+            return _ping(self.port)
+
+        try:
+            until_sync(answering, within=10, interval=0.02, what="redis-server answering PING")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError("redis-server did not answer PING within 10 s") from None
         return self
 
     def stop(self) -> None:
         """Stop by PID (SIGTERM, then SIGKILL)."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process(self.process)
 
     def restart(self) -> None:
         """Stop and start again on the same port: data and script cache are gone."""

@@ -250,7 +250,6 @@ class RedisBackend:
         self._owns_client = _owns_client
         self._closing = False
         self._closed = False
-        self._closers: list[Any] = []
         self._breakers: dict[str, RedisBreakerHandle] = {}
         self._encoded_keys: dict[str, list[bytes]] = {}  # name -> its keys, for read_breakers
         self._tasks: set[asyncio.Task[None]] = set()
@@ -950,10 +949,6 @@ class RedisBackend:
         """
         await self.execute("write check", self._probe)
 
-    def _on_close(self, closer: Any) -> None:
-        """Register an ``async`` callable run by :meth:`aclose` (listeners, flushers)."""
-        self._closers.append(closer)
-
     def add_drain(self, owner: object, drain: Callable[[], Awaitable[None]]) -> None:
         """Have :meth:`aclose` await ``drain()`` first, while Redis is still usable.
 
@@ -988,9 +983,6 @@ class RedisBackend:
                 await handle.flush(rejections=True)
         self._closed = True  # from here on, scripts are refused
         await self.health.aclose()
-        closers, self._closers = self._closers, []
-        for closer in reversed(closers):
-            await closer()
         self._stopping = True
         if self._sentinel_watch is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):

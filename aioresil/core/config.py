@@ -242,11 +242,14 @@ class BreakerConfig:
 
     def recovery_timeout_for(self, reopen_count: int) -> float:
         """Recovery timeout after the ``reopen_count``-th opening in a row (1 = first)."""
-        try:
-            growth = math.pow(float(self.backoff_multiplier), max(reopen_count - 1, 0))
-        except OverflowError:
-            growth = math.inf
-        timeout = float(self.recovery_timeout) * growth
+        if reopen_count <= 1:  # multiplier ** 0 == 1: the operator reads ask this per breaker
+            timeout = float(self.recovery_timeout)
+        else:
+            try:
+                growth = math.pow(float(self.backoff_multiplier), reopen_count - 1)
+            except OverflowError:
+                growth = math.inf
+            timeout = float(self.recovery_timeout) * growth
         if self.max_recovery_timeout is not None:
             timeout = min(timeout, self.max_recovery_timeout)
         return float(timeout)

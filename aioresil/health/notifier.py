@@ -9,8 +9,11 @@ guarded call. :meth:`WebhookNotifier.notify` only appends to a bounded in-memory
 returns; one background task does the HTTP, so a slow or dead webhook never delays a call.
 The worker:
 
-* **deduplicates**: the same (subject, state) within ``dedup_seconds`` is sent once (a
-  flapping circuit does not page every few seconds);
+* **deduplicates repeats, never changes**: a notification is dropped only when its state is
+  the state last delivered for that subject (a repeat: two processes or two registries seeing
+  one transition, a DLQ watcher re-reporting a level) within ``dedup_seconds``. A change is
+  always sent, so a flapping circuit that re-opens pages again: dropping that re-open would
+  leave a PagerDuty incident resolved while the circuit is open;
 * **rate-limits**: at most ``max_per_minute`` posts; the rest are counted in ``dropped``;
 * **retries with backoff**: transport errors, 429 and 5xx are retried up to ``retries``
   times, waiting ``backoff * 2**attempt`` (capped at ``max_backoff``, or the server's
@@ -154,7 +157,8 @@ class WebhookNotifier:
             ``https://events.pagerduty.com/v2/enqueue``).
         service: names the application in every message.
         routing_key: PagerDuty integration key.
-        dedup_seconds: the same (subject, state) is sent at most once per this window.
+        dedup_seconds: a repeat of the state last delivered for a subject is dropped within
+            this window (a change of state is always sent).
         max_per_minute: posts per minute at most; beyond, notifications are dropped.
         retries: attempts after the first for retryable failures.
         backoff: first retry delay in seconds (doubles, with jitter, up to ``max_backoff``).
@@ -218,7 +222,8 @@ class WebhookNotifier:
         self._worker: asyncio.Task[None] | None = None
         self._watchers: list[asyncio.Task[None]] = []
         self._pending_dlq: list[tuple[DeadLetterQueue, int, int, float]] = []
-        self._last_sent: dict[tuple[str, str, str], float] = {}
+        # (kind, subject) -> (state last delivered, monotonic time it was delivered)
+        self._last_sent: dict[tuple[str, str], tuple[str, float]] = {}
         self._sent_times: deque[float] = deque()
         self._counts = {"sent": 0, "failed": 0, "retried": 0, "deduplicated": 0, "dropped": 0}
         self._closed = False
@@ -304,7 +309,13 @@ class WebhookNotifier:
         self._start_dlq_watchers()
 
     async def aclose(self, *, drain_timeout: float = 5.0) -> None:
-        """Stop watching, send what is queued (for at most ``drain_timeout`` s), stop."""
+        """Stop watching, send what is queued or being sent (for at most ``drain_timeout``
+        s), stop.
+
+        Nothing is lost silently: a send still in flight when ``drain_timeout`` expires is
+        cancelled and counted in ``failed`` (it was attempted, the receiver may or may not have
+        it), and what is still queued, never attempted, is counted in ``dropped``.
+        """
         for task in self._watchers:
             task.cancel()
         for task in self._watchers:
@@ -314,12 +325,16 @@ class WebhookNotifier:
         worker = self._worker
         if worker is None:
             return
-        if self._queue:
+        if self._queue or self._busy:  # the worker may hold the last item: wait for it too
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained(), drain_timeout)
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker
+        if self._queue:
+            self._counts["dropped"] += len(self._queue)
+            _log.warning("notifications_dropped_at_close", count=len(self._queue))
+            self._queue.clear()
 
     async def __aenter__(self) -> WebhookNotifier:
         await self.start()
@@ -357,6 +372,10 @@ class WebhookNotifier:
             self._busy = True
             try:
                 await self._deliver(note)
+            except asyncio.CancelledError:  # aclose gave up on this send: count it
+                self._counts["failed"] += 1
+                _log.warning("notification_not_delivered", subject=note.subject, reason="cancelled")
+                raise
             except Exception:  # never let one notification end the worker
                 _log.exception("notification_failed", subject=note.subject)
             finally:
@@ -364,9 +383,9 @@ class WebhookNotifier:
 
     async def _deliver(self, note: Notification) -> None:
         now = time.monotonic()
-        key = (note.kind, note.subject, note.state)
+        key = (note.kind, note.subject)
         last = self._last_sent.get(key)
-        if last is not None and now - last < self.dedup_seconds:
+        if last is not None and last[0] == note.state and now - last[1] < self.dedup_seconds:
             self._counts["deduplicated"] += 1
             return
         while self._sent_times and now - self._sent_times[0] >= 60.0:
@@ -376,9 +395,6 @@ class WebhookNotifier:
             _log.warning("notification_rate_limited", subject=note.subject, state=note.state)
             return
         self._sent_times.append(now)
-        self._last_sent[key] = now
-        if len(self._last_sent) > 10_000:
-            self._last_sent = {k: t for k, t in self._last_sent.items() if now - t < 3600}
         body = render_body(note, self.style, service=self.service, routing_key=self.routing_key)
         payload = json.dumps(body, default=str).encode()
         for attempt in range(self.retries + 1):
@@ -393,6 +409,7 @@ class WebhookNotifier:
                 reason = f"HTTP {status}"
                 if 200 <= status < 300:
                     self._counts["sent"] += 1
+                    self._remember(key, note.state)
                     return
                 if status != 429 and status < 500:
                     break  # the receiver refuses this request: retrying will not help
@@ -407,6 +424,16 @@ class WebhookNotifier:
             await asyncio.sleep(delay)
         self._counts["failed"] += 1
         _log.warning("notification_not_delivered", subject=note.subject, reason=reason)
+
+    def _remember(self, key: tuple[str, str], state: str) -> None:
+        """Record ``state`` as the last delivered for ``key`` (only a delivery counts: after a
+        failed or rate-limited send, the same state again is not a repeat for the receiver)."""
+        now = time.monotonic()
+        self._last_sent[key] = (state, now)
+        if len(self._last_sent) > 10_000:
+            self._last_sent = {
+                k: v for k, v in self._last_sent.items() if now - v[1] < self.dedup_seconds
+            }
 
     # ------------------------------------------------------------------ DLQ watching
 

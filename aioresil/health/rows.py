@@ -3,8 +3,9 @@
 Why not :class:`~aioresil.BreakerStats`: ``/health/circuit-breakers`` and ``/metrics`` read
 every breaker on every scrape. A frozen dataclass per breaker, then a dict per breaker, then
 ``json.dumps`` of those dicts cost several microseconds a breaker (issue 17 measured 8.7 ms for
-1,000). A :class:`BreakerRow` is a named tuple with the same fields (so code written against
-``BreakerStats`` attributes reads it unchanged), and :func:`circuits_json` writes the JSON of
+1,000). A :class:`~aioresil.breaker.BreakerRow` is a named tuple with the same fields (so code
+written against ``BreakerStats`` attributes reads it unchanged), computed by the function that
+computes ``BreakerStats`` (``row_from_record``), and :func:`circuits_json` writes the JSON of
 many rows with one format string per row and names escaped once per process.
 ``tests/face/test_operator_reads.py`` pins rows and JSON to ``stats_from_record`` and ``to_dict``.
 """
@@ -14,12 +15,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-from ..core import machine
-from ..core.config import SHARED_RULES, BreakerConfig
+from ..breaker import BreakerRow, config_rules, row_from_record
+from ..core.config import BreakerConfig
 from ..core.states import CircuitState
 
 if TYPE_CHECKING:
@@ -28,36 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BreakerRow", "circuits_json", "row_from_stats", "rows_from_readings"]
 
-_OPEN = CircuitState.OPEN
 _STATE_VALUES = {state: state.value for state in CircuitState}
-
-
-class BreakerRow(NamedTuple):
-    """One breaker's figures at one moment: the fields of :class:`~aioresil.BreakerStats`."""
-
-    name: str
-    state: CircuitState
-    failure_count: int
-    success_count: int
-    ignored_count: int
-    slow_call_count: int
-    total_calls: int
-    rejected_calls: int
-    consecutive_failures: int
-    failure_threshold: int | None
-    failure_rate: float | None
-    slow_call_rate: float | None
-    half_open_calls: int
-    opened_at: datetime | None
-    retry_after: float | None
-    recovery_timeout: float
-    config: BreakerConfig | None = None
-    """The config in force (for a Redis breaker, the one stored with it)."""
-
-    @property
-    def config_fingerprint(self) -> str | None:
-        """As :attr:`aioresil.BreakerStats.config_fingerprint`."""
-        return None if self.config is None else self.config.fingerprint
 
 
 _CONFIG_JSON: dict[int, tuple[BreakerConfig, str]] = {}
@@ -69,58 +40,19 @@ def _config_json(config: BreakerConfig | None) -> str:
         return "null"
     cached = _CONFIG_JSON.get(id(config))
     if cached is None or cached[0] is not config:
-        body = {name: getattr(config, name) for name, _ in SHARED_RULES}
-        body["fingerprint"] = config.fingerprint
         if len(_CONFIG_JSON) > 4096:
             _CONFIG_JSON.clear()
-        cached = _CONFIG_JSON[id(config)] = (config, json.dumps(body, separators=(",", ":")))
+        text = json.dumps(config_rules(config), separators=(",", ":"))
+        cached = _CONFIG_JSON[id(config)] = (config, text)
     return cached[1]
 
 
 def rows_from_readings(
     readings: Iterable[tuple[CircuitBreaker, BreakerReading]],
 ) -> list[BreakerRow]:
-    """Rows from :meth:`~aioresil.BreakerRegistry.readings`, computed as
-    :func:`~aioresil.breaker.stats_from_record` computes statistics."""
-    rows: list[BreakerRow] = []
-    add = rows.append
-    failure_rate = machine.failure_rate
-    slow_call_rate = machine.slow_call_rate
-    first_timeout: dict[int, float] = {}  # id(config) -> timeout of a first opening
-    for breaker, (rec, now, offset) in readings:
-        config = rec.config  # the config in force, read with the record
-        state = rec.state
-        opened = rec.opened_at
-        window = rec.window
-        reopen = rec.reopen_count
-        if reopen <= 1:
-            timeout = first_timeout.get(id(config))
-            if timeout is None:
-                timeout = first_timeout[id(config)] = config.recovery_timeout_for(1)
-        else:
-            timeout = config.recovery_timeout_for(reopen)
-        add(
-            BreakerRow(
-                breaker.name,
-                state,
-                rec.failures,
-                rec.successes,
-                rec.ignored,
-                rec.slow,
-                rec.successes + rec.failures + rec.ignored,
-                rec.rejected,
-                rec.consecutive_failures,
-                config.failure_threshold,
-                None if window is None else failure_rate(rec, config, now),
-                None if window is None else slow_call_rate(rec, config, now),
-                len(rec.trials),
-                None if opened is None else datetime.fromtimestamp(opened + offset, tz=UTC),
-                max(rec.open_until - now, 0.0) if state is _OPEN else None,
-                timeout,
-                config,
-            )
-        )
-    return rows
+    """Rows from :meth:`~aioresil.BreakerRegistry.readings` (figures as
+    :func:`~aioresil.breaker.stats_from_record` gives them: both use ``row_from_record``)."""
+    return [row_from_record(b.name, rec, now, offset) for b, (rec, now, offset) in readings]
 
 
 def row_from_stats(stats: BreakerStats) -> BreakerRow:

@@ -11,12 +11,17 @@ of its own keeps each request's permit apart, with nothing but the breaker's pub
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import math
+import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+
+import structlog
 
 from ..breaker import CircuitBreaker
 from ..core.config import BreakerConfig
@@ -32,6 +37,7 @@ __all__ = [
     "Breakers",
     "Classify",
     "FailedResponse",
+    "GuardCore",
     "HintBook",
     "Judgement",
     "Policies",
@@ -39,9 +45,12 @@ __all__ = [
     "breaker_config_check",
     "default_classify",
     "parse_retry_after",
+    "release_when_collected",
 ]
 
 T = TypeVar("T")
+
+_log = structlog.get_logger("aioresil")
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 """Statuses whose ``Retry-After`` header is honoured (RFC 9110 names 503 and 3xx; RFC 6585
@@ -245,6 +254,69 @@ class Judgement:
             await _InContext(self._context, self.breaker.__aexit__(exc_type, None, None))
 
 
+_UNJUDGED: set[asyncio.Task[None]] = set()
+"""Release tasks of collected bodies, kept until done (a task nobody holds may be collected)."""
+
+
+def release_when_collected(body: object, judgement: Judgement) -> None:
+    """When ``body`` is garbage-collected before it was judged, give back what its request
+    holds (bulkhead slot, half-open trial permit), counting neither success nor failure.
+
+    Why: a response dropped without being read or closed ends no stream and calls no
+    ``aclose()``, so nothing would ever judge it; with a ``Bulkhead(2)``, two such responses
+    would hold both slots forever. The upstream's verdict is unknown, so the request exits
+    the breaker like a call that never happened (:class:`NotJudged`). Exiting may need I/O (a
+    Redis breaker or bulkhead), and a finalizer may run in any thread in the middle of any
+    code, so it only schedules the release on the request's event loop (asyncio's, or trio's
+    through its token); a loop that has ended has nothing left to release.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    token: Any = None
+    if loop is None:
+        trio = sys.modules.get("trio")
+        if trio is None:
+            return
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return
+    finalizer = weakref.finalize(body, _collected, judgement, loop, token)
+    finalizer.atexit = False  # at interpreter exit there is no loop left to release on
+
+
+def _collected(judgement: Judgement, loop: asyncio.AbstractEventLoop | None, token: Any) -> None:
+    if judgement.done:
+        return
+    try:
+        if loop is not None:
+            loop.call_soon_threadsafe(_release_on_asyncio, judgement)
+        else:
+            token.run_sync_soon(_release_on_trio, judgement)
+    except RuntimeError:  # the loop is closed (trio: RunFinishedError is a RuntimeError)
+        pass
+
+
+def _release_on_asyncio(judgement: Judgement) -> None:
+    task = asyncio.get_running_loop().create_task(_release(judgement))
+    _UNJUDGED.add(task)
+    task.add_done_callback(_UNJUDGED.discard)
+
+
+def _release_on_trio(judgement: Judgement) -> None:
+    trio: Any = sys.modules["trio"]
+    trio.lowlevel.spawn_system_task(_release, judgement)
+
+
+async def _release(judgement: Judgement) -> None:
+    try:
+        await judgement.not_judged()
+    except Exception as exc:  # the backend failed: a fleet lease expires on its own
+        _log.warning("unjudged_release_failed", breaker=judgement.breaker.name, error=repr(exc))
+
+
 class Policies:
     """The optional policies of an integration, checked once."""
 
@@ -321,3 +393,88 @@ class Breakers:
             breaker_config_check(breaker.config, self._what)
             self._by_key[key] = breaker
         return breaker
+
+
+class GuardCore:
+    """What ``ResilientTransport`` (httpx, httpx2) and ``ResilientMiddleware`` (aiohttp) share:
+    the checks of their arguments, the breaker of a key, and one guarded attempt up to the
+    verdict its status gives.
+
+    Why one piece: the path of an attempt (breaker, rate limit and bulkhead, timeout, the
+    status rule, ``Retry-After``) is the same whatever library sends; only how a response is
+    sent, how its status is read and how its body is judged at the end differ, and those stay
+    in the subclasses.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: BreakerRegistry | None,
+        config: BreakerConfig | None,
+        key: Callable[[Any], str] | None,
+        default_key: Callable[[Any], str],
+        retry: Retry | None,
+        timeout: Timeout | float | None,
+        bulkhead: Bulkhead | None,
+        rate_limiter: RateLimiter | None,
+        classify: Classify | None,
+    ) -> None:
+        what = type(self).__name__
+        self._breakers = Breakers(registry, config, what)
+        if key is not None and not callable(key):
+            raise TypeError(f"{what}: key must be a callable request -> str, got {key!r}")
+        if classify is not None and not callable(classify):
+            raise TypeError(f"{what}: classify must be a callable status -> bool")
+        self.registry = self._breakers.registry
+        self._key = key or default_key
+        self._policies = Policies(
+            retry=retry, timeout=timeout, bulkhead=bulkhead, rate_limiter=rate_limiter, what=what
+        )
+        self._classify = classify or default_classify
+        self._hints = HintBook()
+
+    def breaker_for(self, request_or_key: Any) -> CircuitBreaker:
+        """The breaker that guards a request (or a key, e.g. ``"https://api.example:443"``)."""
+        key = request_or_key if isinstance(request_or_key, str) else self._key(request_or_key)
+        return self._breakers.get(key)
+
+    async def _guarded(
+        self,
+        breaker: CircuitBreaker,
+        key: str,
+        send: Callable[[Any], Awaitable[Any]],
+        request: Any,
+        status_of: Callable[[Any], int],
+        previous: list[Any] | None,
+    ) -> tuple[Any, Judgement]:
+        """Send ``request`` once through the breaker and the policies; return the response
+        whose status is not a failure, with the judgement its body's end will give, or raise
+        :class:`FailedResponse` (the failed answer is appended to ``previous`` for a retry
+        to release) after recording the failure and any ``Retry-After`` hint."""
+        judgement = Judgement(breaker)
+        try:
+            await judgement.enter()
+        except CircuitOpenError as error:
+            raise self._hints.rejection(key, error) from None
+        policies = self._policies
+        await policies.admit(judgement)
+        try:
+            response = await policies.send(send, request)
+        except Exception:
+            await judgement.failure()
+            raise
+        except BaseException as exc:
+            await judgement.cancelled(type(exc))
+            raise
+        status = status_of(response)
+        if not self._classify(status):
+            return response, judgement
+        hint = None
+        if status in RETRY_AFTER_STATUSES:
+            hint = parse_retry_after(response.headers.get("retry-after"))  # case-insensitive
+            if hint is not None:
+                self._hints.note(key, hint)
+        await judgement.failure()
+        if previous is not None:
+            previous.append(response)
+        raise FailedResponse(response, status, hint)

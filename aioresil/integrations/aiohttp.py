@@ -18,7 +18,9 @@ failures, other statuses successes; ``Retry-After`` on 429/503 waited out by the
 reported by rejections. A 5xx/429 is judged when its headers arrive; any other answer when its
 body ends: read to the end (success), released or closed early (success: the upstream
 answered), or cut while reading (failure, the caller's ``aiohttp.ClientPayloadError``). A
-bulkhead slot is held until then too.
+bulkhead slot is held until then too. A response dropped without being read, released or
+closed is judged by nobody: when it is garbage-collected, its bulkhead slot and half-open
+trial permit are given back, counting neither success nor failure.
 
 Why hooks on the response rather than on the session: aiohttp gives a middleware no event at
 the end of a body, so the middleware registers a callback for the body's end of stream
@@ -37,22 +39,17 @@ from aiohttp.client_middlewares import ClientHandlerType
 
 from ..breaker import CircuitBreaker
 from ..core.config import BreakerConfig
-from ..exceptions import CircuitOpenError
 from ..policies.bulkhead import Bulkhead
 from ..policies.ratelimit import RateLimiter
 from ..policies.retry import Retry
 from ..policies.timeout import Timeout
 from ..registry import BreakerRegistry
 from ._http import (
-    RETRY_AFTER_STATUSES,
-    Breakers,
     Classify,
     FailedResponse,
-    HintBook,
+    GuardCore,
     Judgement,
-    Policies,
-    default_classify,
-    parse_retry_after,
+    release_when_collected,
 )
 
 __all__ = ["ResilientMiddleware", "default_key"]
@@ -64,7 +61,7 @@ def default_key(request: ClientRequest) -> str:
     return f"{url.scheme}://{url.host}:{url.port}"
 
 
-class ResilientMiddleware:
+class ResilientMiddleware(GuardCore):
     """An aiohttp client middleware guarding every request with a breaker per upstream.
 
     Args:
@@ -91,25 +88,22 @@ class ResilientMiddleware:
         rate_limiter: RateLimiter | None = None,
         classify: Classify | None = None,
     ) -> None:
-        what = type(self).__name__
-        self._breakers = Breakers(registry, config, what)
-        if key is not None and not callable(key):
-            raise TypeError(f"{what}: key must be a callable request -> str, got {key!r}")
-        if classify is not None and not callable(classify):
-            raise TypeError(f"{what}: classify must be a callable status -> bool")
-        self.registry = self._breakers.registry
-        self._key = key or default_key
-        self._policies = Policies(
-            retry=retry, timeout=timeout, bulkhead=bulkhead, rate_limiter=rate_limiter, what=what
+        super().__init__(
+            registry=registry,
+            config=config,
+            key=key,
+            default_key=default_key,
+            retry=retry,
+            timeout=timeout,
+            bulkhead=bulkhead,
+            rate_limiter=rate_limiter,
+            classify=classify,
         )
-        self._classify = classify or default_classify
-        self._hints = HintBook()
         self._pending: set[asyncio.Task[None]] = set()
 
     def breaker_for(self, request_or_key: ClientRequest | str) -> CircuitBreaker:
         """The breaker that guards a request (or a key, e.g. ``"https://api.example:443"``)."""
-        key = request_or_key if isinstance(request_or_key, str) else self._key(request_or_key)
-        return self._breakers.get(key)
+        return super().breaker_for(request_or_key)
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         key = self._key(request)
@@ -138,33 +132,10 @@ class ResilientMiddleware:
     ) -> ClientResponse:
         if previous:
             previous.pop().release()  # the failed answer a retry replaces
-        judgement = Judgement(breaker)
-        try:
-            await judgement.enter()
-        except CircuitOpenError as error:
-            raise self._hints.rejection(key, error) from None
-        policies = self._policies
-        await policies.admit(judgement)
-        try:
-            response: ClientResponse = await policies.send(handler, request)
-        except Exception:
-            await judgement.failure()
-            raise
-        except BaseException as exc:
-            await judgement.cancelled(type(exc))
-            raise
-        status = response.status
-        if not self._classify(status):
-            self._judge_at_end(response, judgement)
-            return response
-        hint = None
-        if status in RETRY_AFTER_STATUSES:
-            hint = parse_retry_after(response.headers.get("Retry-After"))
-            if hint is not None:
-                self._hints.note(key, hint)
-        await judgement.failure()
-        previous.append(response)
-        raise FailedResponse(response, status, hint)
+        response: ClientResponse
+        response, judgement = await self._guarded(breaker, key, handler, request, _status, previous)
+        self._judge_at_end(response, judgement)
+        return response
 
     def _judge_at_end(self, response: ClientResponse, judgement: Judgement) -> None:
         content = response.content
@@ -188,6 +159,7 @@ class ResilientMiddleware:
             close()
 
         content.on_eof(at_eof)
+        release_when_collected(response, judgement)  # dropped unread: nobody else judges it
         response.release = release_judged  # type: ignore[method-assign]
         response.close = close_judged  # type: ignore[method-assign]
 
@@ -207,3 +179,7 @@ class ResilientMiddleware:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} breakers={len(self.registry)}>"
+
+
+def _status(response: ClientResponse) -> int:
+    return response.status

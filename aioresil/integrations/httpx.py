@@ -33,17 +33,9 @@ knows ``retry_after``). :class:`~aioresil.Failover` finds the rejection in eithe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 
-from ..core.config import BreakerConfig
-from ..policies.bulkhead import Bulkhead
-from ..policies.ratelimit import RateLimiter
-from ..policies.retry import Retry
-from ..policies.timeout import Timeout
-from ..registry import BreakerRegistry
-from ._http import Classify, default_classify, parse_retry_after
+from ._http import default_classify, parse_retry_after
 from ._transport import JudgedStreamCore, TransportCore, default_key
 
 __all__ = ["ResilientTransport", "default_classify", "default_key", "parse_retry_after"]
@@ -53,7 +45,9 @@ class _JudgedStream(JudgedStreamCore, httpx.AsyncByteStream):
     pass
 
 
-class ResilientTransport(TransportCore, httpx.AsyncBaseTransport):
+class ResilientTransport(
+    TransportCore[httpx.AsyncBaseTransport, httpx.Request, httpx.Response], httpx.AsyncBaseTransport
+):
     """An ``httpx`` transport that guards every request with a breaker per upstream.
 
     Args:
@@ -73,35 +67,4 @@ class ResilientTransport(TransportCore, httpx.AsyncBaseTransport):
     """
 
     _stream_type = _JudgedStream
-
-    def __init__(
-        self,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        registry: BreakerRegistry | None = None,
-        config: BreakerConfig | None = None,
-        key: Callable[[httpx.Request], str] | None = None,
-        retry: Retry | None = None,
-        timeout: Timeout | float | None = None,
-        bulkhead: Bulkhead | None = None,
-        rate_limiter: RateLimiter | None = None,
-        classify: Classify | None = None,
-    ) -> None:
-        super().__init__(
-            transport if transport is not None else httpx.AsyncHTTPTransport(),
-            registry=registry,
-            config=config,
-            key=key,
-            retry=retry,
-            timeout=timeout,
-            bulkhead=bulkhead,
-            rate_limiter=rate_limiter,
-            classify=classify,
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response: httpx.Response = await TransportCore.handle_async_request(self, request)
-        return response
-
-    async def aclose(self) -> None:
-        await TransportCore.aclose(self)
+    _default_transport = httpx.AsyncHTTPTransport

@@ -16,17 +16,9 @@ streaming, why a rejection raises ``CircuitOpenError`` itself) is as in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx2
 
-from ..core.config import BreakerConfig
-from ..policies.bulkhead import Bulkhead
-from ..policies.ratelimit import RateLimiter
-from ..policies.retry import Retry
-from ..policies.timeout import Timeout
-from ..registry import BreakerRegistry
-from ._http import Classify, default_classify, parse_retry_after
+from ._http import default_classify, parse_retry_after
 from ._transport import JudgedStreamCore, TransportCore, default_key
 
 __all__ = ["ResilientTransport", "default_classify", "default_key", "parse_retry_after"]
@@ -36,7 +28,10 @@ class _JudgedStream(JudgedStreamCore, httpx2.AsyncByteStream):
     pass
 
 
-class ResilientTransport(TransportCore, httpx2.AsyncBaseTransport):
+class ResilientTransport(
+    TransportCore[httpx2.AsyncBaseTransport, httpx2.Request, httpx2.Response],
+    httpx2.AsyncBaseTransport,
+):
     """An ``httpx2`` transport that guards every request with a breaker per upstream.
 
     Args:
@@ -56,35 +51,4 @@ class ResilientTransport(TransportCore, httpx2.AsyncBaseTransport):
     """
 
     _stream_type = _JudgedStream
-
-    def __init__(
-        self,
-        transport: httpx2.AsyncBaseTransport | None = None,
-        *,
-        registry: BreakerRegistry | None = None,
-        config: BreakerConfig | None = None,
-        key: Callable[[httpx2.Request], str] | None = None,
-        retry: Retry | None = None,
-        timeout: Timeout | float | None = None,
-        bulkhead: Bulkhead | None = None,
-        rate_limiter: RateLimiter | None = None,
-        classify: Classify | None = None,
-    ) -> None:
-        super().__init__(
-            transport if transport is not None else httpx2.AsyncHTTPTransport(),
-            registry=registry,
-            config=config,
-            key=key,
-            retry=retry,
-            timeout=timeout,
-            bulkhead=bulkhead,
-            rate_limiter=rate_limiter,
-            classify=classify,
-        )
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response: httpx2.Response = await TransportCore.handle_async_request(self, request)
-        return response
-
-    async def aclose(self) -> None:
-        await TransportCore.aclose(self)
+    _default_transport = httpx2.AsyncHTTPTransport

@@ -12,7 +12,6 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ..backends.scripts import LuaScript, load_script
-from ..exceptions import BackendError
 from .dlq_records import ClaimRow, RawFields, StatsRow
 
 if TYPE_CHECKING:
@@ -226,11 +225,3 @@ def _push_args(
         if name not in ("ty", "tk", "fa"):
             args += [name, value]
     return args
-
-
-def _mapped(exc: BaseException, what: str) -> BackendError:
-    if isinstance(exc, BackendError):
-        return exc
-    from ..backends.redis import map_redis_error
-
-    return map_redis_error(exc, what)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -22,6 +21,8 @@ from aioresil.core import machine
 from aioresil.core.machine import BreakerRecord, Outcome, Permit, Rejection
 from aioresil.core.states import Trigger
 from aioresil.core.window import TimeWindow
+
+from ..helpers import scripts_agree
 
 SCRIPT = breaker_script()
 
@@ -228,19 +229,11 @@ def test_time_window_expiry_boundary_matches(gap: float) -> None:
     assert rec.window.calls == (2 if gap < 10 else 1)
 
 
-def _load(client: Any) -> None:
-    client.script_load(SCRIPT.source)
-
-
 def test_lua_matches_python_on_fakeredis() -> None:
     import fakeredis
 
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    _load(client)
-    LuaAgreesWithPython.client = client
-    runner = LuaAgreesWithPython.TestCase
-    runner.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
-    runner().runTest()
+    scripts_agree(LuaAgreesWithPython, client, [SCRIPT], examples=300, steps=40)
 
 
 @pytest.mark.redis_server
@@ -249,11 +242,7 @@ def test_lua_matches_python_on_real_redis(redis_url: str) -> None:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        _load(client)
-        LuaAgreesWithPython.client = client
-        runner = LuaAgreesWithPython.TestCase
-        runner.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
-        runner().runTest()
+        scripts_agree(LuaAgreesWithPython, client, [SCRIPT], examples=40, steps=40)
     finally:
         client.close()
 

@@ -8,6 +8,7 @@ with backoff; a receiver that never answers does not delay a guarded call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,7 +55,8 @@ class Receiver:
         else:
             self.bodies.append(json.loads(body))
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
+        with contextlib.suppress(ConnectionError):  # the client may have given up
+            await writer.drain()
         writer.close()
 
 
@@ -140,28 +142,96 @@ async def test_pagerduty_bodies_trigger_and_resolve_with_one_dedup_key(
     assert trigger["payload"]["component"] == "payments"
 
 
-async def test_duplicates_are_sent_once_and_the_rate_limit_drops_the_rest(
+async def test_repeats_are_sent_once_and_the_rate_limit_drops_the_rest(
     receiver: Receiver, clock: FakeClock
 ) -> None:
-    registry = BreakerRegistry(default_config=BreakerConfig(failure_threshold=2), clock=clock)
+    # Two registries (two processes sharing a circuit) each report the same transition.
+    config = BreakerConfig(failure_threshold=2)
+    first = BreakerRegistry(default_config=config, clock=clock)
+    second = BreakerRegistry(default_config=config, clock=clock)
     notifier = WebhookNotifier(receiver.url, dedup_seconds=600, max_per_minute=3)
     async with notifier:
-        notifier.watch_registry(registry)
-        for _ in range(3):  # open, close, open, close...: the same two notes again
-            await trip(registry, "flappy")
-            await registry.get("flappy").reset()
+        notifier.watch_registry(first)
+        notifier.watch_registry(second)
+        for registry in (first, second):  # open, then open again: a repeat
+            await trip(registry, "shared")
+        await notifier.wait_idle()
+        for registry in (first, second):  # closed, then closed again: a repeat
+            await registry.get("shared").reset()
         for name in ("a", "b", "c"):  # three more distinct notes, over the limit of 3
-            await trip(registry, name)
+            await trip(first, name)
         await notifier.wait_idle()
     stats = notifier.stats()
-    assert stats.deduplicated == 4
+    assert stats.deduplicated == 2
     assert stats.sent == 3
     assert stats.dropped == 2
     assert [(b["subject"], b["state"]) for b in receiver.bodies] == [
-        ("flappy", "open"),
-        ("flappy", "closed"),
+        ("shared", "open"),
+        ("shared", "closed"),
         ("a", "open"),
     ]
+
+
+async def test_a_flapping_circuit_that_reopens_pages_again(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    config = BreakerConfig(failure_threshold=2, recovery_timeout=5, success_threshold=1)
+    registry = BreakerRegistry(default_config=config, clock=clock)
+    notifier = WebhookNotifier(receiver.url, style="pagerduty", routing_key="R", dedup_seconds=300)
+    async with notifier:
+        notifier.watch_registry(registry)
+        await trip(registry, "payments")  # CLOSED -> OPEN
+        clock.advance(6)
+        async with registry.get("payments"):  # OPEN -> HALF_OPEN -> CLOSED
+            pass
+        await trip(registry, "payments")  # CLOSED -> OPEN again, seconds later
+        await wait_for(lambda: len(receiver.bodies) == 4)
+        await notifier.wait_idle()
+    actions = [(b["event_action"], b["payload"]["class"]) for b in receiver.bodies]
+    assert actions == [
+        ("trigger", "breaker_open"),
+        ("trigger", "breaker_half_open"),
+        ("resolve", "breaker_closed"),
+        ("trigger", "breaker_open"),  # the incident is open again, as the circuit is
+    ]
+    assert notifier.stats().deduplicated == 0
+
+
+async def test_aclose_waits_for_the_send_in_flight(receiver: Receiver, clock: FakeClock) -> None:
+    receiver.hold = asyncio.Event()  # a slow receiver: answers when the test says so
+    registry = BreakerRegistry(default_config=BreakerConfig(failure_threshold=2), clock=clock)
+    notifier = WebhookNotifier(receiver.url, timeout=60, retries=0)
+    await notifier.start()
+    notifier.watch_registry(registry)
+    await trip(registry, "payments")
+    await receiver.arrived.wait()  # the worker took the only item: the queue is empty
+    assert notifier.stats().queued == 0
+    closing = asyncio.create_task(notifier.aclose(drain_timeout=30))
+    await wait_for(lambda: notifier._closed)  # aclose is past its decision to wait or cancel
+    assert not closing.done()  # still waiting for the send, which was not cancelled
+    receiver.hold.set()
+    await closing
+    assert [b["state"] for b in receiver.bodies] == ["open"]
+    stats = notifier.stats()
+    assert (stats.sent, stats.failed, stats.dropped, stats.queued) == (1, 0, 0, 0)
+
+
+async def test_aclose_past_its_drain_timeout_counts_what_it_gave_up(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    receiver.hold = asyncio.Event()  # answers only after the notifier has given up
+    registry = BreakerRegistry(default_config=BreakerConfig(failure_threshold=2), clock=clock)
+    notifier = WebhookNotifier(receiver.url, timeout=60, retries=0)
+    await notifier.start()
+    notifier.watch_registry(registry)
+    await trip(registry, "payments")
+    await receiver.arrived.wait()  # "payments" is being sent ...
+    await trip(registry, "search")  # ... and "search" waits behind it
+    assert notifier.stats().queued == 1
+    await notifier.aclose(drain_timeout=0.2)
+    stats = notifier.stats()
+    # The cancelled send counts as failed, the never-attempted one as dropped.
+    assert (stats.sent, stats.failed, stats.dropped, stats.queued) == (0, 1, 1, 0)
 
 
 async def test_503s_are_retried_with_backoff_until_delivered(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import httpx
@@ -10,6 +11,8 @@ import pytest
 from aioresil import (
     BreakerConfig,
     BreakerRegistry,
+    Bulkhead,
+    BulkheadFullError,
     CircuitOpenError,
     CircuitState,
     Retry,
@@ -18,6 +21,7 @@ from aioresil import (
 from aioresil.integrations._http import parse_retry_after
 from aioresil.integrations.httpx import ResilientTransport
 
+from ..helpers import until
 from .upstream import Upstream
 
 THRESHOLD = 3
@@ -162,6 +166,27 @@ async def test_streaming_is_judged_when_the_body_ends_or_fails(upstream: Upstrea
     assert stats.failure_count == THRESHOLD
     assert stats.state is CircuitState.OPEN
     assert upstream.count("/stream") == 2 + THRESHOLD
+
+
+async def test_responses_dropped_unread_give_their_bulkhead_slots_back(
+    upstream: Upstream,
+) -> None:
+    bulkhead = Bulkhead(2)
+    t = transport(key=lambda request: request.url.path, bulkhead=bulkhead)
+    async with client(upstream, t) as http:
+        for _ in range(2):  # streamed, then dropped: neither read nor closed
+            await http.send(http.build_request("GET", "/stream", params={"hold": "1"}), stream=True)
+        assert bulkhead.stats().active == 2
+        with pytest.raises(BulkheadFullError):
+            await http.get("/status/200")
+        gc.collect()
+        await until(lambda: bulkhead.stats().active == 0, what="dropped bodies released")
+        upstream.stream_release.set()
+        assert (await http.get("/status/200")).status_code == 200
+
+    stats = await t.breaker_for("/stream").stats()
+    assert (stats.success_count, stats.failure_count) == (0, 0)  # counted neither way
+    assert upstream.count("/stream") == 2
 
 
 async def test_a_breaker_config_that_cannot_record_failures_is_refused() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
@@ -20,9 +19,12 @@ from aioresil.fleet.budget import BudgetModel
 from aioresil.fleet.quorum import QuorumModel
 from aioresil.policies.adaptive import BUCKETS, SketchModel
 
+from ..helpers import scripts_agree
+
 QUORUM = load_script("quorum")
 BUDGET = load_script("retry_budget")
 SKETCH = load_script("latency_sketch")
+SCRIPTS = (QUORUM, BUDGET, SKETCH)
 
 
 class FleetScriptsAgree(RuleBasedStateMachine):
@@ -99,20 +101,11 @@ class FleetScriptsAgree(RuleBasedStateMachine):
         self.now += ms
 
 
-def _load(client: Any) -> None:
-    for script in (QUORUM, BUDGET, SKETCH):
-        client.script_load(script.source)
-
-
 def test_fleet_scripts_match_their_models_on_fakeredis() -> None:
     import fakeredis
 
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    _load(client)
-    FleetScriptsAgree.client = client
-    runner = FleetScriptsAgree.TestCase
-    runner.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
-    runner().runTest()
+    scripts_agree(FleetScriptsAgree, client, SCRIPTS, examples=30, steps=30)
 
 
 @pytest.mark.redis_server
@@ -121,10 +114,6 @@ def test_fleet_scripts_match_their_models_on_real_redis(redis_url: str) -> None:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        _load(client)
-        FleetScriptsAgree.client = client
-        runner = FleetScriptsAgree.TestCase
-        runner.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
-        runner().runTest()
+        scripts_agree(FleetScriptsAgree, client, SCRIPTS, examples=100, steps=40)
     finally:
         client.close()

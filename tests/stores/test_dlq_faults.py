@@ -3,7 +3,9 @@
 * a worker SIGKILLed inside its handler loses nothing: the entry is back once the lease ends;
 * two worker processes retrying one queue settle every entry exactly once;
 * pushes made while Redis is down wait in the local spool (and its file) and are flushed when
-  it is back.
+  it is back;
+* with ``spool_path``, pushes spooled by a process that is then SIGKILLed are replayed, once
+  each, by a new queue on the same file.
 """
 
 from __future__ import annotations
@@ -175,30 +177,86 @@ async def test_pushes_during_an_outage_are_spooled_then_flushed_when_redis_is_ba
         assert {e.payload for e in page.entries} == {"during 0", "during 1", "during 2", "after"}
 
 
-async def test_the_spool_file_survives_a_restart_of_the_pushing_process(
+async def test_the_spool_file_is_read_back_by_a_queue_built_after_the_first_is_gone(
     own_redis_server: RedisServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "dlq-spool.jsonl"
-    async with await fast_backend(own_redis_server) as backend:
-        own_redis_server.stop()
-        first = DeadLetterQueue(backend, name="jobs", spool_path=path)
-        ids = [await first.push("t", {"n": i, "ü": "{x}"}, ValueError("down")) for i in range(2)]
-        assert len(path.read_text().splitlines()) == 2
+    own_redis_server.stop()
+    first_backend = await fast_backend(own_redis_server)
+    first = DeadLetterQueue(first_backend, name="jobs", spool_path=path, close_timeout=0.5)
+    ids = [await first.push("t", {"n": i, "ü": "{x}"}, ValueError("down")) for i in range(2)]
+    assert len(path.read_text().splitlines()) == 2
+    await first_backend.aclose()  # Redis still down: kept in the file, logged, no exception
+    del first, first_backend  # nothing of the first queue is left but its file
 
-        # "The process restarts": a new queue object reads the file back.
+    own_redis_server.start()  # no persistence: only the file can bring the entries back
+    async with await fast_backend(own_redis_server) as backend:
         second = DeadLetterQueue(backend, name="jobs", spool_path=path)
         assert second.spooled == 2
-        own_redis_server.start()
-        # flushed by the backend's recovery hook (ids make the replay of both objects' spools,
-        # which hold the same entries, store each entry once)
-        await until(lambda: second.spooled == 0 and first.spooled == 0, what="spools flushed")
+        assert await second.flush_spool() == 2
         assert path.read_text() == ""
         letters = [await second.get(i) for i in ids]
         assert [(x.payload, x.error_type) for x in letters if x] == [
             ({"n": 0, "ü": "{x}"}, "ValueError"),
             ({"n": 1, "ü": "{x}"}, "ValueError"),
         ]
+        assert await second.count() == 2
         assert await second.flush_spool() == 0
+
+
+SPOOL_KILL_WORKER = ROOT / "tests" / "workers" / "spool_kill_worker.py"
+
+
+@pytest.mark.slow
+async def test_spooled_pushes_survive_a_sigkill_of_the_pushing_process(
+    own_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.spool"
+    count = 25
+    own_redis_server.stop()  # Redis down: every push of the worker is spooled
+    with (tmp_path / "worker.err").open("wb") as err:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(SPOOL_KILL_WORKER),
+            own_redis_server.url,
+            str(path),
+            str(count),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+    assert worker.stdout is not None
+    lines: list[str] = []
+    try:
+        while not lines or lines[-1] not in ("ready", ""):
+            lines.append((await asyncio.wait_for(worker.stdout.readline(), 60)).decode().strip())
+    finally:
+        if worker.returncode is None:
+            os.kill(worker.pid, signal.SIGKILL)  # no aclose, no flush: the process just ends
+    assert await worker.wait() == -signal.SIGKILL, (tmp_path / "worker.err").read_text()
+    assert lines[-1] == "ready", lines
+    ids = lines[:-1]
+    assert len(ids) == count and len(set(ids)) == count
+
+    own_redis_server.start()  # no persistence: only the spool file can bring the entries back
+    async with await fast_backend(own_redis_server) as backend:
+        assert await backend.client.dbsize() == 0
+        dlq = DeadLetterQueue(backend, name="jobs", spool_path=path)
+        assert dlq.spooled == count
+        assert await dlq.flush_spool() == count
+        assert path.read_text() == ""
+        # Exactly the acknowledged ids, once each, in the queue's index in Redis itself.
+        members = await backend.client.zrange(backend.key("dlq", "jobs", "idx"), 0, -1)
+        assert sorted(m.decode().split("|")[1] for m in members) == sorted(ids)
+        assert await dlq.count() == count
+        letters = [await dlq.get(i) for i in ids]
+        assert [(x.payload, x.error_type) for x in letters if x] == [
+            ({"n": n}, "ConnectionError") for n in range(count)
+        ]
+        # A third process finds nothing more to replay: no entry comes back twice.
+        again = DeadLetterQueue(backend, name="jobs", spool_path=path)
+        assert (again.spooled, await again.flush_spool(), await dlq.count()) == (0, 0, count)
 
 
 async def test_replaying_a_spooled_push_that_already_landed_stores_it_once(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,44 +15,17 @@ from aioresil import (
     CircuitState,
     DeadLetter,
     DeadLetterQueue,
-    MemoryBackend,
     health_app,
 )
 from aioresil.health.app import HealthApp
 from aioresil.testing import FakeClock
 
-from ..servers import free_port
+from ...helpers import Boom
+from ...servers import free_port
 
 TOKEN = "t0ken-for-tests-only-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ENDPOINTS = ["/health", "/health/ready", "/health/circuit-breakers", "/health/dlq", "/metrics"]
-
-
-class Boom(Exception):
-    pass
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield MemoryBackend()
-        return
-    from aioresil import RedisBackend
-
-    url = request.getfixturevalue("redis_url")
-    async with RedisBackend.from_url(url, clock=clock, listen=False) as redis_backend:
-        yield redis_backend
-
-
-@pytest.fixture
-def registry(backend: Any, clock: FakeClock) -> BreakerRegistry:
-    config = BreakerConfig(failure_threshold=2, recovery_timeout=30)
-    return BreakerRegistry(backend=backend, default_config=config, clock=clock)
-
-
-@pytest.fixture
-def dlq(backend: Any, clock: FakeClock) -> DeadLetterQueue:
-    return DeadLetterQueue(backend, name="jobs", clock=clock)
 
 
 def client_for(app: HealthApp) -> httpx.AsyncClient:
@@ -536,7 +508,7 @@ async def test_no_response_ever_shows_the_redis_url_or_password(redis_url: str) 
 
 
 # ---------------------------------------------------------------------- Redis down
-# (the metrics themselves are in tests/face/test_metrics.py)
+# (the metrics themselves are in tests/face/health/test_metrics.py)
 
 
 @pytest.mark.redis_server

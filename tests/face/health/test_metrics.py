@@ -6,10 +6,7 @@ Debian ``prometheus`` package; CI installs it). On memory and on a real redis-se
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +25,8 @@ from aioresil.health.app import HealthApp
 from aioresil.health.instruments import CallMetrics
 from aioresil.testing import FakeClock
 
-from ..servers import free_port
-
-REQUIRE_TOOLS = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
-
-
-class Boom(Exception):
-    pass
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield MemoryBackend()
-        return
-    from aioresil import RedisBackend
-
-    url = request.getfixturevalue("redis_url")
-    async with RedisBackend.from_url(url, clock=clock, listen=False) as redis_backend:
-        yield redis_backend
-
-
-@pytest.fixture
-def registry(backend: Any, clock: FakeClock) -> BreakerRegistry:
-    config = BreakerConfig(failure_threshold=2, recovery_timeout=30)
-    return BreakerRegistry(backend=backend, default_config=config, clock=clock)
-
-
-@pytest.fixture
-def dlq(backend: Any, clock: FakeClock) -> DeadLetterQueue:
-    return DeadLetterQueue(backend, name="jobs", clock=clock)
+from ...helpers import Boom
+from ...servers import free_port, required_tool
 
 
 async def scrape(app: HealthApp) -> str:
@@ -90,12 +59,7 @@ async def fail(registry: BreakerRegistry, name: str) -> None:
 
 
 def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool not found (apt-get install -y prometheus)"
-        if REQUIRE_TOOLS:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    promtool = required_tool("promtool", "prometheus")
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
