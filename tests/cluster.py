@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 
+from .helpers import until_sync
 from .servers import RedisServer, free_port, required_tool
 
 BUS_OFFSET = 10_000
@@ -97,8 +97,10 @@ class RedisClusterNodes:
         return self
 
     def _wait_ok(self, cli: str) -> None:
-        deadline = time.monotonic() + 20
-        while True:
+        states: list[str] = []
+
+        def all_ok() -> bool:
+            nonlocal states
             states = [
                 subprocess.run(
                     [cli, "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
@@ -108,11 +110,12 @@ class RedisClusterNodes:
                 ).stdout
                 for port in self.ports
             ]
-            if all("cluster_state:ok" in info for info in states):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster not ok after 20 s: {states}")
-            time.sleep(0.05)
+            return all("cluster_state:ok" in info for info in states)
+
+        try:
+            until_sync(all_ok, within=20, interval=0.05, what="cluster_state:ok on every node")
+        except AssertionError:
+            raise RuntimeError(f"cluster not ok after 20 s: {states}") from None
 
     def cleanup(self) -> None:
         """Stop every node by PID and remove its directory."""

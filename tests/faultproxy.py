@@ -229,7 +229,7 @@ class FaultProxy:
                 if mode is Mode.RESET:
                     break
                 if mode is Mode.LATENCY and self.latency > 0:
-                    await asyncio.sleep(self.latency)
+                    await asyncio.sleep(self.latency)  # the fault itself: a slow network
                 writer.write(data)
                 await writer.drain()
         except OSError:

@@ -57,7 +57,30 @@ async def until(condition: Callable[[], object], *, within: float = 20.0, what: 
     while not condition():
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {within}s: {what or condition}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the polling interval (one place for it)
+
+
+def until_sync(
+    condition: Callable[[], object],
+    *,
+    within: float = 20.0,
+    what: str = "",
+    interval: float = 0.01,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> None:
+    """:func:`until` for code that cannot await (sync tests, server fixtures): poll
+    ``condition()`` every ``interval`` s, treating the ``ignore`` exceptions as "not yet"; an
+    ``AssertionError`` naming ``what`` after ``within`` seconds (a ceiling, never a claim)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if condition():
+                return
+        except ignore:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s: {what or condition}")
+        time.sleep(interval)  # the polling interval (one place for it), not a wait for a result
 
 
 async def eventually(
@@ -78,7 +101,7 @@ async def eventually(
         if result:
             return
         assert time.monotonic() < deadline, f"{what} did not happen within {within}s"
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # the polling interval (one place for it)
 
 
 async def wait_for_subscribers(backend: RedisBackend, count: int) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from .helpers import until_sync
 from .servers import RedisServer, free_port, required_tool, stop_process
 
 SERVICE = "mymaster"
@@ -31,17 +31,15 @@ def sentinel_binary() -> str:
 
 
 def wait_for(condition: Callable[[], object], what: str, within: float = 30.0) -> None:
-    """Poll ``condition`` every 20 ms; fail after ``within`` seconds (a ceiling, not a claim)."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            if condition():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"sentinel fixture: {what} not reached within {within}s")
-        time.sleep(0.02)
+    """Poll ``condition`` every 20 ms (a server not up yet counts as "not yet"); fail after
+    ``within`` seconds (a ceiling, not a claim)."""
+    until_sync(
+        condition,
+        within=within,
+        interval=0.02,
+        what=f"sentinel fixture: {what}",
+        ignore=(redis.RedisError, OSError),
+    )
 
 
 @dataclass

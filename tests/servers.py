@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import until_sync
+
 REQUIRE = os.environ.get("AIORESIL_REQUIRE_REDIS") == "1"
 
 
@@ -100,14 +102,18 @@ class RedisServer:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
         )
-        deadline = time.monotonic() + 10
-        while not _ping(self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("redis-server did not answer PING within 10 s")
-            time.sleep(0.02)
+        process = self.process
+
+        def answering() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
+            return _ping(self.port)
+
+        try:
+            until_sync(answering, within=10, interval=0.02, what="redis-server answering PING")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError("redis-server did not answer PING within 10 s") from None
         return self
 
     def stop(self) -> None:

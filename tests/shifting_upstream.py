@@ -36,7 +36,8 @@ class ShiftingUpstream:
         try:
             while line := await reader.readline():
                 if line == b"hang\n" or self._random.random() < self.hang:
-                    await asyncio.sleep(3600)
+                    await asyncio.sleep(3600)  # the fault itself: a call that never answers
+                # the behaviour under test: the upstream's (shifting) latency
                 await asyncio.sleep(self.latency + self.jitter * self._random.random())
                 writer.write(b"ok\n")
                 await writer.drain()

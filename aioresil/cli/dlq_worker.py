@@ -3,8 +3,9 @@
 ``dlq worker --handler module:function`` runs a :class:`~aioresil.stores.dlq_redrive.RedriveWorker`
 until SIGINT/SIGTERM (handlers in flight finish first) or, with ``--exit-when-idle``, until
 nothing is scheduled any more. Start as many as you like, on as many hosts: claims are
-leased, so no entry runs in two workers at once, and a worker killed with ``-9`` only delays
-its entries by one lease. Policies per task type::
+leased and renewed while the handler runs, so no entry runs in two workers at once (a worker
+that loses a lease cancels that handler), and a worker killed with ``-9`` only delays its
+entries by one lease. Policies per task type::
 
     aioresil --redis "$URL" dlq --dlq orders worker --handler ops.redrive:resend \\
         --policy send_email=delay=30,multiplier=2,max_delay=3600,max_attempts=6 \\
@@ -20,6 +21,7 @@ import signal
 import sys
 from typing import Any
 
+from ..exceptions import AioresilError
 from ..stores.dlq import DeadLetterQueue
 from ..stores.dlq_redrive import Redrive, RedrivePolicy, RedriveWorker
 from .common import CliError, load_handler, print_table
@@ -119,11 +121,21 @@ async def _work(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     if args.exit_when_idle:
 
         async def watch() -> None:
+            # Keeps polling through outages: a watcher that died on one failed read would
+            # leave the worker running forever instead of exiting when the queue is idle.
+            warned = False
             while True:
                 await asyncio.sleep(args.poll)
                 if worker.rounds == 0 or worker.busy:
                     continue  # not looked at the queue yet, or handlers still running
-                if (await redrive.stats()).scheduled == 0:
+                try:
+                    scheduled = (await redrive.stats()).scheduled
+                except AioresilError as error:
+                    if not warned:
+                        warned = True
+                        print(f"idle check failed, retrying: {error}", file=sys.stderr, flush=True)
+                    continue
+                if scheduled == 0:
                     worker.stop()
                     return
 

@@ -12,6 +12,10 @@ of :class:`RedriveWorker` processes run it together:
   a manual ``dlq retry``; the claim moves the entry's due time to the lease's end, so a
   worker killed with ``-9`` mid-handler loses nothing: the entry is due again when the lease
   expires;
+* while the handler runs, the worker **renews** the lease every third of it
+  (``redrive_renew.lua``, fenced by the same token), so a slow handler keeps its entry; when a
+  renewal finds the token gone, or cannot reach Redis before the lease ends, the handler is
+  cancelled and settles nothing (another worker may hold the entry by then);
 * the handler's outcome **settles** it in one step (``redrive_settle.lua``): deleted when
   handled; rescheduled with the next backoff when it failed; **parked** (out of the schedule,
   still in the queue, counted) when its redrive attempts are used up, for an operator to
@@ -159,7 +163,11 @@ class RedriveStats:
 
 @dataclass(frozen=True, slots=True)
 class RedriveWorkerStats:
-    """What one worker did since it started (``RedriveWorker.stats()``)."""
+    """What one worker did since it started (``RedriveWorker.stats()``).
+
+    ``errors`` counts unexpected exceptions outside the handler (reading the entry, for
+    example); each is settled as a failed redrive so the entry does not come back every lease.
+    """
 
     claimed: int = 0
     handled: int = 0
@@ -167,6 +175,7 @@ class RedriveWorkerStats:
     parked: int = 0
     lost_leases: int = 0
     admitted: int = 0
+    errors: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -176,6 +185,7 @@ class RedriveWorkerStats:
             "parked": self.parked,
             "lost_leases": self.lost_leases,
             "admitted": self.admitted,
+            "errors": self.errors,
         }
 
 
@@ -336,6 +346,16 @@ class Redrive:
             fields[name] = value if name == "p" else _text(value)
         return 1, int(reply[1]), fields
 
+    async def renew(self, entry_id: str, token: int, lease: float) -> float:
+        """Extend a claim to ``lease`` seconds from now; the new deadline (ms) or 0 if lost."""
+        keys = self.keys
+        result: Any = await self.backend.run_script(
+            load_script("redrive_renew"),
+            [keys.base + "tok", keys.base + "lease", keys.due],
+            [entry_id, token, self._now(), max(int(lease * 1000), 1)],
+        )
+        return float(result)
+
     async def settle(
         self,
         letter: DeadLetter,
@@ -345,8 +365,20 @@ class Redrive:
         error: BaseException | None = None,
     ) -> int:
         """Handled (``"ok"``), failed (``"fail"``: rescheduled or parked) or ``"release"``."""
+        return await self._settle(letter.id, letter.task_type, fields, token, op, error)
+
+    async def _settle(
+        self,
+        entry_id: str,
+        task_type: str,
+        fields: RawFields,
+        token: int,
+        op: str,
+        error: BaseException | None = None,
+    ) -> int:
+        # By id and type, not a DeadLetter: an entry that cannot be read back is settled too.
         keys = self.keys
-        tk = _text(fields.get("tk", encode_name(letter.task_type)))
+        tk = _text(fields.get("tk", encode_name(task_type)))
         script_keys = [
             keys.base + "tok",
             keys.base + "lease",
@@ -355,13 +387,13 @@ class Redrive:
             keys.stats,
             keys.base + "idx",
             keys.base + "counts",
-            keys.entry(letter.id),
+            keys.entry(entry_id),
             keys.base + "t:" + tk,
         ]
-        args: list[str | int] = [op, letter.id, token, self._now()]
+        args: list[str | int] = [op, entry_id, token, self._now()]
         if op == "fail":
             runs = int(_text(fields.get("rn", "0")) or 0)
-            policy = self.policy(letter.task_type)
+            policy = self.policy(task_type)
             if runs + 1 >= policy.max_attempts:
                 next_due = "park"
             else:
@@ -427,8 +459,10 @@ class RedriveWorker:
     Args:
         redrive: the queue's :class:`Redrive` (its policies).
         handler: ``async handler(letter)``; an exception is a failed redrive.
-        lease: seconds a claimed entry is ours; a handler running longer loses it (its
-            settle then changes nothing) and the entry may be redriven by another worker.
+        lease: seconds a claim lasts without news from its worker; while the handler runs
+            the worker renews it every ``lease / 3``. A handler whose lease is lost anyway
+            (renewal refused, or Redis unreachable until the lease ends) is cancelled and
+            settles nothing: the entry may be redriven by another worker.
         concurrency: handlers running at once in this worker.
         poll: the longest idle wait between looks at the schedule (seconds).
         rescan: seconds between full scans of the queue for entries to admit; between them
@@ -504,6 +538,8 @@ class RedriveWorker:
                 break
             # A free slot first: a lease must not tick while its entry waits for a handler.
             await self._slots.acquire()
+            # Measured before the claim: our lease ends no later than this plus the lease.
+            asked = asyncio.get_running_loop().time()
             try:
                 status, value, fields = await self.redrive.claim(entry_id, self.lease)
             except BaseException:
@@ -516,7 +552,9 @@ class RedriveWorker:
                     break  # ordered by due time: the rest are later still
                 continue
             handled_any = True
-            task = asyncio.get_running_loop().create_task(self._handle(entry_id, value, fields))
+            task = asyncio.get_running_loop().create_task(
+                self._handle(entry_id, value, fields, asked + self.lease)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return 0.0 if handled_any else max(idle, 0.01)
@@ -544,39 +582,10 @@ class RedriveWorker:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         return self.stats()
 
-    async def _handle(self, entry_id: str, token: int, fields: RawFields) -> None:
+    async def _handle(self, entry_id: str, token: int, fields: RawFields, expires: float) -> None:
         redrive = self.redrive
         try:
-            letter = await redrive.dlq.get(entry_id)
-            if letter is None:
-                return  # removed meanwhile (an operator): nothing to redrive
-            self._counts["claimed"] += 1
-            try:
-                await self.handler(letter)
-            except Exception as exc:
-                result = await redrive.settle(letter, fields, token, "fail", exc)
-                if result == 0:
-                    self._counts["lost_leases"] += 1
-                elif result < 0:
-                    self._counts["parked"] += 1
-                    _log.warning(
-                        "dlq_redrive_parked",
-                        queue=redrive.dlq.name,
-                        entry_id=entry_id,
-                        task_type=letter.task_type,
-                        runs=-result,
-                    )
-                else:
-                    self._counts["failed"] += 1
-                return
-            except BaseException:
-                await asyncio.shield(redrive.settle(letter, fields, token, "release"))
-                raise
-            if await redrive.settle(letter, fields, token, "ok"):
-                self._counts["handled"] += 1
-            else:
-                self._counts["lost_leases"] += 1
-                _log.warning("dlq_lease_lost", queue=redrive.dlq.name, entry_id=entry_id)
+            await self._redrive(entry_id, token, fields, expires)
         except AioresilError as error:
             # The lease expires on its own: the entry is due again then.
             _log.warning(
@@ -585,8 +594,130 @@ class RedriveWorker:
                 entry_id=entry_id,
                 error=str(error),
             )
+        except Exception as error:
+            # Not the handler's failure but ours (reading the entry back, an unexpected
+            # reply): settled as a failed redrive by the policy, so the entry backs off and is
+            # parked in the end instead of coming back every lease, unnoticed, forever.
+            self._counts["errors"] += 1
+            _log.exception(
+                "dlq_redrive_error", queue=redrive.dlq.name, entry_id=entry_id, error=repr(error)
+            )
+            task_type = _text(fields.get("ty", ""))
+            try:
+                result = await redrive._settle(entry_id, task_type, fields, token, "fail", error)
+            except Exception as settle_error:
+                _log.warning(
+                    "dlq_redrive_settle_failed",
+                    queue=redrive.dlq.name,
+                    entry_id=entry_id,
+                    error=repr(settle_error),
+                )
+            else:
+                self._count_failure(entry_id, task_type, result)
         finally:
             self._slots.release()
+
+    async def _redrive(self, entry_id: str, token: int, fields: RawFields, expires: float) -> None:
+        redrive = self.redrive
+        letter = await redrive.dlq.get(entry_id)
+        if letter is None:
+            return  # removed meanwhile (an operator): nothing to redrive
+        self._counts["claimed"] += 1
+        try:
+            kept = await self._run_leased(letter, token, expires)
+        except Exception as exc:
+            result = await redrive.settle(letter, fields, token, "fail", exc)
+            self._count_failure(entry_id, letter.task_type, result)
+            return
+        except BaseException:
+            await asyncio.shield(redrive.settle(letter, fields, token, "release"))
+            raise
+        if not kept:
+            # Another worker may run the entry now: its outcome is theirs to settle.
+            self._counts["lost_leases"] += 1
+            _log.warning("dlq_lease_lost", queue=redrive.dlq.name, entry_id=entry_id)
+            return
+        if await redrive.settle(letter, fields, token, "ok"):
+            self._counts["handled"] += 1
+        else:
+            self._counts["lost_leases"] += 1
+            _log.warning("dlq_lease_lost", queue=redrive.dlq.name, entry_id=entry_id)
+
+    async def _run_leased(self, letter: DeadLetter, token: int, expires: float) -> bool:
+        """Run the handler, renewing its lease every third of it; ``False`` if it was lost.
+
+        Why: a handler slower than the lease would otherwise lose its entry to another worker
+        while still running it (two runs at once). ``expires`` is a loop-clock bound on the
+        lease, taken before the claim or renewal was sent, so it is never later than Redis's
+        deadline. A lost lease (the token is gone, or no renewal got through before
+        ``expires``) cancels the handler. Its exception, if any, is raised.
+        """
+        loop = asyncio.get_running_loop()
+        run = asyncio.ensure_future(self.handler(letter))
+        warned = False
+        try:
+            while not run.done():
+                left = expires - loop.time()
+                if left > 0:
+                    await asyncio.wait({run}, timeout=min(self.lease / 3, left))
+                    if run.done():
+                        break
+                    left = expires - loop.time()
+                if left <= 0:
+                    await _cancel(run)
+                    return False
+                asked = loop.time()
+                try:
+                    async with asyncio.timeout(left):
+                        deadline = await self.redrive.renew(letter.id, token, self.lease)
+                except (AioresilError, TimeoutError) as error:
+                    if not warned:  # retried until the lease ends; one line per run
+                        warned = True
+                        _log.warning(
+                            "dlq_redrive_renew_failed",
+                            queue=self.redrive.dlq.name,
+                            entry_id=letter.id,
+                            error=str(error) or type(error).__name__,
+                        )
+                    continue
+                if not deadline:
+                    await _cancel(run)
+                    return False
+                expires = asked + self.lease
+        except BaseException:
+            run.cancel()  # we are cancelled: the handler stops too, its outcome unread
+            run.add_done_callback(_retrieve)
+            raise
+        run.result()
+        return True
+
+    def _count_failure(self, entry_id: str, task_type: str, result: int) -> None:
+        if result == 0:
+            self._counts["lost_leases"] += 1
+        elif result < 0:
+            self._counts["parked"] += 1
+            _log.warning(
+                "dlq_redrive_parked",
+                queue=self.redrive.dlq.name,
+                entry_id=entry_id,
+                task_type=task_type,
+                runs=-result,
+            )
+        else:
+            self._counts["failed"] += 1
+
+
+def _retrieve(run: asyncio.Future[object]) -> None:
+    if not run.cancelled():
+        run.exception()  # retrieved: not "Task exception was never retrieved"
+
+
+async def _cancel(run: asyncio.Future[object]) -> None:
+    """Cancel a handler whose lease is lost and wait until it has stopped (whatever it raised:
+    its outcome no longer counts)."""
+    run.cancel()
+    await asyncio.wait({run})
+    _retrieve(run)
 
 
 def _text(value: Any) -> str:

@@ -13,7 +13,6 @@ the tests check both that no such line was written and that the stored state mov
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -28,7 +27,7 @@ from aioresil.backends.breaker_schema import Field
 from aioresil.testing import EventRecorder, FakeClock
 
 from ..cluster import RedisClusterNodes
-from ..helpers import eventually
+from ..helpers import eventually, until
 
 pytestmark = pytest.mark.redis_server
 
@@ -235,22 +234,18 @@ async def test_a_transition_published_on_a_cluster_reaches_another_backends_view
             async with watcher:
                 pass
             assert watcher.state is CircuitState.CLOSED
-            deadline = asyncio.get_running_loop().time() + 10
-            while True:
+
+            async def subscribed() -> bool:
                 numsub = await cluster_client.pubsub_numsub(watching.events_channel)
-                if numsub and numsub[0][1] >= 1:
-                    break
-                assert asyncio.get_running_loop().time() < deadline, "listener never subscribed"
-                await asyncio.sleep(0.01)
+                return bool(numsub and numsub[0][1] >= 1)
+
+            await eventually(subscribed, within=10, what="the listener subscribing")
 
             breaker = CircuitBreaker("pub sub:{x}", config=config, backend=tripping)
             with pytest.raises(Boom):
                 async with breaker:
                     raise Boom
-            for _ in range(100):
-                if watcher.state is CircuitState.OPEN:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: watcher.state is CircuitState.OPEN, within=5, what="the trip")
             assert watcher.state is CircuitState.OPEN
     finally:
         await other_client.aclose()

@@ -579,13 +579,16 @@ async def test_a_slow_operation_while_redis_answers_others_is_not_an_outage(
 ) -> None:
     async with user_backend(proxy.port) as backend:
         client = backend.client
+        await backend.ping()  # a warm connection: the BLPOP below is one send on it
+        sent = proxy.requests_seen
 
         async def pings() -> int:
+            # once the BLPOP is on the wire (a condition, not a pause), on other connections
+            await until(lambda: proxy.requests_seen > sent, what="the BLPOP sent")
             answered = 0
             for _ in range(5):
                 await backend.ping()
                 answered += 1
-                await asyncio.sleep(0.02)
             return answered
 
         # a command that outlives the deadline (BLPOP on an empty list) while other

@@ -179,11 +179,8 @@ async def test_batched_failures_trip_the_shared_circuit(redis_url: str, clock: F
         breaker = CircuitBreaker("bt", config=config, backend=backend, clock=clock)
         for _ in range(5):
             await fail(breaker)
-        # a failure is flushed at once, not after batch_interval
-        for _ in range(100):
-            if breaker.state is CircuitState.OPEN:
-                break
-            await asyncio.sleep(0.01)
+        # a failure is flushed at once, not after batch_interval (10 s; 5 s only bounds a hang)
+        await until(lambda: breaker.state is CircuitState.OPEN, within=5, what="the trip")
         assert breaker.state is CircuitState.OPEN
         assert (await breaker.stats()).failure_count == 5
 
@@ -207,7 +204,7 @@ async def test_a_thousand_concurrent_calls_wait_for_connections_instead_of_faili
         async def call() -> None:
             nonlocal done
             async with breaker:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # a yield inside the block: the 1,000 overlap
             done += 1
 
         await asyncio.gather(*(call() for _ in range(1000)))
@@ -272,14 +269,16 @@ async def test_fail_open_judges_locally_during_an_outage_and_recovers(
         assert len(events.of_type(BackendFailover)) == 1
         assert events.of_type(BackendFailover)[0].policy == "fail_open"
         own_redis_server.start()  # empty, script cache flushed
-        async with asyncio.timeout(10):
-            while not events.of_type(BackendRecovered):
-                try:
-                    async with breaker:
-                        pass
-                except CircuitOpenError:
+
+        async def recovered() -> bool:  # each poll is a call: the fallback pings Redis
+            try:
+                async with breaker:
                     pass
-                await asyncio.sleep(0.2)
+            except CircuitOpenError:
+                pass
+            return bool(events.of_type(BackendRecovered))
+
+        await eventually(recovered, within=10, interval=0.2, what="BackendRecovered")
         await succeed(breaker)  # shared state again (NOSCRIPT reloaded transparently)
         stats = await breaker.stats()
         assert stats.state is CircuitState.CLOSED
@@ -388,10 +387,8 @@ async def test_a_transition_reaches_another_process_view_without_a_call(
         await wait_for_subscribers(two, 2)
         await fail(a)
         await fail(a)
-        async with asyncio.timeout(2):
-            # Polling on purpose: we watch a view that pub/sub updates, with no event to await.
-            while b.state is not CircuitState.OPEN:  # noqa: ASYNC110
-                await asyncio.sleep(0.001)
+        # Polling on purpose: we watch a view that pub/sub updates, with no event to await.
+        await until(lambda: b.state is CircuitState.OPEN, within=2, what="b's view opening")
         spy = CommandSpy(two.client)
         error = await rejected(b)
         assert error.retry_after is not None and 50 < error.retry_after <= 60
@@ -440,10 +437,12 @@ async def test_fail_open_recovers_even_when_every_call_succeeds(
         await succeed(breaker)  # the record fails: fail-open starts
         assert events.of_type(BackendFailover)
         own_redis_server.start()
-        async with asyncio.timeout(10):
-            while not events.of_type(BackendRecovered):
-                await succeed(breaker)
-                await asyncio.sleep(0.1)
+
+        async def recovered() -> bool:  # each poll is a successful call
+            await succeed(breaker)
+            return bool(events.of_type(BackendRecovered))
+
+        await eventually(recovered, within=10, interval=0.1, what="BackendRecovered")
         await succeed(breaker)
         assert (await breaker.stats()).success_count >= 1
 
@@ -461,15 +460,15 @@ async def test_batched_outcomes_kept_during_an_outage_reach_redis_after_it(
         for _ in range(3):
             await succeed(breaker)  # buffered
         own_redis_server.stop()
-        async with asyncio.timeout(10):
-            # the timed flush fails: outage (polled: the flush runs in the background)
-            while not events.of_type(BackendFailover):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        # the timed flush fails: outage (polled: the flush runs in the background)
+        await until(lambda: events.of_type(BackendFailover), within=10, what="BackendFailover")
         own_redis_server.start()
-        async with asyncio.timeout(10):
-            while not events.of_type(BackendRecovered):
-                await succeed(breaker)  # judged by the fallback, pings Redis
-                await asyncio.sleep(0.1)
+
+        async def recovered() -> bool:
+            await succeed(breaker)  # judged by the fallback, pings Redis
+            return bool(events.of_type(BackendRecovered))
+
+        await eventually(recovered, within=10, interval=0.1, what="BackendRecovered")
         key = backend.key("cb", "kept", "state")
 
         async def flushed() -> int:

@@ -7,13 +7,12 @@ call, so ``aioresil serve`` showed 0 rejected while one replica had rejected tho
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from aioresil import BreakerConfig, CircuitBreaker, CircuitOpenError, RedisBackend
 from aioresil.backends.redis_breaker import REJECTION_FLUSH_INTERVAL
+
+from ..helpers import eventually
 
 pytestmark = pytest.mark.redis_server
 
@@ -33,10 +32,18 @@ async def test_local_rejections_reach_the_shared_counters_while_open(redis_url: 
                 async with breaker:
                     pass
         watcher = CircuitBreaker("payments", config=config, backend=observer)
-        deadline = time.monotonic() + 10 * REJECTION_FLUSH_INTERVAL + 10
-        seen = (await watcher.stats()).rejected_calls
-        while seen < 25:  # waits on the condition; the bound only stops a hang
-            assert time.monotonic() < deadline, f"the fleet view still shows {seen} rejected"
-            await asyncio.sleep(0.05)
+        seen = 0
+
+        async def all_counted() -> bool:
+            nonlocal seen
             seen = (await watcher.stats()).rejected_calls
+            return seen >= 25
+
+        # waits on the condition; the bound only stops a hang
+        await eventually(
+            all_counted,
+            within=10 * REJECTION_FLUSH_INTERVAL + 10,
+            interval=0.05,
+            what="the 25 rejections reaching the fleet view",
+        )
         assert seen == 25

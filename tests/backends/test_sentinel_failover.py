@@ -35,7 +35,7 @@ from aioresil import (
     RedisBackend,
 )
 
-from ..helpers import until
+from ..helpers import eventually, until
 from ..sentinel import SERVICE, SentinelDeployment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,10 +108,11 @@ async def test_dlq_breakers_and_checkpoints_survive_a_sentinel_failover(
     await forced.force_open()
     replica = aioredis.Redis(port=new)
     state_key = backend.key("cb", "forced", "state")
-    for _ in range(3000):  # a ceiling of 30 s, polled: a condition, not a timing claim
-        if await replica.hget(state_key, "st") == b"forced_open":
-            break
-        await asyncio.sleep(0.01)
+
+    async def replicated() -> bool:
+        return bool(await replica.hget(state_key, "st") == b"forced_open")
+
+    await eventually(replicated, within=30, what="the forced state on the replica")
     assert await replica.hget(state_key, "st") == b"forced_open"
 
     stop = asyncio.Event()
@@ -131,7 +132,7 @@ async def test_dlq_breakers_and_checkpoints_survive_a_sentinel_failover(
                 errors.append(exc)
             if failing_over:
                 decided["during"] += 1
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # the pace of the background traffic, not a wait
 
     async def saver() -> None:
         version, n = 0, 0
@@ -142,9 +143,9 @@ async def test_dlq_breakers_and_checkpoints_survive_a_sentinel_failover(
                     version = await store.save("ck", {"n": n}, expected_version=version)
                     break
                 except CheckpointOutcomeUnknownError:
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # a caller's back-off before the same save
             acknowledged.append((version, n))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the pace of the background saves, not a wait
 
     pushed: list[str] = []
 

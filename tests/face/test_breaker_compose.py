@@ -32,6 +32,7 @@ from aioresil import (
 from aioresil.testing import FakeClock
 
 from ..conftest import MakeBreaker
+from ..helpers import eventually
 
 
 class Boom(Exception):
@@ -145,16 +146,18 @@ async def test_a_task_started_inside_a_guarded_block_has_its_own_entry(
     make_breaker: MakeBreaker,
 ) -> None:
     breaker = make_breaker(failure_threshold=5)
+    entered = asyncio.Event()
     release = asyncio.Event()
 
     async def child() -> None:
         async with breaker:
+            entered.set()
             await release.wait()
             raise Boom
 
     async with breaker:
         task = asyncio.create_task(child())
-        await asyncio.sleep(0)
+        await entered.wait()  # the child is inside its own block while ours is still open
     release.set()
     with pytest.raises(Boom):
         await task
@@ -336,7 +339,7 @@ async def test_cancellation_storm_on_half_open_leaks_no_trial_permit(
             try:
                 async with breaker:
                     granted += 1
-                    await asyncio.sleep(rng.uniform(0, 0.002))
+                    await asyncio.sleep(rng.uniform(0, 0.002))  # the guarded work itself
             except CircuitOpenError:
                 pass
 
@@ -350,10 +353,10 @@ async def test_cancellation_storm_on_half_open_leaks_no_trial_permit(
         cancelled = sum(isinstance(o, asyncio.TimeoutError) for o in outcomes)
         assert cancelled >= 20 and granted >= 5, (cancelled, granted)  # the storm hit
 
-        deadline = asyncio.get_running_loop().time() + 10
-        while await live_trials(backend, breaker):  # background give-backs finish
-            assert asyncio.get_running_loop().time() < deadline, "a trial permit leaked"
-            await asyncio.sleep(0.01)
+        async def given_back() -> bool:  # background give-backs finish
+            return not await live_trials(backend, breaker)
+
+        await eventually(given_back, what="every trial permit given back (one leaked)")
         assert breaker.state is CircuitState.HALF_OPEN
         for _ in range(3):  # every slot is free again
             async with breaker:
@@ -384,6 +387,7 @@ async def test_cancelled_while_redis_holds_the_trial_gives_it_back(
                 raise Boom
         clock.advance(2)
         reached = asyncio.Event()
+        cancelled = asyncio.Event()
         real = backend.run_script
 
         async def hooked(script: Any, keys: Any, args: Any) -> Any:
@@ -393,7 +397,7 @@ async def test_cancelled_while_redis_holds_the_trial_gives_it_back(
                     reached.set()
                     await asyncio.sleep(3600)  # ...and the reply is never read
                 reached.set()
-                await asyncio.sleep(0.05)  # the record is in flight when the cancel lands
+                await cancelled.wait()  # the record is in flight until the cancel has landed
             return await real(script, keys, args)
 
         backend.run_script = hooked  # type: ignore[method-assign]
@@ -402,11 +406,13 @@ async def test_cancelled_while_redis_holds_the_trial_gives_it_back(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        cancelled.set()
         backend.run_script = real  # type: ignore[method-assign]
-        deadline = asyncio.get_running_loop().time() + 10
-        while await live_trials(backend, breaker):
-            assert asyncio.get_running_loop().time() < deadline, "the trial permit leaked"
-            await asyncio.sleep(0.01)
+
+        async def given_back() -> bool:
+            return not await live_trials(backend, breaker)
+
+        await eventually(given_back, what="the trial permit given back (it leaked)")
         stats = await breaker.stats()
         assert stats.success_count == (1 if where == "record" else 0)  # recorded anyway
         async with breaker:  # the only slot is free

@@ -19,6 +19,7 @@ import pytest
 from aioresil import BreakerConfig, BreakerRegistry, CircuitState, DeadLetterQueue
 from aioresil.testing import FakeClock
 
+from ..helpers import eventually
 from ..servers import free_port
 
 pytestmark = pytest.mark.redis_server
@@ -379,15 +380,19 @@ async def test_serve_reports_redis_breakers_and_admin_works_with_the_token(
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-            deadline = time.monotonic() + 20
-            while True:  # polling a real server's start-up, not a timing assertion
+            live: httpx.Response | None = None
+
+            async def answering() -> bool:  # polling a real server's start-up
+                nonlocal live
                 try:
                     live = await client.get("/health")
-                    break
                 except httpx.TransportError:
                     assert process.returncode is None, "serve exited early"
-                    assert time.monotonic() < deadline, "serve did not start"
-                    await asyncio.sleep(0.05)
+                    return False
+                return True
+
+            await eventually(answering, within=20, interval=0.05, what="serve starting")
+            assert live is not None
             breakers = await client.get("/health/circuit-breakers")
             async with seeded["registry"].get("started-later"):
                 pass

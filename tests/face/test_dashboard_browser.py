@@ -23,6 +23,7 @@ import pytest_asyncio
 from aioresil import BreakerConfig, BreakerRegistry, DeadLetter, DeadLetterQueue, MemoryBackend
 from aioresil.dashboard import dashboard_app
 
+from ..helpers import until
 from ..servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -105,12 +106,9 @@ async def server() -> AsyncIterator[Server]:
     )
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve())
-    for _ in range(500):
-        if uv.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    await until(lambda: uv.started or task.done(), what="uvicorn started")
+    if task.done():
+        task.result()
     assert uv.started, "uvicorn did not start"
     try:
         yield Server(switch, f"http://127.0.0.1:{port}")
@@ -178,6 +176,15 @@ async def open_dashboard(server: Server, watched: Watched) -> Page:
     return page
 
 
+async def one_more_poll(page: Page) -> None:
+    """Until the page has finished one more poll after this point. ``#live`` carries the
+    time of the last finished poll to the second and polls are at least POLL_MS = 1 s
+    apart, so its text changes with every poll: a marker, not a pause."""
+    live = page.locator("#live")
+    before = await live.text_content()
+    await expect(live).not_to_have_text(before or "", timeout=20_000)
+
+
 def badge(page: Page, name: str) -> Any:
     return page.locator(f'tr[data-breaker="{name}"] .badge')
 
@@ -204,7 +211,7 @@ async def test_page_loads_without_console_errors(server: Server, watched: Watche
     await expect(badge(page, "payments")).to_have_text("closed")
     await expect(page.locator("#dlq-total")).to_have_text("1")
     await expect(page.locator("#dlq-rows tr")).to_have_count(1)
-    await asyncio.sleep(1.2)  # let at least one more poll run before judging the console
+    await one_more_poll(page)  # at least one more poll ran before judging the console
     assert watched.errors == []
     assert watched.dialogs == []
 
@@ -247,7 +254,9 @@ async def test_hostile_dead_letter_renders_as_text(server: Server, watched: Watc
     assert payload is not None and HOSTILE_SCRIPT in payload and HOSTILE_IMG in payload
     await expect(page.get_by_text(HOSTILE_SCRIPT).first).to_be_visible()
 
-    await asyncio.sleep(0.5)  # give an injected handler time to fire, were there one
+    # An injected handler would have fired (and its request for "x" failed) by the end of
+    # the next poll, which renders the same hostile entry again.
+    await one_more_poll(page)
     assert watched.dialogs == []
     assert await page.locator("img").count() == 0
     assert await page.locator("script").count() == 1  # only dashboard.js
@@ -367,11 +376,11 @@ async def test_screenshot_of_a_busy_dashboard(server: Server, watched: Watched) 
     page = await open_dashboard(server, watched)
     await page.locator("#admin-token").fill(TOKEN)
     await page.locator("#admin-use").click()
-    for step in range(3):  # a little history for the timelines
+    for _ in range(3):  # a little history for the timelines
         await fail(registry, "payments", 1)
         async with registry.get("search"):
             pass
-        await asyncio.sleep(1.0 if step < 2 else 0)
+        await one_more_poll(page)  # the page saw this step: one point of history per poll
     await expect(badge(page, "payments")).to_have_text("open", timeout=2000)
     await page.locator("#dlq-rows tr").first.click()
     await expect(page.locator("#entry")).to_be_visible()

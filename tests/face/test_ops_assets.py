@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from aioresil.health.instruments import CallMetrics
 from aioresil.ops import ASSETS, asset_path
 from aioresil.testing import FakeClock
 
+from ..helpers import until_sync
 from ..servers import free_port, required_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,23 +218,29 @@ def test_a_real_prometheus_fires_the_shipped_alerts(serve_redis: str, tmp_path: 
     }
     firing: set[tuple[str, str]] = set()
     try:
-        deadline = time.monotonic() + 90  # only bounds a hang: we wait on the condition
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False) as api:
-            while not wanted <= firing:
+
+            def all_firing() -> bool:
+                nonlocal firing
                 assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
-                assert time.monotonic() < deadline, f"firing: {firing}"
-                time.sleep(0.25)
                 try:
                     alerts: list[dict[str, Any]] = api.get("/api/v1/alerts").json()["data"][
                         "alerts"
                     ]
                 except httpx.TransportError:
-                    continue  # Prometheus is still starting
+                    return False  # Prometheus is still starting
                 firing = {
                     (a["labels"]["alertname"], a["labels"].get("name") or a["labels"].get("queue"))
                     for a in alerts
                     if a["state"] == "firing"
                 }
+                return wanted <= firing
+
+            # 90 s only bounds a hang: we wait on the condition
+            try:
+                until_sync(all_firing, within=90, interval=0.25, what="the four alerts firing")
+            except AssertionError as error:
+                raise AssertionError(f"{error}; firing: {firing}") from None
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -37,6 +37,7 @@ from aioresil import (
 from aioresil.backends.redis import RedisBackend
 
 from ..fleet import Worker
+from ..helpers import eventually, wait_for_subscribers
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
 
@@ -105,17 +106,6 @@ async def trip(breaker: CircuitBreaker) -> tuple[float, float]:
 
 async def generation(backend: RedisBackend, name: str) -> int:
     return int(await backend.client.hget(backend.key("cb", name, "state"), "g"))
-
-
-async def wait_for_subscribers(backend: RedisBackend, count: int) -> None:
-    """Until ``count`` listeners are subscribed to the transitions channel."""
-    deadline = time.monotonic() + 10
-    while True:
-        (_, subscribed), *_ = await backend.client.pubsub_numsub(backend.events_channel)
-        if subscribed >= count:
-            return
-        assert time.monotonic() < deadline, f"only {subscribed} of {count} listeners subscribed"
-        await asyncio.sleep(0.01)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -275,10 +265,16 @@ async def test_a_trip_in_one_process_reaches_every_other_processs_local_view(
     assert [a["state"] for a in warmed] == ["closed"] * len(fleet)
     await wait_for_subscribers(observer, len(fleet))
 
+    watching = f"test:watching:{os.getpid()}:{time.time()}"
     for worker in fleet:
-        worker.send("watch", until=time.time() + 10, interval=0.0005)
-    # Let every watcher start polling (it answers only once it sees OPEN).
-    await asyncio.sleep(0.2)
+        worker.send("watch", until=time.time() + 10, interval=0.0005, started=watching)
+
+    # Until every watcher is polling (it answers only once it sees OPEN): each counts itself.
+    async def all_watching() -> bool:
+        return int(await observer.client.get(watching) or 0) == len(fleet)
+
+    await eventually(all_watching, what="every watcher polling")
+    await observer.client.delete(watching)
     sent_at, tripped_at = await trip(breaker)
     answers = [await worker.areceive() for worker in fleet]
 
@@ -350,6 +346,8 @@ async def test_processes_with_clocks_a_day_apart_agree_on_the_recovery_timeout(
 
     stats = await CircuitBreaker("skew", config=BreakerConfig(**config), backend=observer).stats()
     assert stats.retry_after is not None
+    # The recovery timeout itself must pass (the behaviour under test, on Redis's clock):
+    # sleeping it out is the condition; a slow machine only makes it pass more surely.
     await asyncio.sleep(stats.retry_after + 0.05)
     early.send("attempt")
     first = await early.areceive()

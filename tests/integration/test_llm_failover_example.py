@@ -9,10 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from ..helpers import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "llm_failover.py"
@@ -43,11 +44,12 @@ def test_the_agent_keeps_answering_and_the_dashboard_shows_the_open_circuit(
             cwd=ROOT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while not out_path.read_text().strip():
+
+        def summarised() -> bool:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "no summary"
-            time.sleep(0.05)
+            return bool(out_path.read_text().strip())
+
+        until_sync(summarised, within=60, interval=0.05, what="the summary line")
         summary = json.loads(out_path.read_text().splitlines()[0])
 
         assert summary["answered"] == 8  # every question answered

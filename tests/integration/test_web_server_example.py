@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ pytest.importorskip("uvicorn")
 
 from examples.web_server import breaker_config  # after the importorskips
 
+from ..helpers import until_sync
 from ..servers import DELAYED_ACK_SECONDS, keepalive_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,14 +105,18 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
                 env=ENV,
                 cwd=ROOT,
             )
-        deadline = time.monotonic() + 30
-        while not log.read_text().strip():  # the URLs are printed once both servers accept
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                stderr = (tmp_path / f"web{len(started)}.err").read_text()
-                pytest.fail(f"web_server.py did not start: {stderr}")
-            time.sleep(0.02)
+
+        def printed() -> bool:  # the URLs are printed once both servers accept
+            assert process.poll() is None, "web_server.py exited"
+            return bool(log.read_text().strip())
+
+        try:
+            until_sync(printed, within=30, interval=0.02, what="web_server.py's URLs")
+        except AssertionError:
+            process.kill()
+            process.wait()
+            stderr = (tmp_path / f"web{len(started)}.err").read_text()
+            pytest.fail(f"web_server.py did not start: {stderr}")
         service = Service(process, json.loads(log.read_text().splitlines()[0]), log)
         started.append(service)
         return service
@@ -154,11 +158,17 @@ def recover(service: Service) -> None:
     service.switch("healthy")
     before = service.upstream_requests()
     rejected = 0
-    deadline = time.monotonic() + 10
-    while (response := service.quote()).status_code == 503:  # until the first trial call
+    response = service.quote()
+
+    def trial_let_through() -> bool:  # until the first trial call
+        nonlocal rejected, response
+        if response.status_code != 503:
+            return True
         rejected += 1
-        assert time.monotonic() < deadline, "the circuit never let a trial call through"
-        time.sleep(0.05)
+        response = service.quote()
+        return response.status_code != 503
+
+    until_sync(trial_let_through, within=10, interval=0.05, what="a trial call let through")
     assert response.status_code == 200
     assert service.state() == "half_open"  # one success of the two it needs
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import uvicorn
 
+from ..helpers import until
+
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
@@ -33,11 +35,10 @@ async def serve(app: Any) -> AsyncIterator[str]:
     server = _Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            if task.done():
-                await task
-                raise RuntimeError("uvicorn stopped before it started")
-            await asyncio.sleep(0.005)
+        await until(lambda: server.started or task.done(), what="uvicorn started")
+        if not server.started:
+            await task
+            raise RuntimeError("uvicorn stopped before it started")
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:

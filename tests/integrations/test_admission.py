@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 from aioresil import BreakerRegistry, Bulkhead, RateLimiter, RedisBackend, health_app
 from aioresil.integrations.starlette import AdmissionMiddleware, admission, prefix_key
 
+from ..helpers import until
 from .asgi_server import serve
 
 LIMIT = 4
@@ -43,13 +44,6 @@ class Gate:
         return JSONResponse({"ok": True})
 
 
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 20
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
 async def overload(
     urls: list[str], gate: Gate, admitted: int, path: str = "/work"
 ) -> list[httpx.Response]:
@@ -67,8 +61,8 @@ async def overload(
 
         tasks = [asyncio.create_task(one(i)) for i in range(CLIENTS)]
         try:
-            await wait_for(lambda: len(refused) == CLIENTS - admitted, "the refusals")
-            await wait_for(lambda: gate.inside == min(admitted, LIMIT), "the admitted")
+            await until(lambda: len(refused) == CLIENTS - admitted, what="the refusals")
+            await until(lambda: gate.inside == min(admitted, LIMIT), what="the admitted")
         finally:
             gate.open.set()
         return list(await asyncio.gather(*tasks))
@@ -184,10 +178,10 @@ async def test_per_route_limits_with_prefix_key() -> None:
     async with serve(app) as url, httpx.AsyncClient(base_url=url, trust_env=False) as http:
         held = [asyncio.create_task(http.get(f"/reports/{i}")) for i in range(LIMIT)]
         try:
-            await wait_for(lambda: gate.inside == LIMIT, "the reports inside")
+            await until(lambda: gate.inside == LIMIT, what="the reports inside")
             refused = await http.get("/reports/99")  # the reports group is full ...
             api = asyncio.create_task(http.get("/api/1"))  # ... the api group is not
-            await wait_for(lambda: gate.inside == LIMIT + 1, "the api request inside")
+            await until(lambda: gate.inside == LIMIT + 1, what="the api request inside")
         finally:
             gate.open.set()
         assert (await api).status_code == 200

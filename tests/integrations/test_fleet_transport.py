@@ -14,6 +14,7 @@ import pytest
 from aioresil import BreakerConfig, BreakerRegistry, CircuitOpenError, CircuitState, RedisBackend
 from aioresil.integrations.httpx import ResilientTransport
 
+from ..helpers import until
 from .upstream import Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,10 +75,9 @@ async def test_a_circuit_opened_by_another_process_rejects_here_without_a_reques
             # The other process's trip reaches this one by pub/sub within milliseconds; then
             # this process rejects without a request.
             breaker = transport.breaker_for(f"http://127.0.0.1:{upstream.url.rsplit(':', 1)[1]}")
-            deadline = asyncio.get_running_loop().time() + 10
-            while breaker.state is not CircuitState.OPEN:
-                assert asyncio.get_running_loop().time() < deadline, "the trip never arrived"
-                await asyncio.sleep(0.01)
+            await until(
+                lambda: breaker.state is CircuitState.OPEN, within=10, what="the trip arriving"
+            )
             with pytest.raises(CircuitOpenError) as caught:
                 await client.get("/status/200")
 

@@ -33,7 +33,7 @@ from aioresil import (
 )
 from aioresil.backends.redis import RedisBackend
 
-from ..helpers import eventually
+from ..helpers import eventually, until
 from ..servers import RedisServer
 
 pytestmark = pytest.mark.redis_server
@@ -148,12 +148,10 @@ async def test_a_fleet_waiter_gets_the_slot_when_it_frees(backend: RedisBackend)
     waiter = Bulkhead(1, name="queue", backend=backend, max_waiting=1, poll_interval=0.01)
     release = asyncio.Event()
     holding = asyncio.create_task(holder.call(release.wait))
-    async with asyncio.timeout(5):  # conditions, not fixed sleeps: CI machines stall
-        while holder.stats().active != 1:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        waiting = asyncio.create_task(waiter.call(asyncio.sleep, 0, "got it"))
-        while waiter.stats().waiting != 1:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+    # conditions, not fixed sleeps: CI machines stall
+    await until(lambda: holder.stats().active == 1, within=5, what="the holder holding")
+    waiting = asyncio.create_task(waiter.call(asyncio.sleep, 0, "got it"))
+    await until(lambda: waiter.stats().waiting == 1, within=5, what="the waiter waiting")
     with pytest.raises(BulkheadFullError):
         await waiter.call(asyncio.sleep, 0)  # this process's one waiting place is taken
     release.set()

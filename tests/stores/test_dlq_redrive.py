@@ -4,13 +4,16 @@ workers at once)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import gc
 import itertools
 import os
 import signal
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -18,9 +21,18 @@ import pytest
 
 from aioresil import DeadLetter, DeadLetterQueue, MemoryBackend
 from aioresil.backends.redis import RedisBackend
+from aioresil.cli.dlq_worker import _work
 from aioresil.dashboard import dashboard_app
+from aioresil.exceptions import BackendUnavailableError
 from aioresil.health.metrics import collect_snapshot, render
-from aioresil.stores.dlq_redrive import Redrive, RedrivePolicy, RedriveWorker
+from aioresil.stores.dlq_redrive import (
+    Redrive,
+    RedrivePolicy,
+    RedriveStats,
+    RedriveWorker,
+)
+
+from ..helpers import until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.redis_server
@@ -61,8 +73,8 @@ async def test_failed_redrives_back_off_then_park_and_unpark(redis_url: str) -> 
 
         worker = RedriveWorker(redrive, handler, lease=5, poll=0.01)
         task = asyncio.create_task(worker.run())
-        while (await redrive.stats()).scheduled or worker.rounds == 0:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)  # (the schedule lives in Redis: nothing to wait on)
+        done = worker.stats
+        await until(lambda: (done().handled, done().parked) == (1, 1), what="email and sms")
         worker.stop()
         await task
         stats = await redrive.stats()
@@ -84,6 +96,188 @@ async def test_failed_redrives_back_off_then_park_and_unpark(redis_url: str) -> 
         assert await redrive.unpark(bad_id)
         assert not await redrive.unpark(bad_id)
         assert (await redrive.stats()).due == 1
+
+
+async def _mark(backend: RedisBackend, event: str, entry_id: str, who: str) -> None:
+    """Log a run's start or end with Redis's clock (one time base for every worker)."""
+    seconds, micros = await backend.client.time()
+    await backend.client.rpush("test:log", f"{event} {entry_id} {who} {seconds * 10**6 + micros}")
+
+
+async def _runs(backend: RedisBackend) -> list[tuple[str, str, int, int]]:
+    """``(entry_id, who, start µs, end µs)`` of every finished run, in start order."""
+    started: dict[tuple[str, str], int] = {}
+    runs = []
+    for raw in await backend.client.lrange("test:log", 0, -1):
+        event, entry_id, who, at = raw.decode().split()
+        if event == "start":
+            started[(entry_id, who)] = int(at)
+        else:
+            runs.append((entry_id, who, started.pop((entry_id, who)), int(at)))
+    assert not started, f"runs that never ended: {started}"
+    return sorted(runs, key=lambda run: run[2])
+
+
+async def test_a_handler_slower_than_its_lease_keeps_its_entry(redis_url: str) -> None:
+    # Two workers, a 0.5 s lease, a 1.5 s handler: the lease is renewed every third of it,
+    # so the other worker, looking at the schedule all along, never claims the entry.
+    policy = RedrivePolicy(delay=0, max_delay=0, max_attempts=1)
+    async with RedisBackend.from_url(redis_url) as one, RedisBackend.from_url(redis_url) as two:
+        entry_id = await DeadLetterQueue(one, name="slow").push("job", {}, RuntimeError("x"))
+        workers: list[RedriveWorker] = []
+        started: list[str] = []
+        looked: list[int] = []
+
+        def handler(who: str, backend: RedisBackend) -> Callable[[DeadLetter], Awaitable[None]]:
+            async def handle(letter: DeadLetter) -> None:
+                started.append(who)
+                await _mark(backend, "start", letter.id, who)
+                other = workers[1 - int(who)]
+                rounds = other.rounds
+                try:
+                    await asyncio.sleep(1.5)
+                finally:
+                    looked.append(other.rounds - rounds)
+                    await _mark(backend, "end", letter.id, who)
+
+            return handle
+
+        for who, backend in enumerate((one, two)):
+            redrive = Redrive(DeadLetterQueue(backend, name="slow"), default=policy)
+            workers.append(RedriveWorker(redrive, handler(str(who), backend), lease=0.5, poll=0.02))
+        tasks = [asyncio.create_task(worker.run()) for worker in workers]
+        await until(  # handled, or started twice (then the assertions below say how)
+            lambda: sum(w.stats().handled for w in workers) >= 1 or len(started) >= 2,
+            what="the entry handled",
+        )
+        for worker in workers:
+            worker.stop()
+        stats = await asyncio.gather(*tasks)
+        runs = await _runs(one)
+        redrive_stats = await Redrive(DeadLetterQueue(one, name="slow")).stats()
+    for before, after in itertools.pairwise(runs):
+        assert after[2] >= before[3], f"two runs at once: {runs}"
+    assert [run[0] for run in runs] == [entry_id], runs  # exactly one run
+    assert looked[0] >= 3, looked  # the other worker kept looking at the schedule meanwhile
+    assert sum(s.handled for s in stats) == 1 and sum(s.lost_leases for s in stats) == 0
+    assert (redrive_stats.claimed, redrive_stats.lease_expired) == (1, 0)
+
+
+async def test_a_lost_lease_cancels_the_handler_and_settles_nothing(redis_url: str) -> None:
+    async with RedisBackend.from_url(redis_url) as backend:
+        dlq = DeadLetterQueue(backend, name="lost")
+        entry_id = await dlq.push("job", {}, RuntimeError("x"))
+        redrive = Redrive(dlq, default=RedrivePolicy(delay=0, max_delay=0, max_attempts=1))
+        events: list[str] = []
+
+        async def handler(letter: DeadLetter) -> None:
+            events.append("start")
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                raise
+
+        worker = RedriveWorker(redrive, handler, lease=0.5, poll=0.02)
+        task = asyncio.create_task(worker.run())
+        await until(lambda: events == ["start"], what="the handler running")
+        # Another claim replaces the fencing token (here an operator's manual claim after
+        # the redrive lease is dropped): the next renewal finds the token gone.
+        await backend.client.zrem(redrive.keys.base + "lease", entry_id)
+        lease = await dlq.claim(entry_id, lease=60)
+        await until(lambda: worker.stats().lost_leases == 1, what="the lease lost")
+        worker.stop()
+        stats = await task
+        schedule = await redrive.stats()
+        assert await dlq.ack(lease)  # the operator's claim is intact: nothing settled it
+    assert events == ["start", "cancelled"]
+    assert (stats.handled, stats.failed, stats.parked) == (0, 0, 0)
+    assert (schedule.handled, schedule.failed) == (0, 0)
+
+
+async def test_an_error_outside_the_handler_is_settled_by_the_policy(redis_url: str) -> None:
+    # dlq.get raising (a corrupt entry, a bug): settled as a failed redrive, so the entry
+    # backs off and is parked like one whose handler fails, and the worker counts it.
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    policy = RedrivePolicy(delay=0.3, multiplier=1, max_delay=0.3, jitter=0, max_attempts=2)
+    try:
+        async with RedisBackend.from_url(redis_url) as backend:
+            dlq = DeadLetterQueue(backend, name="errs")
+            unreadable = await dlq.push("job", {"kind": "unreadable"}, RuntimeError("x"))
+            failing = await dlq.push("job", {"kind": "failing"}, RuntimeError("x"))
+            attempts: dict[str, list[float]] = defaultdict(list)
+            read = dlq.get
+
+            async def broken_get(entry_id: str) -> DeadLetter | None:
+                if entry_id == unreadable:
+                    attempts[entry_id].append(loop.time())
+                    raise RuntimeError("cannot decode the entry")
+                return await read(entry_id)
+
+            async def handler(letter: DeadLetter) -> None:
+                attempts[letter.id].append(loop.time())
+                raise RuntimeError("handler broke")
+
+            dlq.get = broken_get  # type: ignore[method-assign]
+            redrive = Redrive(dlq, default=policy)
+            worker = RedriveWorker(redrive, handler, lease=5, poll=0.02)
+            task = asyncio.create_task(worker.run())
+            await until(lambda: worker.stats().parked == 2, what="both entries parked")
+            worker.stop()
+            stats = await task
+            dlq.get = read  # type: ignore[method-assign]
+            schedule = await redrive.stats()
+            parked = {letter.id: letter for letter in await redrive.parked()}
+        gc.collect()  # a task whose exception nobody retrieved is reported when collected
+    finally:
+        loop.set_exception_handler(None)
+    assert (stats.errors, stats.failed, stats.parked, stats.lost_leases) == (2, 2, 2, 0)
+    assert (schedule.failed, schedule.parked, schedule.scheduled) == (4, 2, 0)
+    assert set(parked) == {unreadable, failing}
+    assert parked[unreadable].error_type == "RuntimeError"
+    assert parked[unreadable].error_message == "cannot decode the entry"
+    assert parked[failing].error_message == "handler broke"
+    for entry_id in (unreadable, failing):  # the policy's backoff (0.3 s) between the runs
+        first, second = attempts[entry_id]
+        assert second - first >= 0.29, attempts
+    assert unhandled == []
+
+
+async def test_the_idle_watcher_outlives_a_failed_stats_read(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --exit-when-idle: a watcher that died on one failed read would leave the worker running
+    # forever; it keeps polling and exits once the queue is idle.
+    real_stats = Redrive.stats
+    calls = 0
+
+    async def flaky_stats(self: Redrive) -> RedriveStats:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise BackendUnavailableError("redis restarting")
+        return await real_stats(self)
+
+    monkeypatch.setattr(Redrive, "stats", flaky_stats)
+    args = argparse.Namespace(
+        handler="tests.workers.redrive_handler:noop",
+        policy=[],
+        default_policy="delay=0,max_delay=0",
+        concurrency=1,
+        lease=5.0,
+        poll=0.02,
+        exit_when_idle=True,
+    )
+    async with RedisBackend.from_url(redis_url) as backend:
+        dlq = DeadLetterQueue(backend, name="idle")
+        await dlq.push("job", {}, RuntimeError("x"))
+        async with asyncio.timeout(30):  # (without the fix: running forever)
+            assert await _work(dlq, args) == 0
+        assert not (await dlq.list()).entries  # handled
+    err = capsys.readouterr().err
+    assert calls >= 4 and err.count("idle check failed, retrying: redis restarting") == 1, err
 
 
 def _worker(url: str) -> subprocess.Popen[str]:

@@ -39,6 +39,8 @@ class Down(Exception):
 
 async def barrier(backend: RedisBackend, key: str, workers: int) -> None:
     await backend.client.incr(key)
+    # A barrier across processes on a server-side counter (no event to await across them;
+    # this script runs without the tests package, so without tests.helpers.until).
     while int(await backend.client.get(key) or 0) < workers:  # noqa: ASYNC110 - processes
         await asyncio.sleep(0.005)
 

@@ -178,7 +178,9 @@ class Member:
             await asyncio.sleep(interval)
         self.reply(attempts=attempts)
 
-    async def watch(self, until: float, interval: float, state: str) -> None:
+    async def watch(self, until: float, interval: float, state: str, started: str | None) -> None:
+        if started is not None:  # a server-side counter: the test waits until all are watching
+            await self.backend.client.incr(started)
         polls = 0
         seen = None
         while time.time() < until:
@@ -208,7 +210,9 @@ class Member:
             elif op == "probe":
                 await self.probe(cmd["until"], cmd["interval"])
             elif op == "watch":
-                await self.watch(cmd["until"], cmd["interval"], cmd.get("state", "open"))
+                await self.watch(
+                    cmd["until"], cmd["interval"], cmd.get("state", "open"), cmd.get("started")
+                )
             elif op == "attempt":
                 before = time.time()
                 outcome = await self.ok()

@@ -41,7 +41,7 @@ async def handle(letter: Any) -> None:
     kind = letter.payload["kind"]
     if kind == "slow" and await client.set(f"test:slowed:{letter.id}", 1, nx=True):
         await client.rpush("test:slow", os.getpid())
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # a handler that hangs: the test kills or cancels it here
     if kind == "bad":
         await _log("end", letter.id)
         raise ValueError("still failing")
