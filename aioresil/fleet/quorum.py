@@ -16,8 +16,13 @@ The gate between them is one script (``quorum.lua``): an instance whose local ci
 reports itself (a sorted set of ``instance -> expiry`` under the breaker's hash tag); the
 report that brings the live reporters to ``quorum`` is answered "trip", once per TTL, and that
 instance records one failure in the fleet circuit (configured with ``failure_threshold=1``,
-so that one failure opens it). An instance whose local circuit closes again withdraws its
-report; a dead instance's report expires. Nothing in ``breaker.lua`` knows about quorums.
+so that one failure opens it). It then reads the fleet circuit back: open (by it or already)
+*confirms* the trip, which holds off the next one for the TTL; anything else (Redis
+unreachable, the circuit half-open with its trial slots taken) *releases* it, uncounted, so
+the next report with a quorum trips again. A trip neither confirmed nor released (the
+process died) holds for ``min(report_ttl, 10 s)``. An instance whose local circuit closes
+again withdraws its report; a dead instance's report expires. Nothing in ``breaker.lua``
+knows about quorums.
 
 Cost: while both circuits are closed a call costs two in-process breakers and no round trip;
 a report (one script call) happens only when a local circuit opens or closes.
@@ -69,6 +74,9 @@ _OPEN = CircuitState.OPEN
 _CLOSED = CircuitState.CLOSED
 _DISABLED = CircuitState.DISABLED
 _HALF_OPEN = CircuitState.HALF_OPEN
+_FORCED_OPEN = CircuitState.FORCED_OPEN
+#: The longest an announced trip holds off the next one before it is confirmed (seconds).
+UNCONFIRMED_TRIP_LIMIT = 10.0
 
 
 class QuorumTrip(Exception):
@@ -170,23 +178,45 @@ class QuorumModel:
     hold: float = 0.0
     at: float | None = None
     who: str = ""
+    pending: str | None = None
+    before: tuple[float | None, str] = (None, "")
 
-    def step(self, op: str, now: float, instance: str, ttl: float, quorum: int) -> _Reply:
+    def step(
+        self,
+        op: str,
+        now: float,
+        instance: str,
+        ttl: float,
+        quorum: int,
+        limit: float | None = None,
+    ) -> _Reply:
         self.reports = {i: e for i, e in self.reports.items() if e > now}
-        tripped = 0
+        flag = 0
         if op == "report":
             self.reports[instance] = now + ttl
             if len(self.reports) >= quorum and now >= self.hold:
-                tripped = 1
+                flag = 1
                 self.trips += 1
-                self.hold = now + ttl
+                self.hold = now + (ttl if limit is None else limit)
+                self.before = (self.at, self.who)
                 self.at = now
                 self.who = "\n".join(self._ordered())
+                self.pending = instance
         elif op == "clear":
             self.reports.pop(instance, None)
+        elif op in ("confirm", "release") and self.pending == instance:
+            flag = 1
+            if op == "confirm":
+                assert self.at is not None
+                self.hold = self.at + ttl
+            else:
+                self.trips -= 1
+                self.hold = 0.0
+                self.at, self.who = self.before
+            self.pending = None
         ago = -1.0 if self.at is None else float(int(now - self.at))
         live = [(i, float(int(self.reports[i] - now))) for i in self._ordered()]
-        return tripped, self.trips, ago, self.who, live
+        return flag, self.trips, ago, self.who, live
 
     def _ordered(self) -> list[str]:
         return sorted(self.reports, key=lambda i: (self.reports[i], i))
@@ -245,6 +275,7 @@ class QuorumBreaker:
         self._listeners: list[Callable[[QuorumReported], None]] = []
         self._reported = False
         self._ttl_ms = float(quorum.report_ttl) * 1000.0
+        self._limit_ms = min(self._ttl_ms, UNCONFIRMED_TRIP_LIMIT * 1000.0)
         self._model: QuorumModel | None
         self._model, runner = backend.open_storage(Split("fleet-quorum", name, QuorumModel))
         self._runner = runner
@@ -323,12 +354,20 @@ class QuorumBreaker:
                 self.instance,
                 self._ttl_ms,
                 self.quorum.quorum,
+                self._limit_ms,
             )
         assert self._runner is not None
         raw: list[Any] = await self._runner.run_script(
             load_script("quorum"),
             self._keys,
-            [op, now_ms_arg(self._runner), self.instance, repr(self._ttl_ms), self.quorum.quorum],
+            [
+                op,
+                now_ms_arg(self._runner),
+                self.instance,
+                repr(self._ttl_ms),
+                self.quorum.quorum,
+                repr(self._limit_ms),
+            ],
         )
         live = [(text(raw[i]), float(raw[i + 1])) for i in range(4, len(raw) - 1, 2)]
         return int(raw[0]), int(raw[1]), float(raw[2]), text(raw[3]), live
@@ -343,6 +382,8 @@ class QuorumBreaker:
             return
         self._reported = sick
         reporters = tuple(i for i, _ in live)
+        if tripped:
+            tripped = await self._trip()
         _log.info(
             "quorum_reported",
             breaker=self.name,
@@ -352,8 +393,6 @@ class QuorumBreaker:
             quorum=self.quorum.quorum,
             tripped=bool(tripped),
         )
-        if tripped:
-            await self._trip()
         if self._listeners:
             event = QuorumReported(
                 self.name,
@@ -370,14 +409,41 @@ class QuorumBreaker:
                 except Exception:
                     _log.exception("listener_failed", breaker=self.name, listener=repr(listener))
 
-    async def _trip(self) -> None:
-        """Open the fleet circuit: one recorded failure (its threshold is 1)."""
+    async def _trip(self) -> int:
+        """Open the fleet circuit (one recorded failure: its threshold is 1), then confirm the
+        trip in ``quorum.lua``, or release it: ``1`` when the fleet circuit is open.
+
+        Why check and release: the trip is announced to this one caller, and opening the
+        circuit takes more round trips that can fail (Redis unreachable, the fleet circuit
+        half-open with its trial slots taken). A trip that silently opened nothing would hold
+        off the next one for a whole ``report_ttl``; released, the next report with a quorum
+        trips again. If neither confirm nor release gets through (or this process dies), the
+        trip holds for ``min(report_ttl, 10 s)`` only.
+        """
         fleet = self.fleet
         try:
             await fleet.__aenter__()
         except AioresilError:
-            return  # already open (or the store is gone): nothing to record
-        await fleet.__aexit__(QuorumTrip, QuorumTrip(self.name), None)
+            pass  # already open (checked below), or the store is gone
+        else:
+            try:
+                await fleet.__aexit__(QuorumTrip, QuorumTrip(self.name), None)
+            except AioresilError:
+                pass  # checked below
+        try:
+            now = await fleet.stats()
+        except AioresilError as error:
+            opened, reason = False, str(error)
+        else:
+            opened = now.state is _OPEN or now.state is _FORCED_OPEN
+            reason = f"the fleet circuit is {now.state.value}"
+        try:
+            await self._step("confirm" if opened else "release")
+        except AioresilError as error:
+            _log.warning("quorum_settle_failed", breaker=self.name, opened=opened, error=str(error))
+        if not opened:
+            _log.warning("quorum_trip_failed", breaker=self.name, reason=reason)
+        return int(opened)
 
     # ------------------------------------------------------------------ state
 

@@ -8,6 +8,7 @@ who fails and in which order); the real thing runs as separate processes on one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from aioresil import (
     BreakerConfig,
+    CircuitBreaker,
     CircuitOpenError,
     CircuitState,
     MemoryBackend,
@@ -25,9 +27,11 @@ from aioresil import (
     StateChanged,
 )
 from aioresil.backends.redis import RedisBackend
+from aioresil.fleet.quorum import fleet_config
 from aioresil.testing import FakeClock
 
 from ..fleet_jobs import run_all
+from ..helpers import eventually, fail
 
 
 class Down(Exception):
@@ -201,3 +205,69 @@ async def test_two_sick_processes_open_the_fleet_circuit_once(redis_url: str) ->
     assert stats.trips == 1 and stats.fleet.failure_count == 1  # opened exactly once
     assert set(stats.last_trip_instances) == {"p0", "p1"}
     assert sorted(stats.reporters) == ["p0", "p1"]
+
+
+@pytest.mark.redis_server
+async def test_a_trip_that_opens_nothing_is_released(redis_url: str) -> None:
+    # At the trip the fleet circuit is half-open with its one trial slot taken (a call in
+    # flight in another process), so the trip cannot open it: it is released, not counted,
+    # and a later report with the quorum still live opens the fleet circuit.
+    config = BreakerConfig(failure_threshold=3, recovery_timeout=0.2, half_open_max_calls=1)
+    async with RedisBackend.from_url(redis_url) as backend, RedisBackend.from_url(redis_url) as far:
+        a, b = (
+            QuorumBreaker(
+                "ledger",
+                config=config,
+                quorum=QuorumConfig(quorum=2, instance=name, report_ttl=60),
+                backend=backend,
+            )
+            for name in ("a", "b")
+        )
+        reports: list[QuorumReported] = []
+        a.add_listener(reports.append)
+        b.add_listener(reports.append)
+        for _ in range(3):
+            assert await call(a, fail=True) == "failed"  # a reports; 1 of 2
+        for _ in range(2):
+            assert await call(b, fail=True) == "failed"
+        gate, running = asyncio.Event(), asyncio.Event()
+
+        async def last_failure() -> None:  # b's third failure, still running below
+            with contextlib.suppress(Down):
+                async with b:
+                    running.set()
+                    await gate.wait()
+                    raise Down()
+
+        task = asyncio.create_task(last_failure())
+        await running.wait()
+        # Meanwhile another process opened the fleet circuit, and its trial call after the
+        # recovery timeout holds the one trial slot.
+        elsewhere = CircuitBreaker("ledger", config=fleet_config(config), backend=far)
+        await fail(elsewhere)
+
+        async def trial_taken() -> bool:
+            try:
+                await elsewhere.__aenter__()
+            except CircuitOpenError:
+                return False
+            return True
+
+        await eventually(trial_taken, what="the trial slot taken after the recovery timeout")
+        gate.set()
+        await task  # b's local circuit opens: b reports, the trip finds no slot to open it
+        assert [(r.instance, r.tripped) for r in reports] == [("a", False), ("b", False)]
+        stats = await b.stats()
+        assert stats.fleet.state is CircuitState.HALF_OPEN
+        assert stats.trips == 0 and sorted(stats.reporters) == ["a", "b"]
+        await elsewhere.__aexit__(None, None, None)  # the trial call ends: its slot is free
+
+        async def a_reports_again() -> bool:  # a's local circuit: half-open, fails, reopens
+            await call(a, fail=True)
+            return len(reports) > 2
+
+        await eventually(a_reports_again, what="a's local circuit reopening")
+        assert [(r.instance, r.tripped) for r in reports[2:]] == [("a", True)]
+        stats = await b.stats()
+    assert stats.fleet.state is CircuitState.OPEN
+    assert stats.trips == 1 and set(stats.last_trip_instances) == {"a", "b"}

@@ -38,6 +38,7 @@ class FleetScriptsAgree(RuleBasedStateMachine):
         ratio=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
         floor=st.integers(0, 3),
         epochs=st.integers(1, 6),
+        limit=st.sampled_from([None, 0, 20, 300]),
     )
     def setup(
         self,
@@ -48,9 +49,10 @@ class FleetScriptsAgree(RuleBasedStateMachine):
         ratio: float,
         floor: int,
         epochs: int,
+        limit: int | None,
     ) -> None:
         self.now = 1_000_000.0
-        self.quorum, self.ttl = quorum, ttl
+        self.quorum, self.ttl, self.limit = quorum, ttl, limit
         self.width, self.buckets, self.ratio, self.floor = width, buckets, ratio, floor
         self.epochs = epochs
         self.q, self.b, self.s = QuorumModel(), BudgetModel(), SketchModel()
@@ -60,10 +62,39 @@ class FleetScriptsAgree(RuleBasedStateMachine):
 
     @rule(op=st.sampled_from(["report", "clear", "read"]), instance=st.sampled_from("abcde"))
     def quorum_step(self, op: str, instance: str) -> None:
-        expected = self.q.step(op, self.now, instance, float(self.ttl), self.quorum)
-        raw = self.client.evalsha(
-            QUORUM.sha, 2, *self.qkeys, op, repr(self.now), instance, self.ttl, self.quorum
-        )
+        self._quorum(op, instance)
+
+    @rule(
+        op=st.sampled_from(["confirm", "release"]),
+        own=st.booleans(),
+        instance=st.sampled_from("abcde"),
+    )
+    def quorum_settle(self, op: str, own: bool, instance: str) -> None:
+        """The tripping instance confirms or releases its trip (or another one tries)."""
+        if own and self.q.pending is not None:
+            instance = self.q.pending
+        self._quorum(op, instance)
+
+    @rule(
+        order=st.permutations("abcde"),
+        op=st.sampled_from(["confirm", "release", ""]),
+        later=st.sampled_from([0.0, 9.5, 49.0]),
+    )
+    def quorum_round(self, order: list[str], op: str, later: float) -> None:
+        """K instances report (a trip unless one is held); the tripping one settles it."""
+        for instance in order[: self.quorum]:
+            self._quorum("report", instance)
+        self.now += later
+        if op and self.q.pending is not None:
+            self._quorum(op, self.q.pending)
+
+    def _quorum(self, op: str, instance: str) -> None:
+        limit = None if self.limit is None else float(self.limit)
+        expected = self.q.step(op, self.now, instance, float(self.ttl), self.quorum, limit)
+        args: list[Any] = [op, repr(self.now), instance, self.ttl, self.quorum]
+        if self.limit is not None:  # else the script's default: the TTL
+            args.append(self.limit)
+        raw = self.client.evalsha(QUORUM.sha, 2, *self.qkeys, *args)
         live = [(raw[i].decode(), float(raw[i + 1])) for i in range(4, len(raw) - 1, 2)]
         got = (int(raw[0]), int(raw[1]), float(raw[2]), raw[3].decode(), live)
         assert got == expected
