@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 from aioresil import BreakerConfig, BreakerRegistry, DeadLetterQueue, MemoryBackend, RedisBackend
@@ -23,9 +22,7 @@ from ._harness import markdown_table
 from .bench_health import call, floor_app, percentile
 
 try:
-    import redis
-
-    from tests.monitor import Monitor
+    from tests.monitor import Monitor, client_commands
     from tests.servers import RedisServer, free_port
 except ImportError:  # pragma: no cover - benchmarks run from the repository root
     raise SystemExit("run benchmarks from the repository root: python -m benchmarks") from None
@@ -87,17 +84,16 @@ def timing_row(kind: str, path: str, breakers: int, m: list[float], trips: str) 
 
 async def round_trips(url: str, app: Any, path: str) -> int:
     monitor = Monitor(url)
-    marker = redis.Redis.from_url(url)
     try:
         await call(app, path)  # warm: scripts loaded, connections open
-        start, end = f"mark-{uuid.uuid4().hex}", f"mark-{uuid.uuid4().hex}"
-        marker.echo(start)
-        status = await call(app, path)
-        if status != 200:
-            raise RuntimeError(f"{path} answered {status}")
-        return len(monitor.between(marker, start, end))
+
+        async def request() -> None:
+            status = await call(app, path)
+            if status != 200:
+                raise RuntimeError(f"{path} answered {status}")
+
+        return len(client_commands(await monitor.during(request)))
     finally:
-        marker.close()
         monitor.close()
 
 

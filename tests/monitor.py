@@ -8,6 +8,8 @@ commands between two ``ECHO`` markers is an upper bound of the round trips in be
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -18,6 +20,7 @@ class Monitor:
 
     def __init__(self, url: str) -> None:
         self._client = redis.Redis.from_url(url)
+        self._marker = redis.Redis.from_url(url)  # sends the ECHO markers
         self._monitor = self._client.monitor()
         self._monitor.__enter__()  # sends MONITOR and waits for its OK
         self.commands: list[dict[str, Any]] = []
@@ -35,12 +38,13 @@ class Monitor:
                 self.commands.append(command)
                 self._seen.notify_all()
 
-    def commands_between(
-        self, marker_client: redis.Redis, start: str, end: str
-    ) -> list[dict[str, Any]]:
-        """Every command (``lua`` ones included) between two ``ECHO`` markers; sends the end
-        marker itself and waits until ``MONITOR`` has shown it."""
-        marker_client.echo(end)
+    async def during(self, action: Callable[[], Awaitable[object]]) -> list[dict[str, Any]]:
+        """Every command (``lua`` ones included) the server ran while ``action()`` ran: from
+        an ``ECHO`` marker sent before it to one sent after it, once ``MONITOR`` shows that."""
+        start, end = f"mark-{uuid.uuid4().hex}", f"mark-{uuid.uuid4().hex}"
+        self._marker.echo(start)
+        await action()
+        self._marker.echo(end)
         with self._seen:
             assert self._seen.wait_for(
                 lambda: any(end in c["command"] for c in self.commands), timeout=30
@@ -51,15 +55,13 @@ class Monitor:
         last = next(i for i, n in enumerate(names) if end in n)
         return commands[first + 1 : last]
 
-    def between(self, marker_client: redis.Redis, start: str, end: str) -> list[str]:
-        """Client commands (no ``lua`` ones) between two ``ECHO`` markers."""
-        return [
-            str(c["command"])
-            for c in self.commands_between(marker_client, start, end)
-            if c.get("client_type") != "lua"
-        ]
-
     def close(self) -> None:
+        self._marker.close()
         self._client.close()  # ends next_command() in the thread
         self._monitor.connection.disconnect()
         self._thread.join(timeout=10)
+
+
+def client_commands(commands: list[dict[str, Any]]) -> list[str]:
+    """The client's own commands (the round trips), without those a script ran."""
+    return [str(c["command"]) for c in commands if c.get("client_type") != "lua"]

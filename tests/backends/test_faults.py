@@ -50,6 +50,7 @@ from aioresil import (
     health_app,
 )
 from aioresil.backends.redis import map_redis_error
+from aioresil.dashboard import dashboard_app
 from aioresil.registry import BreakerRegistry
 
 from ..faultproxy import FaultProxy, Mode
@@ -225,6 +226,64 @@ async def test_black_hole_stores_and_policies_are_bounded(proxy: FaultProxy) -> 
         assert checkpoint is not None and checkpoint.state == {"step": 1}
         assert await bulkhead.call(asyncio.sleep, 0) is None
         assert await limiter.call(asyncio.sleep, 0) is None
+
+
+async def test_black_hole_health_and_dashboard_answer_and_say_redis_is_down(
+    proxy: FaultProxy,
+) -> None:
+    """Issue 14: with the client's default (no socket timeout) every Redis read of the health
+    app and the dashboard hung on a black hole (10 s with from_url's defaults). Here the hole
+    opens while the backend still believes Redis healthy, so each endpoint's own read meets
+    it: every one answers, and says Redis is what is wrong."""
+    async with user_backend(proxy.port) as backend:
+        registry = BreakerRegistry(backend=backend)
+        await guarded(registry.get("payments"), failing=False, ran=[])
+        dlq = DeadLetterQueue(backend, name="jobs")
+        health = health_app(registry=registry, dlq=dlq, timeout=1.0)
+        dashboard = dashboard_app(registry=registry, dlq=dlq)
+        proxy.set_mode(Mode.BLACKHOLE)
+        assert backend.state is HEALTHY
+        answers: dict[str, tuple[float, Any]] = {}
+        async with _client(health) as http:
+            for path in (
+                "/health/circuit-breakers",
+                "/health/dlq",
+                "/health/ready",
+                "/metrics",
+                "/health",
+            ):
+                answers[path] = await timed(http.get(path))
+        async with _client(dashboard) as http:
+            for path in ("/api/breakers", "/api/dlq/stats", "/api/dlq/entries"):
+                answers[path] = await timed(http.get(path))
+        for path, (seconds, response) in answers.items():
+            assert isinstance(response, httpx.Response), (path, response)  # not a hang
+            assert seconds < FIRST, path
+        status = {path: response.status_code for path, (_, response) in answers.items()}
+        assert status == {
+            "/health/circuit-breakers": 200,  # degraded: the local views, naming the outage
+            "/health/dlq": 503,
+            "/health/ready": 503,
+            "/metrics": 200,
+            "/health": 200,
+            "/api/breakers": 200,  # the local views
+            "/api/dlq/stats": 503,
+            "/api/dlq/entries": 503,
+        }
+        assert backend.state is UNAVAILABLE
+        metrics = answers["/metrics"][1].text
+        assert 'aioresil_backend_up{backend="redis:aioresil"} 0' in metrics
+        assert answers["/health/ready"][1].json()["backends"][0]["state"] == "unavailable"
+        breakers = answers["/health/circuit-breakers"][1].json()
+        assert breakers["status"] == "degraded"
+        assert [b["state"] for b in breakers["backends_unavailable"]] == ["unavailable"]
+        assert "no reply from Redis" in breakers["backends_unavailable"][0]["error"]
+        assert "unavailable" in answers["/api/dlq/stats"][1].json()["error"]
+
+        proxy.set_mode(Mode.PASS)
+        await until(lambda: backend.state is HEALTHY, what="probe finds Redis back")
+        async with _client(health) as http:
+            assert (await http.get("/health/circuit-breakers")).status_code == 200
 
 
 # ---------------------------------------------------------------------- replies dropped

@@ -161,10 +161,18 @@ async def test_dlq_breakers_and_checkpoints_survive_a_sentinel_failover(
         await push(300, 0)
         await asyncio.to_thread(deployment.request_failover)
         failing_over = True
-        await push(400, 300)  # while the sentinels switch masters
-        await asyncio.to_thread(deployment.wait_failover_done, old)
+        switched = asyncio.create_task(asyncio.to_thread(deployment.wait_failover_done, old))
+        # A steady stream for as long as the sentinels switch masters (up to 600 pushes): the
+        # writes the old master takes after the replica's promotion are the ones a failover
+        # drops. A burst sent before the switch completes never meets that window.
+        n = 300
+        while not switched.done() and n < 900:
+            pushed.append(await dlq.push("job", {"i": n}, "boom"))
+            n += 1
+            await asyncio.sleep(0.002)
+        await switched
         failing_over = False
-        await push(300, 700)
+        await push(1000 - n, n)
         await until(lambda: dlq.spooled == 0, within=60, what="every spooled push replayed")
         # Settle the checkpoint: one more acknowledged save after the failover.
         settled = len(acknowledged)

@@ -13,7 +13,7 @@ import itertools
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aioresil import (
@@ -77,6 +77,10 @@ async def _dlq_round_trip(backend: Any, text: str) -> list[tuple[str, Any]]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(text=ANY_TEXT)
+# Pinned: a lone surrogate (what os.listdir returns for a non-UTF-8 file name) made the Redis
+# DLQ raise UnicodeEncodeError while memory stored it; 60 random code points rarely draw one.
+@example(text="\udcff")
+@example(text="caf\ud800 é")
 def test_any_text_round_trips_the_same_on_memory_and_redis(redis_url: str, text: str) -> None:
     async def run() -> None:
         memory = await _dlq_round_trip(MemoryBackend(), text)

@@ -120,9 +120,15 @@ def test_demo_json_prints_only_json_on_stdout() -> None:
 
 @pytest.mark.redis_server
 def test_demo_uses_redis_when_given(redis_url: str) -> None:
-    result = run("--redis", redis_url, "demo", "--calls", "20", "--interval", "0")
-    assert result.returncode == 0, result.stderr
-    assert "state on RedisBackend" in result.stdout
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.delete(*client.keys("*upstream*") or ["none"])
+        result = run("--redis", redis_url, "demo", "--calls", "20", "--interval", "0")
+        assert result.returncode == 0, result.stderr
+        assert "state on RedisBackend" in result.stdout
+        # the demo's breaker really lived on that Redis (it used to ignore --redis silently)
+        assert client.keys("*upstream*"), "the demo left nothing on the Redis it was given"
 
 
 def test_demo_with_redis_down_is_one_line() -> None:

@@ -9,18 +9,16 @@ per client command) is an upper bound of the round trips.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from aioresil import BreakerConfig, BreakerRegistry, DeadLetterQueue, RedisBackend
 from aioresil.dashboard import dashboard_app
 from aioresil.health import health_app
 
-from ..monitor import Monitor
+from ..monitor import Monitor, client_commands
 
 SLOW_OK = 10.0
 """MONITOR slows Redis down a lot on a shared machine: these tests count round trips, so a
@@ -30,13 +28,11 @@ pytestmark = pytest.mark.redis_server
 
 
 @pytest.fixture
-def monitor(redis_url: str) -> Iterator[tuple[Monitor, redis.Redis]]:
+def monitor(redis_url: str) -> Iterator[Monitor]:
     mon = Monitor(redis_url)
-    marker = redis.Redis.from_url(redis_url)
     try:
-        yield mon, marker
+        yield mon
     finally:
-        marker.close()
         mon.close()
 
 
@@ -72,18 +68,17 @@ async def get(app: Any, path: str) -> tuple[int, bytes]:
     return status, body
 
 
-async def count(monitor: tuple[Monitor, redis.Redis], app: Any, path: str) -> list[str]:
-    mon, marker = monitor
-    start, end = f"mark-{uuid.uuid4().hex}", f"mark-{uuid.uuid4().hex}"
-    marker.echo(start)
-    status, body = await get(app, path)
-    assert status == 200, (path, status, body[:300])
-    return mon.between(marker, start, end)
+async def count(monitor: Monitor, app: Any, path: str) -> list[str]:
+    async def request() -> None:
+        status, body = await get(app, path)
+        assert status == 200, (path, status, body[:300])
+
+    return client_commands(await monitor.during(request))
 
 
 @pytest.mark.parametrize("breakers", [10, 300])
 async def test_health_and_metrics_read_every_breaker_in_one_round_trip(
-    redis_url: str, monitor: tuple[Monitor, redis.Redis], breakers: int
+    redis_url: str, monitor: Monitor, breakers: int
 ) -> None:
     async with RedisBackend.from_url(redis_url, listen=False, operation_timeout=SLOW_OK) as backend:
         registry = BreakerRegistry(backend=backend, default_config=BreakerConfig())
@@ -100,7 +95,7 @@ async def test_health_and_metrics_read_every_breaker_in_one_round_trip(
 
 @pytest.mark.parametrize("entries", [5, 120])
 async def test_dashboard_reads_take_at_most_two_round_trips(
-    redis_url: str, monitor: tuple[Monitor, redis.Redis], entries: int
+    redis_url: str, monitor: Monitor, entries: int
 ) -> None:
     async with RedisBackend.from_url(redis_url, listen=False, operation_timeout=SLOW_OK) as backend:
         registry = BreakerRegistry(backend=backend)

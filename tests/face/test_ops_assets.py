@@ -227,8 +227,9 @@ def test_a_real_prometheus_fires_the_shipped_alerts(serve_redis: str, tmp_path: 
                     alerts: list[dict[str, Any]] = api.get("/api/v1/alerts").json()["data"][
                         "alerts"
                     ]
-                except httpx.TransportError:
-                    return False  # Prometheus is still starting
+                except (httpx.TransportError, ValueError):
+                    # still starting: no socket yet, or a plain-text 503 before it is ready
+                    return False
                 firing = {
                     (a["labels"]["alertname"], a["labels"].get("name") or a["labels"].get("queue"))
                     for a in alerts

@@ -123,3 +123,36 @@ def test_missing_peers_get_not_installed_rows_and_the_run_still_succeeds() -> No
     for prefix in AIORESIL_ROWS:  # aioresil's rows do not depend on any peer
         rejected = prefix.endswith("(rejected)")
         assert RATIO.search(row_starting(rows, prefix, rejected=rejected)), prefix
+
+
+def test_running_one_benchmark_rewrites_only_its_section(tmp_path: Path) -> None:
+    """Issue 16: ``python -m benchmarks bench_checkpoint`` overwrote the committed results.md
+    with that one section. The real entry point runs on a copy of the package whose
+    ``bench_checkpoint`` is a quick stand-in returning a section under the committed heading."""
+    import shutil
+
+    copy = tmp_path / "benchmarks"
+    shutil.copytree(ROOT / "benchmarks", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    committed = (copy / "results.md").read_text(encoding="utf-8")
+    sections = [s for s in re.split(r"(?m)^(?=## )", committed) if s.startswith("## ")]
+    [heading] = [s.splitlines()[0] for s in sections if "bench_checkpoint" in s.splitlines()[0]]
+    (copy / "bench_checkpoint.py").write_text(
+        f"async def main(smoke: bool) -> str:\n    return {heading + chr(10) * 2 + 'new'!r}\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "bench_checkpoint"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    written = (copy / "results.md").read_text(encoding="utf-8")
+    after = [s for s in re.split(r"(?m)^(?=## )", written) if s.startswith("## ")]
+    assert [s.splitlines()[0] for s in after] == [s.splitlines()[0] for s in sections]
+    for old, new in zip(sections, after, strict=True):
+        if old.startswith(heading):
+            assert new.strip() == f"{heading}\n\nnew"
+        else:
+            assert new.strip() == old.strip()

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -285,6 +287,46 @@ async def test_replaying_a_spooled_push_that_already_landed_stores_it_once(
         assert reply[0] == 1
         await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
         assert await dlq.count() == 1  # already there: not stored twice
+
+
+async def test_a_spool_file_that_blocks_never_stalls_the_event_loop(
+    own_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Issue 12: the spool wrote its file on the event loop, so a slow disk stalled every task
+    of the process. Here the "disk" is a FIFO nobody reads yet (opening it for writing blocks,
+    as a hung NFS mount does): the push waits in a worker thread while the loop keeps running,
+    and returns once its line is written."""
+    path = tmp_path / "dlq-spool.fifo"
+    async with await fast_backend(own_redis_server) as backend:
+        dlq = DeadLetterQueue(backend, name="jobs", spool_path=path)
+        os.mkfifo(path)  # after construction: a queue reads an existing spool file when built
+        own_redis_server.stop()
+        loop_ran = threading.Event()
+        lines: list[str] = []
+
+        def disk() -> None:
+            # Reads (which unblocks the writer) once the event loop showed it kept running; the
+            # bound only turns a stalled loop into a failure instead of a hang.
+            loop_ran.wait(timeout=30)
+            with path.open(encoding="utf-8") as fifo:
+                lines.extend(fifo)
+
+        reader = threading.Thread(target=disk, daemon=True)
+        reader.start()
+        push = asyncio.create_task(dlq.push("t", {"n": 1}, "down"))
+        # The entry is in the spool before its line is written: the loop sees that only if the
+        # write waits off the loop.
+        await until(lambda: dlq.spooled == 1 or push.done(), within=60, what="entry spooled")
+        written_while_loop_ran = not push.done()
+        loop_ran.set()
+        entry_id = await push
+        await asyncio.to_thread(reader.join)
+        assert written_while_loop_ran, "the push blocked the event loop while writing its file"
+        assert [json.loads(line)["id"] for line in lines] == [entry_id]
+        path.unlink()  # emptying the spool file after the flush must not block on the FIFO
+        own_redis_server.start()
+        await until(lambda: dlq.spooled == 0, what="spool flushed on recovery")
+        assert [e.id for e in (await dlq.list()).entries] == [entry_id]
 
 
 async def test_a_full_spool_refuses_loudly(own_redis_server: RedisServer) -> None:

@@ -9,12 +9,10 @@ second round trip, and they are built from KEYS[1]'s name, so they share its has
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from aioresil import DeadLetterQueue, RedisBackend
 
@@ -26,13 +24,11 @@ NO_KEY = {"TIME"}
 
 
 @pytest.fixture
-def watched(redis_url: str) -> Iterator[tuple[Monitor, redis.Redis]]:
+def watched(redis_url: str) -> Iterator[Monitor]:
     monitor = Monitor(redis_url)
-    marker = redis.Redis.from_url(redis_url)
     try:
-        yield monitor, marker
+        yield monitor
     finally:
-        marker.close()
         monitor.close()
 
 
@@ -50,14 +46,8 @@ def script_calls(commands: list[dict[str, Any]]) -> list[tuple[list[str], list[l
     return calls
 
 
-async def run_watched(
-    watched: tuple[Monitor, redis.Redis], action: Any
-) -> list[tuple[list[str], list[list[str]]]]:
-    monitor, marker = watched
-    start, end = f"mark-{uuid.uuid4().hex}", f"mark-{uuid.uuid4().hex}"
-    marker.echo(start)
-    await action()
-    return script_calls(monitor.commands_between(marker, start, end))
+async def run_watched(watched: Monitor, action: Any) -> list[tuple[list[str], list[list[str]]]]:
+    return script_calls(await watched.during(action))
 
 
 def touched_outside_keys(
@@ -82,9 +72,7 @@ def touched_outside_keys(
     return missing, built
 
 
-async def test_single_entry_operations_pass_every_key(
-    redis_url: str, watched: tuple[Monitor, redis.Redis]
-) -> None:
+async def test_single_entry_operations_pass_every_key(redis_url: str, watched: Monitor) -> None:
     async with RedisBackend.from_url(redis_url, listen=False) as backend:
         dlq = DeadLetterQueue(backend, name="keys")
         base = backend.key("dlq", "keys", "")
@@ -109,7 +97,7 @@ async def test_single_entry_operations_pass_every_key(
 
 
 async def test_settling_a_lease_builds_only_the_entry_type_index(
-    redis_url: str, watched: tuple[Monitor, redis.Redis]
+    redis_url: str, watched: Monitor
 ) -> None:
     async with RedisBackend.from_url(redis_url, listen=False) as backend:
         dlq = DeadLetterQueue(backend, name="keys")
@@ -132,7 +120,7 @@ async def test_settling_a_lease_builds_only_the_entry_type_index(
 
 
 async def test_scripts_that_walk_an_index_build_only_entry_keys(
-    redis_url: str, watched: tuple[Monitor, redis.Redis]
+    redis_url: str, watched: Monitor
 ) -> None:
     async with RedisBackend.from_url(redis_url, listen=False) as backend:
         dlq = DeadLetterQueue(backend, name="keys", max_entries=3, overflow="evict_oldest")
