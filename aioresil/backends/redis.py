@@ -56,6 +56,7 @@ from .sentinel_url import check_sentinels, is_sentinel_url, parse_sentinel_url
 try:
     import redis.asyncio as aioredis
     from redis import exceptions as redis_errors
+    from redis.asyncio.connection import parse_url as _parse_redis_url
 except ImportError:  # pragma: no cover - exercised only without the extra
     aioredis = None  # type: ignore[assignment]
     redis_errors = None  # type: ignore[assignment]
@@ -63,7 +64,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["RedisBackend", "map_redis_error"]
+__all__ = ["BlockingSentinelConnectionPool", "RedisBackend", "map_redis_error"]
 
 _log = structlog.get_logger("aioresil")
 
@@ -156,6 +157,82 @@ def _without_url(message: str, url: str) -> str:
         if secret:
             message = message.replace(secret, "***")
     return message
+
+
+def _invalid_url(exc: ValueError, url: str) -> ValueError:
+    # redis-py's message may echo the URL; never repeat a password back (but keep the rest
+    # of the message: cutting it at the first colon cut "redis://" too).
+    return ValueError(f"invalid Redis URL: {_without_url(str(exc), url)}")
+
+
+_URL_OPTIONS = ("db", "username", "password")
+"""Connection options a URL may carry; as keywords of ``from_url`` they fill what it leaves out."""
+
+
+def _check_pool(max_connections: object, pool_timeout: object) -> float:
+    """Validate the pool options both URL forms share; ``pool_timeout`` as a float."""
+    if (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or max_connections < 1
+    ):
+        raise ValueError(f"max_connections must be an int >= 1, got {max_connections!r}")
+    if (
+        isinstance(pool_timeout, bool)
+        or not isinstance(pool_timeout, int | float)
+        or not math.isfinite(pool_timeout)
+        or pool_timeout <= 0
+    ):
+        raise ValueError(
+            f"pool_timeout must be a finite number of seconds > 0, got {pool_timeout!r}"
+        )
+    return float(pool_timeout)
+
+
+def _check_pool_options(options: dict[str, Any]) -> None:
+    if "timeout" in options:
+        raise ValueError(
+            "pass pool_timeout=, not timeout=: the seconds a task waits for a pooled connection"
+        )
+
+
+def _with_url_options(named: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` completed with the :data:`_URL_OPTIONS` the URL ``named``.
+
+    A keyword fills what the URL leaves out (a password kept out of a URL that gets logged);
+    a keyword that contradicts the URL is an error on both URL forms. Why not let the URL win,
+    as redis-py's ``from_url`` does: a keyword silently ignored is the bug this check exists
+    for (``redis+sentinel://`` used to drop ``pool_timeout``). Never echoes a value.
+    """
+    merged = dict(options)
+    for name in _URL_OPTIONS:
+        if name not in named:
+            continue
+        if name in options and options[name] != named[name]:
+            raise ValueError(
+                f"{name} is given both in the URL and as a keyword argument, with different "
+                "values: give it once"
+            )
+        merged[name] = named[name]
+    return merged
+
+
+if aioredis is not None:
+
+    class BlockingSentinelConnectionPool(
+        aioredis.SentinelConnectionPool, aioredis.BlockingConnectionPool
+    ):
+        """redis-py's Sentinel pool (it asks the sentinels for the master on each new
+        connection) with the blocking pool's wait for a free connection.
+
+        Why: redis-py's Sentinel pool *raises* ``MaxConnectionsError`` the moment its
+        connections are all busy, and has no wait to bound; ``from_url`` builds a
+        ``BlockingConnectionPool`` for ``redis://``, so ``max_connections`` and
+        ``pool_timeout`` meant something else for ``redis+sentinel://``. Both parents are
+        redis-py's: the Sentinel one finds the master and drops connections to an old one,
+        the blocking one waits (``get_connection``/``release``), and they override disjoint
+        methods.
+        """
 
 
 #: A deadline that fires later than this fraction of ``operation_timeout`` after it was due
@@ -308,18 +385,39 @@ class RedisBackend:
             max_connections: pool size; tasks beyond it wait for a free connection.
             pool_timeout: seconds a task waits for a connection before ``PoolTimeoutError``.
             socket_timeout: seconds one command may take before the call fails.
-            pool_options: passed on to ``redis.asyncio.BlockingConnectionPool.from_url``.
+            pool_options: passed on to the pool (``redis.asyncio.BlockingConnectionPool.from_url``
+                for one server, the Sentinel pool otherwise). ``db``, ``username`` and
+                ``password`` fill what the URL leaves out; one that contradicts the URL
+                raises ``ValueError``, as does ``timeout`` (that is ``pool_timeout``) and
+                ``ssl`` with a ``redis://`` URL (use ``rediss://``).
+
+        Every option means the same for both URL forms: a ``redis+sentinel://`` URL gets a
+        blocking pool as well, waiting up to ``pool_timeout`` for one of its
+        ``max_connections`` (``tests/backends/test_sentinel_failover.py`` runs the same pool
+        tests on both).
         """
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
+        timeout = _check_pool(max_connections, pool_timeout)
+        _check_pool_options(pool_options)
         if is_sentinel_url(url):
             target = parse_sentinel_url(url)
+            named: dict[str, Any] = {
+                name: value
+                for name, value in (
+                    ("db", target.db),
+                    ("username", target.username),
+                    ("password", target.password),
+                )
+                if value is not None
+            }
+            options = _with_url_options(named, pool_options)
             return cls.from_sentinel(
                 target.sentinels,
                 target.service_name,
-                db=target.db,
-                username=target.username,
-                password=target.password,
+                db=options.pop("db", 0),
+                username=options.pop("username", None),
+                password=options.pop("password", None),
                 sentinel_password=target.sentinel_password,
                 prefix=prefix,
                 clock=clock,
@@ -328,27 +426,32 @@ class RedisBackend:
                 wait_timeout=wait_timeout,
                 operation_timeout=operation_timeout,
                 max_connections=max_connections,
+                pool_timeout=timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
-                **pool_options,
+                **options,
             )
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-        if pool_timeout <= 0:
-            raise ValueError(f"pool_timeout must be > 0, got {pool_timeout}")
+        if "ssl" in pool_options:
+            raise ValueError(
+                "ssl= applies only to redis+sentinel:// URLs (they have no TLS scheme): "
+                "for TLS to one server, use a rediss:// URL"
+            )
+        try:
+            named = {k: v for k, v in _parse_redis_url(url).items() if k in _URL_OPTIONS}
+        except ValueError as exc:
+            raise _invalid_url(exc, url) from None
+        options = _with_url_options(named, pool_options)
         try:
             pool = aioredis.BlockingConnectionPool.from_url(
                 url,
                 max_connections=max_connections,
-                timeout=pool_timeout,
+                timeout=timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
-                **pool_options,
+                **options,
             )
         except ValueError as exc:
-            # redis-py's message may echo the URL; never repeat a password back (but keep
-            # the rest of the message: cutting it at the first colon cut "redis://" too).
-            raise ValueError(f"invalid Redis URL: {_without_url(str(exc), url)}") from None
+            raise _invalid_url(exc, url) from None
         client = aioredis.Redis(connection_pool=pool)
         return cls(
             client,
@@ -378,6 +481,7 @@ class RedisBackend:
         wait_timeout: float = 0.5,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         max_connections: int = 64,
+        pool_timeout: float = 5.0,
         socket_timeout: float = 5.0,
         socket_connect_timeout: float = 2.0,
         **pool_options: Any,
@@ -397,6 +501,9 @@ class RedisBackend:
             username, password: the master's (and replicas') ACL user and password.
             sentinel_password: the sentinels' own ``requirepass``, if they have one.
             max_connections: connections to the master; tasks beyond it wait for a free one.
+            pool_timeout: seconds a task waits for a connection before ``PoolTimeoutError``
+                (the pool is a :class:`BlockingSentinelConnectionPool`, as blocking as the
+                one :meth:`from_url` builds for ``redis://``).
             socket_timeout: seconds one command may take (sentinel queries included).
             pool_options: passed on to the Sentinel-managed connection pool.
 
@@ -415,8 +522,8 @@ class RedisBackend:
             raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
         if isinstance(db, bool) or not isinstance(db, int) or db < 0:
             raise ValueError(f"db must be an int >= 0, got {db!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        timeout = _check_pool(max_connections, pool_timeout)
+        _check_pool_options(pool_options)
         sentinel_kwargs: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -426,10 +533,12 @@ class RedisBackend:
         manager = Sentinel(nodes, sentinel_kwargs=sentinel_kwargs)
         client = manager.master_for(
             service_name,
+            connection_pool_class=BlockingSentinelConnectionPool,
             db=db,
             username=username,
             password=password,
             max_connections=max_connections,
+            timeout=timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             **pool_options,

@@ -9,7 +9,7 @@ what other clients (Celery/Kombu, Spring, ioredis) accept::
 
 * hosts are the *sentinels* (port 26379 when omitted), comma-separated, IPv6 in brackets;
 * the first path segment is the service name the sentinels monitor, the second the database
-  number on the master (0 when omitted);
+  number on the master (0 when omitted, unless ``from_url`` is given ``db=``);
 * ``password`` (and ``username``) are the master's; the sentinels' own password, when they
   have ``requirepass``, goes in the ``sentinel_password`` query parameter. Both are
   percent-decoded.
@@ -38,11 +38,15 @@ _EXAMPLE = "redis+sentinel://host1:26379,host2:26379/mymaster/0"
 
 @dataclass(frozen=True, slots=True)
 class SentinelTarget:
-    """What a ``redis+sentinel://`` URL names (``repr`` hides the passwords)."""
+    """What a ``redis+sentinel://`` URL names (``repr`` hides the passwords).
+
+    ``None`` for what the URL leaves out (``db`` included: the master's database 0 unless a
+    ``db=`` keyword of ``from_url`` says otherwise, as for a ``redis://`` URL without one).
+    """
 
     sentinels: tuple[tuple[str, int], ...]
     service_name: str
-    db: int = 0
+    db: int | None = None
     username: str | None = None
     password: str | None = None
     sentinel_password: str | None = None
@@ -127,7 +131,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     if len(segments) > 2:
         raise _fail(f"{len(segments)} path segments; only /service_name[/db] is allowed")
     service_name = unquote(segments[0])
-    db = 0
+    db = None
     if len(segments) == 2:
         if not segments[1].isdigit():
             raise _fail(f"the database number is {segments[1][:20]!r}, not an integer >= 0")

@@ -9,11 +9,14 @@ What must hold across the failover (with ``wait_replicas=1``):
   every call (ran or rejected, never a backend error);
 * a checkpoint keeps its latest acknowledged version (a save whose outcome was unknown is
   retried as its own write);
-* the ``redis+sentinel://`` URL works from code and from the CLI.
+* the ``redis+sentinel://`` URL works from code and from the CLI, and its options mean what
+  they mean on ``redis://``: a task waits for a pooled connection up to ``pool_timeout``, then
+  gets ``PoolTimeoutError`` (the sentinel path used to drop ``pool_timeout``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -32,8 +35,10 @@ from aioresil import (
     CircuitOpenError,
     CircuitState,
     DeadLetterQueue,
+    PoolTimeoutError,
     RedisBackend,
 )
+from aioresil.cli.common import connect
 
 from ..helpers import eventually, until
 from ..sentinel import SERVICE, SentinelDeployment
@@ -50,6 +55,15 @@ def deployment() -> Iterator[SentinelDeployment]:
         yield sentinels
     finally:
         sentinels.cleanup()
+
+
+@pytest.fixture(params=["redis", "redis+sentinel"])
+def either_url(request: pytest.FixtureRequest, deployment: SentinelDeployment) -> str:
+    """The deployment's master by a plain URL, then by its Sentinel URL: each test below must
+    see the same behaviour from both."""
+    if request.param == "redis+sentinel":
+        return deployment.url
+    return f"redis://127.0.0.1:{deployment.master_port()}/0"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +96,69 @@ async def test_the_sentinel_url_reaches_the_master_from_code_and_cli(
     assert bad.returncode == 2
     assert "port of sentinel '127.0.0.1' is 'notaport'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+async def test_pool_timeout_bounds_the_wait_for_a_connection_on_both_url_forms(
+    either_url: str,
+) -> None:
+    # max_connections=3 leaves one connection for operations (two are kept for pub/sub): an
+    # operation holding it makes the next one wait for a connection, for pool_timeout only.
+    async with RedisBackend.from_url(
+        either_url, listen=False, max_connections=3, pool_timeout=0.2, operation_timeout=30
+    ) as backend:
+        await backend.ping()
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            entered.set()
+            await release.wait()
+
+        holder = asyncio.create_task(backend.execute("hold", hold))
+        await entered.wait()
+        try:
+            async with asyncio.timeout(10):  # a ceiling for a slow machine: 0.2 s expected
+                with pytest.raises(PoolTimeoutError, match=r"within 0\.2s"):
+                    await backend.ping()
+        finally:
+            release.set()
+            await holder
+
+
+async def test_a_task_waits_for_a_pooled_connection_on_both_url_forms(either_url: str) -> None:
+    # The pool itself is exhausted (its only connection taken outside the backend): the next
+    # operation waits for it, as a blocking pool does, instead of failing at once.
+    async with RedisBackend.from_url(
+        either_url, listen=False, max_connections=1, pool_timeout=30
+    ) as backend:
+        await backend.ping()
+        pool = backend.client.connection_pool
+        held = await pool.get_connection()
+        asked = asyncio.Event()
+        take = pool.get_connection
+
+        async def spy() -> object:
+            asked.set()
+            return await take()
+
+        pool.get_connection = spy  # type: ignore[method-assign]
+        waiting = asyncio.create_task(backend.ping())
+        await asked.wait()
+        await pool.release(held)
+        await waiting  # served by the released connection, not failed at once
+        assert backend.state.value == "healthy"
+
+
+async def test_the_cli_waits_for_a_connection_the_same_way_on_both_url_forms(
+    either_url: str,
+) -> None:
+    # `--redis` goes through from_url with the CLI's pool size and the default pool_timeout.
+    backend = await connect(argparse.Namespace(redis=either_url, prefix="aioresil"))
+    try:
+        pool = backend.client.connection_pool
+        assert isinstance(pool, aioredis.BlockingConnectionPool)
+        assert (pool.max_connections, pool.timeout) == (8, 5.0)
+    finally:
+        await backend.aclose()
 
 
 async def test_dlq_breakers_and_checkpoints_survive_a_sentinel_failover(

@@ -29,13 +29,14 @@ def test_a_full_url_names_every_part() -> None:
 @pytest.mark.parametrize(
     ("url", "sentinels", "service", "db"),
     [
-        ("redis+sentinel://h/mymaster", (("h", 26379),), "mymaster", 0),
-        ("REDIS+SENTINEL://h:1/m/", (("h", 1),), "m", 0),
+        ("redis+sentinel://h/mymaster", (("h", 26379),), "mymaster", None),
+        ("REDIS+SENTINEL://h:1/m/", (("h", 1),), "m", None),
+        ("redis+sentinel://h/m/0", (("h", 26379),), "m", 0),
         ("redis+sentinel://:pw@h1:2,h2:3/m/15", (("h1", 2), ("h2", 3)), "m", 15),
     ],
 )
 def test_short_forms(
-    url: str, sentinels: tuple[tuple[str, int], ...], service: str, db: int
+    url: str, sentinels: tuple[tuple[str, int], ...], service: str, db: int | None
 ) -> None:
     target = parse_sentinel_url(url)
     assert (target.sentinels, target.service_name, target.db) == (sentinels, service, db)
@@ -125,3 +126,66 @@ def test_wait_replicas_is_refused_on_a_cluster_client() -> None:
     cluster = RedisCluster(host="127.0.0.1", port=1)  # never connected: construction is lazy
     with pytest.raises(ValueError, match="wait_replicas is not supported on Redis Cluster"):
         RedisBackend(cluster, wait_replicas=1)
+
+
+PLAIN = "redis://127.0.0.1:1/0"
+SENTINEL = "redis+sentinel://127.0.0.1:1/m/0"
+
+
+@pytest.mark.parametrize("url", [PLAIN, SENTINEL])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_connections": 0}, "max_connections must be an int >= 1, got 0"),
+        ({"pool_timeout": 0}, "pool_timeout must be a finite number of seconds > 0, got 0"),
+        ({"pool_timeout": None}, "pool_timeout must be a finite number of seconds > 0, got None"),
+        ({"pool_timeout": float("inf")}, "pool_timeout must be a finite number"),
+        ({"timeout": 3}, "pass pool_timeout=, not timeout="),
+    ],
+)
+def test_pool_options_are_checked_the_same_on_both_url_forms(
+    url: str, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisBackend.from_url(url, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        (PLAIN, {"db": 3}),
+        (SENTINEL, {"db": 3}),
+        ("redis://u:pw@127.0.0.1:1/0", {"password": "other"}),
+        ("redis+sentinel://u:pw@127.0.0.1:1/m/0", {"password": "other"}),
+        ("redis://u:pw@127.0.0.1:1/0", {"username": "v"}),
+        ("redis+sentinel://u:pw@127.0.0.1:1/m/0", {"username": "v"}),
+    ],
+)
+def test_a_keyword_contradicting_the_url_is_an_error_on_both_url_forms(
+    url: str, options: dict[str, object]
+) -> None:
+    (name,) = options
+    with pytest.raises(ValueError, match=f"{name} is given both in the URL and as a keyword"):
+        RedisBackend.from_url(url, **options)  # type: ignore[arg-type]
+
+
+async def test_keywords_fill_what_the_url_leaves_out_on_both_url_forms() -> None:
+    # Like redis-py's from_url: db, username and password the URL does not name may be given
+    # as keywords (a password kept out of a URL that is logged, say); equal values are fine.
+    for url, db in (
+        ("redis://127.0.0.1:1", 3),
+        ("redis+sentinel://127.0.0.1:1/m", 3),
+        (PLAIN, 0),
+        (SENTINEL, 0),
+    ):
+        backend = RedisBackend.from_url(url, db=db, username="u", password="pw", listen=False)
+        try:
+            kwargs = backend.client.connection_pool.connection_kwargs
+            assert (kwargs["db"], kwargs["username"], kwargs["password"]) == (db, "u", "pw")
+        finally:
+            await backend.aclose()
+
+
+def test_ssl_on_a_plain_url_names_the_scheme_to_use() -> None:
+    with pytest.raises(ValueError, match="rediss://"):
+        RedisBackend.from_url(PLAIN, ssl=True)
