@@ -44,7 +44,7 @@ async def fill(dlq: DeadLetterQueue, n: int, spread_s: float) -> None:
             row = dict(templates[i % 5])
             row["fa"] = row["ff"] = f"{now_ms - (n - i) * step:013d}"
             rows.append(row)
-        await dlq.push_prepared(rows, batch=2000)
+        await dlq.push_prepared(rows)
 
 
 async def bench_push(backend: RedisBackend, smoke: bool) -> list[Result]:

@@ -66,3 +66,54 @@ end
 local function dlq_member_id(member)
   return string.sub(member, 15)
 end
+
+-- Store one entry with both indexes and its type's counter, after retention and the cap: the
+-- body of dlq_push.lua (one entry) and dlq_push_many.lua (a chunk of them). ek and tkey come
+-- from the caller's KEYS (the entry's hash and its type index); fields are the entry's other
+-- field/value pairs, after ty, tk and fa.
+--
+-- Returns {1, evicted_id...} when stored, {0} when the queue is full and overflow is "reject"
+-- (nothing stored), {2} when an entry with this id already exists (a spool replay of a push
+-- whose reply was lost: pushing is idempotent by id).
+local function dlq_store(id, ek, tkey, ty, tk, fa, max_entries, overflow, retention, fields)
+  if redis.call('EXISTS', ek) == 1 then
+    -- Rewrite one field with its own value: a write of this script's own, so a WAIT after it
+    -- (replicated acknowledgement) also covers the earlier push that stored the entry.
+    redis.call('HSET', ek, 'fa', redis.call('HGET', ek, 'fa'))
+    return {2}
+  end
+  -- Retention, bounded work per push (the rest goes on the next pushes or purge()).
+  if retention ~= '' then
+    local old = redis.call('ZRANGEBYLEX', Q_IDX, '-', retention, 'LIMIT', 0, 100)
+    for _, member in ipairs(old) do
+      if dlq_remove(dlq_member_id(member)) then
+        redis.call('INCR', Q_EXPIRED)
+      end
+    end
+  end
+  local reply = {1}
+  local size = redis.call('ZCARD', Q_IDX)
+  if size >= max_entries then
+    if overflow ~= 'evict_oldest' then
+      return {0}
+    end
+    while size >= max_entries do
+      local oldest = redis.call('ZRANGE', Q_IDX, 0, 0)[1]
+      local victim = dlq_member_id(oldest)
+      dlq_remove(victim)
+      redis.call('INCR', Q_EVICTED)
+      table.insert(reply, victim)
+      size = size - 1
+    end
+  end
+  local member = fa .. '|' .. id
+  local hash = {'ty', ty, 'tk', tk, 'fa', fa}
+  for _, v in ipairs(fields) do
+    table.insert(hash, v)
+  end
+  redis.call('HSET', ek, unpack(hash))
+  redis.call('ZADD', Q_IDX, 0, member)
+  redis.call('ZADD', tkey, 0, member)
+  redis.call('HINCRBY', Q_COUNTS, ty, 1)
+  return reply
+end

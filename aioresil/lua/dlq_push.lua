@@ -14,46 +14,11 @@
 --
 -- Why one script: the entry, both indexes and the per-type counter change together or not at
 -- all, so a crash or a concurrent reader never sees half an entry, and the cap cannot be
--- overshot by two pushers that both read "one slot left".
-local id, idx, ek = ARGV[1], Q_IDX, KEYS[8]
-if redis.call('EXISTS', ek) == 1 then
-  -- Rewrite one field with its own value: a write of this script's own, so a WAIT after it
-  -- (replicated acknowledgement) also covers the earlier push that stored the entry.
-  redis.call('HSET', ek, 'fa', redis.call('HGET', ek, 'fa'))
-  return {2}
-end
--- Retention, bounded work per push (the rest goes on the next pushes or purge()).
-if ARGV[7] ~= '' then
-  local old = redis.call('ZRANGEBYLEX', idx, '-', ARGV[7], 'LIMIT', 0, 100)
-  for _, member in ipairs(old) do
-    if dlq_remove(dlq_member_id(member)) then
-      redis.call('INCR', Q_EXPIRED)
-    end
-  end
-end
-local reply = {1}
-local max_entries = tonumber(ARGV[5])
-local size = redis.call('ZCARD', idx)
-if size >= max_entries then
-  if ARGV[6] ~= 'evict_oldest' then
-    return {0}
-  end
-  while size >= max_entries do
-    local oldest = redis.call('ZRANGE', idx, 0, 0)[1]
-    local victim = dlq_member_id(oldest)
-    dlq_remove(victim)
-    redis.call('INCR', Q_EVICTED)
-    table.insert(reply, victim)
-    size = size - 1
-  end
-end
-local member = ARGV[4] .. '|' .. id
-local fields = {'ty', ARGV[2], 'tk', ARGV[3], 'fa', ARGV[4]}
+-- overshot by two pushers that both read "one slot left". The work is dlq_lib's dlq_store,
+-- shared with dlq_push_many.
+local fields = {}
 for i = 8, #ARGV do
   table.insert(fields, ARGV[i])
 end
-redis.call('HSET', ek, unpack(fields))
-redis.call('ZADD', idx, 0, member)
-redis.call('ZADD', KEYS[9], 0, member)
-redis.call('HINCRBY', Q_COUNTS, ARGV[2], 1)
-return reply
+return dlq_store(ARGV[1], KEYS[8], KEYS[9], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]),
+  ARGV[6], ARGV[7], fields)

@@ -24,6 +24,16 @@ Time, decided once:
   :class:`~aioresil.testing.FakeClock` drives leases on Redis too. The memory storage uses the
   clock's ``monotonic()`` reading for leases.
 
+Bulk work, decided once: every Redis operation runs under the backend's one deadline
+(``operation_timeout``, 1 s by default), so no single operation does work that grows with the
+queue or with a caller's batch size. ``purge``, ``push_prepared`` and ``retry_all`` are loops
+of small chunks, each chunk one script call, atomic, with a deadline of its own; ``stats``
+reads counters and index ends only (O(log n)). Why not a longer deadline for bulk operations
+instead: a script blocks Redis for every other client (the breakers included) while it runs,
+and a deadline long enough for any size stops telling a dead Redis from a busy one. What a
+chunked operation cut short leaves is stated where it is defined: whole chunks, never half an
+entry, and running it again finishes the job.
+
 Example::
 
     dlq = DeadLetterQueue(backend, name="orders")
@@ -57,6 +67,7 @@ from ..backends.keys import encode_name
 from ..backends.memory import MemoryBackend
 from ..clock import Clock, SystemClock
 from ..exceptions import (
+    BackendError,
     BackendUnavailableError,
     DeadLetterQueueFullError,
     DeadLetterTooLargeError,
@@ -102,6 +113,12 @@ _log = structlog.get_logger("aioresil")
 _ID_RE = re.compile(r"^[0-9a-f]{12}-[0-9a-f]{16}$")
 _CURSOR_RE = re.compile(r"^\d{13}\|[0-9a-f]{12}-[0-9a-f]{16}$")
 _PURGE_BATCH = 500
+"""Entries one purge script deletes (about 3 ms on a loopback Redis, 13 ms on a loaded 2-core
+machine: a margin of 30x or more under the default 1 s ``operation_timeout``)."""
+_PUSH_CHUNK = 200
+"""Entries one push_prepared script stores, at most (about 5 ms on a loopback Redis)."""
+_PUSH_CHUNK_BYTES = 1 << 20
+"""Field bytes one push_prepared script carries, at most (one bigger entry goes alone)."""
 _DAY_MS = 86_400_000
 
 
@@ -392,29 +409,49 @@ class DeadLetterQueue:
             await self._flush_quietly()
         return entry_id
 
-    async def push_prepared(self, entries: Iterable[RawFields], *, batch: int = 1000) -> int:
+    async def push_prepared(self, entries: Iterable[RawFields], *, batch: int = _PUSH_CHUNK) -> int:
         """Store entries made by :meth:`prepare`, many per round trip; return how many.
 
-        For migrations, bulk loads and benchmarks. Each entry is still stored by its own
-        atomic push script (pipelined on Redis), with the cap and retention applied per entry;
-        a full queue (``overflow="reject"``) stops the load with
-        :class:`~aioresil.DeadLetterQueueFullError` after the entries before it. Nothing is spooled.
+        For migrations, bulk loads and benchmarks. Entries are stored in order, in chunks of
+        at most ``batch`` entries (and 1 MiB of fields), each chunk one atomic step (one script
+        on Redis: all of it is stored or none), with the cap and retention applied per entry
+        as :meth:`push` does. A full queue (``overflow="reject"``) stops the load with
+        :class:`~aioresil.DeadLetterQueueFullError` after the entries before it. Nothing is
+        spooled.
+
+        Cut short (a timeout, Redis gone), it raises the backend's error with a note: the
+        chunks before it are stored, the chunk in flight is stored entirely or not at all
+        (``await dlq.get(id)`` of the entry the note names tells which), the entries after it
+        were not pushed. Pushing the rest again stores none twice.
+
+        Args:
+            entries: rows from :meth:`prepare`.
+            batch: entries per round trip, at most 200 (larger values are cut to 200): each
+                round trip is one script call, which must stay far below the backend's
+                ``operation_timeout`` whatever the size of the load (a single call for a
+                100,000-entry batch timed out and marked the backend unavailable).
 
         Example::
 
             rows = [dlq.prepare("import", row, "legacy failure") for row in legacy_rows]
             await dlq.push_prepared(rows)
         """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+        size = min(batch, _PUSH_CHUNK)
         stored = 0
         chunk: list[tuple[str, RawFields]] = []
+        chunk_bytes = 0
         retention_bound = ""
         if self.retention is not None:
             retention_bound = "(" + pad(self._wall_ms() - int(self.retention * 1000))
         for fields in entries:
-            chunk.append((self._new_id(int(as_text(fields["fa"]))), fields))
-            if len(chunk) >= batch:
+            weight = sum(len(value) for value in fields.values())
+            if chunk and (len(chunk) >= size or chunk_bytes + weight > _PUSH_CHUNK_BYTES):
                 stored += await self._push_chunk(chunk, retention_bound, stored)
-                chunk = []
+                chunk, chunk_bytes = [], 0
+            chunk.append((self._new_id(int(as_text(fields["fa"]))), fields))
+            chunk_bytes += weight
         if chunk:
             stored += await self._push_chunk(chunk, retention_bound, stored)
         return stored
@@ -422,9 +459,17 @@ class DeadLetterQueue:
     async def _push_chunk(
         self, chunk: list[tuple[str, RawFields]], retention_bound: str, before: int
     ) -> int:
-        results = await self._storage.push_many(
-            chunk, self.max_entries, self.overflow, retention_bound
-        )
+        try:
+            results = await self._storage.push_many(
+                chunk, self.max_entries, self.overflow, retention_bound
+            )
+        except BackendError as exc:
+            exc.add_note(
+                f"push_prepared stored {before} entries before this chunk of {len(chunk)}; the "
+                f"chunk is stored entirely or not at all (dlq.get({chunk[0][0]!r}) tells "
+                "which); the entries after it were not pushed"
+            )
+            raise
         stored = 0
         for (entry_id, _), (status, evicted) in zip(chunk, results, strict=True):
             for victim in evicted:
@@ -786,7 +831,15 @@ class DeadLetterQueue:
         task_type: str | None = None,
         progress: Callable[[int], object] | None = None,
     ) -> int:
-        """Delete entries, in batches of 500 (each entry atomically); return how many.
+        """Delete entries, oldest first, in batches of 500; return how many.
+
+        Each batch is one atomic step (one script on Redis, a few ms) with a deadline of its
+        own, so a purge of any size never meets ``operation_timeout`` as a whole, and never
+        blocks Redis for long. Cut short after batch k (a timeout, Redis gone), it raises the
+        backend's error with a note of how many it removed: the oldest k * 500 matching
+        entries are gone (k + 1 batches if only the reply of the last one was lost), each
+        with its indexes and counters, every other entry is intact, and running the same
+        purge again removes the rest.
 
         Args:
             older_than: an age (seconds or ``timedelta``: entries that failed longer ago) or an
@@ -805,7 +858,15 @@ class DeadLetterQueue:
             upper = "(" + pad(self._wall_ms() - int(age * 1000))
         removed = 0
         while True:
-            batch = await self._storage.purge_batch(type_key, upper, _PURGE_BATCH)
+            try:
+                batch = await self._storage.purge_batch(type_key, upper, _PURGE_BATCH)
+            except BackendError as exc:
+                exc.add_note(
+                    f"purge removed {removed} entries (the oldest first) before this error, "
+                    f"and perhaps the {_PURGE_BATCH} at most in flight; every other entry is "
+                    "intact: run the same purge again to remove the rest"
+                )
+                raise
             removed += batch
             if progress is not None:
                 progress(removed)

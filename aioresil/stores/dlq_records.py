@@ -251,7 +251,9 @@ class DlqStorage(Protocol):
         overflow: str,
         retention_bound: str,
     ) -> list[tuple[int, list[str]]]:
-        """:meth:`push` for each item, in order, in as few round trips as possible."""
+        """:meth:`push` for each item, in order, as one atomic step (one script on Redis):
+        all stored, or none. Stops after the first rejection (status 0): later items are not
+        stored. The caller bounds the chunk (``DeadLetterQueue.push_prepared``)."""
         ...
 
     async def get(self, entry_id: str) -> RawFields | None: ...

@@ -102,26 +102,23 @@ class RedisDlqStorage:
         overflow: str,
         retention_bound: str,
     ) -> list[tuple[int, list[str]]]:
-        script = dlq_script("dlq_push")
-        client = self.backend.client
+        """One ``dlq_push_many`` script for the whole chunk: all of it is stored or none.
 
-        async def run() -> list[Any]:
-            await client.script_load(script.source)
-            pipe = client.pipeline(transaction=False)
-            for entry_id, fields in items:
-                args = _push_args(entry_id, fields, max_entries, overflow, retention_bound)
-                keys = [*self.queue_keys, self.entry_key(entry_id), self.type_key(fields["tk"])]
-                pipe.evalsha(script.sha, len(keys), *keys, *map(_wire, args))
-            return list(await pipe.execute())
-
-        replies = await self.backend.execute("dlq push_many", run)
-        results = [(int(r[0]), [_text(v) for v in r[1:]]) for r in replies]
-        for i, (status, _) in enumerate(results):
-            if status == 0:
-                # Later pushes of the batch were refused too (the queue stays full), unless an
-                # entry was removed meanwhile: report only up to the first rejection.
-                return results[: i + 1]
-        return results
+        The caller keeps ``items`` small (``push_prepared`` cuts its chunks): this is one
+        operation under ``operation_timeout``.
+        """
+        keys = list(self.queue_keys)
+        args: list[str | bytes | int] = [max_entries, overflow, retention_bound]
+        for entry_id, fields in items:
+            keys += [self.entry_key(entry_id), self.type_key(fields["tk"])]
+            rest = [(name, value) for name, value in fields.items() if name not in _HEAD]
+            args += [entry_id, fields["ty"], fields["tk"], fields["fa"], len(rest)]
+            for name, value in rest:
+                args += [name, value]
+        replies = await self.backend.run_script(
+            dlq_script("dlq_push_many"), keys, [*map(_wire, args)]
+        )
+        return [(int(r[0]), [_text(v) for v in r[1:]]) for r in replies]
 
     async def get(self, entry_id: str) -> RawFields | None:
         client = self.backend.client
@@ -208,6 +205,10 @@ class RedisDlqStorage:
         return int(await self._run("dlq_purge", [key], upper, batch))
 
 
+_HEAD = ("ty", "tk", "fa")
+"""The fields every push passes first, by position (the rest go as field/value pairs)."""
+
+
 def _push_args(
     entry_id: str, fields: RawFields, max_entries: int, overflow: str, retention_bound: str
 ) -> list[str | bytes | int]:
@@ -222,6 +223,6 @@ def _push_args(
         retention_bound,
     ]
     for name, value in fields.items():
-        if name not in ("ty", "tk", "fa"):
+        if name not in _HEAD:
             args += [name, value]
     return args

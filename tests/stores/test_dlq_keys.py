@@ -137,3 +137,20 @@ async def test_scripts_that_walk_an_index_build_only_entry_keys(
             assert missing == set()
             assert built, "these scripts find entries in an index"
         assert await dlq.count() == 0
+
+
+async def test_a_bulk_load_passes_every_key_of_its_chunk(redis_url: str, watched: Monitor) -> None:
+    # push_prepared stores a chunk per script: each entry's hash and type index are in KEYS.
+    async with RedisBackend.from_url(redis_url, listen=False) as backend:
+        dlq = DeadLetterQueue(backend, name="keys")
+        base = backend.key("dlq", "keys", "")
+        assert await dlq.push_prepared([dlq.prepare("warm", 0, "e")]) == 1  # script loaded
+        rows = [dlq.prepare(("mail", "sms")[i % 2], i, "e") for i in range(450)]
+
+        async def load() -> None:
+            assert await dlq.push_prepared(rows) == 450
+
+        calls = await run_watched(watched, load)
+        assert [len(keys) for keys, _ in calls] == [7 + 2 * 200, 7 + 2 * 200, 7 + 2 * 50]
+        assert touched_outside_keys(calls, base) == (set(), set())
+        assert await dlq.count() == 451
