@@ -35,7 +35,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -48,7 +48,7 @@ from .admin import Reply
 from .dlq import dlq_health
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Monotonic, breaker_rows, collect_snapshot, local_snapshot, render
-from .rows import circuits_json
+from .rows import circuits_json_parts
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -346,7 +346,7 @@ class HealthApp:
             "timestamp": _now(),
             **({"backends_unavailable": down} if down else {}),
             # pre-encoded: one format string per breaker instead of a dict and json.dumps
-            "circuit_breakers": RawJson(circuits_json(rows)),
+            "circuit_breakers": RawJson(circuits_json_parts(rows)),
             "summary": {
                 "total_breakers": len(rows),
                 "open_circuits": open_,
@@ -433,16 +433,17 @@ def _raw_path(scope: Scope, root: str) -> str:
 
 
 class RawJson:
-    """JSON text spliced into a body as it is (built by :func:`~.rows.circuits_json`)."""
+    """JSON text spliced into a body as it is (built by :func:`~.rows.circuits_json_parts`):
+    one string, or pieces that the body joins in the same copy as the rest of it."""
 
-    __slots__ = ("text",)
+    __slots__ = ("parts",)
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+    def __init__(self, text: str | Sequence[str]) -> None:
+        self.parts: Sequence[str] = (text,) if isinstance(text, str) else text
 
 
 def _encode(body: Any) -> bytes:
-    raw: list[str] = []
+    raw: list[RawJson] = []
     nonce = ""
 
     def default(value: Any) -> Any:
@@ -451,14 +452,25 @@ def _encode(body: Any) -> bytes:
             # a placeholder string, swapped for the fragment below; the random part keeps a
             # body string that happens to look like it from being swapped instead
             nonce = nonce or os.urandom(8).hex()
-            raw.append(value.text)
+            raw.append(value)
             return f"raw-{nonce}-{len(raw) - 1}"
         return str(value)
 
     text = json.dumps(body, separators=(",", ":"), default=default)
+    if not raw:
+        return text.encode()
+    # One join of the small body's pieces around the fragments: a fragment may be most of a
+    # large body, and each intermediate copy of it costs more than the rest of the request.
+    pieces: list[str] = []
+    rest = text
     for i, fragment in enumerate(raw):
-        text = text.replace(f'"raw-{nonce}-{i}"', fragment, 1)
-    return text.encode()
+        before, found, rest = rest.partition(f'"raw-{nonce}-{i}"')
+        if not found:  # pragma: no cover - json.dumps writes every placeholder, in order
+            raise AssertionError("a raw JSON placeholder went missing")
+        pieces.append(before)
+        pieces += fragment.parts
+    pieces.append(rest)
+    return "".join(pieces).encode()
 
 
 async def _send(
