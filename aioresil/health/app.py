@@ -42,13 +42,14 @@ from urllib.parse import unquote
 
 from .._version import __version__
 from ..core.states import CircuitState
+from ..exceptions import BackendError
 from ..web.admin import AdminApi
 from ..web.asgi import AdminToken, lifespan, send_response
 from .admin import Reply
 from .dlq import dlq_health
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .metrics import Monotonic, breaker_rows, collect_snapshot, local_snapshot, render
-from .rows import circuits_json_parts
+from .metrics import Monotonic, collect_snapshot, local_snapshot, render_lines
+from .rows import circuits_json, circuits_json_parts, row_from_stats
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -68,7 +69,8 @@ READY_TIMEOUT = 2.0
 _HEALTH_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
 _CACHEABLE = frozenset({"/health/circuit-breakers", "/health/dlq", "/metrics"})
-Rendered = tuple[int, bytes, bytes]
+Rendered = tuple[int, bytes, tuple[bytes, ...]]
+"""``(status, content type, body chunks)``: large bodies travel as several chunks."""
 
 
 def _now() -> str:
@@ -275,10 +277,9 @@ class HealthApp:
         snapshot = local_snapshot(
             registry=self.registry, dlq=self.dlq, backend=self._backend, why=why
         )
-        text = render(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
-        return Reply(
-            200, f"# aioresil: serving local values only: {self._safe_error_text(why)}\n{text}"
-        )
+        lines = render_lines(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
+        lines.insert(0, f"# aioresil: serving local values only: {self._safe_error_text(why)}")
+        return Reply(200, _Text(lines))
 
     # ------------------------------------------------------------------ routes
 
@@ -318,13 +319,12 @@ class HealthApp:
 
     async def _breakers(self) -> Reply:
         try:
-            rows = await breaker_rows(self.registry)
+            states, circuits = await _circuits(self.registry)
         except Exception as exc:
             return self._failure(exc)
         open_ = half_open = 0
         opened, forced, trial = CircuitState.OPEN, CircuitState.FORCED_OPEN, CircuitState.HALF_OPEN
-        for row in rows:
-            state = row.state  # identity tests: an Enum member's hash runs Python code
+        for state in states:  # identity tests: an Enum member's hash runs Python code
             if state is opened or state is forced:
                 open_ += 1
             elif state is trial:
@@ -346,12 +346,12 @@ class HealthApp:
             "timestamp": _now(),
             **({"backends_unavailable": down} if down else {}),
             # pre-encoded: one format string per breaker instead of a dict and json.dumps
-            "circuit_breakers": RawJson(circuits_json_parts(rows)),
+            "circuit_breakers": circuits,
             "summary": {
-                "total_breakers": len(rows),
+                "total_breakers": len(states),
                 "open_circuits": open_,
                 "half_open_circuits": half_open,
-                "closed_circuits": len(rows) - open_ - half_open,
+                "closed_circuits": len(states) - open_ - half_open,
                 "all_healthy": not (open_ or half_open),
             },
         }
@@ -379,12 +379,13 @@ class HealthApp:
             dlq_warning_threshold=self.dlq_warning_threshold,
             dlq_critical_threshold=self.dlq_critical_threshold,
             backend=self._backend,
+            rows=False,
         )
-        text = render(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
+        lines = render_lines(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
         if snapshot.error is not None:
             why = self._safe_error_text(snapshot.error)
-            text = f"# aioresil: serving local values only: {why}\n{text}"
-        return Reply(200, text)
+            lines.insert(0, f"# aioresil: serving local values only: {why}")
+        return Reply(200, _Text(lines))
 
     # ------------------------------------------------------------------ errors
 
@@ -408,6 +409,20 @@ class HealthApp:
 
 
 _ALLOW_GET = ((b"allow", b"GET, HEAD"),)
+
+
+async def _circuits(registry: BreakerRegistry | None) -> tuple[list[CircuitState], RawJson]:
+    """Every breaker's state and the ``circuit_breakers`` JSON: written straight from one
+    registry read (one round trip on Redis); when the backend cannot answer, from each
+    breaker's own policy (local fallback or error) the plain way."""
+    if registry is None:
+        return [], RawJson("{}")
+    try:
+        readings = await registry.readings()
+    except BackendError:
+        rows = [row_from_stats(stats) for stats in (await registry.stats()).values()]
+        return [row.state for row in rows], RawJson(circuits_json(rows))
+    return [rec.state for _, (rec, _, _) in readings], RawJson(circuits_json_parts(readings))
 
 
 def _secrets_of(backends: list[Any]) -> list[str]:
@@ -443,6 +458,11 @@ class RawJson:
 
 
 def _encode(body: Any) -> bytes:
+    """``body`` as compact JSON, :class:`RawJson` values spliced in as they are."""
+    return b"".join(_encode_chunks(body))
+
+
+def _encode_chunks(body: Any) -> tuple[bytes, ...]:
     raw: list[RawJson] = []
     nonce = ""
 
@@ -458,9 +478,10 @@ def _encode(body: Any) -> bytes:
 
     text = json.dumps(body, separators=(",", ":"), default=default)
     if not raw:
-        return text.encode()
-    # One join of the small body's pieces around the fragments: a fragment may be most of a
-    # large body, and each intermediate copy of it costs more than the rest of the request.
+        return (text.encode(),)
+    # The small body's pieces around the fragments, encoded a few hundred at a time: a
+    # fragment may be most of a large body, and copying it whole (once to join, once to
+    # encode) costs more than the rest of the request.
     pieces: list[str] = []
     rest = text
     for i, fragment in enumerate(raw):
@@ -470,13 +491,40 @@ def _encode(body: Any) -> bytes:
         pieces.append(before)
         pieces += fragment.parts
     pieces.append(rest)
-    return "".join(pieces).encode()
+    return _chunks(pieces, "")
+
+
+class _Text:
+    """A text body as lines (``/metrics``): encoded by :func:`_chunks`, never joined whole."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+
+CHUNK_PIECES = 256
+"""Pieces per body chunk (tens of KB: below the size from which the C allocator maps fresh
+pages for each buffer and unmaps them after)."""
+
+
+def _chunks(pieces: list[str], separator: str) -> tuple[bytes, ...]:
+    """``separator.join(pieces).encode()`` as several chunks."""
+    if len(pieces) <= CHUNK_PIECES:
+        return (separator.join(pieces).encode(),)
+    out = []
+    for start in range(0, len(pieces), CHUNK_PIECES):
+        part = pieces[start : start + CHUNK_PIECES]
+        if start + CHUNK_PIECES < len(pieces):
+            part.append("")  # the separator between this chunk and the next
+        out.append(separator.join(part).encode())
+    return tuple(out)
 
 
 async def _send(
     send: Send,
     status: int,
-    body: bytes,
+    body: bytes | tuple[bytes, ...],
     content_type: bytes,
     extra: tuple[tuple[bytes, bytes], ...],
     *,
@@ -486,10 +534,12 @@ async def _send(
 
 
 def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
-    """``(status, content type, body bytes)``: text bodies are metrics, dicts JSON."""
+    """``(status, content type, body chunks)``: text bodies are metrics, dicts JSON."""
     body = reply.body
+    if isinstance(body, _Text):
+        return reply.status, METRICS_TYPE.encode(), _chunks(body.lines, "\n")
     if isinstance(body, str):
-        return reply.status, METRICS_TYPE.encode(), body.encode()
+        return reply.status, METRICS_TYPE.encode(), (body.encode(),)
     content_type = JSON_TYPE
     if flavour is not None and isinstance(body, dict) and body.get("status") in _HEALTH_STATUS:
         body = {
@@ -499,7 +549,7 @@ def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
             "version": flavour[1],
         }
         content_type = HEALTH_JSON_TYPE
-    return reply.status, content_type, _encode(body)
+    return reply.status, content_type, _encode_chunks(body)
 
 
 async def _reply(send: Send, reply: Reply) -> None:

@@ -57,9 +57,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backends.base import BreakerBackend
 from ..breaker import BreakerStats
+from ..core import machine
 from ..core.states import CircuitState
 from ..exceptions import BackendError
-from .rows import BreakerRow, row_from_stats, rows_from_readings
+from .rows import BreakerRow, Readings, row_from_stats, rows_from_readings
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -83,6 +84,7 @@ __all__ = [
     "families",
     "local_snapshot",
     "render",
+    "render_lines",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -130,6 +132,16 @@ class MetricsSnapshot:
     """Breaker states from this process's local views, rendered when ``breakers`` is None."""
     error: str | None = None
     """``"Class: message"`` of the first read that failed (shown as a comment)."""
+    readings: Readings | None = field(default=None, repr=False, compare=False)
+    """The registry's readings, when collected with ``rows=False`` (``/metrics``): rendered
+    without a row per breaker, and ``breakers`` is then empty; :meth:`figures` gives rows
+    in both cases."""
+
+    def figures(self) -> tuple[BreakerFigures, ...] | None:
+        """Every breaker's figures: ``breakers``, or rows built from ``readings``."""
+        if self.readings is not None:
+            return tuple(rows_from_readings(self.readings))
+        return self.breakers
 
 
 class Monotonic:
@@ -266,11 +278,14 @@ async def collect_snapshot(
     dlq_warning_threshold: int = 10,
     dlq_critical_threshold: int = 50,
     backend: Any = None,
+    rows: bool = True,
 ) -> MetricsSnapshot:
     """Read every breaker (one round trip on Redis) and the DLQ statistics (one script).
 
     Never raises for a backend that cannot be read: that read's series are left out and
     ``sources``/``backends`` say so (``/metrics`` keeps serving what this process knows).
+    ``rows=False`` keeps the registry's readings instead of building a row per breaker
+    (``MetricsSnapshot.readings``; what :func:`render` writes fastest).
     """
     if now is None:
         # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
@@ -279,10 +294,18 @@ async def collect_snapshot(
     failed: list[Any] = []
     errors: list[str] = []
     breakers: tuple[BreakerFigures, ...] | None = ()
+    readings: Readings | None = None
     local: tuple[tuple[str, CircuitState], ...] = ()
     if registry is not None:
         try:
-            breakers = tuple(await breaker_rows(registry))
+            if rows:
+                breakers = tuple(await breaker_rows(registry))
+            else:
+                try:
+                    readings = await registry.readings()
+                except BackendError:  # each breaker's own policy answers
+                    by_name = await registry.stats()
+                    breakers = tuple(row_from_stats(one) for one in by_name.values())
             sources.append(("breakers", True))
         except Exception as exc:
             breakers = None
@@ -330,6 +353,7 @@ async def collect_snapshot(
         taken_at=now,
         local_states=local,
         error=errors[0] if errors else None,
+        readings=readings,
     )
 
 
@@ -455,7 +479,7 @@ def families(
     mono = monotonic if monotonic is not None else Monotonic()
     out: list[Family] = []
     if breakers:
-        out += _breaker_families(snapshot.breakers or (), mono, snapshot.local_states)
+        out += _breaker_families(snapshot.figures() or (), mono, snapshot.local_states)
     if calls is not None:
         out.append(calls.family())
     if snapshot.dlq is not None:
@@ -575,14 +599,14 @@ def _lines_of(name: str) -> _Lines:
     return made
 
 
-def _render_breakers(
-    breakers: tuple[BreakerFigures, ...],
-    mono: Monotonic,
-    local_states: tuple[tuple[str, CircuitState], ...] = (),
-) -> list[str]:
-    """The breaker families as text lines (a chunk may hold several), written directly:
-    with thousands of breakers this is most of ``/metrics``, and the generic
-    :class:`Family` path costs ~5x more. One pass over the breakers fills every family."""
+def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
+    """The breaker families as text lines (a piece may hold several), written straight from
+    the registry's readings: with thousands of breakers this is most of ``/metrics``, and the
+    generic :class:`Family` path over rows costs several times more. One pass over the
+    breakers fills every family; a breaker's label, state lines and config line are cached.
+
+    The figures are ``row_from_record``'s (``tests/face/health/test_metrics.py`` pins this
+    text to the generic path over rows)."""
     states: list[str] = []
     calls: list[str] = []
     rejected: list[str] = []
@@ -593,20 +617,14 @@ def _render_breakers(
     configs: list[str] = []
     group = mono.group
     cache = _LINES
-    for stats in breakers:
-        name = stats.name
+    for breaker, (rec, now, _) in readings:
+        name = breaker.name
         lines = cache.get(name) or _lines_of(name)
         label = lines.label
-        states.append(lines.state(stats.state))
+        state = rec.state
+        states.append(lines.states.get(state) or lines.state(state))
         ok, failed, ignored, refused, slowed = group(
-            ("breaker", name),
-            (
-                stats.success_count,
-                stats.failure_count,
-                stats.ignored_count,
-                stats.rejected_calls,
-                stats.slow_call_count,
-            ),
+            ("breaker", name), (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
         )
         calls.append(
             f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {ok}\n'
@@ -617,24 +635,24 @@ def _render_breakers(
             f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} {refused}'
         )
         slow.append(f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} {slowed}')
-        rate = stats.failure_rate
-        if rate is not None:
-            failure_rates.append(
-                f'aioresil_circuitbreaker_failure_rate_ratio{{name="{label}"}} {_number(rate)}'
-            )
-        rate = stats.slow_call_rate
-        if rate is not None:
-            slow_rates.append(
-                f'aioresil_circuitbreaker_slow_call_rate_ratio{{name="{label}"}} {_number(rate)}'
-            )
+        config = rec.config
+        if rec.window is not None:
+            rate = machine.failure_rate(rec, config, now)
+            if rate is not None:
+                failure_rates.append(
+                    f'aioresil_circuitbreaker_failure_rate_ratio{{name="{label}"}} {_number(rate)}'
+                )
+            rate = machine.slow_call_rate(rec, config, now)
+            if rate is not None:
+                slow_rates.append(
+                    f'aioresil_circuitbreaker_slow_call_rate_ratio{{name="{label}"}} '
+                    f"{_number(rate)}"
+                )
         consecutive.append(
             f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
-            f"{stats.consecutive_failures}"
+            f"{rec.consecutive_failures}"
         )
-        configs.append(lines.config_line(stats.config_fingerprint))
-    if not breakers:  # the backend could not be read: the states this process sees
-        for name, state in local_states:
-            states.append((cache.get(name) or _lines_of(name)).state(state))
+        configs.append(lines.config_line(config.fingerprint))
     out = _head(_STATE)
     out += states
     for spec, chunk in (
@@ -750,6 +768,23 @@ def render_families(all_families: Iterable[Family]) -> str:
     return "\n".join(out)
 
 
+def render_lines(
+    snapshot: MetricsSnapshot,
+    *,
+    monotonic: Monotonic | None = None,
+    calls: FamilySource | None = None,
+) -> list[str]:
+    """:func:`render`'s text as pieces to join with newlines (a piece may hold several
+    lines): the health app encodes them a chunk at a time instead of copying ~1 KB per
+    breaker into one string, then again into bytes."""
+    mono = monotonic if monotonic is not None else Monotonic()
+    if snapshot.readings is None:  # rows, or no breaker could be read: the generic path
+        return [render_families(families(snapshot, monotonic=mono, calls=calls))]
+    lines = _render_breakers(snapshot.readings, mono)
+    lines.append(render_families(families(snapshot, monotonic=mono, calls=calls, breakers=False)))
+    return lines
+
+
 def render(
     snapshot: MetricsSnapshot,
     *,
@@ -757,7 +792,4 @@ def render(
     calls: FamilySource | None = None,
 ) -> str:
     """The text exposition of ``snapshot`` (and of ``calls``, this process's histograms)."""
-    mono = monotonic if monotonic is not None else Monotonic()
-    lines = _render_breakers(snapshot.breakers or (), mono, snapshot.local_states)
-    lines.append(render_families(families(snapshot, monotonic=mono, calls=calls, breakers=False)))
-    return "\n".join(lines)  # one copy of a text that weighs ~1 KB per breaker
+    return "\n".join(render_lines(snapshot, monotonic=monotonic, calls=calls))

@@ -1,15 +1,20 @@
-"""Breaker rows for the operator endpoints: a thousand breakers per request, cheaply.
+"""Breaker figures for the operator endpoints: a thousand breakers per request, cheaply.
 
 Why not :class:`~aioresil.BreakerStats`: ``/health/circuit-breakers`` and ``/metrics`` read
 every breaker on every scrape. A frozen dataclass per breaker, then a dict per breaker, then
 ``json.dumps`` of those dicts cost several microseconds a breaker (issue 17 measured 8.7 ms for
-1,000). A :class:`~aioresil.breaker.BreakerRow` is a named tuple with the same fields (so code
-written against ``BreakerStats`` attributes reads it unchanged), computed by the function that
-computes ``BreakerStats`` (``row_from_record``), and :func:`circuits_json_parts` writes the JSON
-of many rows with one format string per row for what changes between requests and a cached
-fragment per breaker for what does not (its quoted name, recovery timeout and config), as
-pieces the health app joins with the rest of its body in one copy.
-``tests/face/test_operator_reads.py`` pins rows and JSON to ``stats_from_record`` and ``to_dict``.
+1,000). :func:`circuits_json_parts` writes the JSON straight from the registry's readings (the
+records the backend returned): one format string per breaker for what changes between
+requests, and a cached fragment per breaker for what does not (its quoted name, recovery
+timeout and config), as pieces the health app encodes with the rest of its body, a chunk at a
+time. A :class:`~aioresil.breaker.BreakerRow` (a named tuple with ``BreakerStats``' fields,
+computed by the function that computes ``BreakerStats``, ``row_from_record``) serves the
+other readers, and the fallback when the backend cannot answer.
+
+The figures are computed from a record in two places, then: ``row_from_record`` and
+:func:`circuits_json_parts`. ``tests/face/test_health_rows.py`` pins the JSON to
+``BreakerStats.to_dict()`` for breakers in every state on every backend, and
+``tests/face/health/test_golden_bodies.py`` pins the bodies byte for byte.
 """
 
 from __future__ import annotations
@@ -17,16 +22,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from ..breaker import BreakerRow, config_rules, row_from_record
+from ..breaker import BreakerRow, BreakerStats, config_rules, row_from_record
+from ..core import machine
 from ..core.config import BreakerConfig
 from ..core.states import CircuitState
 
 if TYPE_CHECKING:
     from ..backends.base import BreakerReading
-    from ..breaker import BreakerStats, CircuitBreaker
+    from ..breaker import CircuitBreaker
+
+Readings = Sequence[tuple["CircuitBreaker", "BreakerReading"]]
+"""What :meth:`~aioresil.BreakerRegistry.readings` returns: ``(breaker, (record, now,
+wall_offset))`` per breaker."""
 
 __all__ = [
     "BreakerRow",
@@ -77,6 +88,7 @@ def _float(value: float) -> str:
 
 
 _STATE_VALUES = {state: state.value for state in CircuitState}
+_OPEN = CircuitState.OPEN
 
 # name -> (config, recovery_timeout, '"<name>":{"name":"<name>","state":"',
 #          '"recovery_timeout":<t>,"config":{...}}'): what a row shares with the previous
@@ -96,56 +108,47 @@ def _fragments(
     return made
 
 
-def circuits_json_parts(rows: Sequence[BreakerRow]) -> list[str]:
-    """:func:`circuits_json` as pieces to join (the health app joins them with the rest of
-    its body: one copy of a body that weighs about 700 bytes per breaker, not three).
+def circuits_json_parts(readings: Readings) -> list[str]:
+    """``{"<name>": <BreakerStats.to_dict()>, ...}`` of the registry's readings as pieces of
+    JSON text to join, in reading order: no row, dict or dataclass per breaker.
 
-    Per breaker: one format string for what changes between requests, and a cached
-    fragment for what does not (the quoted name, the recovery timeout and the config)."""
+    The figures are those of ``row_from_record`` (see the module notes)."""
     parts = ["{"]
     add = parts.append
     cache = _FRAGMENTS
     states = _STATE_VALUES
     comma = ""
-    for (
-        name,
-        state,
-        failures,
-        successes,
-        ignored,
-        slow_calls,
-        total,
-        rejected,
-        consecutive,
-        threshold,
-        rate,
-        slow,
-        half_open,
-        opened,
-        retry,
-        recovery,
-        config,
-    ) in rows:
+    for breaker, (rec, now, offset) in readings:
+        name = breaker.name
+        config = rec.config
+        state = rec.state
+        recovery = config.recovery_timeout_for(rec.reopen_count)  # 0 and 1: the first timeout
         fragment = cache.get(name)
-        # type(): a recovery timeout of int 30 writes "30", of float 30.0 "30.0"
-        if (
-            fragment is None
-            or fragment[0] is not config
-            or fragment[1] != recovery
-            or type(recovery) is not float
-        ):
+        if fragment is None or fragment[0] is not config or fragment[1] != recovery:
             fragment = _fragments(name, config, recovery)
+        threshold = config.failure_threshold
+        if rec.window is None:
+            rates = '"failure_rate":null,"slow_call_rate":null,'
+        else:
+            rate = machine.failure_rate(rec, config, now)
+            slow = machine.slow_call_rate(rec, config, now)
+            rates = (
+                f'"failure_rate":{"null" if rate is None else _float(rate)},'
+                f'"slow_call_rate":{"null" if slow is None else _float(slow)},'
+            )
+        opened = rec.opened_at
+        successes, failures, ignored = rec.successes, rec.failures, rec.ignored
         add(
             f'{comma}{fragment[2]}{states[state]}","failure_count":{failures},'
             f'"success_count":{successes},"ignored_count":{ignored},'
-            f'"slow_call_count":{slow_calls},"total_calls":{total},'
-            f'"rejected_calls":{rejected},"consecutive_failures":{consecutive},'
-            f'"failure_threshold":{"null" if threshold is None else threshold},'
-            f'"failure_rate":{"null" if rate is None else _float(rate)},'
-            f'"slow_call_rate":{"null" if slow is None else _float(slow)},'
-            f'"half_open_calls":{half_open},'
-            f'"opened_at":{"null" if opened is None else _quoted(opened.isoformat())},'
-            f'"retry_after":{"null" if retry is None else _float(retry)},'
+            f'"slow_call_count":{rec.slow},"total_calls":{successes + failures + ignored},'
+            f'"rejected_calls":{rec.rejected},'
+            f'"consecutive_failures":{rec.consecutive_failures},'
+            f'"failure_threshold":{"null" if threshold is None else threshold},{rates}'
+            f'"half_open_calls":{len(rec.trials)},'
+            f'"opened_at":{"null" if opened is None else _opened(opened + offset)},'
+            f'"retry_after":'
+            f"{_float(max(rec.open_until - now, 0.0)) if state is _OPEN else 'null'},"
         )
         add(fragment[3])
         comma = ","
@@ -153,6 +156,12 @@ def circuits_json_parts(rows: Sequence[BreakerRow]) -> list[str]:
     return parts
 
 
+def _opened(wall: float) -> str:
+    return _quoted(datetime.fromtimestamp(wall, tz=UTC).isoformat())
+
+
 def circuits_json(rows: Sequence[BreakerRow]) -> str:
-    """``{"<name>": <BreakerStats.to_dict()>, ...}`` as JSON text, in row order."""
-    return "".join(circuits_json_parts(rows))
+    """``{"<name>": <BreakerStats.to_dict()>, ...}`` of ``rows`` as JSON text, in row order
+    (the plain way: a dict per row; the endpoints' fallback when the backend cannot answer)."""
+    body = {row.name: BreakerStats(**row._asdict()).to_dict() for row in rows}
+    return json.dumps(body, separators=(",", ":"))
