@@ -42,14 +42,13 @@ from urllib.parse import unquote
 
 from .._version import __version__
 from ..core.states import CircuitState
-from ..exceptions import BackendError
 from ..web.admin import AdminApi
 from ..web.asgi import AdminToken, lifespan, send_response
 from .admin import Reply
 from .dlq import dlq_health
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import Monotonic, collect_snapshot, local_snapshot, render_lines
-from .rows import circuits_json, circuits_json_parts, row_from_stats
+from .rows import circuits_json_parts
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -412,16 +411,12 @@ _ALLOW_GET = ((b"allow", b"GET, HEAD"),)
 
 
 async def _circuits(registry: BreakerRegistry | None) -> tuple[list[CircuitState], RawJson]:
-    """Every breaker's state and the ``circuit_breakers`` JSON: written straight from one
-    registry read (one round trip on Redis); when the backend cannot answer, from each
-    breaker's own policy (local fallback or error) the plain way."""
+    """Every breaker's state and the ``circuit_breakers`` JSON, written straight from one
+    registry read (one round trip on Redis; when the backend cannot answer, each breaker's
+    own policy answers: its local fallback or an error)."""
     if registry is None:
         return [], RawJson("{}")
-    try:
-        readings = await registry.readings()
-    except BackendError:
-        rows = [row_from_stats(stats) for stats in (await registry.stats()).values()]
-        return [row.state for row in rows], RawJson(circuits_json(rows))
+    readings = await registry.readings(fallback=True)
     return [rec.state for _, (rec, _, _) in readings], RawJson(circuits_json_parts(readings))
 
 

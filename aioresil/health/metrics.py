@@ -59,8 +59,7 @@ from ..backends.base import BreakerBackend
 from ..breaker import BreakerStats
 from ..core import machine
 from ..core.states import CircuitState
-from ..exceptions import BackendError
-from .rows import BreakerRow, Readings, row_from_stats, rows_from_readings
+from .rows import BreakerRow, Readings, rows_from_readings
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -133,9 +132,9 @@ class MetricsSnapshot:
     error: str | None = None
     """``"Class: message"`` of the first read that failed (shown as a comment)."""
     readings: Readings | None = field(default=None, repr=False, compare=False)
-    """The registry's readings, when collected with ``rows=False`` (``/metrics``): rendered
-    without a row per breaker, and ``breakers`` is then empty; :meth:`figures` gives rows
-    in both cases."""
+    """The registry's readings behind ``breakers`` (:func:`collect_snapshot` keeps them):
+    :func:`render` writes them without a row per breaker. Collected with ``rows=False``
+    (``/metrics``), ``breakers`` is empty and :meth:`figures` builds the rows."""
 
     def figures(self) -> tuple[BreakerFigures, ...] | None:
         """Every breaker's figures: ``breakers``, or rows built from ``readings``."""
@@ -186,10 +185,7 @@ async def breaker_rows(registry: BreakerRegistry | None) -> list[BreakerRow]:
     cannot answer, each breaker's own policy answers (local fallback or error)."""
     if registry is None:
         return []
-    try:
-        return rows_from_readings(await registry.readings())
-    except BackendError:
-        return [row_from_stats(stats) for stats in (await registry.stats()).values()]
+    return rows_from_readings(await registry.readings(fallback=True))
 
 
 async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
@@ -284,8 +280,9 @@ async def collect_snapshot(
 
     Never raises for a backend that cannot be read: that read's series are left out and
     ``sources``/``backends`` say so (``/metrics`` keeps serving what this process knows).
-    ``rows=False`` keeps the registry's readings instead of building a row per breaker
-    (``MetricsSnapshot.readings``; what :func:`render` writes fastest).
+    The registry's readings are kept too (``MetricsSnapshot.readings``, what :func:`render`
+    writes fastest); ``rows=False`` leaves ``breakers`` empty instead of building a row per
+    breaker (:meth:`MetricsSnapshot.figures` builds them when asked).
     """
     if now is None:
         # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
@@ -298,14 +295,9 @@ async def collect_snapshot(
     local: tuple[tuple[str, CircuitState], ...] = ()
     if registry is not None:
         try:
+            readings = await registry.readings(fallback=True)
             if rows:
-                breakers = tuple(await breaker_rows(registry))
-            else:
-                try:
-                    readings = await registry.readings()
-                except BackendError:  # each breaker's own policy answers
-                    by_name = await registry.stats()
-                    breakers = tuple(row_from_stats(one) for one in by_name.values())
+                breakers = tuple(rows_from_readings(readings))
             sources.append(("breakers", True))
         except Exception as exc:
             breakers = None
