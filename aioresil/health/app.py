@@ -246,6 +246,10 @@ class HealthApp:
                 try:
                     rendered = _render(await route(), flavour)
                     if self.cache_ttl:
+                        # joined once for every request the cache answers: one send each
+                        status, content_type, chunks = rendered
+                        if len(chunks) > 1:
+                            rendered = (status, content_type, (b"".join(chunks),))
                         self._cache[key] = (time.monotonic() + self.cache_ttl, rendered)
                     return rendered
                 finally:
