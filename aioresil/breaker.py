@@ -76,6 +76,7 @@ Ticket = int | tuple[int, int, float, "Ticket | None"]
 # Enum ``.value`` is a Python-level descriptor (slow in 3.11); health endpoints serialize
 # thousands of these, so look the plain strings up instead.
 _STATE_VALUES = {state: state.value for state in CircuitState}
+_new_row = tuple.__new__
 
 
 def config_rules(config: BreakerConfig) -> dict[str, Any]:
@@ -623,22 +624,28 @@ def row_from_record(
     state = rec.state
     opened = rec.opened_at
     window = rec.window
-    return BreakerRow(
-        name,
-        state,
-        rec.failures,
-        rec.successes,
-        rec.ignored,
-        rec.slow,
-        rec.successes + rec.failures + rec.ignored,
-        rec.rejected,
-        rec.consecutive_failures,
-        config.failure_threshold,
-        None if window is None else machine.failure_rate(rec, config, now),
-        None if window is None else machine.slow_call_rate(rec, config, now),
-        len(rec.trials),
-        None if opened is None else datetime.fromtimestamp(opened + wall_offset, tz=UTC),
-        max(rec.open_until - now, 0.0) if state is _OPEN else None,
-        config.recovery_timeout_for(max(rec.reopen_count, 1)),
-        config,
+    successes, failures, ignored = rec.successes, rec.failures, rec.ignored
+    # tuple.__new__ directly: the named tuple's own __new__ is a Python function, and the
+    # operator endpoints build a thousand rows per request.
+    return _new_row(
+        BreakerRow,
+        (
+            name,
+            state,
+            failures,
+            successes,
+            ignored,
+            rec.slow,
+            successes + failures + ignored,
+            rec.rejected,
+            rec.consecutive_failures,
+            config.failure_threshold,
+            None if window is None else machine.failure_rate(rec, config, now),
+            None if window is None else machine.slow_call_rate(rec, config, now),
+            len(rec.trials),
+            None if opened is None else datetime.fromtimestamp(opened + wall_offset, tz=UTC),
+            max(rec.open_until - now, 0.0) if state is _OPEN else None,
+            config.recovery_timeout_for(rec.reopen_count),  # 0 and 1 both: the first timeout
+            config,
+        ),
     )

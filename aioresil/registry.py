@@ -105,19 +105,29 @@ class BreakerRegistry:
     def __len__(self) -> int:
         return len(self._breakers)
 
-    async def readings(self) -> list[tuple[CircuitBreaker, BreakerReading]]:
+    async def readings(
+        self, *, fallback: bool = False
+    ) -> list[tuple[CircuitBreaker, BreakerReading]]:
         """``(breaker, (record, record_now, wall_offset))`` for every breaker, in creation
         order: one :meth:`~aioresil.backends.base.BreakerBackend.read_breakers` call (in memory
         a direct read, on Redis one round trip after flushing batched outcomes).
 
         The raw material of :meth:`stats` and of the operator endpoints, which render
         thousands of breakers without building a :class:`BreakerStats` each. Raises
-        :class:`~aioresil.BackendError` when the backend cannot answer.
+        :class:`~aioresil.BackendError` when the backend cannot answer; with ``fallback``,
+        each breaker then answers by its own policy instead (its local fallback record, or
+        the error of a ``fail_closed`` breaker).
         """
         breakers = list(self._breakers.values())
         if not breakers:
             return []
-        readings = await self.backend.read_breakers(self._handles, self._mono(), self._wall())
+        try:
+            readings = await self.backend.read_breakers(self._handles, self._mono(), self._wall())
+        except BackendError:
+            if not fallback:
+                raise
+            now, wall = self._mono(), self._wall()
+            readings = await asyncio.gather(*(b.handle.refresh(now, wall) for b in breakers))
         return list(zip(breakers, readings, strict=True))
 
     async def stats(self) -> dict[str, BreakerStats]:
@@ -126,15 +136,9 @@ class BreakerRegistry:
         One :meth:`readings` call for all of them. When the backend cannot answer, each
         breaker answers by its own policy (local fallback or error).
         """
-        try:
-            readings = await self.readings()
-        except BackendError:
-            breakers = list(self._breakers.values())
-            results = await asyncio.gather(*(b.stats() for b in breakers))
-            return {b.name: s for b, s in zip(breakers, results, strict=True)}
         return {
             b.name: stats_from_record(b.name, b.config, rec, rec_now, offset)
-            for b, (rec, rec_now, offset) in readings
+            for b, (rec, rec_now, offset) in await self.readings(fallback=True)
         }
 
     async def reset_all(self) -> None:

@@ -63,6 +63,22 @@ def version(package: str) -> str:
         return "not installed"
 
 
+def redis_server_version() -> str:
+    """``redis-server --version``'s ``v=`` field ("unknown" when it cannot be read)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    for field in out.split():
+        if field.startswith("v="):
+            return field[2:]
+    return "unknown"
+
+
 def environment() -> str:
     return (
         f"Python {platform.python_version()} ({sys.implementation.name}), "

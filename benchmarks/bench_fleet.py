@@ -15,7 +15,9 @@ What is measured, on a ``redis-server`` this module starts on a free loopback po
    ``Timeout(1.0, adaptive=AdaptiveTimeout(percentile=0.99, factor=2, floor=0.01,
    min_samples=50, sync_interval=0.25))`` on the Redis sketch. Reported: seconds spent
    waiting on black-holed calls (wasted), timeouts of calls the upstream did answer (false
-   timeouts: the failure rate the adaptive deadline adds), wall time.
+   timeouts: the failure rate the adaptive deadline adds), calls that answered after their
+   learnt deadline (``TimeoutStatistics.saved``: held for a witness instead of cut), wall
+   time. Run twice: a steady latency, and a jittered one (uniform within +-50 % of it).
 3. **Redrive throughput.** ``entries`` dead letters, drained by 1 and by 4 ``aioresil dlq worker``
    processes (``--concurrency 8``, a no-op handler, ``--exit-when-idle``): entries handled
    per second of wall time from starting the workers to the last one exiting (process start
@@ -25,6 +27,7 @@ What is measured, on a ``redis-server`` this module starts on a free loopback po
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import random
 import subprocess
@@ -36,7 +39,7 @@ from typing import Any
 from aioresil import AdaptiveTimeout, CallTimeoutError, DeadLetterQueue, Timeout
 from aioresil.backends.redis import RedisBackend
 
-from ._harness import markdown_table
+from ._harness import environment, markdown_table, redis_server_version, version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,10 +82,10 @@ async def amplification(url: str, calls: int, processes: int) -> list[list[str]]
     return rows
 
 
-async def _shifting_run(url: str, mode: str, calls: int) -> list[str]:
+async def _shifting_run(url: str, mode: str, calls: int, jitter: float) -> list[str]:
     from tests.shifting_upstream import ShiftingUpstream
 
-    upstream = await ShiftingUpstream(latency=0.01).start()
+    upstream = await ShiftingUpstream(latency=0.01, jitter=0.0).start()
     async with RedisBackend.from_url(url) as backend:
         adaptive = None
         if mode == "adaptive":
@@ -93,7 +96,7 @@ async def _shifting_run(url: str, mode: str, calls: int) -> list[str]:
                 min_samples=50,
                 sync_interval=0.25,
                 backend=backend,
-                name="bench-shifting",
+                name=f"bench-shifting-{jitter:g}",  # each run starts cold
             )
         guard = Timeout(1.0, name=mode, adaptive=adaptive)
         rng = random.Random(19)
@@ -106,7 +109,9 @@ async def _shifting_run(url: str, mode: str, calls: int) -> list[str]:
             nonlocal wasted, false_timeouts
             while pending:
                 i = pending.pop()
-                upstream.latency = 0.06 if calls // 3 <= i < 2 * calls // 3 else 0.01
+                base = 0.06 if calls // 3 <= i < 2 * calls // 3 else 0.01
+                upstream.latency = base * (1.0 - jitter / 2)
+                upstream.jitter = base * jitter  # uniform in base x (1 +- jitter / 2)
                 started = time.perf_counter()
                 try:
                     await guard.call(upstream.request, hang=plan[i])
@@ -123,17 +128,23 @@ async def _shifting_run(url: str, mode: str, calls: int) -> list[str]:
     hung = sum(plan)
     return [
         "Timeout(1.0)" if mode == "fixed" else "Timeout(1.0, adaptive=...)",
+        "none" if not jitter else f"+-{jitter / 2:.0%}",
         str(calls),
         str(hung),
         f"{wasted:.2f}",
         f"{wasted / max(hung, 1) * 1000:.0f}",
         f"{false_timeouts} ({false_timeouts / (calls - hung):.2%})",
+        str(guard.stats().saved),
         f"{wall:.2f}",
     ]
 
 
 async def wasted_waiting(url: str, calls: int) -> list[list[str]]:
-    return [await _shifting_run(url, mode, calls) for mode in ("fixed", "adaptive")]
+    return [
+        await _shifting_run(url, mode, calls, jitter)
+        for jitter in (0.0, 1.0)
+        for mode in ("fixed", "adaptive")
+    ]
 
 
 def _worker(url: str, queue: str) -> subprocess.Popen[bytes]:
@@ -204,6 +215,9 @@ async def main(smoke: bool) -> str:
         [
             "## Fleet: retry amplification, time wasted in timeouts, redrive throughput",
             "",
+            f"{datetime.date.today().isoformat()}, {environment()}, "
+            f"redis-py {version('redis')}, redis-server {redis_server_version()}.",
+            "",
             "Retry amplification under a full outage (`Retry(4)`, every attempt fails; "
             f"{'2' if smoke else '8'} processes on one Redis):",
             "",
@@ -215,11 +229,13 @@ async def main(smoke: bool) -> str:
             markdown_table(
                 [
                     "timeout",
+                    "latency jitter",
                     "calls",
                     "black-holed",
                     "s wasted",
                     "ms per black-holed call",
                     "false timeouts",
+                    "answered after the learnt deadline",
                     "wall s",
                 ],
                 waste,

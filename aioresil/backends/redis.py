@@ -47,10 +47,10 @@ from ..exceptions import (
 )
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .base import BreakerHandle, BreakerReading, StorageFactory
-from .breaker_schema import Field
+from .breaker_schema import READ_FIELDS, Field, read_script
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
-from .scripts import LuaScript, load_script
+from .scripts import LuaScript
 from .sentinel_url import check_sentinels, is_sentinel_url, parse_sentinel_url
 
 try:
@@ -72,10 +72,8 @@ _MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redi
 
 ScriptArg = str | int | float | bytes
 T = TypeVar("T")
+K = TypeVar("K", str, bytes)
 
-_F_STATE = Field.STATE.encode()
-_F_GENERATION = Field.GENERATION.encode()
-_F_OPEN_UNTIL = Field.OPEN_UNTIL.encode()
 
 DEFAULT_OPERATION_TIMEOUT = 1.0
 """Seconds any one aioresil operation may wait on Redis (see the module docstring)."""
@@ -123,25 +121,66 @@ def map_redis_error(exc: BaseException, what: str) -> BackendError:
     return BackendError(f"{what}: {name}: {exc}")
 
 
-def _raw_view(
-    handle: RedisBreakerHandle, state: dict[bytes, bytes], now_us: int
-) -> tuple[str, int, int]:
-    """``(state, generation, retry_after_us)`` for a local view; never raises.
+def _raw_view(handle: RedisBreakerHandle, fields: list[bytes], now_us: int) -> tuple[str, int, int]:
+    """``(state, generation, retry_after_us)`` for a local view from a ``breaker_read.lua``
+    row; never raises.
 
     An unreadable hash must not stop the listener or a recovery probe for every other
     breaker: it reads as "unknown, ask Redis" (generation 0, OPEN with the timeout elapsed),
     and the next script call resets it.
     """
-    if not state.get(_F_STATE):
+    state = fields[0]
+    if not state:
         return ("closed", 0, -1)
     try:
-        st = state[_F_STATE].decode()
+        st = state.decode()
         CircuitState(st)
-        retry = max(int(float(state.get(_F_OPEN_UNTIL, b"0"))) - now_us, 0) if st == "open" else -1
-        return (st, int(state[_F_GENERATION]), retry)
-    except (KeyError, ValueError, UnicodeDecodeError):
+        open_until = fields[_OPEN_UNTIL] or b"0"
+        retry = max(int(float(open_until)) - now_us, 0) if st == "open" else -1
+        if not fields[_GENERATION]:
+            raise ValueError("no generation")
+        return (st, int(fields[_GENERATION]), retry)
+    except (IndexError, ValueError, UnicodeDecodeError):
         _log.warning("circuit_state_unreadable", breaker=handle.name)
         return ("open", 0, 0)
+
+
+_Row = tuple[int, list[bytes], bytes | None, dict[bytes, bytes] | None]
+_GENERATION = READ_FIELDS.index(Field.GENERATION)
+_OPEN_UNTIL = READ_FIELDS.index(Field.OPEN_UNTIL)
+_ROW_LENGTH = len(READ_FIELDS)  # the fields but the config, then the live leases
+
+
+def _flag(handle: RedisBreakerHandle) -> str:
+    """``"1"`` when ``breaker_read.lua`` must read the handle's time-window buckets."""
+    return "1" if handle.config.window_duration is not None else "0"
+
+
+def _read_keys(handle: RedisBreakerHandle, keys: list[K]) -> list[K]:
+    """The handle's keys ``breaker_read.lua`` takes: its window hash only with a time window."""
+    return keys if handle.config.window_duration is not None else keys[:2]
+
+
+def _rows(handles: Sequence[RedisBreakerHandle], reply: list[Any]) -> list[_Row]:
+    """Split ``breaker_read.lua``'s reply for ``handles`` into rows (see its header)."""
+    now_us = int(reply[0])
+    count = len(handles)
+    windows = iter(reply[count + 1 :])
+    out: list[_Row] = []
+    add = out.append
+    for handle, item in zip(handles, reply[1 : count + 1], strict=True):
+        stored = None
+        if type(item) is list:
+            item, stored = item
+        fields = item.split(b" ")
+        if len(fields) != _ROW_LENGTH:  # a value holding a space: no hash aioresil wrote
+            fields = [b"?"] * _ROW_LENGTH
+        window = None
+        if handle.config.window_duration is not None:
+            flat = next(windows)
+            window = dict(zip(flat[::2], flat[1::2], strict=True))
+        add((now_us, fields, stored, window))
+    return out
 
 
 def _without_url(message: str, url: str) -> str:
@@ -776,21 +815,23 @@ class RedisBackend:
         """
         own = self._own(handles)
         for handle in own:
-            await handle.flush()
+            if handle.needs_flush:
+                await handle.flush()
         rows = await self._read_rows(own)
         clock = self.clock
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
         out: list[BreakerReading] = []
-        for handle, (now_us, state, live, window) in zip(own, rows, strict=True):
+        add = out.append
+        now_s = clock.monotonic() if clock is not None else 0.0
+        for handle, (now_us, fields, stored, window) in zip(own, rows, strict=True):
             try:
-                record = handle.record_from(state, int(live), window or None, now_us)
+                record = handle.record_from(fields, stored, window, now_us)
             except (KeyError, ValueError) as exc:
                 raise CorruptStateError(
                     f"breaker {handle.name!r}: stored state is unreadable ({exc!r}); "
                     "the next state change resets it"
                 ) from exc
-            now_s = clock.monotonic() if clock is not None else now_us / 1e6
-            out.append((record, now_s, wall_offset))
+            add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
         return out
 
     async def read_views(self, handles: Sequence[BreakerHandle]) -> list[tuple[str, int, int]]:
@@ -799,8 +840,8 @@ class RedisBackend:
         own = self._own(handles)
         rows = await self._read_rows(own)
         return [
-            _raw_view(handle, state, now_us)
-            for handle, (now_us, state, _, _) in zip(own, rows, strict=True)
+            _raw_view(handle, fields, now_us)
+            for handle, (now_us, fields, _, _) in zip(own, rows, strict=True)
         ]
 
     def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
@@ -813,49 +854,38 @@ class RedisBackend:
             own.append(mine)
         return own
 
-    async def _read_rows(
-        self, handles: Sequence[RedisBreakerHandle]
-    ) -> list[tuple[int, dict[bytes, bytes], Any, dict[bytes, bytes]]]:
+    async def _read_rows(self, handles: Sequence[RedisBreakerHandle]) -> list[_Row]:
+        """``(now_us, fields, stored config or None, window buckets or None)`` per handle,
+        from ``breaker_read.lua`` (see its header for the row format)."""
         if not handles:
             return []
-        script = load_script("breaker_read")
+        script = read_script()
         now_arg = "" if self.clock is None else str(round(self.clock.monotonic() * 1e6))
-
-        def timed(handle: RedisBreakerHandle) -> str:
-            return "1" if handle.config.window_duration is not None else "0"
-
-        encoded = self._encoded_keys
-
-        def unpack(reply: list[Any]) -> list[tuple[int, Any, Any, Any]]:
-            now_us = int(reply[0])
-            return [(now_us, *reply[1 + 3 * i : 4 + 3 * i]) for i in range((len(reply) - 1) // 3)]
-
         if self._cluster:
             # Breakers live in different slots: one concurrent call per breaker.
             replies = await asyncio.gather(
-                *(self.run_script(script, h.keys, [now_arg, timed(h)]) for h in handles)
+                *(
+                    self.run_script(
+                        script, _read_keys(h, h.keys), [now_arg, _flag(h), h.known_fingerprint]
+                    )
+                    for h in handles
+                )
             )
-            rows = [row for reply in replies for row in unpack(reply)]
-        else:
-            # Keys as bytes, encoded once per breaker: redis-py then passes them through
-            # instead of encoding 3,000 strings on every read of 1,000 breakers.
-            keys: list[bytes] = []
-            for h in handles:
-                mine = encoded.get(h.name)
-                if mine is None:
-                    mine = encoded[h.name] = [key.encode() for key in h.keys]
-                keys += mine
-            flags = "".join(map(timed, handles))
-            rows = unpack(await self.run_script(script, keys, [now_arg, flags]))
-        return [
-            (
-                now_us,
-                dict(zip(flat_state[::2], flat_state[1::2], strict=True)),
-                live,
-                dict(zip(flat_window[::2], flat_window[1::2], strict=True)),
-            )
-            for now_us, flat_state, live, flat_window in rows
-        ]
+            return [
+                row for h, reply in zip(handles, replies, strict=True) for row in _rows([h], reply)
+            ]
+        # Keys as bytes, encoded once per breaker: redis-py then passes them through
+        # instead of encoding thousands of strings on every read of 1,000 breakers.
+        encoded = self._encoded_keys
+        keys: list[bytes] = []
+        for h in handles:
+            mine = encoded.get(h.name)
+            if mine is None:
+                mine = encoded[h.name] = _read_keys(h, [key.encode() for key in h.keys])
+            keys += mine
+        flags = "".join(map(_flag, handles))
+        known = b"".join([h.known_fingerprint for h in handles])
+        return _rows(handles, await self.run_script(script, keys, [now_arg, flags, known]))
 
     def open_storage(self, factory: StorageFactory[T]) -> T:
         """Storage shared through this backend's scripts (one key space per store)."""

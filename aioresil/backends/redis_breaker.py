@@ -42,7 +42,7 @@ from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
 from .base import BreakerReading, TransitionCallback
-from .breaker_schema import Field, breaker_script
+from .breaker_schema import breaker_script
 from .keys import encode_name
 
 if TYPE_CHECKING:
@@ -104,9 +104,10 @@ EventSink = Callable[[BreakerEvent], None]
 
 _random = random.SystemRandom()
 
-_F_STATE = Field.STATE.encode()
-_F_OPENED_AT = Field.OPENED_AT.encode()
-_F_CONFIG = Field.CONFIG.encode()
+_STATES = {state.value.encode(): state for state in CircuitState}
+_NO_FINGERPRINT = b" " * 16
+"""What :attr:`RedisBreakerHandle.known_fingerprint` is before a config was decoded: no
+stored fingerprint equals it, so ``breaker_read.lua`` sends the config."""
 
 
 class _Reply(NamedTuple):
@@ -174,6 +175,9 @@ class RedisBreakerHandle:
         self._success_op = "record" if config.has_rate_rule else "success"
         self.hub: Any = None  # the breaker layer's per-circuit bookkeeping (see breaker.py)
         self._decoded: tuple[bytes, BreakerConfig] | None = None
+        self.known_fingerprint = _NO_FINGERPRINT
+        """The fingerprint of the stored config :meth:`record_from` decoded last (16 bytes):
+        ``breaker_read.lua`` leaves that config out of its rows."""
         # Unknown until the first reply: generation 0 (every reply is newer) and OPEN with an
         # elapsed timeout, so the first call asks Redis instead of trusting a guess.
         self.view = BreakerRecord(config)
@@ -497,6 +501,12 @@ class RedisBreakerHandle:
         except BackendError as error:
             _log.warning("circuit_rejection_flush_failed", breaker=self.name, error=str(error))
 
+    @property
+    def needs_flush(self) -> bool:
+        """Whether :meth:`flush` has anything to do or wait for (rejections aside): a read
+        of 1,000 breakers skips 1,000 coroutines that would return at once."""
+        return bool(self._buffer) or (self._flush_lock is not None and self._flush_lock.locked())
+
     async def flush(self, *, rejections: bool = False) -> None:
         """Send every buffered outcome, in order, one script call per generation run.
 
@@ -571,39 +581,82 @@ class RedisBreakerHandle:
         return config
 
     def record_from(
-        self, state: dict[bytes, bytes], trials: int, window: dict[bytes, bytes] | None, now_us: int
+        self,
+        fields: list[bytes],
+        stored: bytes | None,
+        window: dict[bytes, bytes] | None,
+        now_us: int,
     ) -> BreakerRecord:
-        """Build a :class:`BreakerRecord` from raw Redis data (times in seconds).
+        """Build a :class:`BreakerRecord` from one row of ``breaker_read.lua`` (times in
+        seconds): ``fields`` are the values of ``READ_FIELDS`` but the config, then the live
+        trial leases; ``stored`` the stored config when the script sent it (it leaves it out
+        when its fingerprint is :attr:`known_fingerprint`, decoded already).
 
         The record carries the config in force (stored with the breaker), not this handle's.
+        ``ValueError`` for a row that is not one (a hash no aioresil wrote).
         """
+        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, wc, wf, ws, fp, live) = fields
         config = self.config
-        stored = state.get(_F_CONFIG)
         if stored:
             config = self._config_in_force(stored)
+            self.known_fingerprint = fp if len(fp) == 16 else _NO_FINGERPRINT
+        elif stored is None and fp == self.known_fingerprint and self._decoded is not None:
+            config = self._decoded[1]
         rec = BreakerRecord(config)
+        try:
+            # Every number is written by breaker.lua as a decimal integer: int() reads it.
+            if st:
+                rec.state = _STATES[st]
+                rec.generation = int(g or b"1")
+            rec.consecutive_failures = int(cf or b"0")
+            rec.opened_at = float(oa) / 1e6 if oa else None
+            rec.open_until = float(ou or b"0") / 1e6
+            rec.reopen_count = int(ro or b"0")
+            rec.trial_successes = int(ts or b"0")
+            rec.successes, rec.failures = int(ns or b"0"), int(nf or b"0")
+            rec.ignored, rec.slow = int(ni or b"0"), int(nsl or b"0")
+            rec.rejected = int(nr or b"0") + self._pending_rejections
+            counts = int(wc or b"0"), int(wf or b"0"), int(ws or b"0")
+        except (KeyError, ValueError):
+            # Not the common form: read it as any number (what an older writer may have left),
+            # or raise for what is no number at all.
+            return self._record_leniently(config, fields, window)
+        rec.trials = dict.fromkeys(range(int(live)), math.inf) if live != b"0" else {}
+        if window is not None or rec.window is not None:
+            self._restore_window(rec, counts, window)
+        return rec
 
-        def get(field: str, default: float = 0) -> float:
-            raw = state.get(field.encode())
-            return float(raw) if raw not in (None, b"") else default
+    def _record_leniently(
+        self, config: BreakerConfig, fields: list[bytes], window: dict[bytes, bytes] | None
+    ) -> BreakerRecord:
+        """:meth:`record_from` for numbers written in any form ``float()`` reads."""
+        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, wc, wf, ws, _, live) = fields
 
-        if state.get(_F_STATE):
-            rec.state = CircuitState(state[_F_STATE].decode())
-            rec.generation = int(get(Field.GENERATION, 1))
-        rec.consecutive_failures = int(get(Field.CONSECUTIVE_FAILURES))
-        opened = state.get(_F_OPENED_AT)
-        rec.opened_at = float(opened) / 1e6 if opened else None
-        rec.open_until = get(Field.OPEN_UNTIL) / 1e6
-        rec.reopen_count = int(get(Field.REOPEN_COUNT))
-        rec.trial_successes = int(get(Field.TRIAL_SUCCESSES))
-        rec.trials = dict.fromkeys(range(trials), math.inf)
-        rec.successes, rec.failures = int(get(Field.SUCCESSES)), int(get(Field.FAILURES))
-        rec.ignored, rec.slow = int(get(Field.IGNORED)), int(get(Field.SLOW))
-        rec.rejected = int(get(Field.REJECTED)) + self._pending_rejections
+        def num(raw: bytes, default: float = 0) -> float:
+            return float(raw) if raw else default
+
+        rec = BreakerRecord(config)
+        if st:
+            rec.state = CircuitState(st.decode())
+            rec.generation = int(num(g, 1))
+        rec.consecutive_failures = int(num(cf))
+        rec.opened_at = float(oa) / 1e6 if oa else None
+        rec.open_until = num(ou) / 1e6
+        rec.reopen_count = int(num(ro))
+        rec.trial_successes = int(num(ts))
+        rec.trials = dict.fromkeys(range(int(live)), math.inf)
+        rec.successes, rec.failures = int(num(ns)), int(num(nf))
+        rec.ignored, rec.slow = int(num(ni)), int(num(nsl))
+        rec.rejected = int(num(nr)) + self._pending_rejections
+        self._restore_window(rec, (int(num(wc)), int(num(wf)), int(num(ws))), window)
+        return rec
+
+    @staticmethod
+    def _restore_window(
+        rec: BreakerRecord, counts: tuple[int, int, int], window: dict[bytes, bytes] | None
+    ) -> None:
         if isinstance(rec.window, CountWindow):
-            rec.window.calls = int(get(Field.WINDOW_CALLS))
-            rec.window.failures = int(get(Field.WINDOW_FAILURES))
-            rec.window.slow = int(get(Field.WINDOW_SLOW))
+            rec.window.calls, rec.window.failures, rec.window.slow = counts
         elif isinstance(rec.window, TimeWindow) and window:
             # Bucket indexes are floor(now_us / width_us) == floor(now_s / width_s): the same
             # numbers TimeWindow uses, so its expire() applies unchanged.
@@ -613,7 +666,6 @@ class RedisBreakerHandle:
                 rec.window.calls += calls
                 rec.window.failures += failures
                 rec.window.slow += slow
-        return rec
 
     # ------------------------------------------------------------------ backend failures
 

@@ -35,7 +35,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -47,8 +47,8 @@ from ..web.asgi import AdminToken, lifespan, send_response
 from .admin import Reply
 from .dlq import dlq_health
 from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .metrics import Monotonic, breaker_rows, collect_snapshot, local_snapshot, render
-from .rows import circuits_json
+from .metrics import Monotonic, collect_snapshot, local_snapshot, render_lines
+from .rows import circuits_json_parts
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -68,7 +68,8 @@ READY_TIMEOUT = 2.0
 _HEALTH_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
 _CACHEABLE = frozenset({"/health/circuit-breakers", "/health/dlq", "/metrics"})
-Rendered = tuple[int, bytes, bytes]
+Rendered = tuple[int, bytes, tuple[bytes, ...]]
+"""``(status, content type, body chunks)``: large bodies travel as several chunks."""
 
 
 def _now() -> str:
@@ -245,6 +246,10 @@ class HealthApp:
                 try:
                     rendered = _render(await route(), flavour)
                     if self.cache_ttl:
+                        # joined once for every request the cache answers: one send each
+                        status, content_type, chunks = rendered
+                        if len(chunks) > 1:
+                            rendered = (status, content_type, (b"".join(chunks),))
                         self._cache[key] = (time.monotonic() + self.cache_ttl, rendered)
                     return rendered
                 finally:
@@ -275,10 +280,9 @@ class HealthApp:
         snapshot = local_snapshot(
             registry=self.registry, dlq=self.dlq, backend=self._backend, why=why
         )
-        text = render(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
-        return Reply(
-            200, f"# aioresil: serving local values only: {self._safe_error_text(why)}\n{text}"
-        )
+        lines = render_lines(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
+        lines.insert(0, f"# aioresil: serving local values only: {self._safe_error_text(why)}")
+        return Reply(200, _Text(lines))
 
     # ------------------------------------------------------------------ routes
 
@@ -318,13 +322,12 @@ class HealthApp:
 
     async def _breakers(self) -> Reply:
         try:
-            rows = await breaker_rows(self.registry)
+            states, circuits = await _circuits(self.registry)
         except Exception as exc:
             return self._failure(exc)
         open_ = half_open = 0
         opened, forced, trial = CircuitState.OPEN, CircuitState.FORCED_OPEN, CircuitState.HALF_OPEN
-        for row in rows:
-            state = row.state  # identity tests: an Enum member's hash runs Python code
+        for state in states:  # identity tests: an Enum member's hash runs Python code
             if state is opened or state is forced:
                 open_ += 1
             elif state is trial:
@@ -346,12 +349,12 @@ class HealthApp:
             "timestamp": _now(),
             **({"backends_unavailable": down} if down else {}),
             # pre-encoded: one format string per breaker instead of a dict and json.dumps
-            "circuit_breakers": RawJson(circuits_json(rows)),
+            "circuit_breakers": circuits,
             "summary": {
-                "total_breakers": len(rows),
+                "total_breakers": len(states),
                 "open_circuits": open_,
                 "half_open_circuits": half_open,
-                "closed_circuits": len(rows) - open_ - half_open,
+                "closed_circuits": len(states) - open_ - half_open,
                 "all_healthy": not (open_ or half_open),
             },
         }
@@ -379,12 +382,13 @@ class HealthApp:
             dlq_warning_threshold=self.dlq_warning_threshold,
             dlq_critical_threshold=self.dlq_critical_threshold,
             backend=self._backend,
+            rows=False,
         )
-        text = render(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
+        lines = render_lines(snapshot, monotonic=self._monotonic, calls=self.call_metrics)
         if snapshot.error is not None:
             why = self._safe_error_text(snapshot.error)
-            text = f"# aioresil: serving local values only: {why}\n{text}"
-        return Reply(200, text)
+            lines.insert(0, f"# aioresil: serving local values only: {why}")
+        return Reply(200, _Text(lines))
 
     # ------------------------------------------------------------------ errors
 
@@ -410,6 +414,16 @@ class HealthApp:
 _ALLOW_GET = ((b"allow", b"GET, HEAD"),)
 
 
+async def _circuits(registry: BreakerRegistry | None) -> tuple[list[CircuitState], RawJson]:
+    """Every breaker's state and the ``circuit_breakers`` JSON, written straight from one
+    registry read (one round trip on Redis; when the backend cannot answer, each breaker's
+    own policy answers: its local fallback or an error)."""
+    if registry is None:
+        return [], RawJson("{}")
+    readings = await registry.readings(fallback=True)
+    return [rec.state for _, (rec, _, _) in readings], RawJson(circuits_json_parts(readings))
+
+
 def _secrets_of(backends: list[Any]) -> list[str]:
     """Passwords and user names of the backends' Redis connections (never shown)."""
     found: list[str] = []
@@ -433,16 +447,22 @@ def _raw_path(scope: Scope, root: str) -> str:
 
 
 class RawJson:
-    """JSON text spliced into a body as it is (built by :func:`~.rows.circuits_json`)."""
+    """JSON text spliced into a body as it is (built by :func:`~.rows.circuits_json_parts`):
+    one string, or pieces that the body joins in the same copy as the rest of it."""
 
-    __slots__ = ("text",)
+    __slots__ = ("parts",)
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+    def __init__(self, text: str | Sequence[str]) -> None:
+        self.parts: Sequence[str] = (text,) if isinstance(text, str) else text
 
 
 def _encode(body: Any) -> bytes:
-    raw: list[str] = []
+    """``body`` as compact JSON, :class:`RawJson` values spliced in as they are."""
+    return b"".join(_encode_chunks(body))
+
+
+def _encode_chunks(body: Any) -> tuple[bytes, ...]:
+    raw: list[RawJson] = []
     nonce = ""
 
     def default(value: Any) -> Any:
@@ -451,20 +471,59 @@ def _encode(body: Any) -> bytes:
             # a placeholder string, swapped for the fragment below; the random part keeps a
             # body string that happens to look like it from being swapped instead
             nonce = nonce or os.urandom(8).hex()
-            raw.append(value.text)
+            raw.append(value)
             return f"raw-{nonce}-{len(raw) - 1}"
         return str(value)
 
     text = json.dumps(body, separators=(",", ":"), default=default)
+    if not raw:
+        return (text.encode(),)
+    # The small body's pieces around the fragments, encoded a few hundred at a time: a
+    # fragment may be most of a large body, and copying it whole (once to join, once to
+    # encode) costs more than the rest of the request.
+    pieces: list[str] = []
+    rest = text
     for i, fragment in enumerate(raw):
-        text = text.replace(f'"raw-{nonce}-{i}"', fragment, 1)
-    return text.encode()
+        before, found, rest = rest.partition(f'"raw-{nonce}-{i}"')
+        if not found:  # pragma: no cover - json.dumps writes every placeholder, in order
+            raise AssertionError("a raw JSON placeholder went missing")
+        pieces.append(before)
+        pieces += fragment.parts
+    pieces.append(rest)
+    return _chunks(pieces, "")
+
+
+class _Text:
+    """A text body as lines (``/metrics``): encoded by :func:`_chunks`, never joined whole."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+
+CHUNK_PIECES = 256
+"""Pieces per body chunk (tens of KB: below the size from which the C allocator maps fresh
+pages for each buffer and unmaps them after)."""
+
+
+def _chunks(pieces: list[str], separator: str) -> tuple[bytes, ...]:
+    """``separator.join(pieces).encode()`` as several chunks."""
+    if len(pieces) <= CHUNK_PIECES:
+        return (separator.join(pieces).encode(),)
+    out = []
+    for start in range(0, len(pieces), CHUNK_PIECES):
+        part = pieces[start : start + CHUNK_PIECES]
+        if start + CHUNK_PIECES < len(pieces):
+            part.append("")  # the separator between this chunk and the next
+        out.append(separator.join(part).encode())
+    return tuple(out)
 
 
 async def _send(
     send: Send,
     status: int,
-    body: bytes,
+    body: bytes | tuple[bytes, ...],
     content_type: bytes,
     extra: tuple[tuple[bytes, bytes], ...],
     *,
@@ -474,10 +533,12 @@ async def _send(
 
 
 def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
-    """``(status, content type, body bytes)``: text bodies are metrics, dicts JSON."""
+    """``(status, content type, body chunks)``: text bodies are metrics, dicts JSON."""
     body = reply.body
+    if isinstance(body, _Text):
+        return reply.status, METRICS_TYPE.encode(), _chunks(body.lines, "\n")
     if isinstance(body, str):
-        return reply.status, METRICS_TYPE.encode(), body.encode()
+        return reply.status, METRICS_TYPE.encode(), (body.encode(),)
     content_type = JSON_TYPE
     if flavour is not None and isinstance(body, dict) and body.get("status") in _HEALTH_STATUS:
         body = {
@@ -487,7 +548,7 @@ def _render(reply: Reply, flavour: tuple[str, str] | None = None) -> Rendered:
             "version": flavour[1],
         }
         content_type = HEALTH_JSON_TYPE
-    return reply.status, content_type, _encode(body)
+    return reply.status, content_type, _encode_chunks(body)
 
 
 async def _reply(send: Send, reply: Reply) -> None:

@@ -57,9 +57,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backends.base import BreakerBackend
 from ..breaker import BreakerStats
+from ..core import machine
 from ..core.states import CircuitState
-from ..exceptions import BackendError
-from .rows import BreakerRow, row_from_stats, rows_from_readings
+from .rows import BreakerRow, Readings, rows_from_readings
 
 if TYPE_CHECKING:
     from ..registry import BreakerRegistry
@@ -83,6 +83,7 @@ __all__ = [
     "families",
     "local_snapshot",
     "render",
+    "render_lines",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -130,6 +131,16 @@ class MetricsSnapshot:
     """Breaker states from this process's local views, rendered when ``breakers`` is None."""
     error: str | None = None
     """``"Class: message"`` of the first read that failed (shown as a comment)."""
+    readings: Readings | None = field(default=None, repr=False, compare=False)
+    """The registry's readings behind ``breakers`` (:func:`collect_snapshot` keeps them):
+    :func:`render` writes them without a row per breaker. Collected with ``rows=False``
+    (``/metrics``), ``breakers`` is empty and :meth:`figures` builds the rows."""
+
+    def figures(self) -> tuple[BreakerFigures, ...] | None:
+        """Every breaker's figures: ``breakers``, or rows built from ``readings``."""
+        if self.readings is not None:
+            return tuple(rows_from_readings(self.readings))
+        return self.breakers
 
 
 class Monotonic:
@@ -174,10 +185,7 @@ async def breaker_rows(registry: BreakerRegistry | None) -> list[BreakerRow]:
     cannot answer, each breaker's own policy answers (local fallback or error)."""
     if registry is None:
         return []
-    try:
-        return rows_from_readings(await registry.readings())
-    except BackendError:
-        return [row_from_stats(stats) for stats in (await registry.stats()).values()]
+    return rows_from_readings(await registry.readings(fallback=True))
 
 
 async def breaker_stats(registry: BreakerRegistry) -> dict[str, BreakerStats]:
@@ -266,11 +274,15 @@ async def collect_snapshot(
     dlq_warning_threshold: int = 10,
     dlq_critical_threshold: int = 50,
     backend: Any = None,
+    rows: bool = True,
 ) -> MetricsSnapshot:
     """Read every breaker (one round trip on Redis) and the DLQ statistics (one script).
 
     Never raises for a backend that cannot be read: that read's series are left out and
     ``sources``/``backends`` say so (``/metrics`` keeps serving what this process knows).
+    The registry's readings are kept too (``MetricsSnapshot.readings``, what :func:`render`
+    writes fastest); ``rows=False`` leaves ``breakers`` empty instead of building a row per
+    breaker (:meth:`MetricsSnapshot.figures` builds them when asked).
     """
     if now is None:
         # the queue's own clock: its failed_at labels come from it (a FakeClock in tests)
@@ -279,10 +291,13 @@ async def collect_snapshot(
     failed: list[Any] = []
     errors: list[str] = []
     breakers: tuple[BreakerFigures, ...] | None = ()
+    readings: Readings | None = None
     local: tuple[tuple[str, CircuitState], ...] = ()
     if registry is not None:
         try:
-            breakers = tuple(await breaker_rows(registry))
+            readings = await registry.readings(fallback=True)
+            if rows:
+                breakers = tuple(rows_from_readings(readings))
             sources.append(("breakers", True))
         except Exception as exc:
             breakers = None
@@ -330,6 +345,7 @@ async def collect_snapshot(
         taken_at=now,
         local_states=local,
         error=errors[0] if errors else None,
+        readings=readings,
     )
 
 
@@ -455,7 +471,7 @@ def families(
     mono = monotonic if monotonic is not None else Monotonic()
     out: list[Family] = []
     if breakers:
-        out += _breaker_families(snapshot.breakers or (), mono, snapshot.local_states)
+        out += _breaker_families(snapshot.figures() or (), mono, snapshot.local_states)
     if calls is not None:
         out.append(calls.family())
     if snapshot.dlq is not None:
@@ -529,72 +545,120 @@ def _label(name: str) -> str:
     return escape_label(name)
 
 
-def _state_template(current: str) -> list[str]:
-    text = "\n".join(
-        f'aioresil_circuitbreaker_state{{name="\x00",state="{state}"}} '
-        f"{1 if state == current else 0}"
+def _state_lines(label: str, current: CircuitState) -> str:
+    return "\n".join(
+        f'aioresil_circuitbreaker_state{{name="{label}",state="{state}"}} '
+        f"{1 if state == current.value else 0}"
         for state in STATES
     )
-    return text.split("\x00")
 
 
-# Per current state, the breaker's state lines split around its label: one join each.
-_STATE_LINES = {state: _state_template(state.value) for state in CircuitState}
+class _Lines:
+    """What a breaker's lines share from one scrape to the next, written once: its escaped
+    label, its five state lines per state seen, its config line per fingerprint."""
 
+    __slots__ = ("config", "fingerprint", "label", "states")
 
-def _render_breakers(
-    breakers: tuple[BreakerFigures, ...],
-    mono: Monotonic,
-    local_states: tuple[tuple[str, CircuitState], ...] = (),
-) -> list[str]:
-    """The breaker families as text lines, written directly: with thousands of breakers
-    this is most of ``/metrics``, and the generic :class:`Family` path costs ~5x more."""
-    labels = [(stats, _label(stats.name)) for stats in breakers]
-    counts = [_counts(stats, mono) for stats in breakers]
-    lines = _head(_STATE)
-    add = lines.append
-    templates = _STATE_LINES
-    for stats, label in labels:
-        add(label.join(templates[stats.state]))
-    if not labels:  # the backend could not be read: the states this process sees
-        for name, state in local_states:
-            add(_label(name).join(templates[state]))
-    lines += _head(_CALLS)
-    for (_, label), row in zip(labels, counts, strict=True):
-        add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {row[0]}')
-        add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="failed"}} {row[1]}')
-        add(f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="ignored"}} {row[2]}')
-    lines += _head(_REJECTED)
-    for (_, label), row in zip(labels, counts, strict=True):
-        add(f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} {row[3]}')
-    lines += _head(_SLOW)
-    for (_, label), row in zip(labels, counts, strict=True):
-        add(f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} {row[4]}')
-    lines += _head(_FAILURE_RATE)
-    for stats, label in labels:
-        if stats.failure_rate is not None:
-            add(
-                f'aioresil_circuitbreaker_failure_rate_ratio{{name="{label}"}} '
-                f"{_number(stats.failure_rate)}"
+    def __init__(self, name: str) -> None:
+        self.label = _label(name)
+        self.states: dict[CircuitState, str] = {}
+        self.fingerprint: str | None = None
+        self.config = ""
+
+    def state(self, current: CircuitState) -> str:
+        text = self.states.get(current)
+        if text is None:
+            text = self.states[current] = _state_lines(self.label, current)
+        return text
+
+    def config_line(self, fingerprint: str | None) -> str:
+        if fingerprint != self.fingerprint or not self.config:
+            self.fingerprint = fingerprint
+            self.config = (
+                f'aioresil_circuitbreaker_config_info{{name="{self.label}",'
+                f'fingerprint="{fingerprint or ""}"}} 1'
             )
-    lines += _head(_SLOW_RATE)
-    for stats, label in labels:
-        if stats.slow_call_rate is not None:
-            add(
-                f'aioresil_circuitbreaker_slow_call_rate_ratio{{name="{label}"}} '
-                f"{_number(stats.slow_call_rate)}"
-            )
-    lines += _head(_CONSECUTIVE)
-    for stats, label in labels:
-        add(
-            f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
-            f"{stats.consecutive_failures}"
+        return self.config
+
+
+_LINES: dict[str, _Lines] = {}
+
+
+def _lines_of(name: str) -> _Lines:
+    if len(_LINES) > 65536:
+        _LINES.clear()
+    made = _LINES[name] = _Lines(name)
+    return made
+
+
+def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
+    """The breaker families as text lines (a piece may hold several), written straight from
+    the registry's readings: with thousands of breakers this is most of ``/metrics``, and the
+    generic :class:`Family` path over rows costs several times more. One pass over the
+    breakers fills every family; a breaker's label, state lines and config line are cached.
+
+    The figures are ``row_from_record``'s (``tests/face/health/test_metrics.py`` pins this
+    text to the generic path over rows)."""
+    states: list[str] = []
+    calls: list[str] = []
+    rejected: list[str] = []
+    slow: list[str] = []
+    failure_rates: list[str] = []
+    slow_rates: list[str] = []
+    consecutive: list[str] = []
+    configs: list[str] = []
+    group = mono.group
+    cache = _LINES
+    for breaker, (rec, now, _) in readings:
+        name = breaker.name
+        lines = cache.get(name) or _lines_of(name)
+        label = lines.label
+        state = rec.state
+        states.append(lines.states.get(state) or lines.state(state))
+        ok, failed, ignored, refused, slowed = group(
+            ("breaker", name), (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
         )
-    lines += _head(_CONFIG)
-    for stats, label in labels:
-        fingerprint = stats.config_fingerprint or ""
-        add(f'aioresil_circuitbreaker_config_info{{name="{label}",fingerprint="{fingerprint}"}} 1')
-    return lines
+        calls.append(
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {ok}\n'
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="failed"}} {failed}\n'
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="ignored"}} {ignored}'
+        )
+        rejected.append(
+            f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} {refused}'
+        )
+        slow.append(f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} {slowed}')
+        config = rec.config
+        if rec.window is not None:
+            rate = machine.failure_rate(rec, config, now)
+            if rate is not None:
+                failure_rates.append(
+                    f'aioresil_circuitbreaker_failure_rate_ratio{{name="{label}"}} {_number(rate)}'
+                )
+            rate = machine.slow_call_rate(rec, config, now)
+            if rate is not None:
+                slow_rates.append(
+                    f'aioresil_circuitbreaker_slow_call_rate_ratio{{name="{label}"}} '
+                    f"{_number(rate)}"
+                )
+        consecutive.append(
+            f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
+            f"{rec.consecutive_failures}"
+        )
+        configs.append(lines.config_line(config.fingerprint))
+    out = _head(_STATE)
+    out += states
+    for spec, chunk in (
+        (_CALLS, calls),
+        (_REJECTED, rejected),
+        (_SLOW, slow),
+        (_FAILURE_RATE, failure_rates),
+        (_SLOW_RATE, slow_rates),
+        (_CONSECUTIVE, consecutive),
+        (_CONFIG, configs),
+    ):
+        out += _head(spec)
+        out += chunk
+    return out
 
 
 def _dlq_families(dlq: DlqSnapshot, mono: Monotonic) -> list[Family]:
@@ -696,6 +760,23 @@ def render_families(all_families: Iterable[Family]) -> str:
     return "\n".join(out)
 
 
+def render_lines(
+    snapshot: MetricsSnapshot,
+    *,
+    monotonic: Monotonic | None = None,
+    calls: FamilySource | None = None,
+) -> list[str]:
+    """:func:`render`'s text as pieces to join with newlines (a piece may hold several
+    lines): the health app encodes them a chunk at a time instead of copying ~1 KB per
+    breaker into one string, then again into bytes."""
+    mono = monotonic if monotonic is not None else Monotonic()
+    if snapshot.readings is None:  # rows, or no breaker could be read: the generic path
+        return [render_families(families(snapshot, monotonic=mono, calls=calls))]
+    lines = _render_breakers(snapshot.readings, mono)
+    lines.append(render_families(families(snapshot, monotonic=mono, calls=calls, breakers=False)))
+    return lines
+
+
 def render(
     snapshot: MetricsSnapshot,
     *,
@@ -703,7 +784,4 @@ def render(
     calls: FamilySource | None = None,
 ) -> str:
     """The text exposition of ``snapshot`` (and of ``calls``, this process's histograms)."""
-    mono = monotonic if monotonic is not None else Monotonic()
-    lines = _render_breakers(snapshot.breakers or (), mono, snapshot.local_states)
-    rest = render_families(families(snapshot, monotonic=mono, calls=calls, breakers=False))
-    return "\n".join(lines) + "\n" + rest
+    return "\n".join(render_lines(snapshot, monotonic=monotonic, calls=calls))

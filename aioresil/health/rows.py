@@ -1,13 +1,20 @@
-"""Breaker rows for the operator endpoints: a thousand breakers per request, cheaply.
+"""Breaker figures for the operator endpoints: a thousand breakers per request, cheaply.
 
 Why not :class:`~aioresil.BreakerStats`: ``/health/circuit-breakers`` and ``/metrics`` read
 every breaker on every scrape. A frozen dataclass per breaker, then a dict per breaker, then
 ``json.dumps`` of those dicts cost several microseconds a breaker (issue 17 measured 8.7 ms for
-1,000). A :class:`~aioresil.breaker.BreakerRow` is a named tuple with the same fields (so code
-written against ``BreakerStats`` attributes reads it unchanged), computed by the function that
-computes ``BreakerStats`` (``row_from_record``), and :func:`circuits_json` writes the JSON of
-many rows with one format string per row and names escaped once per process.
-``tests/face/test_operator_reads.py`` pins rows and JSON to ``stats_from_record`` and ``to_dict``.
+1,000). :func:`circuits_json_parts` writes the JSON straight from the registry's readings (the
+records the backend returned): one format string per breaker for what changes between
+requests, and a cached fragment per breaker for what does not (its quoted name, recovery
+timeout and config), as pieces the health app encodes with the rest of its body, a chunk at a
+time. A :class:`~aioresil.breaker.BreakerRow` (a named tuple with ``BreakerStats``' fields,
+computed by the function that computes ``BreakerStats``, ``row_from_record``) serves the
+other readers, and the fallback when the backend cannot answer.
+
+The figures are computed from a record in two places, then: ``row_from_record`` and
+:func:`circuits_json_parts`. ``tests/face/test_health_rows.py`` pins the JSON to
+``BreakerStats.to_dict()`` for breakers in every state on every backend, and
+``tests/face/health/test_golden_bodies.py`` pins the bodies byte for byte.
 """
 
 from __future__ import annotations
@@ -15,21 +22,30 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from ..breaker import BreakerRow, config_rules, row_from_record
+from ..breaker import BreakerRow, BreakerStats, config_rules, row_from_record
+from ..core import machine
 from ..core.config import BreakerConfig
 from ..core.states import CircuitState
 
 if TYPE_CHECKING:
     from ..backends.base import BreakerReading
-    from ..breaker import BreakerStats, CircuitBreaker
+    from ..breaker import CircuitBreaker
 
-__all__ = ["BreakerRow", "circuits_json", "row_from_stats", "rows_from_readings"]
+Readings = Sequence[tuple["CircuitBreaker", "BreakerReading"]]
+"""What :meth:`~aioresil.BreakerRegistry.readings` returns: ``(breaker, (record, now,
+wall_offset))`` per breaker."""
 
-_STATE_VALUES = {state: state.value for state in CircuitState}
-
+__all__ = [
+    "BreakerRow",
+    "circuits_json",
+    "circuits_json_parts",
+    "row_from_stats",
+    "rows_from_readings",
+]
 
 _CONFIG_JSON: dict[int, tuple[BreakerConfig, str]] = {}
 
@@ -71,31 +87,81 @@ def _float(value: float) -> str:
     return json.dumps(value)  # Infinity / NaN, as json.dumps writes them
 
 
-def circuits_json(rows: Sequence[BreakerRow]) -> str:
-    """``{"<name>": <BreakerStats.to_dict()>, ...}`` as JSON text, in row order."""
-    parts: list[str] = []
+_STATE_VALUES = {state: state.value for state in CircuitState}
+_OPEN = CircuitState.OPEN
+
+# name -> (config, recovery_timeout, '"<name>":{"name":"<name>","state":"',
+#          '"recovery_timeout":<t>,"config":{...}}'): what a row shares with the previous
+# scrape's row of the same breaker, written once, not once per request.
+_FRAGMENTS: dict[str, tuple[BreakerConfig | None, float, str, str]] = {}
+
+
+def _fragments(
+    name: str, config: BreakerConfig | None, recovery: float
+) -> tuple[BreakerConfig | None, float, str, str]:
+    if len(_FRAGMENTS) > 65536:
+        _FRAGMENTS.clear()
+    quoted = _quoted(name)
+    head = f'{quoted}:{{"name":{quoted},"state":"'
+    tail = f'"recovery_timeout":{_float(recovery)},"config":{_config_json(config)}}}'
+    made = _FRAGMENTS[name] = (config, recovery, head, tail)
+    return made
+
+
+def circuits_json_parts(readings: Readings) -> list[str]:
+    """``{"<name>": <BreakerStats.to_dict()>, ...}`` of the registry's readings as pieces of
+    JSON text to join, in reading order: no row, dict or dataclass per breaker.
+
+    The figures are those of ``row_from_record`` (see the module notes)."""
+    parts = ["{"]
     add = parts.append
+    cache = _FRAGMENTS
     states = _STATE_VALUES
-    for row in rows:
-        name = _quoted(row.name)
-        threshold = row.failure_threshold
-        opened = row.opened_at
-        rate = row.failure_rate
-        slow = row.slow_call_rate
-        retry = row.retry_after
+    comma = ""
+    for breaker, (rec, now, offset) in readings:
+        name = breaker.name
+        config = rec.config
+        state = rec.state
+        recovery = config.recovery_timeout_for(rec.reopen_count)  # 0 and 1: the first timeout
+        fragment = cache.get(name)
+        if fragment is None or fragment[0] is not config or fragment[1] != recovery:
+            fragment = _fragments(name, config, recovery)
+        threshold = config.failure_threshold
+        if rec.window is None:
+            rates = '"failure_rate":null,"slow_call_rate":null,'
+        else:
+            rate = machine.failure_rate(rec, config, now)
+            slow = machine.slow_call_rate(rec, config, now)
+            rates = (
+                f'"failure_rate":{"null" if rate is None else _float(rate)},'
+                f'"slow_call_rate":{"null" if slow is None else _float(slow)},'
+            )
+        opened = rec.opened_at
+        successes, failures, ignored = rec.successes, rec.failures, rec.ignored
         add(
-            f'{name}:{{"name":{name},"state":"{states[row.state]}",'
-            f'"failure_count":{row.failure_count},"success_count":{row.success_count},'
-            f'"ignored_count":{row.ignored_count},"slow_call_count":{row.slow_call_count},'
-            f'"total_calls":{row.total_calls},"rejected_calls":{row.rejected_calls},'
-            f'"consecutive_failures":{row.consecutive_failures},'
-            f'"failure_threshold":{"null" if threshold is None else threshold},'
-            f'"failure_rate":{"null" if rate is None else _float(rate)},'
-            f'"slow_call_rate":{"null" if slow is None else _float(slow)},'
-            f'"half_open_calls":{row.half_open_calls},'
-            f'"opened_at":{"null" if opened is None else _quoted(opened.isoformat())},'
-            f'"retry_after":{"null" if retry is None else _float(retry)},'
-            f'"recovery_timeout":{_float(row.recovery_timeout)},'
-            f'"config":{_config_json(row.config)}}}'
+            f'{comma}{fragment[2]}{states[state]}","failure_count":{failures},'
+            f'"success_count":{successes},"ignored_count":{ignored},'
+            f'"slow_call_count":{rec.slow},"total_calls":{successes + failures + ignored},'
+            f'"rejected_calls":{rec.rejected},'
+            f'"consecutive_failures":{rec.consecutive_failures},'
+            f'"failure_threshold":{"null" if threshold is None else threshold},{rates}'
+            f'"half_open_calls":{len(rec.trials)},'
+            f'"opened_at":{"null" if opened is None else _opened(opened + offset)},'
+            f'"retry_after":'
+            f"{_float(max(rec.open_until - now, 0.0)) if state is _OPEN else 'null'},"
         )
-    return "{" + ",".join(parts) + "}"
+        add(fragment[3])
+        comma = ","
+    add("}")
+    return parts
+
+
+def _opened(wall: float) -> str:
+    return _quoted(datetime.fromtimestamp(wall, tz=UTC).isoformat())
+
+
+def circuits_json(rows: Sequence[BreakerRow]) -> str:
+    """``{"<name>": <BreakerStats.to_dict()>, ...}`` of ``rows`` as JSON text, in row order
+    (the plain way: a dict per row; the endpoints' fallback when the backend cannot answer)."""
+    body = {row.name: BreakerStats(**row._asdict()).to_dict() for row in rows}
+    return json.dumps(body, separators=(",", ":"))

@@ -26,12 +26,32 @@ How it learns, and how a fleet shares it:
   lasts), so it climbs back within a few syncs and the now slower successes teach the sketch
   the new latency; the boost then decays by ``factor`` per calm sync. Black holes below
   ``expand_above`` leave the deadline alone.
+
+A cut needs a witness when the traffic can give one. A deadline learnt from the past is wrong
+for a while after the upstream slows down, and a call cut then is a failure the fixed timeout
+would not have caused. So while other calls are in flight, a call's cut is *held* (its
+deadline moves to the ceiling) until a witness answers: a call that started after it, or any
+call answering once it has waited past its learnt deadline. The witness proves the upstream
+answers, and the held call's deadline becomes ``max(learnt deadline, factor x d)`` from its
+start (at once if that is past), where ``d`` is the slowest answer of the last one to two
+seconds, the witness's included, and a slower answer later raises it again (with jitter,
+the first answers after a latency step are the fast ones: they must not cut a slow but
+healthy call). A black-holed
+call among calls that answer is overtaken within one latency and cut at its learnt deadline
+as before; calls slowed down together answer slowly together, so none is cut and their
+durations teach the sketch the new latency. A witness has lived through any event-loop stall
+too. A lone call (nothing else in flight, or the rest answered before its learnt deadline
+and left it alone) has no witness to wait for: its learnt deadline cuts as before, and the
+shift rule above limits the damage. A failure or a cut is never a witness.
+``LatencySketch.saved`` counts the calls that answered after their learnt deadline: the
+failures a learnt deadline alone would have added.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +64,23 @@ from ..backends.scripts import load_script
 from ..clock import Clock, SystemClock
 from ..exceptions import AioresilError
 
-__all__ = ["BUCKETS", "AdaptiveTimeout", "LatencySketch", "SketchModel", "bucket_of", "upper_ms"]
+__all__ = [
+    "BUCKETS",
+    "AdaptiveTimeout",
+    "Flight",
+    "LatencySketch",
+    "SketchModel",
+    "bucket_of",
+    "upper_ms",
+]
 
 _log = structlog.get_logger("aioresil")
 
 BUCKETS = 96
 """Buckets of the sketch; the last one holds everything above ~4.6 hours."""
+
+_SLOWEST_PERIOD = 1.0
+"""Seconds per period of "the slowest recent answer" a witness vouches for (this and the last)."""
 
 _SHIFT_CALLS = 10
 """Calls a period needs before its share of cut calls is read as a latency shift."""
@@ -193,6 +224,23 @@ class _SketchFactory:
         return None, runner
 
 
+class Flight:
+    """One call in flight under an adaptive deadline (see "a cut needs a witness").
+
+    ``scope`` is anything with a settable ``deadline`` (an anyio ``CancelScope``)."""
+
+    __slots__ = ("done", "held", "limit", "queued", "scope", "seq", "started")
+
+    def __init__(self, seq: int, scope: Any, started: float, limit: float) -> None:
+        self.seq = seq
+        self.scope = scope
+        self.started = started
+        self.limit = limit
+        self.done = False
+        self.held = False  # the cut waits for a witness (deadline at the ceiling)
+        self.queued = False  # in the sketch's list of held calls
+
+
 class LatencySketch:
     """One process's view of a (possibly fleet-wide) latency sketch, and the deadline it gives.
 
@@ -227,6 +275,117 @@ class LatencySketch:
         self._period_timeouts = 0
         self.samples = 0
         self.syncs = 0
+        # Witnesses: calls in flight, the one alone (if so) and the held ones in start order.
+        self._seq = 0
+        self._live = 0
+        self._lone: Flight | None = None
+        self._held: deque[Flight] = deque()
+        self.saved = 0  # calls that answered after their learnt deadline (held, not cut)
+        self._slow_since = -math.inf  # the slowest answer of this period and the last one
+        self._slowest_now = 0.0
+        self._slowest_before = 0.0
+        self._reach = 0.0  # factor x that slowest answer, as last used
+        self._vouched: deque[Flight] = deque()  # calls a witness set the deadline of
+
+    # ------------------------------------------------------------------ witnesses
+
+    def begin(self, scope: Any, started: float, limit: float) -> Flight:
+        """A call starts: alone, its learnt deadline stands (``started + limit``); with company
+        in flight, its cut is held until a witness (see the module doc). Sets
+        ``scope.deadline`` either way."""
+        self._seq += 1
+        flight = Flight(self._seq, scope, started, limit)
+        self._live += 1
+        if self._live == 1:
+            self._lone = flight
+            scope.deadline = started + limit
+            return flight
+        lone = self._lone
+        if lone is not None:  # it was alone; the new call can witness it now
+            self._lone = None
+            self._hold(lone)
+        self._hold(flight)
+        return flight
+
+    def _hold(self, flight: Flight) -> None:
+        flight.held = True
+        flight.scope.deadline = flight.started + max(flight.limit, self.ceiling)
+        if not flight.queued:
+            flight.queued = True
+            self._held.append(flight)
+
+    def end(self, flight: Flight) -> None:
+        """The call is over without answering (failed, cut, cancelled): no witness; idempotent."""
+        if not flight.done:
+            flight.done = True
+            self._release(flight)
+
+    def succeeded(self, flight: Flight, seconds: float) -> None:
+        """The call answered after ``seconds``: a sample, and a witness for the held calls
+        that started before it or have waited past their learnt deadline."""
+        if flight.done:
+            return
+        flight.done = True
+        if seconds > flight.limit:
+            self.saved += 1
+        held = self._held
+        now = flight.started + seconds
+        if now - self._slow_since >= _SLOWEST_PERIOD:  # rotate: keep this and the last period
+            self._slowest_before = (
+                self._slowest_now if now - self._slow_since < 2 * _SLOWEST_PERIOD else 0.0
+            )
+            self._slowest_now = 0.0
+            self._slow_since = now
+        if seconds > self._slowest_now:
+            self._slowest_now = seconds
+        reach = max(self._slowest_now, self._slowest_before) * self.settings.factor
+        vouched = self._vouched
+        if reach > self._reach:
+            # A slower answer than any recent one: calls already vouched for get its reach too
+            # (the first answers after a latency step are the fast ones).
+            while vouched and vouched[0].done:
+                vouched.popleft()
+            for other in vouched:
+                if not other.done and other.scope.deadline < other.started + reach:
+                    other.scope.deadline = other.started + reach
+        self._reach = reach
+        while held:
+            other = held[0]
+            if other.done:
+                held.popleft()
+            elif other.seq < flight.seq or other.started + other.limit <= now:
+                # Overtaken by a later call, or still waiting after its learnt deadline while
+                # this one answered: the upstream answers.
+                held.popleft()
+                other.queued = other.held = False
+                other.scope.deadline = other.started + max(other.limit, reach)
+                vouched.append(other)
+            else:
+                break  # later calls within their deadline: the next answer will tell
+        self._release(flight)
+        self.observe(seconds)
+
+    def _release(self, flight: Flight) -> None:
+        self._live -= 1
+        if self._lone is flight:
+            self._lone = None
+        held = self._held
+        while held and held[0].done:  # bounded: flights started within the last ceiling
+            held.popleft()
+        vouched = self._vouched
+        while vouched and vouched[0].done:
+            vouched.popleft()
+        if self._live == 1 and held and held[0].held:
+            # Alone again with its cut held: no one left to witness it, so the learnt deadline
+            # stands again (a later call holds it anew).
+            last = held[0]
+            last.held = False
+            self._lone = last
+            last.scope.deadline = last.started + last.limit
+
+    def held_in_flight(self) -> int:
+        """Calls in flight whose cut is held now (waiting for a witness)."""
+        return sum(1 for flight in self._held if flight.held and not flight.done)
 
     # ------------------------------------------------------------------ recording
 

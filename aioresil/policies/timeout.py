@@ -24,7 +24,7 @@ import anyio
 
 from ..clock import Clock
 from ..exceptions import CallTimeoutError
-from .adaptive import AdaptiveTimeout, LatencySketch
+from .adaptive import AdaptiveTimeout, Flight, LatencySketch
 from .base import ContextStack, PolicyBase, Statistics, check_seconds, log
 from .events import CallTimedOut
 
@@ -39,7 +39,8 @@ class TimeoutStatistics(Statistics):
     """A timeout's counters: ``calls`` that started, how many of them ``timed_out``.
 
     ``deadline`` is the limit a call starting now gets (``seconds`` unless adaptive) and
-    ``samples`` the durations an adaptive timeout's sketch holds (0 otherwise).
+    ``samples`` the durations an adaptive timeout's sketch holds (0 otherwise); ``saved`` the
+    calls that answered after their learnt deadline because no witness allowed the cut.
     """
 
     name: str
@@ -48,6 +49,7 @@ class TimeoutStatistics(Statistics):
     timed_out: int
     deadline: float = 0.0
     samples: int = 0
+    saved: int = 0
 
 
 class Timeout(PolicyBase):
@@ -91,7 +93,7 @@ class Timeout(PolicyBase):
         # One Timeout serves many tasks and may nest in itself: each ``async with`` pushes its
         # scope (and its limit and start) on a per-context stack (a child task copies the
         # context, never pops a parent's).
-        self._scopes: ContextStack[tuple[anyio.CancelScope, float, float]] = ContextStack(
+        self._scopes: ContextStack[tuple[anyio.CancelScope, float, Flight | None]] = ContextStack(
             f"aioresil.timeout.{name}"
         )
         self._calls = 0
@@ -115,12 +117,18 @@ class Timeout(PolicyBase):
         await sketch.load()
         limit = sketch.deadline()
         started = anyio.current_time()
-        with anyio.move_on_after(limit):
-            result = await fn(*args, **kwargs)
-            sketch.observe(anyio.current_time() - started)
-            return result
+        scope = anyio.CancelScope()
+        flight = sketch.begin(scope, started, limit)  # sets the scope's deadline
+        try:
+            with scope:
+                result = await fn(*args, **kwargs)
+                sketch.succeeded(flight, anyio.current_time() - started)
+                return result
+        finally:
+            sketch.end(flight)
+        # Only reached when our own deadline (maybe held for a witness) cancelled the call.
         sketch.timed_out()
-        raise self._expired(limit)
+        raise self._expired(scope.deadline - started)
 
     async def __aenter__(self) -> Self:
         self._calls += 1
@@ -132,8 +140,9 @@ class Timeout(PolicyBase):
             limit = self.seconds
         now = anyio.current_time()
         scope = anyio.CancelScope(deadline=now + limit)
+        flight = None if sketch is None else sketch.begin(scope, now, limit)
         scope.__enter__()
-        self._scopes.push((scope, limit, now))
+        self._scopes.push((scope, now, flight))
         return self
 
     async def __aexit__(
@@ -142,13 +151,18 @@ class Timeout(PolicyBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        scope, limit, started = self._scopes.pop(self)
+        scope, started, flight = self._scopes.pop(self)
+        sketch = self._sketch
         if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
-            if self._sketch is not None:
-                self._sketch.timed_out()
-            raise self._expired(limit) from None
-        if exc_type is None and self._sketch is not None:
-            self._sketch.observe(anyio.current_time() - started)
+            if sketch is not None and flight is not None:
+                sketch.end(flight)
+                sketch.timed_out()
+            raise self._expired(scope.deadline - started) from None
+        if sketch is not None and flight is not None:
+            if exc_type is None:
+                sketch.succeeded(flight, anyio.current_time() - started)
+            else:
+                sketch.end(flight)
 
     def _expired(self, limit: float) -> CallTimeoutError:
         self._timed_out += 1
@@ -166,6 +180,7 @@ class Timeout(PolicyBase):
             timed_out=self._timed_out,
             deadline=self.deadline,
             samples=0 if sketch is None else sketch.samples,
+            saved=0 if sketch is None else sketch.saved,
         )
 
     def __repr__(self) -> str:

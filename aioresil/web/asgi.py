@@ -59,7 +59,7 @@ class BodyTooLarge(Exception):
 async def send_response(
     send: Send,
     status: int,
-    body: bytes,
+    body: bytes | Sequence[bytes],
     content_type: bytes | str,
     headers: Iterable[tuple[bytes, bytes]] = (),
     *,
@@ -67,17 +67,27 @@ async def send_response(
     cache: bytes = b"no-store",
 ) -> None:
     """One complete response. ``head``: the same headers (``content-length`` of the full
-    body) without the body, as ``HEAD`` requires."""
+    body) without the body, as ``HEAD`` requires.
+
+    ``body`` may be a sequence of chunks, sent as one ``http.response.body`` message each:
+    a large body (``/metrics`` of thousands of breakers) is then never copied into one
+    buffer, which costs more than writing it."""
     if isinstance(content_type, str):
         content_type = content_type.encode()
+    chunks: Sequence[bytes] = (body,) if isinstance(body, bytes) else body
     start = [
         (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
+        (b"content-length", str(sum(map(len, chunks))).encode()),
         (b"cache-control", cache),
         *headers,
     ]
     await send({"type": "http.response.start", "status": status, "headers": start})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    if head or len(chunks) < 2:
+        await send({"type": "http.response.body", "body": b"" if head or not chunks else chunks[0]})
+        return
+    for chunk in chunks[:-1]:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": chunks[-1]})
 
 
 def json_bytes(data: Any, *, compact: bool = True) -> bytes:

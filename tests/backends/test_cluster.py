@@ -277,3 +277,34 @@ async def test_checkpoint_store_lifecycle_runs_on_a_cluster(
             parts = ("index", "d:" + NAMES[4], "h:" + NAMES[4])
             slots = {key_slot(backend.key("ckpt", namespace, part).encode()) for part in parts}
             assert len(slots) == 1, namespace
+
+
+async def test_a_registry_of_breakers_in_many_slots_reads_as_on_one_node(
+    cluster_client: RedisCluster, clock: FakeClock
+) -> None:
+    """Operator reads call breaker_read.lua once per breaker on a cluster (2 keys, or 3 with a
+    time window, all in the breaker's slot); rows and the health JSON come out whole."""
+    from aioresil import BreakerRegistry
+    from aioresil.health.rows import circuits_json, circuits_json_parts, rows_from_readings
+
+    timed = BreakerConfig(
+        failure_rate_threshold=0.9,
+        window_duration=10.0,
+        minimum_calls=2,
+        on_backend_error="fail_closed",
+    )
+    async with RedisBackend(cluster_client, clock=clock, listen=False) as backend:
+        registry = BreakerRegistry(backend=backend, clock=clock)
+        for i, name in enumerate(NAMES):
+            breaker = registry.get(name, timed if i % 2 else LIFECYCLE)
+            async with breaker:
+                pass
+            with pytest.raises(Boom):
+                async with breaker:
+                    raise Boom
+        readings = await registry.readings()
+        rows = rows_from_readings(readings)
+        assert [r.name for r in rows] == NAMES
+        assert all((r.failure_count, r.success_count) == (1, 1) for r in rows)
+        assert [r.failure_rate for r in rows[1::2]] == [0.5] * (len(NAMES) // 2)
+        assert "".join(circuits_json_parts(readings)) == circuits_json(rows)

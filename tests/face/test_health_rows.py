@@ -1,8 +1,9 @@
 """The operator endpoints' fast path gives what ``BreakerStats`` gives (issue 17).
 
-``/health/circuit-breakers`` and ``/metrics`` render rows built straight from the backend's
-records (:mod:`aioresil.health.rows`); these tests pin them to ``stats_from_record`` and
-``BreakerStats.to_dict()`` for breakers in every state, on every backend.
+``/health/circuit-breakers`` and ``/metrics`` write their bodies straight from the backend's
+records (:mod:`aioresil.health.rows`); these tests pin that JSON and the rows to
+``stats_from_record`` and ``BreakerStats.to_dict()`` for breakers in every state, on every
+backend (``tests/face/health/test_golden_bodies.py`` pins the bodies byte for byte).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pytest
 from aioresil import BreakerConfig, BreakerRegistry, CircuitState
 from aioresil.health.app import RawJson, _encode
 from aioresil.health.metrics import breaker_rows
-from aioresil.health.rows import BreakerRow, circuits_json, row_from_stats
+from aioresil.health.rows import (
+    BreakerRow,
+    circuits_json,
+    circuits_json_parts,
+    row_from_stats,
+    rows_from_readings,
+)
 from aioresil.testing import FakeClock
 
 from ..helpers import fail, succeed
@@ -64,6 +71,17 @@ async def test_rows_and_json_equal_breaker_stats(backend: Any, clock: FakeClock)
     assert json.loads(circuits_json(rows)) == expected
     with_rates = [r for r in rows if r.failure_rate is not None]
     assert with_rates, "a breaker with a window reports its rate"
+
+
+async def test_json_from_readings_is_the_json_of_their_rows(backend: Any, clock: FakeClock) -> None:
+    """The endpoint's JSON, written from records, is byte for byte the plain ``json.dumps`` of
+    ``to_dict()`` of the rows (the figures are computed in both places)."""
+    registry = await mixed_registry(backend, clock)
+    clock.advance(0.5)  # retry_after and the time window move on
+    readings = await registry.readings()
+    fast = "".join(circuits_json_parts(readings))
+    assert fast == circuits_json(rows_from_readings(readings))
+    assert json.loads(fast) == {name: s.to_dict() for name, s in (await registry.stats()).items()}
 
 
 def test_circuits_json_writes_floats_as_json_does() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import anyio
 import pytest
 
 from aioresil import AdaptiveTimeout, CallTimeoutError, MemoryBackend, Timeout
@@ -157,3 +158,161 @@ async def test_a_new_process_starts_with_the_fleets_sketch(redis_url: str) -> No
     assert answer["before"] == 5.0  # nothing known before the first contact
     assert answer["samples"] == 40
     assert answer["after"] == pytest.approx(learnt)
+
+
+class _Scope:
+    """Stands in for an anyio CancelScope: the witness rules only set ``deadline``."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+
+def test_company_holds_the_cut_and_a_later_calls_answer_sets_it_from_its_duration() -> None:
+    sketch = LatencySketch(AdaptiveTimeout(factor=2.0), "w", 1.0)
+    a = sketch.begin(_Scope(0.0), 0.0, 0.02)
+    assert a.scope.deadline == 0.02  # alone: the learnt deadline stands
+    b = sketch.begin(_Scope(0.0), 0.001, 0.02)
+    assert a.scope.deadline == 1.0 and b.scope.deadline == 1.001  # held, up to the ceiling
+    assert sketch.held_in_flight() == 2
+    sketch.succeeded(b, 0.060)  # b started later and answered in 60 ms: slower, not gone
+    assert a.scope.deadline == pytest.approx(0.0 + 2.0 * 0.060)
+    sketch.succeeded(a, 0.062)
+    assert sketch.saved == 2  # both answered after their learnt 20 ms
+    c = sketch.begin(_Scope(0.0), 0.1, 0.02)
+    assert c.scope.deadline == pytest.approx(0.12)  # nothing else in flight: nothing to hold
+
+
+def test_a_fast_witness_cuts_a_hung_call_at_its_learnt_deadline_not_earlier() -> None:
+    sketch = LatencySketch(AdaptiveTimeout(factor=2.0), "w", 1.0)
+    hung = sketch.begin(_Scope(0.0), 0.0, 0.024)
+    fast = sketch.begin(_Scope(0.0), 0.002, 0.024)
+    sketch.succeeded(fast, 0.005)  # 2 x 5 ms is below the learnt 24 ms
+    assert hung.scope.deadline == pytest.approx(0.024)
+    assert sketch.saved == 0
+
+
+def test_an_earlier_call_witnesses_only_once_the_held_call_passed_its_learnt_deadline() -> None:
+    """At a latency step, calls sent before it answer fast just after a slow call started:
+    that proves nothing about the slow one. One answering after its deadline does."""
+    sketch = LatencySketch(AdaptiveTimeout(factor=2.0), "w", 1.0)
+    before = sketch.begin(_Scope(0.0), 0.0, 0.02)  # sent before the step (answers in 10 ms)
+    also_before = sketch.begin(_Scope(0.0), 0.001, 0.02)  # sent before the step, slow
+    slow = sketch.begin(_Scope(0.0), 0.005, 0.02)  # after the step: will take 60 ms
+    sketch.succeeded(before, 0.010)  # at 10 ms: before slow's learnt deadline (25 ms)
+    assert slow.scope.deadline == pytest.approx(1.005)  # still held
+    sketch.succeeded(also_before, 0.059)  # at 60 ms, past slow's 25 ms: a witness
+    assert slow.scope.deadline == pytest.approx(0.005 + 2 * 0.059)
+
+
+def test_failures_are_no_witnesses_and_a_call_left_alone_gets_its_deadline_back() -> None:
+    sketch = LatencySketch(AdaptiveTimeout(factor=2.0), "w", 1.0)
+    a = sketch.begin(_Scope(0.0), 0.0, 0.02)
+    b = sketch.begin(_Scope(0.0), 0.001, 0.02)
+    c = sketch.begin(_Scope(0.0), 0.002, 0.02)
+    sketch.end(b)  # b failed (or was cut): it proves nothing about a
+    assert a.scope.deadline == 1.0 and c.scope.deadline == 1.002
+    sketch.end(c)  # a is alone: no witness can come, so its learnt deadline stands again
+    assert a.scope.deadline == pytest.approx(0.02) and sketch.held_in_flight() == 0
+    d = sketch.begin(_Scope(0.0), 0.003, 0.02)  # company again: held anew
+    assert a.scope.deadline == 1.0 and d.scope.deadline == 1.003
+    sketch.end(a)
+    sketch.end(a)  # idempotent
+    sketch.end(d)
+    for i in range(1000):  # a stream of calls that all fail: the held list does not grow
+        e = sketch.begin(_Scope(0.0), 1.0 + i, 0.02)
+        f = sketch.begin(_Scope(0.0), 1.0 + i, 0.02)
+        sketch.end(e)
+        sketch.end(f)
+    assert sketch.held_in_flight() == 0 and sketch.saved == 0
+
+
+async def _concurrent(
+    guard: Timeout, upstream: ShiftingUpstream, calls: int, *, hang_every: int = 0, tasks: int = 10
+) -> tuple[int, int, list[float]]:
+    """``calls`` requests from ``tasks`` tasks: (answered calls cut, hung calls cut, the
+    seconds each hung call waited)."""
+    false_cuts = hung_cuts = 0
+    waited: list[float] = []
+    todo = list(range(calls))
+
+    async def worker() -> None:
+        nonlocal false_cuts, hung_cuts
+        while todo:
+            i = todo.pop()
+            hang = hang_every > 0 and i % hang_every == hang_every - 1
+            started = anyio.current_time()
+            try:
+                if hang:
+                    async with guard:
+                        await upstream.request(hang=True)
+                else:
+                    await guard.call(upstream.request)
+            except CallTimeoutError:
+                if hang:
+                    hung_cuts += 1
+                    waited.append(anyio.current_time() - started)
+                else:
+                    false_cuts += 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(tasks):
+            group.start_soon(worker)
+    return false_cuts, hung_cuts, waited
+
+
+async def test_a_latency_shift_under_concurrency_cuts_no_answered_call() -> None:
+    """The failure the fleet benchmark showed (answered calls cut at the 6x latency step
+    until the shift rule caught up): held cuts wait for a witness, so none is cut."""
+    upstream = await ShiftingUpstream(latency=0.005).start()
+    try:
+        guard = Timeout(
+            2.0,
+            name="witnessed",
+            adaptive=AdaptiveTimeout(percentile=0.99, factor=2.0, floor=0.001, min_samples=50),
+        )
+        false_cuts, _, _ = await _concurrent(guard, upstream, 100)
+        learnt = guard.deadline
+        assert false_cuts == 0 and learnt < 0.05  # learnt: well below the 2 s default
+        upstream.latency = 0.06  # 12x slower: far past the learnt deadline
+        false_cuts, hung_cuts, waited = await _concurrent(guard, upstream, 200, hang_every=20)
+        assert false_cuts == 0
+        assert hung_cuts == 10  # the black-holed requests are still cut ...
+        assert max(waited) < 1.0  # ... long before the 2 s a fixed timeout waits
+        assert guard.stats().saved > 0  # calls past their learnt deadline that answered
+        assert guard.deadline > 0.06  # the held calls' successes taught the sketch the shift
+    finally:
+        await upstream.stop()
+
+
+async def test_a_lone_caller_is_still_cut_at_the_learnt_deadline() -> None:
+    upstream = await ShiftingUpstream(latency=0.002).start()
+    try:
+        guard = Timeout(
+            2.0,
+            adaptive=AdaptiveTimeout(factor=2.0, floor=0.001, min_samples=20, sync_interval=0.01),
+        )
+        assert await _run(guard, upstream, 30) == 0
+        learnt = guard.deadline
+        assert learnt < 0.5
+        started = anyio.current_time()
+        with pytest.raises(CallTimeoutError):
+            await guard.call(upstream.request, hang=True)
+        assert anyio.current_time() - started < 1.0  # no witness to wait for: cut as learnt
+        assert learnt < 0.5 and guard.stats().saved == 0
+    finally:
+        await upstream.stop()
+
+
+def test_a_slower_answer_raises_what_a_fast_witness_allowed() -> None:
+    """With jitter, the first answers after a latency step are the fast ones: a later, slower
+    answer gives the calls already vouched for its reach."""
+    sketch = LatencySketch(AdaptiveTimeout(factor=2.0), "w", 1.0)
+    slow = sketch.begin(_Scope(0.0), 0.0, 0.02)  # will need 90 ms
+    fast = sketch.begin(_Scope(0.0), 0.001, 0.02)
+    medium = sketch.begin(_Scope(0.0), 0.002, 0.02)
+    sketch.succeeded(fast, 0.030)
+    assert slow.scope.deadline == pytest.approx(0.060)
+    sketch.succeeded(medium, 0.055)  # before slow's 60 ms: it now may wait 110 ms
+    assert slow.scope.deadline == pytest.approx(0.110)
+    sketch.succeeded(slow, 0.090)
+    assert sketch.saved == 3

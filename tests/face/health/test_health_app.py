@@ -566,10 +566,10 @@ class SlowRegistry:
         await self.release.wait()
         return await self.inner.stats()
 
-    async def readings(self) -> list[Any]:
+    async def readings(self, *, fallback: bool = False) -> list[Any]:
         self.reads += 1
         await self.release.wait()
-        return await self.inner.readings()
+        return await self.inner.readings(fallback=fallback)
 
 
 async def asgi_get(app: HealthApp, path: str) -> tuple[int, bytes]:

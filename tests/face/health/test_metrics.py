@@ -6,6 +6,7 @@ Debian ``prometheus`` package; CI installs it). On memory and on a real redis-se
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,23 @@ async def test_the_collector_reports_what_the_text_endpoint_reports(
         if name == "aioresil_dlq_oldest_age_seconds":
             continue  # read a moment apart
         assert mine == theirs_samples, name
+
+
+async def test_the_text_from_readings_is_the_generic_text_of_their_rows(
+    backend: Any, clock: FakeClock
+) -> None:
+    """``/metrics`` writes the breaker families straight from the registry's readings; the
+    generic :class:`~aioresil.health.metrics.Family` path over rows (what ``render`` does for
+    a snapshot of rows, and the collector) writes the same bytes."""
+    from aioresil.health.metrics import collect_snapshot, render
+
+    from .test_golden_bodies import fixed_registry
+
+    registry, trial = await fixed_registry(backend, clock)
+    fast = await collect_snapshot(registry=registry, rows=False)
+    both = await collect_snapshot(registry=registry)
+    assert fast.readings is not None and fast.breakers == ()
+    assert both.readings is not None and fast.figures() == both.breakers
+    plain = dataclasses.replace(both, readings=None)  # rows only: the generic path
+    assert render(fast) == render(both) == render(plain)
+    await trial.__aexit__(None, None, None)
