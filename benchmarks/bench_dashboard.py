@@ -4,7 +4,9 @@ The page polls ``/api/breakers`` and ``/api/dlq/stats`` every second per open ta
 cost is what matters. Each route is called directly as an ASGI app (no HTTP server, no
 client) and compared with a floor measured in the same run, interleaved: a trivial ASGI app
 answering ``{}`` through the same fake receive/send. On Redis a second floor is the bare
-round trip (``PING``) so the ratio shows how many round trips a route costs.
+round trip (``PING``): the note gives a route's time as the time of N ``PING``s, a cost in
+time, not a count of commands (``tests/face/test_operator_reads.py`` counts those with
+``MONITOR``: one or two per read).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ async def measure(
             best[name] = min(best[name], await best_of(caller(app, path), n, 1))
     results = []
     for name, _ in routes:
-        note = f"{best[name] / ping_us:.1f} Redis round trips" if ping is not None else ""
+        note = f"the time of {best[name] / ping_us:.1f} `PING`s" if ping is not None else ""
         if ping is not None and name.startswith("/ "):
             note = "no Redis access"
         results.append(Result(f"{label}: {name}", best[name], floor, note))
