@@ -29,20 +29,19 @@ How it learns, and how a fleet shares it:
 
 A cut needs a witness when the traffic can give one. A deadline learnt from the past is wrong
 for a while after the upstream slows down, and a call cut then is a failure the fixed timeout
-would not have caused. So while other calls are in flight, a call's cut is *held* (its
-deadline moves to the ceiling) until a witness answers: a call that started after it, or any
-call answering once it has waited past its learnt deadline. The witness proves the upstream
-answers, and the held call's deadline becomes ``max(learnt deadline, factor x d)`` from its
-start (at once if that is past), where ``d`` is the slowest answer of the last one to two
-seconds, the witness's included, and a slower answer later raises it again (with jitter,
-the first answers after a latency step are the fast ones: they must not cut a slow but
-healthy call). A black-holed
-call among calls that answer is overtaken within one latency and cut at its learnt deadline
-as before; calls slowed down together answer slowly together, so none is cut and their
-durations teach the sketch the new latency. A witness has lived through any event-loop stall
-too. A lone call (nothing else in flight, or the rest answered before its learnt deadline
-and left it alone) has no witness to wait for: its learnt deadline cuts as before, and the
-shift rule above limits the damage. A failure or a cut is never a witness.
+would not have caused. So while other calls are in flight, a call's cut is *held* (its deadline
+moves to the ceiling) until a witness answers: a call that started after it, or any call
+answering once it has waited past its learnt deadline. The witness proves the upstream answers,
+and the held call's deadline becomes ``max(learnt deadline, factor x d)`` from its start, never
+past the ceiling (at once if that is past), where ``d`` is the slowest answer of the last one
+to two seconds, the witness's included, and a slower answer later raises it again (with jitter,
+the first answers after a latency step are the fast ones: they must not cut a slow but healthy
+call). A black-holed call among calls that answer is overtaken within one latency and cut at
+its learnt deadline as before; calls slowed down together answer slowly together, so none is
+cut and their durations teach the sketch the new latency. A witness has lived through any
+event-loop stall too. A lone call (nothing else in flight, or the rest answered before its
+learnt deadline and left it alone) has no witness to wait for: its learnt deadline cuts as
+before, and the shift rule above limits the damage. A failure or a cut is never a witness.
 ``LatencySketch.saved`` counts the calls that answered after their learnt deadline: the
 failures a learnt deadline alone would have added.
 """
@@ -338,7 +337,10 @@ class LatencySketch:
             self._slow_since = now
         if seconds > self._slowest_now:
             self._slowest_now = seconds
-        reach = max(self._slowest_now, self._slowest_before) * self.settings.factor
+        # Never past the ceiling: a held call waits no longer than it would without a witness.
+        reach = min(
+            max(self._slowest_now, self._slowest_before) * self.settings.factor, self.ceiling
+        )
         vouched = self._vouched
         if reach > self._reach:
             # A slower answer than any recent one: calls already vouched for get its reach too

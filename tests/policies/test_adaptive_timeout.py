@@ -316,3 +316,35 @@ def test_a_slower_answer_raises_what_a_fast_witness_allowed() -> None:
     assert slow.scope.deadline == pytest.approx(0.110)
     sketch.succeeded(slow, 0.090)
     assert sketch.saved == 3
+
+
+def test_a_witness_never_moves_a_deadline_past_the_ceiling() -> None:
+    """A slow answer within the ceiling times ``factor`` is past it: the held calls it vouches
+    for still wait no longer than the ceiling (``Timeout(1.0)`` never waits 1.8 s)."""
+    sketch = LatencySketch(AdaptiveTimeout(factor=2.0), "w", 1.0)
+    a = sketch.begin(_Scope(0.0), 0.0, 0.1)
+    b = sketch.begin(_Scope(0.0), 0.0, 0.1)
+    c = sketch.begin(_Scope(0.0), 0.01, 0.1)
+    sketch.succeeded(c, 0.5)  # a witness for a and b: 2 x 0.5 s reaches the ceiling
+    assert a.scope.deadline == pytest.approx(1.0) and b.scope.deadline == pytest.approx(1.0)
+    sketch.succeeded(a, 0.9)  # slower still: the vouched call is raised, but not past it
+    assert b.scope.deadline == pytest.approx(1.0)
+
+
+async def test_a_scope_that_refuses_to_exit_still_ends_the_calls_flight() -> None:
+    """Leaving a Timeout while an inner cancel scope is still open is a misuse anyio refuses;
+    the sketch must not keep counting that call in flight (a lone caller would then be held
+    to the ceiling forever, and the queue of vouched calls would never drain)."""
+    timeout = Timeout(1.0, adaptive=AdaptiveTimeout(min_samples=1), name="misused")
+    sketch = timeout._sketch
+    assert sketch is not None
+    await timeout.__aenter__()
+    inner = anyio.CancelScope()
+    inner.__enter__()
+    assert sketch._live == 1
+    try:
+        with pytest.raises(RuntimeError, match="cancel scope"):
+            await timeout.__aexit__(None, None, None)  # the inner scope is still open
+    finally:
+        inner.__exit__(None, None, None)
+    assert sketch._live == 0
