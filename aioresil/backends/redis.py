@@ -6,7 +6,9 @@ connections are all busy, so a burst of 200 tasks loses calls. We build a
 and then gets our own :class:`~aioresil.exceptions.PoolTimeoutError`.
 
 Every state change is one ``EVALSHA`` (see :meth:`RedisBackend.run_script`); nothing in aioresil
-reads a value, decides in Python, and writes it back in a second round trip.
+reads a value, decides in Python, and writes it back in a second round trip. On a plain client
+that ``EVALSHA`` is packed by us and sent on a pooled connection (:mod:`~aioresil.backends.wire`):
+on a strict breaker's path redis-py's command machinery cost more than our rules.
 
 Why a deadline of our own (``operation_timeout``, 1 s by default) on every operation: a client
 built without ``socket_timeout`` (redis-py's default) waits forever on a black-holed host, and
@@ -55,6 +57,7 @@ from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript
 from .sentinel_url import check_sentinels, is_sentinel_url, parse_sentinel_url
+from .wire import DirectScripts
 
 try:
     import redis.asyncio as aioredis
@@ -381,6 +384,7 @@ class RedisBackend:
         self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
         self._replies = 0  # operations answered so far (see execute: contention vs. outage)
         self._deadlines = SharedDeadline(self.operation_timeout)  # every operation's cut
+        self._direct = DirectScripts.for_client(client)  # EVALSHA packed by us (see wire)
         self.health.on_recover(self._resume_breakers)
         self.health.subscribe(self._on_health_change)
         # A pool that raises when exhausted (redis-py's default) would lose calls under load;
@@ -616,8 +620,17 @@ class RedisBackend:
         :class:`BackendUnavailableError`.
         """
         client = self.client
+        direct = self._direct
+        packed = None if direct is None else direct.pack(script.sha, keys, args)
 
         async def run() -> Any:
+            if direct is not None and packed is not None:
+                try:
+                    return await direct.call(packed)
+                except redis_errors.NoScriptError:
+                    await client.script_load(script.source)
+                except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+                    pass  # once more through the client: its retry policy decides (see wire)
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:

@@ -30,28 +30,9 @@ from aioresil.testing import EventRecorder, FakeClock
 
 from ..helpers import Boom, eventually, fail, rejected, succeed, until, wait_for_subscribers
 from ..servers import RedisServer
+from ..wire_spy import WireSpy
 
 pytestmark = pytest.mark.redis_server
-
-
-class CommandSpy:
-    """Counts the commands a client sends (one per round trip, pipelines aside)."""
-
-    def __init__(self, client: Any) -> None:
-        self.commands: list[str] = []
-        original = client.execute_command
-
-        async def spy(*args: Any, **kwargs: Any) -> Any:
-            self.commands.append(str(args[0]).upper())
-            return await original(*args, **kwargs)
-
-        client.execute_command = spy
-
-    def count(self, name: str | None = None) -> int:
-        return len(self.commands) if name is None else self.commands.count(name)
-
-    def reset(self) -> None:
-        self.commands.clear()
 
 
 @pytest.fixture
@@ -126,7 +107,7 @@ async def test_strict_mode_costs_one_round_trip_per_call_and_none_per_rejection(
         clock=clock,
     )
     await succeed(breaker)  # first call learns the state (acquire + record)
-    spy = CommandSpy(backend.client)
+    spy = WireSpy(backend.client)
     for _ in range(10):
         await succeed(breaker)
     assert spy.count() == 10
@@ -150,7 +131,7 @@ async def test_batched_mode_makes_no_round_trip_inline_and_keeps_exact_counts(
         breaker = CircuitBreaker("batch", config=config, backend=backend, clock=clock)
         await succeed(breaker)
         await backend.bind_breaker("batch", config).flush()
-        spy = CommandSpy(backend.client)
+        spy = WireSpy(backend.client)
         for _ in range(500):
             await succeed(breaker)
         assert spy.count() == 0, "outcomes are buffered, not sent inline"
@@ -389,7 +370,7 @@ async def test_a_transition_reaches_another_process_view_without_a_call(
         await fail(a)
         # Polling on purpose: we watch a view that pub/sub updates, with no event to await.
         await until(lambda: b.state is CircuitState.OPEN, within=2, what="b's view opening")
-        spy = CommandSpy(two.client)
+        spy = WireSpy(two.client)
         error = await rejected(b)
         assert error.retry_after is not None and 50 < error.retry_after <= 60
         assert spy.count() == 0
@@ -403,7 +384,7 @@ async def test_registry_on_redis_reads_all_breakers(
         await succeed(registry.get(f"svc-{i}"))
     await fail(registry.get("svc-3"))
     await registry.stats()  # the first read loads breaker_read.lua (SCRIPT LOAD + retry)
-    spy = CommandSpy(backend.client)
+    spy = WireSpy(backend.client)
     pipelines = 0
     make_pipeline = backend.client.pipeline
 

@@ -22,6 +22,7 @@ from aioresil.testing import FakeClock
 
 from ...helpers import Boom
 from ...servers import free_port
+from ...wire_spy import WireSpy
 
 TOKEN = "t0ken-for-tests-only-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -177,20 +178,7 @@ async def test_a_thousand_redis_breakers_are_read_in_one_round_trip(
         for i in range(0, 1000, 100):
             await trip(registry, f"svc-{i:04d}")
         await registry.stats()  # the first read loads breaker_read.lua (SCRIPT LOAD + retry)
-        client = redis_backend.client
-        pipelines: list[int] = []
-        commands: list[str] = []
-        original_pipeline, original_execute = client.pipeline, client.execute_command
-
-        def pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipelines.append(1)
-            return original_pipeline(*args, **kwargs)
-
-        async def execute(*args: Any, **kwargs: Any) -> Any:
-            commands.append(str(args[0]))
-            return await original_execute(*args, **kwargs)
-
-        client.pipeline, client.execute_command = pipeline, execute  # type: ignore[method-assign]
+        spy = WireSpy(redis_backend.client)
         async with client_for(health_app(registry=registry)) as http:
             response = await http.get("/health/circuit-breakers")
     assert response.status_code == 200
@@ -198,8 +186,7 @@ async def test_a_thousand_redis_breakers_are_read_in_one_round_trip(
     assert len(body["circuit_breakers"]) == 1000
     assert body["summary"]["open_circuits"] == 10
     assert body["summary"]["closed_circuits"] == 990
-    assert pipelines == []
-    assert commands == ["EVALSHA"]  # one read script for all 1,000 breakers
+    assert spy.writes == [["EVALSHA"]]  # one read script for all 1,000 breakers, one trip
 
 
 # ---------------------------------------------------------------------- DLQ

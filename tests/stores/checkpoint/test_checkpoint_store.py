@@ -24,6 +24,7 @@ from aioresil.testing import FakeClock
 
 from ...helpers import eventually
 from ...servers import free_port
+from ...wire_spy import WireSpy
 from .conftest import MakeStore, clobber_key, corrupt_state, open_redis
 
 # ----------------------------------------------------------------------------- versions
@@ -518,43 +519,19 @@ async def test_each_operation_is_one_round_trip_running_one_script(
     await store.list()
     await store.history("job")
     await store.delete("nothing")
-    client = store.backend.client
-    sent: list[str] = []
-    real_execute = client.execute_command
-
-    async def spy(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]))
-        return await real_execute(*args, **options)
-
-    real_pipeline = client.pipeline
-    round_trips: list[list[str]] = []
-
-    def spy_pipeline(*args: Any, **options: Any) -> Any:
-        pipe = real_pipeline(*args, **options)
-        real_run = pipe.execute
-
-        async def execute(*run_args: Any, **run_options: Any) -> Any:
-            round_trips.append([str(cmd[0][0]) for cmd in pipe.command_stack])
-            return await real_run(*run_args, **run_options)
-
-        pipe.execute = execute
-        return pipe
-
-    monkeypatch.setattr(client, "execute_command", spy)
-    monkeypatch.setattr(client, "pipeline", spy_pipeline)
+    spy = WireSpy(store.backend.client)
     await store.save("job", 2, expected_version=1)
-    assert sent == ["EVALSHA"]
+    assert spy.writes == [["EVALSHA"]]
     # A large state is staged (SET) and moved by the script (RENAME): one pipelined trip.
+    spy.reset()
     assert await store.save("big", "x" * 20_000) == 1
-    assert round_trips == [["SET", "EVALSHA"]]
-    assert sent == ["EVALSHA"]
-    sent.clear()
+    assert spy.writes == [["SET", "EVALSHA"]]
+    spy.reset()
     await store.load("job")
     await store.list()
     await store.history("job")
     await store.delete("job", expected_version=2)
-    assert sent == ["EVALSHA"] * 4
-    assert len(round_trips) == 1
+    assert spy.writes == [["EVALSHA"]] * 4
     loaded = await store.load("big")
     assert loaded is not None and loaded.state == "x" * 20_000
 

@@ -1,0 +1,178 @@
+"""DirectScripts: our own EVALSHA on a pooled connection, on a real redis-server.
+
+What must hold: the bytes are exactly what redis-py would send; a reply (or an error reply)
+reads the same as through ``client.evalsha``; a cancelled call never leaves its reply for the
+next user of the connection; a dropped connection is retried once through the client; and
+clients where routing or a single connection matter keep redis-py's own path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import Connection
+
+from aioresil import RedisBackend
+from aioresil.backends.scripts import LuaScript
+from aioresil.backends.wire import DirectScripts
+
+from ..faultproxy import FaultProxy, Mode
+from ..helpers import until
+from ..servers import RedisServer
+from ..wire_spy import WireSpy
+
+ECHO = LuaScript("echo", "return {KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]}")
+SPIN = LuaScript(
+    "spin",
+    "local t = redis.call('TIME'); local stop = t[1] * 1e6 + t[2] + tonumber(ARGV[1]) "
+    "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= stop return ARGV[2]",
+)
+FAIL = LuaScript("fail", "return redis.error_reply('AIORESIL_TEST bad input')")
+
+pytestmark = pytest.mark.redis_server
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=4, timeout=5)
+    c = aioredis.Redis(connection_pool=pool)
+    yield c
+    await c.aclose(close_connection_pool=True)
+
+
+@pytest.mark.parametrize(
+    ("keys", "args"),
+    [
+        (["k"], ["a", 1, 2.5, b"\x00\xff"]),
+        ([], []),
+        (["{tag}:ünï", b"raw"], ["", -7, 1e-300, "✓" * 100]),
+    ],
+)
+def test_pack_is_byte_for_byte_what_redis_py_sends(keys: list[Any], args: list[Any]) -> None:
+    direct = DirectScripts(aioredis.ConnectionPool())
+    expected = b"".join(Connection().pack_command("EVALSHA", ECHO.sha, len(keys), *keys, *args))
+    assert direct.pack(ECHO.sha, keys, args) == expected
+
+
+def test_bad_arguments_are_refused_before_anything_is_sent() -> None:
+    direct = DirectScripts(aioredis.ConnectionPool())
+    with pytest.raises(TypeError, match="bool"):
+        direct.pack(ECHO.sha, ["k"], [True])
+    with pytest.raises(TypeError, match="str, int, float or bytes"):
+        direct.pack(ECHO.sha, ["k"], [None])
+
+
+async def test_replies_read_as_through_evalsha_decoded_or_not(redis_url: str) -> None:
+    for decode in (False, True):
+        c = aioredis.Redis.from_url(redis_url, decode_responses=decode)
+        try:
+            direct = DirectScripts.for_client(c)
+            assert direct is not None
+            await c.script_load(ECHO.source)
+            args: list[str | int | float] = ["a", 1, 2.5, "ünï"]
+            ours = await direct.call(direct.pack(ECHO.sha, ["k"], args))
+            theirs = await c.evalsha(ECHO.sha, 1, "k", *args)
+            assert ours == theirs
+            await c.script_load(FAIL.source)
+            with pytest.raises(redis_errors.ResponseError, match="AIORESIL_TEST bad input"):
+                await direct.call(direct.pack(FAIL.sha, [], []))
+            with pytest.raises(redis_errors.NoScriptError):
+                await direct.call(direct.pack("0" * 40, [], []))
+        finally:
+            await c.aclose()
+
+
+async def test_a_cancelled_call_leaves_no_reply_for_the_next_user(
+    client: aioredis.Redis,
+) -> None:
+    """The connection of a call cut mid-reply is dropped, never handed on with the reply
+    still to come (the next call would read the previous call's answer)."""
+    direct = DirectScripts.for_client(client)
+    assert direct is not None
+    await client.script_load(SPIN.source)
+    for attempt in range(10):
+        slow = asyncio.create_task(direct.call(direct.pack(SPIN.sha, [], [100_000, "slow"])))
+        await asyncio.sleep(0.02)  # most often cut mid-reply (the script spins 100 ms)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # Every connection in the pool answers its own call, not "slow".
+        replies = await asyncio.gather(
+            *(direct.call(direct.pack(SPIN.sha, [], [0, f"r{attempt}-{i}"])) for i in range(4))
+        )
+        assert replies == [f"r{attempt}-{i}".encode() for i in range(4)]
+
+
+async def test_a_killed_connection_is_retried_once_through_the_client(redis_url: str) -> None:
+    async with RedisBackend.from_url(redis_url, listen=False) as backend:
+        assert backend._direct is not None
+        assert await backend.run_script(ECHO, ["k"], ["x", 1, 2, 3]) == [
+            b"k",
+            b"x",
+            b"1",
+            b"2",
+            b"3",
+        ]
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            killed = await admin.client_kill_filter(_type="normal", skipme=True)
+            assert killed >= 1
+        finally:
+            await admin.aclose()
+        spy = WireSpy(backend.client)
+        assert await backend.run_script(ECHO, ["k"], ["y", 1, 2, 3]) == [
+            b"k",
+            b"y",
+            b"1",
+            b"2",
+            b"3",
+        ]
+        assert spy.count("EVALSHA") >= 1
+        assert backend.state.value == "healthy"  # a dropped connection is not an outage
+
+
+async def test_a_connection_reset_mid_call_is_sent_once_more_through_the_client(
+    redis_server: RedisServer,
+) -> None:
+    """The command is held at a proxy, the proxy resets the connection: our direct call gets
+    a ``ConnectionError``, and the call goes once more through ``client.evalsha`` (as
+    redis-py's own retry would have done), so the caller sees its reply, not an outage."""
+    with FaultProxy(redis_server.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        async with RedisBackend.from_url(url, listen=False, operation_timeout=10) as backend:
+            await backend.run_script(ECHO, ["k"], ["warm", 1, 2, 3])
+            spy = WireSpy(backend.client)
+            proxy.set_mode(Mode.LATENCY, latency=30.0)  # hold what the client sends
+            seen = proxy.requests_seen
+            call = asyncio.create_task(backend.run_script(ECHO, ["k"], ["held", 1, 2, 3]))
+            await until(lambda: proxy.requests_seen > seen, within=10, what="the call held")
+            proxy.set_mode(Mode.RESET)  # RST the held connection: Redis never saw the call
+            proxy.set_mode(Mode.PASS)
+            assert await call == [b"k", b"held", b"1", b"2", b"3"]
+            assert spy.count("EVALSHA") == 2  # ours, then the client's
+            assert backend.state.value == "healthy"
+
+
+async def test_clients_that_route_or_pin_a_connection_keep_redis_pys_path(redis_url: str) -> None:
+    single = aioredis.Redis.from_url(redis_url, single_connection_client=True)
+    try:
+        assert DirectScripts.for_client(single) is None
+    finally:
+        await single.aclose()
+
+    class Routed:  # what Redis Cluster clients look like to us
+        connection_pool = aioredis.ConnectionPool()
+
+        def get_node_from_key(self, key: str) -> None: ...
+
+    assert DirectScripts.for_client(Routed()) is None
+    plain = aioredis.Redis.from_url(redis_url)
+    try:
+        assert DirectScripts.for_client(plain) is not None
+    finally:
+        await plain.aclose()
