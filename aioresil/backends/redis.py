@@ -1048,27 +1048,18 @@ class RedisBackend:
         return (connection.host, connection.port) != tuple(master)
 
     async def _resync_views(self) -> None:
-        """Every breaker's local view := what Redis holds now, even an older generation.
-
-        Why even older: after a failover the new master may lack the last transitions the
-        old one made (breakers do not wait for replicas). Redis is the shared truth the fleet
-        now decides on, so a view ahead of it would be a private fork.
-        """
+        """Every breaker's local view := what Redis holds now, even an older generation
+        (Redis lost transitions in a failover), but never rolled back over what a reply or a
+        message applied while the read was in flight (see
+        :meth:`RedisBreakerHandle.apply_read_view`)."""
         handles = list(self._breakers.values())
         if not handles:
             return
-        for handle, (state, generation, retry_us) in zip(
-            handles, await self.read_views(handles), strict=True
+        asked_at = [handle.view.generation for handle in handles]
+        for handle, before, (state, generation, retry_us) in zip(
+            handles, asked_at, await self.read_views(handles), strict=True
         ):
-            if generation < handle.view.generation:
-                _log.warning(
-                    "circuit_view_ahead_of_redis",
-                    breaker=handle.name,
-                    local_generation=handle.view.generation,
-                    redis_generation=generation,
-                )
-                handle.view.generation = 0  # adopt Redis's view (no await in between)
-            handle.apply_view(state, generation, retry_us)
+            handle.apply_read_view(state, generation, retry_us, asked_at=before)
 
     def _on_message(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data
