@@ -300,6 +300,7 @@ class CircuitBreaker(GuardedCalls):
         "_mono",
         "_set_ticket",
         "_slow_rule",
+        "_success_run",
         "_timed",
         "_view",
         "_wall",
@@ -345,6 +346,8 @@ class CircuitBreaker(GuardedCalls):
         # needs a duration (then a success may trip the circuit and must go through the core).
         self._inline = self._handle.authoritative and config.slow_call_duration is None
         self._authoritative = self._handle.authoritative
+        # A batched Redis breaker counts untimed successes of the open run inline.
+        self._success_run = handle.success_run
         self._classify_cache: dict[type[BaseException], Outcome] = {}
 
     # ------------------------------------------------------------------ guarding
@@ -409,6 +412,14 @@ class CircuitBreaker(GuardedCalls):
                                 window.add_success_at(self._mono())  # type: ignore[union-attr]
                             else:
                                 window.add_success()  # a CountWindow
+                    return
+                run = self._success_run
+                if run is not None and ticket == run.generation:
+                    # The documented twin of handle.success_fast's batched path (Redis,
+                    # recording="batched"): one more success in the run the handle opened and
+                    # will flush; tests/backends/test_batched_run.py pins that both send the
+                    # same batches.
+                    run.count += 1
                     return
                 now = self._mono() if self._timed else 0.0
                 pending = self._handle.success_fast(ticket, now, 0.0)

@@ -35,6 +35,7 @@ __all__ = [
     "BreakerReading",
     "ScriptRunner",
     "StorageFactory",
+    "SuccessRun",
     "TransitionCallback",
 ]
 
@@ -48,6 +49,28 @@ record's own time base); ``wall = t + wall_offset`` turns its timestamps into Un
 
 TransitionCallback = Callable[[Transition, float | None], None]
 """Called with each transition and the new OPEN state's retry_after (seconds) or None."""
+
+NO_RUN = -(1 << 60)
+""":attr:`SuccessRun.generation` while no run is open: no permit ever carries it."""
+
+
+class SuccessRun:
+    """The newest successes of a batched Redis breaker, held as a count instead of one
+    buffered item each: ``count`` successes of normal permits of ``generation``, ended after
+    every outcome the handle buffered before them (``recording="batched"``).
+
+    The breaker adds an untimed success to it inline (``count += 1``) when its permit's
+    generation equals ``generation``; the handle opened the run (and armed its flush) on the
+    run's first success, and closes it (``generation = NO_RUN``) before it buffers anything
+    else, when a flush takes it, and when it fails over: so what is sent is exactly what
+    recording each success through ``handle.success_fast`` would have sent.
+    """
+
+    __slots__ = ("count", "generation")
+
+    def __init__(self) -> None:
+        self.generation = NO_RUN
+        self.count = 0
 
 
 @runtime_checkable
@@ -67,6 +90,10 @@ class BreakerHandle(Protocol):
     authoritative: bool
     """True when ``view`` is the state itself (memory): the breaker may then apply an untimed
     success to it inline, which is the hot path's largest saving."""
+
+    success_run: SuccessRun | None
+    """Where the breaker may count an untimed success of a normal permit inline when its
+    generation equals the run's (a batched Redis breaker); ``None`` for the others."""
 
     hub: Any
     """Kept for the breaker layer (``breaker._Circuit``: what every ``CircuitBreaker`` of this

@@ -17,7 +17,7 @@ from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import Trigger
 from ..events import BreakerEvent
-from .base import BreakerHandle, BreakerReading, StorageFactory, TransitionCallback
+from .base import BreakerHandle, BreakerReading, StorageFactory, SuccessRun, TransitionCallback
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -34,6 +34,9 @@ class MemoryBreakerHandle:
     __slots__ = ("_callbacks", "config", "hub", "name", "view")
 
     authoritative = True
+    success_run: SuccessRun | None = (
+        None  # the view is the state: successes are applied, never counted aside
+    )
 
     def __init__(self, name: str, config: BreakerConfig) -> None:
         self.name = name

@@ -12,6 +12,8 @@ Why a deadline of our own (``operation_timeout``, 1 s by default) on every opera
 built without ``socket_timeout`` (redis-py's default) waits forever on a black-holed host, and
 redis-py 6+ retries a timed-out command three times with a backoff of seconds. Whatever client
 the user passed in, no aioresil operation waits on Redis longer than ``operation_timeout``.
+All operations of a backend share that one length, so one timer cuts them all in start order
+(:mod:`~aioresil.backends.deadlines`) instead of a ``TimerHandle`` per operation.
 
 Why a health state machine (:mod:`~aioresil.backends.backend_health`): the first operation that
 learns Redis cannot serve us (no reply in time, refused or reset, ``OOM``, ``READONLY``,
@@ -48,6 +50,7 @@ from ..exceptions import (
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .base import BreakerHandle, BreakerReading, StorageFactory
 from .breaker_schema import READ_FIELDS, Field, read_script
+from .deadlines import SharedDeadline
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript
@@ -369,6 +372,7 @@ class RedisBackend:
         self._drains: dict[int, Callable[[], Awaitable[None]]] = {}
         self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
         self._replies = 0  # operations answered so far (see execute: contention vs. outage)
+        self._deadlines = SharedDeadline(self.operation_timeout)  # every operation's cut
         self.health.on_recover(self._resume_breakers)
         self.health.subscribe(self._on_health_change)
         # A pool that raises when exhausted (redis-py's default) would lose calls under load;
@@ -386,6 +390,9 @@ class RedisBackend:
             if aioredis is not None and isinstance(pool, aioredis.BlockingConnectionPool):
                 timeout = getattr(pool, "timeout", None)
                 self._gate_timeout = float(timeout) if timeout is not None else None
+        self._gate_deadlines = (
+            None if self._gate_timeout is None else SharedDeadline(self._gate_timeout)
+        )
 
     @classmethod
     def from_url(
@@ -633,8 +640,13 @@ class RedisBackend:
         if gate is None:
             return await self._bounded(what, operation)
         try:
-            async with asyncio.timeout(self._gate_timeout):
+            if not gate.locked():
+                await gate.acquire()  # returns at once: it does not suspend when unlocked
+            elif self._gate_deadlines is None:
                 await gate.acquire()
+            else:  # queue for a slot, up to the pool's own timeout
+                waits = self._gate_deadlines
+                await waits.run(gate.acquire, waits.start())
         except TimeoutError:
             error = PoolTimeoutError(
                 f"{what}: no pooled Redis connection became free within {self._gate_timeout:g}s"
@@ -648,13 +660,13 @@ class RedisBackend:
             gate.release()
 
     async def _bounded(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        deadline = asyncio.timeout(self.operation_timeout)
+        deadlines = self._deadlines
+        if deadlines.timeout != self.operation_timeout:
+            deadlines.timeout = self.operation_timeout  # assigned after construction
+        flight = deadlines.start()
         replies = self._replies
-        loop = asyncio.get_running_loop()
-        due = loop.time() + self.operation_timeout
         try:
-            async with deadline:
-                result = await operation()
+            result = await deadlines.run(operation, flight)
             self._replies += 1
             return result
         except BackendError as error:
@@ -662,7 +674,7 @@ class RedisBackend:
                 self.health.outage(error)
             raise
         except Exception as exc:
-            if deadline.expired():
+            if flight.expired:
                 mapped: BackendError = BackendUnavailableError(
                     f"{what}: no reply from Redis within operation_timeout="
                     f"{self.operation_timeout:g}s"
@@ -672,7 +684,8 @@ class RedisBackend:
                     # (ours, the pool's, a busy event loop), which fails this operation but
                     # is not an outage of the whole backend.
                     raise mapped from exc
-                if loop.time() - due > _STALL_FRACTION * self.operation_timeout:
+                late = asyncio.get_running_loop().time() - flight.due
+                if late > _STALL_FRACTION * self.operation_timeout:
                     # The deadline fired late: the event loop itself was stalled (a blocking
                     # call, a long GC pause, a starved CPU) and the reply may well be waiting
                     # in the socket. That fails this operation, but blaming Redis would

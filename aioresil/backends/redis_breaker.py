@@ -41,7 +41,7 @@ from ..core.states import CircuitState, Trigger
 from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
-from .base import BreakerReading, TransitionCallback
+from .base import NO_RUN, BreakerReading, SuccessRun, TransitionCallback
 from .breaker_schema import breaker_script
 from .keys import encode_name
 
@@ -188,7 +188,11 @@ class RedisBreakerHandle:
         self._pending_rejections = 0
         self._rejection_handle: asyncio.TimerHandle | None = None
         self._batched = config.recording == "batched"
-        self._buffer: list[tuple[int, int, int]] = []  # (generation, outcome, duration_us)
+        # (generation, outcome, duration_us, repeats) in the order the calls ended; the
+        # newest successes are counted in a SuccessRun first, then closed into the buffer.
+        self._buffer: list[tuple[int, int, int, int]] = []
+        self._successes = SuccessRun()
+        self.success_run = self._successes if self._batched else None
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_lock: asyncio.Lock | None = None  # created on the running loop
@@ -406,9 +410,18 @@ class RedisBreakerHandle:
 
     def success_fast(self, generation: int, now: float, duration: float) -> Awaitable[None] | None:
         if self._batched and generation > 0 and self._fallback is None:
-            # The batched hot path: one append; a flush is already due if anything is buffered.
-            buffer = self._buffer
-            buffer.append((generation, 0, round(duration * 1e6) if duration else 0))
+            # The batched hot path: counted into the open run of successes (the breaker does
+            # that inline while the run is of its permit's generation), or buffered.
+            run = self._successes
+            if not duration:
+                if generation == run.generation:
+                    run.count += 1
+                    return None
+                self._close_run()
+                run.generation, run.count = generation, 1  # the breaker counts the next ones
+            else:
+                self._close_run()
+                self._buffer.append((generation, 0, round(duration * 1e6), 1))
             if self._flush_handle is None:
                 self._schedule_flush(soon=False)
             return None
@@ -438,7 +451,8 @@ class RedisBreakerHandle:
         if outcome is Outcome.CANCELLED and not permit.token:
             return None  # nothing to give back, nothing to count
         if self._batched and not permit.token:
-            self._buffer.append((permit.generation, int(outcome), round(duration * 1e6)))
+            self._close_run()
+            self._buffer.append((permit.generation, int(outcome), round(duration * 1e6), 1))
             self._schedule_flush(soon=outcome is Outcome.FAILURE)
             return None
         return self._record_remote(permit, outcome, now, duration)
@@ -459,6 +473,15 @@ class RedisBreakerHandle:
                 self._fallback_record(Permit(-fallback.generation), outcome, now, duration)
 
     # ------------------------------------------------------------------ batching
+
+    def _close_run(self) -> None:
+        """Move the open run of successes into the buffer (anything buffered after it, or
+        taken by a flush, must come after it) and close it."""
+        run = self._successes
+        if run.count:
+            self._buffer.append((run.generation, 0, 0, run.count))
+            run.count = 0
+        run.generation = NO_RUN
 
     def _schedule_flush(self, *, soon: bool) -> None:
         # Even while a flush runs, arm a timer: flushes are serialized by a lock, and an item
@@ -512,7 +535,11 @@ class RedisBreakerHandle:
     def needs_flush(self) -> bool:
         """Whether :meth:`flush` has anything to do or wait for (rejections aside): a read
         of 1,000 breakers skips 1,000 coroutines that would return at once."""
-        return bool(self._buffer) or (self._flush_lock is not None and self._flush_lock.locked())
+        return (
+            bool(self._buffer)
+            or bool(self._successes.count)
+            or (self._flush_lock is not None and self._flush_lock.locked())
+        )
 
     async def flush(self, *, rejections: bool = False) -> None:
         """Send every buffered outcome, in order, one script call per generation run.
@@ -522,7 +549,12 @@ class RedisBreakerHandle:
         rejections are sent too, even when no outcome is buffered (used on close).
         """
         busy = self._flush_lock is not None and self._flush_lock.locked()
-        if not self._buffer and not busy and not (rejections and self._pending_rejections):
+        if (
+            not self._buffer
+            and not self._successes.count
+            and not busy
+            and not (rejections and self._pending_rejections)
+        ):
             return
         # Even with an empty buffer, wait for a flush in flight: a caller reading stats
         # right after a failure must see that failure applied.
@@ -534,7 +566,10 @@ class RedisBreakerHandle:
                 await self._run("batch", self.view.generation, "", "")
 
     async def _flush_locked(self) -> None:
-        while self._buffer:
+        while True:
+            self._close_run()  # successes counted until now are sent with this batch
+            if not self._buffer:
+                return
             batch, self._buffer = self._buffer, []
             start = 0
             while start < len(batch):
@@ -543,8 +578,11 @@ class RedisBreakerHandle:
                 while end < len(batch) and batch[end][0] == generation:
                     end += 1
                 run = batch[start:end]
-                outcomes = "".join(str(o) for _, o, _ in run)
-                durations = ",".join(str(d) for _, _, d in run) if self.config.timed else ""
+                # One digit (and one duration) per call, in order: the wire is per call.
+                outcomes = "".join(_DIGITS[o] * n for _, o, _, n in run)
+                durations = (
+                    ",".join(_repeat(d, n) for _, _, d, n in run) if self.config.timed else ""
+                )
                 try:
                     await self._run("batch", generation, outcomes, durations)
                 except BackendUnavailableError as error:
@@ -695,6 +733,7 @@ class RedisBreakerHandle:
             self.view.generation = 0
             return
         if self._fallback is None:
+            self._close_run()  # successes judged by the fallback must not join it
             self._fallback = BreakerRecord(self.config)
             self._last_probe = self._mono()
             self._sync_view_from_fallback()
@@ -779,8 +818,17 @@ class RedisBreakerHandle:
         self.apply_view(state, generation, retry_after_us)
         _log.info("circuit_backend_recovered", breaker=self.name)
         self._emit_event(BackendRecovered(self.name, time.time()))
-        if self._buffer and self._flush_handle is None:
+        if (self._buffer or self._successes.count) and self._flush_handle is None:
             self._schedule_flush(soon=True)  # outcomes kept during the outage
+
+
+_DIGITS = "0123"
+"""``breaker.lua``'s outcome digit of each :class:`Outcome` value."""
+
+
+def _repeat(duration_us: int, times: int) -> str:
+    """``times`` copies of one duration, comma-separated (``durations`` of op "batch")."""
+    return ",".join([str(duration_us)] * times)
 
 
 def _text(value: Any) -> str:

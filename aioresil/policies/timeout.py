@@ -153,7 +153,16 @@ class Timeout(PolicyBase):
     ) -> None:
         scope, started, flight = self._scopes.pop(self)
         sketch = self._sketch
-        if scope.__exit__(exc_type, exc, tb) and scope.cancelled_caught:
+        try:
+            swallowed = scope.__exit__(exc_type, exc, tb)
+        except BaseException:
+            # The scope refused to exit (anyio raises when it is left from another task):
+            # the call is over all the same, and a flight never ended would keep the
+            # sketch's in-flight count (and its queue of calls vouched for) up for good.
+            if sketch is not None and flight is not None:
+                sketch.end(flight)
+            raise
+        if swallowed and scope.cancelled_caught:
             if sketch is not None and flight is not None:
                 sketch.end(flight)
                 sketch.timed_out()

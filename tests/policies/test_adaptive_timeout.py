@@ -329,3 +329,22 @@ def test_a_witness_never_moves_a_deadline_past_the_ceiling() -> None:
     assert a.scope.deadline == pytest.approx(1.0) and b.scope.deadline == pytest.approx(1.0)
     sketch.succeeded(a, 0.9)  # slower still: the vouched call is raised, but not past it
     assert b.scope.deadline == pytest.approx(1.0)
+
+
+async def test_a_scope_that_refuses_to_exit_still_ends_the_calls_flight() -> None:
+    """Leaving a Timeout while an inner cancel scope is still open is a misuse anyio refuses;
+    the sketch must not keep counting that call in flight (a lone caller would then be held
+    to the ceiling forever, and the queue of vouched calls would never drain)."""
+    timeout = Timeout(1.0, adaptive=AdaptiveTimeout(min_samples=1), name="misused")
+    sketch = timeout._sketch
+    assert sketch is not None
+    await timeout.__aenter__()
+    inner = anyio.CancelScope()
+    inner.__enter__()
+    assert sketch._live == 1
+    try:
+        with pytest.raises(RuntimeError, match="cancel scope"):
+            await timeout.__aexit__(None, None, None)  # the inner scope is still open
+    finally:
+        inner.__exit__(None, None, None)
+    assert sketch._live == 0
