@@ -300,7 +300,7 @@ class RedisBreakerHandle:
             self._bind_arg = b""  # our config is stored: from now on it is named by fingerprint
             in_force, replaced = _text(reply[8]), _text(reply[9])
             if in_force != self.fingerprint or replaced:
-                self._conflict(in_force, replaced)
+                self._conflict(in_force, replaced, len(reply) > 10 and int(reply[10]) == 1)
         self.apply_view(state, generation, retry_after_us)
         if int(corrupt):
             _log.error(
@@ -315,8 +315,12 @@ class RedisBreakerHandle:
             )
         return _Reply(code, token, state, generation, retry_after_us)
 
-    def _conflict(self, in_force: str, replaced: str) -> None:
-        """Another process bound this name with other rules: say so once per config pair."""
+    def _conflict(self, in_force: str, replaced: str, window_restarted: bool = False) -> None:
+        """Another process bound this name with other rules: say so once per config pair.
+
+        ``window_restarted``: this process's bind changed the window's shape, so
+        ``breaker.lua`` cleared the window (its outcomes were measured under other rules).
+        """
         key = (in_force, replaced)
         if key in self._conflicts_seen:
             return
@@ -327,10 +331,13 @@ class RedisBreakerHandle:
             ours=self.fingerprint,
             in_force=in_force,
             replaced=replaced or None,
+            window_restarted=window_restarted,
             rule="the newest process to bind a name wins; every process runs under its config",
         )
         self._emit_event(
-            BreakerConfigConflict(self.name, time.time(), self.fingerprint, in_force, replaced)
+            BreakerConfigConflict(
+                self.name, time.time(), self.fingerprint, in_force, replaced, window_restarted
+            )
         )
 
     # ------------------------------------------------------------------ scripts
