@@ -82,6 +82,10 @@ class BreakerConfigConflict:
     """Fingerprint of the config now stored with the breaker (the one every call runs under)."""
     replaced: str = ""
     """When this process's own bind replaced another config: that config's fingerprint."""
+    window_restarted: bool = False
+    """Whether that bind changed the window's shape (its kind, size or duration), so the
+    shared sliding window was cleared and fills again under the new rules: its outcomes were
+    measured under the old ones. Only the process whose bind did it is told."""
 
 
 BreakerEvent = (

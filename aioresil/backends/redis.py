@@ -78,7 +78,6 @@ _MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redi
 
 ScriptArg = str | int | float | bytes
 T = TypeVar("T")
-K = TypeVar("K", str, bytes)
 
 
 DEFAULT_OPERATION_TIMEOUT = 1.0
@@ -157,35 +156,28 @@ _OPEN_UNTIL = READ_FIELDS.index(Field.OPEN_UNTIL)
 _ROW_LENGTH = len(READ_FIELDS)  # the fields but the config, then the live leases
 
 
-def _flag(handle: RedisBreakerHandle) -> str:
-    """``"1"`` when ``breaker_read.lua`` must read the handle's time-window buckets."""
-    return "1" if handle.config.window_duration is not None else "0"
-
-
-def _read_keys(handle: RedisBreakerHandle, keys: list[K]) -> list[K]:
-    """The handle's keys ``breaker_read.lua`` takes: its window hash only with a time window."""
-    return keys if handle.config.window_duration is not None else keys[:2]
-
-
 def _rows(handles: Sequence[RedisBreakerHandle], reply: list[Any]) -> list[_Row]:
-    """Split ``breaker_read.lua``'s reply for ``handles`` into rows (see its header)."""
+    """Split ``breaker_read.lua``'s reply for ``handles`` into rows (see its header).
+
+    Whether a row carries time-window buckets is the script's call, made from the config
+    stored with the breaker (the one in force), never from the handle's own config.
+    """
     now_us = int(reply[0])
-    count = len(handles)
-    windows = iter(reply[count + 1 :])
     out: list[_Row] = []
     add = out.append
-    for handle, item in zip(handles, reply[1 : count + 1], strict=True):
-        stored = None
+    for item in reply[1 : len(handles) + 1]:
+        stored = window = None
         if type(item) is list:
-            item, stored = item
+            if len(item) > 2:
+                flat = item[2]
+                window = dict(zip(flat[::2], flat[1::2], strict=True))
+            item, stored = item[0], item[1] or None
         fields = item.split(b" ")
         if len(fields) != _ROW_LENGTH:  # a value holding a space: no hash aioresil wrote
             fields = [b"?"] * _ROW_LENGTH
-        window = None
-        if handle.config.window_duration is not None:
-            flat = next(windows)
-            window = dict(zip(flat[::2], flat[1::2], strict=True))
         add((now_us, fields, stored, window))
+    if len(out) != len(handles):
+        raise BackendError(f"breaker_read.lua answered {len(out)} rows for {len(handles)}")
     return out
 
 
@@ -890,12 +882,7 @@ class RedisBackend:
         if self._cluster:
             # Breakers live in different slots: one concurrent call per breaker.
             replies = await asyncio.gather(
-                *(
-                    self.run_script(
-                        script, _read_keys(h, h.keys), [now_arg, _flag(h), h.known_fingerprint]
-                    )
-                    for h in handles
-                )
+                *(self.run_script(script, h.keys, [now_arg, h.known_fingerprint]) for h in handles)
             )
             return [
                 row for h, reply in zip(handles, replies, strict=True) for row in _rows([h], reply)
@@ -907,11 +894,10 @@ class RedisBackend:
         for h in handles:
             mine = encoded.get(h.name)
             if mine is None:
-                mine = encoded[h.name] = _read_keys(h, [key.encode() for key in h.keys])
+                mine = encoded[h.name] = [key.encode() for key in h.keys]
             keys += mine
-        flags = "".join(map(_flag, handles))
         known = b"".join([h.known_fingerprint for h in handles])
-        return _rows(handles, await self.run_script(script, keys, [now_arg, flags, known]))
+        return _rows(handles, await self.run_script(script, keys, [now_arg, known]))
 
     def open_storage(self, factory: StorageFactory[T]) -> T:
         """Storage shared through this backend's scripts (one key space per store)."""
@@ -1061,27 +1047,18 @@ class RedisBackend:
         return (connection.host, connection.port) != tuple(master)
 
     async def _resync_views(self) -> None:
-        """Every breaker's local view := what Redis holds now, even an older generation.
-
-        Why even older: after a failover the new master may lack the last transitions the
-        old one made (breakers do not wait for replicas). Redis is the shared truth the fleet
-        now decides on, so a view ahead of it would be a private fork.
-        """
+        """Every breaker's local view := what Redis holds now, even an older generation
+        (Redis lost transitions in a failover), but never rolled back over what a reply or a
+        message applied while the read was in flight (see
+        :meth:`RedisBreakerHandle.apply_read_view`)."""
         handles = list(self._breakers.values())
         if not handles:
             return
-        for handle, (state, generation, retry_us) in zip(
-            handles, await self.read_views(handles), strict=True
+        asked_at = [handle.view.generation for handle in handles]
+        for handle, before, (state, generation, retry_us) in zip(
+            handles, asked_at, await self.read_views(handles), strict=True
         ):
-            if generation < handle.view.generation:
-                _log.warning(
-                    "circuit_view_ahead_of_redis",
-                    breaker=handle.name,
-                    local_generation=handle.view.generation,
-                    redis_generation=generation,
-                )
-                handle.view.generation = 0  # adopt Redis's view (no await in between)
-            handle.apply_view(state, generation, retry_us)
+            handle.apply_read_view(state, generation, retry_us, asked_at=before)
 
     def _on_message(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data

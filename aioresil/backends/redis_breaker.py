@@ -199,6 +199,10 @@ class RedisBreakerHandle:
         self._fallback: BreakerRecord | None = None
         self._last_probe = 0.0
         self._probe_task: asyncio.Task[None] | None = None
+        self._probing = False  # a probe's read of the view is in flight (see _probe)
+        self._missed: tuple[str, int, int, float] | None = None
+        """The newest reading :meth:`apply_view` was offered on the fallback while a probe's
+        read was in flight: ``(state, generation, retry_after_us, when received)``."""
         self._outage_logged = False
         clock = backend.clock
         self._mono: Callable[[], float] = clock.monotonic if clock is not None else time.monotonic
@@ -222,9 +226,19 @@ class RedisBreakerHandle:
     # ------------------------------------------------------------------ the local view
 
     def apply_view(self, state: str, generation: int, retry_after_us: int) -> None:
-        """Adopt a state seen in Redis if it is at least as new as the one we hold."""
+        """Adopt a state seen in Redis if it is at least as new as the one we hold.
+
+        On the fallback the view is the fallback's: the reading is dropped, but kept (the
+        newest one) while a probe's read is in flight, for the probe to apply after its own.
+        """
         view = self.view
-        if self._fallback is not None or generation < view.generation:
+        if self._fallback is not None:
+            if self._probing:
+                missed = self._missed
+                if missed is None or generation >= missed[1]:
+                    self._missed = (state, generation, retry_after_us, self._mono())
+            return
+        if generation < view.generation:
             return
         view.state = CircuitState(state)
         view.generation = generation
@@ -232,6 +246,37 @@ class RedisBreakerHandle:
             view.open_until = self._mono() + retry_after_us / 1e6
         elif view.state is not OPEN:
             view.open_until = 0.0
+
+    def apply_read_view(
+        self, state: str, generation: int, retry_after_us: int, *, asked_at: int
+    ) -> None:
+        """Apply a view read from Redis (the listener's resync after it (re)subscribed), even
+        an OLDER one when Redis lost transitions; ``asked_at`` is ``view.generation`` when the
+        read was sent.
+
+        Why older: after a failover the new master may lack the last transitions the old one
+        made (breakers do not wait for replicas). Redis is the shared truth the fleet now
+        decides on, so a view ahead of it would be a private fork.
+
+        Why only older than ``asked_at``, not older than the view now: a script reply or a
+        pub/sub message applied while the read was in flight may be newer than the read
+        (Redis ran that script after the read). Rolling it back would turn, e.g., a trip this
+        process just applied back into CLOSED while Redis holds OPEN, and the hot path would
+        grant calls through the open circuit. Only a generation below what the view held
+        BEFORE the read was sent proves a loss: on one master a read sees every transition
+        whose reply or message arrived before it was sent. Anything else is applied as every
+        reply is, if it is not older than the view.
+        """
+        view = self.view
+        if self._fallback is None and generation < asked_at:
+            _log.warning(
+                "circuit_view_ahead_of_redis",
+                breaker=self.name,
+                local_generation=view.generation,
+                redis_generation=generation,
+            )
+            view.generation = 0  # adopt Redis's view (no await in between)
+        self.apply_view(state, generation, retry_after_us)
 
     def _apply_reply(self, reply: list[Any], *, bound: bool = True) -> _Reply:
         try:
@@ -255,7 +300,7 @@ class RedisBreakerHandle:
             self._bind_arg = b""  # our config is stored: from now on it is named by fingerprint
             in_force, replaced = _text(reply[8]), _text(reply[9])
             if in_force != self.fingerprint or replaced:
-                self._conflict(in_force, replaced)
+                self._conflict(in_force, replaced, len(reply) > 10 and int(reply[10]) == 1)
         self.apply_view(state, generation, retry_after_us)
         if int(corrupt):
             _log.error(
@@ -270,8 +315,12 @@ class RedisBreakerHandle:
             )
         return _Reply(code, token, state, generation, retry_after_us)
 
-    def _conflict(self, in_force: str, replaced: str) -> None:
-        """Another process bound this name with other rules: say so once per config pair."""
+    def _conflict(self, in_force: str, replaced: str, window_restarted: bool = False) -> None:
+        """Another process bound this name with other rules: say so once per config pair.
+
+        ``window_restarted``: this process's bind changed the window's shape, so
+        ``breaker.lua`` cleared the window (its outcomes were measured under other rules).
+        """
         key = (in_force, replaced)
         if key in self._conflicts_seen:
             return
@@ -282,10 +331,13 @@ class RedisBreakerHandle:
             ours=self.fingerprint,
             in_force=in_force,
             replaced=replaced or None,
+            window_restarted=window_restarted,
             rule="the newest process to bind a name wins; every process runs under its config",
         )
         self._emit_event(
-            BreakerConfigConflict(self.name, time.time(), self.fingerprint, in_force, replaced)
+            BreakerConfigConflict(
+                self.name, time.time(), self.fingerprint, in_force, replaced, window_restarted
+            )
         )
 
     # ------------------------------------------------------------------ scripts
@@ -793,22 +845,50 @@ class RedisBreakerHandle:
 
     async def backend_back(self) -> None:
         """The backend's own probe reached Redis again: leave the fallback now, not at the
-        next ``RECONNECT_INTERVAL`` ping."""
-        if self._fallback is not None:
-            await self._probe()
+        next ``RECONNECT_INTERVAL`` ping (joining a probe in flight: one at a time, see
+        :meth:`_probe`)."""
+        if self._fallback is None:
+            return
+        task = self._probe_task
+        if task is None or task.done():
+            task = self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+            self.backend.track(task)
+        await asyncio.wait([task])  # its cancellation (the loop shutting down) is not ours
 
     async def _probe(self) -> None:
+        """Leave the fallback with the view Redis holds, even an older generation (Redis may
+        have lost transitions in a failover: see :meth:`apply_read_view`).
+
+        Why the readings dropped during the read are applied after it: a transition another
+        process made after Redis ran this read reaches us as a pub/sub message (or a reply)
+        while we are still on the fallback, where :meth:`apply_view` drops it. Adopting only
+        the read would leave the view CLOSED while Redis holds OPEN, with nothing due to
+        correct it but this process's next script call. Probes run one at a time
+        (:meth:`backend_back` joins the one in flight), so no probe clears what another is
+        collecting.
+        """
         try:
             await self.backend.ping()
-            records = await self.backend.read_views([self])
+            self._missed = None
+            self._probing = True
+            try:
+                records = await self.backend.read_views([self])
+            finally:
+                self._probing = False
         except Exception as error:  # still down (or unreadable): try again later
             _log.debug("circuit_backend_probe_failed", breaker=self.name, error=repr(error))
             return
         state, generation, retry_after_us = records[0]
+        missed, self._missed = self._missed, None
         self._fallback = None
         self._outage_logged = False
         self.view.generation = 0
         self.apply_view(state, generation, retry_after_us)
+        if missed is not None:  # newer than the read unless older than it (then dropped)
+            m_state, m_generation, m_retry_us, received = missed
+            if m_retry_us > 0:
+                m_retry_us = max(m_retry_us - round((self._mono() - received) * 1e6), 0)
+            self.apply_view(m_state, m_generation, m_retry_us)
         _log.info("circuit_backend_recovered", breaker=self.name)
         self._emit_event(BackendRecovered(self.name, time.time()))
         if (self._buffer or self._successes.count) and self._flush_handle is None:

@@ -12,7 +12,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["DEFAULT_WINDOW_SIZE", "SHARED_RULES", "BreakerConfig", "decode_rules", "encode_rules"]
+__all__ = [
+    "DEFAULT_WINDOW_SIZE",
+    "SHARED_RULES",
+    "WINDOW_RULES",
+    "BreakerConfig",
+    "decode_rules",
+    "encode_rules",
+]
 
 DEFAULT_WINDOW_SIZE = 100
 """Count-based window used when a rate rule is set but no window is given."""
@@ -236,6 +243,16 @@ class BreakerConfig:
         return self.failure_rate_threshold is not None or self.slow_call_rate_threshold is not None
 
     @property
+    def window_shape(self) -> tuple[int | None, float | None]:
+        """The values of :data:`WINDOW_RULES`: the window's kind and its size or duration.
+
+        Two configs with the same shape keep the same window (same ring, same buckets); a
+        shared breaker whose config in force changes shape starts its window afresh
+        (:func:`aioresil.core.machine.rebind`).
+        """
+        return (self.window_size, self.window_duration)
+
+    @property
     def timed(self) -> bool:
         """Whether each call needs a clock reading (slow-call rule or time-based window)."""
         return self.slow_call_duration is not None or self.window_duration is not None
@@ -274,6 +291,13 @@ SHARED_RULES: tuple[tuple[str, bool], ...] = (
 with whether it is written in microseconds. The rest of :class:`BreakerConfig` (which
 exceptions count, ``on_backend_error``, ``recording``, ``batch_interval``) is each process's
 own business. ``breaker.lua`` reads the stored rules in this order."""
+
+WINDOW_RULES: tuple[str, ...] = ("window_size", "window_duration")
+"""The rules of :data:`SHARED_RULES` that give the sliding window its shape: which kind it is
+(count or time, or none) and its size or duration. Its outcomes were measured under them, so
+when the config in force changes any of them the window starts afresh (see
+:func:`aioresil.core.machine.rebind`, and its twin in ``breaker.lua``); the other rules
+(thresholds, ``minimum_calls``) are applied to the same window as it stands."""
 
 
 def _encode(value: float | None, micros: bool) -> str:

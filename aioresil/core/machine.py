@@ -36,6 +36,7 @@ __all__ = [
     "acquire",
     "failure_rate",
     "operator",
+    "rebind",
     "record",
     "record_success",
     "slow_call_rate",
@@ -134,11 +135,7 @@ class BreakerRecord:
         self.ignored = 0
         self.rejected = 0
         self.slow = 0
-        self.window: Window | None = None
-        if config.window_size is not None:
-            self.window = CountWindow(config.window_size)
-        elif config.window_duration is not None:
-            self.window = TimeWindow(config.window_duration)
+        self.window: Window | None = _new_window(config)
 
     @property
     def total_calls(self) -> int:
@@ -318,6 +315,34 @@ def record_success(
         if slow and _rate_rule_fires(window, config):
             return _open(rec, config, Trigger.TRIP, now)
     return None
+
+
+def _new_window(config: BreakerConfig) -> Window | None:
+    if config.window_size is not None:
+        return CountWindow(config.window_size)
+    if config.window_duration is not None:
+        return TimeWindow(config.window_duration)
+    return None
+
+
+def rebind(rec: BreakerRecord, config: BreakerConfig) -> bool:
+    """Put ``rec`` under another config in force; ``True`` when its window started afresh.
+
+    What a shared breaker's record becomes when a process binds the name with other rules
+    (the newest bind wins, see ``breaker.lua``). State, generation, counters and trial leases
+    carry over: they mean the same under any rules. The window does too while its shape
+    (:data:`~aioresil.core.config.WINDOW_RULES`: kind, size, duration) is unchanged. When the
+    shape changes, the window's outcomes were measured under other rules (another ring
+    length, another bucket width, another kind), and no conversion is honest: the window
+    starts empty, its counters at zero, and fills again under the new rules. The memory
+    backend never calls this (one config per name for a backend's life); it is the spec of
+    ``breaker.lua``'s rebind, checked by ``tests/core/test_model_lua.py``.
+    """
+    restarted = config.window_shape != rec.config.window_shape
+    rec.config = config
+    if restarted:
+        rec.window = _new_window(config)
+    return restarted
 
 
 def operator(rec: BreakerRecord, trigger: Trigger, now: float) -> Transition:

@@ -26,6 +26,9 @@ ARGV[4]  the caller's binding, or "": "<config items>,<pub/sub channel>,<encoded
          A binding whose fingerprint differs from the stored one replaces it: the newest
          process to bind wins, and every call of every process then runs under that config
          (never the caller's own), so two deploys cannot alternate rules call by call.
+         When the replaced config gave the window another shape (WINDOW_ITEMS: its kind,
+         size or duration), the window key and its counters are cleared: see "Why a new
+         window shape restarts the window" below.
 ARGV[5]  rejections counted locally since the last call (added to the counter)
 op "success":  ARGV[6] generation: the success of a normal permit (the hot path, see below)
 op "acquire":  ARGV[6] the client's trial token ("" = take the next counter value): chosen by
@@ -38,7 +41,8 @@ op "operator": ARGV[6] a trigger of OPERATOR
 op "release":  ARGV[6] a token whose acquire was cancelled: removed, or tombstoned
 
 Returns 1 for a "success" applied by the fast path (nothing but two counters changed), else
-{code, state, generation, retry_after_us, token, old_state, trigger, corrupt, fp, replaced}
+{code, state, generation, retry_after_us, token, old_state, trigger, corrupt, fp, replaced,
+ window_restarted}
   code: 1 permit / 0 rejected (acquire); 1 otherwise; -1 no config stored and no binding
         given (the caller sends its binding and calls again; nothing was changed)
   retry_after_us: microseconds until trial calls when OPEN, else -1
@@ -46,12 +50,26 @@ Returns 1 for a "success" applied by the fast path (nothing but two counters cha
   old_state, trigger: the last transition this call caused, or "" ""
   corrupt: 1 if the stored state was unreadable and was reset (documented policy)
   fp: the fingerprint of the config in force; replaced: the one this call's binding replaced
+  window_restarted: 1 if this call's binding changed the window's shape and cleared it
 Errors: "AIORESIL_ILLEGAL ..." (a move not in LEGAL), "AIORESIL_BADOP ..." (unknown op).
 
 Why Redis TIME: shared state needs one time base. Client clocks drift and jump; TIME is read
 inside the script, so every process agrees on when the recovery timeout has elapsed. Only
 durations (retry_after) leave the script, so each client's local view is skew-free too.
 Scripts that call TIME are safe because Redis 7 replicates scripts by their effects.
+
+Why a new window shape restarts the window: KEYS[3] is a string ring for a count window and a
+hash of buckets for a time window, and its counters (F.window_*) were summed under the rules
+that wrote it. Under another shape it is wrong three ways: the other kind's commands fail
+with WRONGTYPE (every call of the new config errors: its outcomes are lost, for good); a ring
+whose size shrank below its position never wraps (it grows a byte a call and the rates cover
+all history); buckets of another width sit at indexes the new width never expires. No
+conversion is honest (a ring of calls has no times, a bucket no order), so the binding that
+changes the shape clears the window: the rates start afresh under the new rules, as after a
+transition. State, generation, totals and trial leases carry over (they mean the same under
+any rules), and so does a window whose shape is unchanged (a new threshold or minimum_calls
+judges the same calls). aioresil/core/machine.py's rebind() is the Python twin, and the
+reply's window_restarted puts it in the process's BreakerConfigConflict event and log line.
 ]]
 
 local H, TRIALS, WIN = KEYS[1], KEYS[2], KEYS[3]
@@ -123,8 +141,25 @@ end
 -- ------------------------------------------------------------------ the config in force
 local binding = ARGV[4]
 local config_text, fp, replaced = r.config, r.fingerprint, ''
+
+-- the items of WINDOW_ITEMS in a stored config text, joined (nil for no config)
+local function window_shape(text)
+  if not text then return nil end
+  local items = {}
+  for item in string.gmatch(text .. ',', '([^,]*),') do items[#items + 1] = item end
+  local shape = {}
+  for i, at in ipairs(WINDOW_ITEMS) do shape[i] = items[at] or '?' end
+  return table.concat(shape, ',')
+end
+
+local restart_window = false
 if binding ~= '' and fp ~= ARGV[3] then
   if fp then replaced = fp end
+  -- a state with no readable config has a window of unknown shape: restarted too
+  restart_window = not fresh and window_shape(config_text) ~= window_shape(binding)
+  -- a first bind starts with zero window counters: a window key left without a state (its
+  -- hash deleted alone) would be of unknown shape and uncounted
+  if fresh then redis.call('DEL', WIN) end
   config_text, fp = binding, ARGV[3]
 end
 local C = {}
@@ -169,7 +204,11 @@ end
 local function time_expire()
   local width = WDUR / BUCKETS
   local oldest_kept = math.floor(now / width) - BUCKETS + 1
-  local fields = redis.call('HKEYS', WIN)
+  local fields = redis.pcall('HKEYS', WIN)
+  if fields.err then  -- a ring left by another shape (see repair below)
+    window_clear()
+    fields = {}
+  end
   for _, f in ipairs(fields) do
     if tonumber(f) < oldest_kept then
       local v = redis.call('HGET', WIN, f)
@@ -185,8 +224,17 @@ end
 local function window_add(failed, slow)
   local fv, sv = failed and 1 or 0, slow and 1 or 0
   if WSIZE then
+    -- Repair: a window in another shape (a bucket hash, or a ring longer than WSIZE) can only
+    -- be left by a writer without the rebind rule above (an older aioresil, during a rolling
+    -- upgrade): started afresh here instead of failing every call or never wrapping. Free on
+    -- the normal path (pcall costs what call does).
+    if rec.window_pos >= WSIZE or rec.window_calls > WSIZE then window_clear() end
     local pos = rec.window_pos
-    local old = redis.call('GETRANGE', WIN, pos, pos)
+    local old = redis.pcall('GETRANGE', WIN, pos, pos)
+    if type(old) == 'table' then
+      window_clear()
+      pos, old = 0, ''
+    end
     if old ~= '' and old ~= '-' then
       local o = tonumber(old)
       rec.window_calls = rec.window_calls - 1
@@ -227,6 +275,12 @@ local function rate_rule_fires()
 end
 
 local has_window = (WSIZE ~= nil) or (WDUR ~= nil)
+
+local window_restarted = 0
+if restart_window then
+  window_clear()
+  window_restarted = 1
+end
 
 -- ------------------------------------------------------------------ transitions
 local function move(trigger)
@@ -418,4 +472,4 @@ if last_trigger ~= '' and CHANNEL ~= '' then
 end
 
 return {code, rec.state, fmt(rec.generation), fmt(retry_after), fmt(token), last_old,
-  last_trigger, corrupt, fp, replaced}
+  last_trigger, corrupt, fp, replaced, window_restarted}

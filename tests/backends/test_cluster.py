@@ -282,8 +282,8 @@ async def test_checkpoint_store_lifecycle_runs_on_a_cluster(
 async def test_a_registry_of_breakers_in_many_slots_reads_as_on_one_node(
     cluster_client: RedisCluster, clock: FakeClock
 ) -> None:
-    """Operator reads call breaker_read.lua once per breaker on a cluster (2 keys, or 3 with a
-    time window, all in the breaker's slot); rows and the health JSON come out whole."""
+    """Operator reads call breaker_read.lua once per breaker on a cluster (its 3 keys, all in
+    the breaker's slot); rows and the health JSON come out whole."""
     from aioresil import BreakerRegistry
     from aioresil.health.rows import circuits_json, circuits_json_parts, rows_from_readings
 

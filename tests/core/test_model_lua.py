@@ -1,7 +1,8 @@
 """Model-based test: ``breaker.lua`` and the pure Python machine agree step for step.
 
 Hypothesis drives both with the same random sequences of acquire / success / failure /
-ignored / cancel / time advance / operator actions and compares every field after each step.
+ignored / cancel / time advance / operator actions / rebinds under another config (another
+process's newer bind) and compares every field after each step.
 It runs against fakeredis (many examples, fast) and a real redis-server (fewer examples).
 """
 
@@ -151,6 +152,20 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         codes = "".join(str(int(o)) for o in successes)
         durations = ",".join("0" for _ in successes) if self.config.timed else ""
         self.lua("batch", decision.generation, codes, durations)
+
+    @rule(raw=configs)
+    def rebind(self, raw: dict[str, Any]) -> None:
+        """Another process binds the name with other rules (the newest bind wins): the
+        record carries over, and the window starts afresh when its shape changed."""
+        config = build_config(raw)
+        if config is None or config.fingerprint == self.config.fingerprint:
+            return
+        restarted = machine.rebind(self.rec, config)
+        self.config = config
+        self.bound = False  # the next call carries the new binding: an empty batch here
+        reply = self.lua("batch", self.rec.generation, "", "")
+        assert reply[9] != b""  # it replaced the stored config
+        assert int(reply[10]) == int(restarted)
 
     @rule(seconds=st.sampled_from([0.25, 0.5, 1.0, 2.0, 2.5, 4.0, 5.0, 10.0]))
     def advance(self, seconds: float) -> None:
