@@ -10,10 +10,14 @@ pool and connection the way ``execute_command`` does: the pool's checkout, the c
 ``health_check_interval`` and drop the connection on any error or cancellation, so no reply
 is ever left for the next user of that connection.
 
-What it does not do, by design: retry. A connection error or a redis-py timeout here is
-raised, and :meth:`~aioresil.backends.redis.RedisBackend.run_script` sends the call once more
-through the client, whose retry policy then decides exactly as it does for every other
-command (so behaviour on a dropped connection is unchanged). Only a plain client qualifies:
+What it does not do, by design: retry. When the command fails in a way the connection's own
+retry policy answers by sending it again (redis-py's default: a connection error or a redis-py
+timeout, up to its retries), :meth:`DirectScripts.call` raises :class:`Resend` and
+:meth:`~aioresil.backends.redis.RedisBackend.run_script` sends the call once more through the
+client, whose retry policy then goes on deciding. Otherwise redis-py's error is raised as it
+is: a client built with its retries off (``retry=None``) or without timeouts among its
+retried errors must not see a script that may already have run (the reply was lost, not the
+command) sent a second time. Only a plain client qualifies:
 not Redis Cluster (commands are routed by slot), not a single-connection client, and only a
 pool whose checkout can be called without a command name.
 """
@@ -24,9 +28,30 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["DirectScripts"]
+__all__ = ["DirectScripts", "Resend"]
 
 _EVALSHA = b"$7\r\nEVALSHA\r\n"
+
+
+class Resend(Exception):
+    """The direct call failed where the connection's retry policy sends the command again:
+    send it through the client (``__cause__`` is redis-py's error)."""
+
+
+def _resends(retry: Any, error: Exception) -> bool:
+    """Whether redis-py's ``retry`` (a connection's policy) sends a command again after its
+    first failure was ``error``: what ``Retry.call_with_retry`` decides at that point (the
+    error is one of its supported errors and its ``is_retryable`` check passes, and it has a
+    retry left)."""
+    try:
+        retries = retry.get_retries()
+        supported = retry._supported_errors  # redis-py has no public reader for them
+    except AttributeError:  # no retry policy, or one of its own: nothing is sent again
+        return False
+    if retries == 0 or not isinstance(error, supported):
+        return False
+    check = getattr(retry, "is_retryable", None)
+    return check is None or bool(check(error))
 
 
 class DirectScripts:
@@ -101,11 +126,20 @@ class DirectScripts:
 
     async def call(self, packed: bytes) -> Any:
         """Send ``packed`` on a pooled connection and return the parsed reply (a Redis error
-        reply is raised as redis-py's exception, ``NOSCRIPT`` as ``NoScriptError``)."""
+        reply is raised as redis-py's exception, ``NOSCRIPT`` as ``NoScriptError``).
+
+        Raises :class:`Resend` when the connection's retry policy would send the command again
+        after what went wrong (see the module notes); a failed checkout is raised as it is
+        (``execute_command`` does not retry it either).
+        """
         pool = self._pool
         connection = await pool.get_connection()
         try:
             await connection.send_packed_command(packed)
             return await connection.read_response()
+        except Exception as error:
+            if _resends(getattr(connection, "retry", None), error):
+                raise Resend from error
+            raise
         finally:
             await pool.release(connection)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import Connection
 
-from aioresil import RedisBackend
+from aioresil import BackendUnavailableError, RedisBackend
 from aioresil.backends.scripts import LuaScript
 from aioresil.backends.wire import DirectScripts
 
@@ -33,8 +35,14 @@ SPIN = LuaScript(
     "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= stop return ARGV[2]",
 )
 FAIL = LuaScript("fail", "return redis.error_reply('AIORESIL_TEST bad input')")
+INCR = LuaScript("incr", "return redis.call('INCR', KEYS[1])")
 
 pytestmark = pytest.mark.redis_server
+
+
+def _host_port(url: str) -> dict[str, Any]:
+    parsed = urlsplit(url)
+    return {"host": parsed.hostname, "port": parsed.port}
 
 
 @pytest.fixture
@@ -109,7 +117,10 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next_user(
 
 
 async def test_a_killed_connection_is_retried_once_through_the_client(redis_url: str) -> None:
-    async with RedisBackend.from_url(redis_url, listen=False) as backend:
+    """A client with redis-py's default retries (``Redis(host, port)``; a pool built from a
+    URL has none, see the test after the next one)."""
+    client = aioredis.Redis(**_host_port(redis_url))
+    async with RedisBackend(client, listen=False) as backend:
         assert backend._direct is not None
         assert await backend.run_script(ECHO, ["k"], ["x", 1, 2, 3]) == [
             b"k",
@@ -134,17 +145,19 @@ async def test_a_killed_connection_is_retried_once_through_the_client(redis_url:
         ]
         assert spy.count("EVALSHA") >= 1
         assert backend.state.value == "healthy"  # a dropped connection is not an outage
+    await client.aclose()
 
 
 async def test_a_connection_reset_mid_call_is_sent_once_more_through_the_client(
     redis_server: RedisServer,
 ) -> None:
     """The command is held at a proxy, the proxy resets the connection: our direct call gets
-    a ``ConnectionError``, and the call goes once more through ``client.evalsha`` (as
-    redis-py's own retry would have done), so the caller sees its reply, not an outage."""
+    a ``ConnectionError``, and, on a client whose retry policy sends a command again after one
+    (redis-py's default for ``Redis(host, port)``), the call goes once more through
+    ``client.evalsha``, so the caller sees its reply, not an outage."""
     with FaultProxy(redis_server.port) as proxy:
-        url = f"redis://127.0.0.1:{proxy.port}/0"
-        async with RedisBackend.from_url(url, listen=False, operation_timeout=10) as backend:
+        client = aioredis.Redis(host="127.0.0.1", port=proxy.port)
+        async with RedisBackend(client, listen=False, operation_timeout=10) as backend:
             await backend.run_script(ECHO, ["k"], ["warm", 1, 2, 3])
             spy = WireSpy(backend.client)
             proxy.set_mode(Mode.LATENCY, latency=30.0)  # hold what the client sends
@@ -156,6 +169,38 @@ async def test_a_connection_reset_mid_call_is_sent_once_more_through_the_client(
             assert await call == [b"k", b"held", b"1", b"2", b"3"]
             assert spy.count("EVALSHA") == 2  # ours, then the client's
             assert backend.state.value == "healthy"
+        await client.aclose()
+
+
+async def test_a_client_without_retries_never_gets_a_script_sent_twice(
+    redis_server: RedisServer,
+) -> None:
+    """The reply is lost, not the command: the script ran. The pool ``RedisBackend.from_url``
+    builds has no retries (redis-py gives a pool built from a URL none), so
+    redis-py sends a script once; the direct path must not send it again either (it did: the
+    reset after the lost reply was followed by the same EVALSHA through the client, and the
+    script's INCR ran twice)."""
+    admin = aioredis.Redis(port=redis_server.port)
+    peek = redis.Redis(port=redis_server.port)
+    with FaultProxy(redis_server.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        async with RedisBackend.from_url(url, listen=False, operation_timeout=10) as backend:
+            assert backend._direct is not None
+            await admin.delete("runs")
+            await backend.client.script_load(INCR.source)
+            spy = WireSpy(backend.client)
+            proxy.set_mode(Mode.DROP_REPLIES)  # the command reaches Redis, its reply does not
+            call = asyncio.create_task(backend.run_script(INCR, ["runs"], []))
+            # Redis (not the proxy, which runs in its own thread) answers this sync read
+            await until(lambda: peek.get("runs") == b"1", what="the script ran")
+            proxy.set_mode(Mode.PASS)
+            proxy.reset_connections()  # the caller learns it lost its connection
+            with pytest.raises(BackendUnavailableError):
+                await call
+            assert spy.count("EVALSHA") == 1
+            assert await admin.get("runs") == b"1"
+    await admin.aclose()
+    peek.close()
 
 
 async def test_clients_that_route_or_pin_a_connection_keep_redis_pys_path(redis_url: str) -> None:
