@@ -157,10 +157,11 @@ class Monotonic:
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        # key -> (last raw values, offsets or None while there was no reset)
-        self._seen: dict[tuple[str, ...], tuple[tuple[int, ...], tuple[int, ...] | None]] = {}
+        # key -> (last raw values, offsets or None while there was no reset); a breaker's key
+        # is its name, other groups' a tuple (so the two never collide)
+        self._seen: dict[str | tuple[str, ...], tuple[tuple[int, ...], tuple[int, ...] | None]] = {}
 
-    def group(self, key: tuple[str, ...], raw: tuple[int, ...]) -> tuple[int, ...]:
+    def group(self, key: str | tuple[str, ...], raw: tuple[int, ...]) -> tuple[int, ...]:
         """The exported values of the counters ``raw`` of group ``key`` (same order always)."""
         seen = self._seen.get(key)
         if seen is None:
@@ -448,7 +449,7 @@ _CONFIG = (
 def _counts(stats: BreakerFigures, mono: Monotonic) -> tuple[int, ...]:
     """(successful, failed, ignored, rejected, slow), monotonic across resets."""
     return mono.group(
-        ("breaker", stats.name),
+        stats.name,
         (
             stats.success_count,
             stats.failure_count,
@@ -555,12 +556,31 @@ def _state_lines(label: str, current: CircuitState) -> str:
 
 class _Lines:
     """What a breaker's lines share from one scrape to the next, written once: its escaped
-    label, its five state lines per state seen, its config line per fingerprint."""
+    label, its five state lines per state seen, its config line per fingerprint, and every
+    counter line up to its value."""
 
-    __slots__ = ("config", "fingerprint", "label", "states")
+    __slots__ = (
+        "config",
+        "consecutive",
+        "failed",
+        "fingerprint",
+        "ignored",
+        "label",
+        "rejected",
+        "slow",
+        "states",
+        "successful",
+    )
 
     def __init__(self, name: str) -> None:
-        self.label = _label(name)
+        self.label = label = _label(name)
+        calls = "aioresil_circuitbreaker_calls_total"
+        self.successful = f'{calls}{{name="{label}",kind="successful"}} '
+        self.failed = f'\n{calls}{{name="{label}",kind="failed"}} '
+        self.ignored = f'\n{calls}{{name="{label}",kind="ignored"}} '
+        self.rejected = f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} '
+        self.slow = f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} '
+        self.consecutive = f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
         self.states: dict[CircuitState, str] = {}
         self.fingerprint: str | None = None
         self.config = ""
@@ -608,6 +628,7 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
     consecutive: list[str] = []
     configs: list[str] = []
     group = mono.group
+    seen = mono._seen.get
     cache = _LINES
     for breaker, (rec, now, _) in readings:
         name = breaker.name
@@ -615,18 +636,15 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
         label = lines.label
         state = rec.state
         states.append(lines.states.get(state) or lines.state(state))
-        ok, failed, ignored, refused, slowed = group(
-            ("breaker", name), (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
-        )
-        calls.append(
-            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {ok}\n'
-            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="failed"}} {failed}\n'
-            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="ignored"}} {ignored}'
-        )
-        rejected.append(
-            f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} {refused}'
-        )
-        slow.append(f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} {slowed}')
+        raw = (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
+        last = seen(name)
+        if last is not None and last[1] is None and last[0] == raw:
+            ok, failed, ignored, refused, slowed = raw  # group()'s common case, inlined
+        else:
+            ok, failed, ignored, refused, slowed = group(name, raw)
+        calls.append(f"{lines.successful}{ok}{lines.failed}{failed}{lines.ignored}{ignored}")
+        rejected.append(f"{lines.rejected}{refused}")
+        slow.append(f"{lines.slow}{slowed}")
         config = rec.config
         if rec.window is not None:
             rate = machine.failure_rate(rec, config, now)
@@ -640,10 +658,7 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
                     f'aioresil_circuitbreaker_slow_call_rate_ratio{{name="{label}"}} '
                     f"{_number(rate)}"
                 )
-        consecutive.append(
-            f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
-            f"{rec.consecutive_failures}"
-        )
+        consecutive.append(f"{lines.consecutive}{rec.consecutive_failures}")
         configs.append(lines.config_line(config.fingerprint))
     out = _head(_STATE)
     out += states
