@@ -556,31 +556,12 @@ def _state_lines(label: str, current: CircuitState) -> str:
 
 class _Lines:
     """What a breaker's lines share from one scrape to the next, written once: its escaped
-    label, its five state lines per state seen, its config line per fingerprint, and every
-    counter line up to its value."""
+    label, its five state lines per state seen, its config line per fingerprint."""
 
-    __slots__ = (
-        "config",
-        "consecutive",
-        "failed",
-        "fingerprint",
-        "ignored",
-        "label",
-        "rejected",
-        "slow",
-        "states",
-        "successful",
-    )
+    __slots__ = ("config", "fingerprint", "label", "states")
 
     def __init__(self, name: str) -> None:
-        self.label = label = _label(name)
-        calls = "aioresil_circuitbreaker_calls_total"
-        self.successful = f'{calls}{{name="{label}",kind="successful"}} '
-        self.failed = f'\n{calls}{{name="{label}",kind="failed"}} '
-        self.ignored = f'\n{calls}{{name="{label}",kind="ignored"}} '
-        self.rejected = f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} '
-        self.slow = f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} '
-        self.consecutive = f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
+        self.label = _label(name)
         self.states: dict[CircuitState, str] = {}
         self.fingerprint: str | None = None
         self.config = ""
@@ -642,9 +623,15 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
             ok, failed, ignored, refused, slowed = raw  # group()'s common case, inlined
         else:
             ok, failed, ignored, refused, slowed = group(name, raw)
-        calls.append(f"{lines.successful}{ok}{lines.failed}{failed}{lines.ignored}{ignored}")
-        rejected.append(f"{lines.rejected}{refused}")
-        slow.append(f"{lines.slow}{slowed}")
+        calls.append(
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {ok}\n'
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="failed"}} {failed}\n'
+            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="ignored"}} {ignored}'
+        )
+        rejected.append(
+            f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} {refused}'
+        )
+        slow.append(f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} {slowed}')
         config = rec.config
         if rec.window is not None:
             rate = machine.failure_rate(rec, config, now)
@@ -658,7 +645,10 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
                     f'aioresil_circuitbreaker_slow_call_rate_ratio{{name="{label}"}} '
                     f"{_number(rate)}"
                 )
-        consecutive.append(f"{lines.consecutive}{rec.consecutive_failures}")
+        consecutive.append(
+            f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
+            f"{rec.consecutive_failures}"
+        )
         configs.append(lines.config_line(config.fingerprint))
     out = _head(_STATE)
     out += states
