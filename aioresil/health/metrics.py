@@ -157,10 +157,11 @@ class Monotonic:
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        # key -> (last raw values, offsets or None while there was no reset)
-        self._seen: dict[tuple[str, ...], tuple[tuple[int, ...], tuple[int, ...] | None]] = {}
+        # key -> (last raw values, offsets or None while there was no reset); a breaker's key
+        # is its name, other groups' a tuple (so the two never collide)
+        self._seen: dict[str | tuple[str, ...], tuple[tuple[int, ...], tuple[int, ...] | None]] = {}
 
-    def group(self, key: tuple[str, ...], raw: tuple[int, ...]) -> tuple[int, ...]:
+    def group(self, key: str | tuple[str, ...], raw: tuple[int, ...]) -> tuple[int, ...]:
         """The exported values of the counters ``raw`` of group ``key`` (same order always)."""
         seen = self._seen.get(key)
         if seen is None:
@@ -448,7 +449,7 @@ _CONFIG = (
 def _counts(stats: BreakerFigures, mono: Monotonic) -> tuple[int, ...]:
     """(successful, failed, ignored, rejected, slow), monotonic across resets."""
     return mono.group(
-        ("breaker", stats.name),
+        stats.name,
         (
             stats.success_count,
             stats.failure_count,
@@ -608,6 +609,7 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
     consecutive: list[str] = []
     configs: list[str] = []
     group = mono.group
+    seen = mono._seen.get
     cache = _LINES
     for breaker, (rec, now, _) in readings:
         name = breaker.name
@@ -615,9 +617,12 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
         label = lines.label
         state = rec.state
         states.append(lines.states.get(state) or lines.state(state))
-        ok, failed, ignored, refused, slowed = group(
-            ("breaker", name), (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
-        )
+        raw = (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
+        last = seen(name)
+        if last is not None and last[1] is None and last[0] == raw:
+            ok, failed, ignored, refused, slowed = raw  # group()'s common case, inlined
+        else:
+            ok, failed, ignored, refused, slowed = group(name, raw)
         calls.append(
             f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {ok}\n'
             f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="failed"}} {failed}\n'
