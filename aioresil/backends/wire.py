@@ -28,6 +28,14 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+try:
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import TimeoutError as _RedisTimeoutError
+
+    _RESENT: tuple[type[Exception], ...] = (_RedisConnectionError, _RedisTimeoutError)
+except ImportError:  # pragma: no cover - only used with the redis extra
+    _RESENT = ()
+
 __all__ = ["DirectScripts", "Resend"]
 
 _EVALSHA = b"$7\r\nEVALSHA\r\n"
@@ -40,15 +48,15 @@ class Resend(Exception):
 
 def _resends(retry: Any, error: Exception) -> bool:
     """Whether redis-py's ``retry`` (a connection's policy) sends a command again after its
-    first failure was ``error``: what ``Retry.call_with_retry`` decides at that point (the
-    error is one of its supported errors and its ``is_retryable`` check passes, and it has a
-    retry left)."""
+    first failure was ``error`` (a redis-py ``ConnectionError`` or ``TimeoutError``, the
+    errors every redis-py client retries): it has a retry left and its ``is_retryable``
+    check, when it has one, passes. (Which errors a policy retries has no public reader;
+    the two we consider are in every redis-py policy's list by default.)"""
     try:
         retries = retry.get_retries()
-        supported = retry._supported_errors  # redis-py has no public reader for them
     except AttributeError:  # no retry policy, or one of its own: nothing is sent again
         return False
-    if retries == 0 or not isinstance(error, supported):
+    if retries == 0:
         return False
     check = getattr(retry, "is_retryable", None)
     return check is None or bool(check(error))
@@ -138,7 +146,7 @@ class DirectScripts:
             await connection.send_packed_command(packed)
             return await connection.read_response()
         except Exception as error:
-            if _resends(getattr(connection, "retry", None), error):
+            if isinstance(error, _RESENT) and _resends(getattr(connection, "retry", None), error):
                 raise Resend from error
             raise
         finally:

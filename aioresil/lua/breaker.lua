@@ -125,7 +125,13 @@ end
 
 local rec
 if fresh then
-  rec = blank(1)
+  -- A new breaker, or one whose state Redis lost without a failover (FLUSHDB, DEL, an
+  -- allkeys-* eviction): its first generation is the time in microseconds, so a state made
+  -- again starts above any generation the lost one reached (one per transition, and no
+  -- breaker makes a transition a microsecond). A process's view never goes back to an older
+  -- generation (a late reply must not undo a newer one), so a state restarted at 1 would be
+  -- ignored by every process that knew the old one, and its failures never trip it.
+  rec = blank(math.max(1, math.floor(now)))
 elseif not (r.schema == SCHEMA and STATES[r.state] and num(r.generation)) then
   -- Documented policy: unreadable or foreign-version state is reset to CLOSED (with a new
   -- generation, so no old permit can act on it) and reported, never crash-looped on.

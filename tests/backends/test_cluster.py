@@ -119,6 +119,7 @@ async def test_breaker_lifecycle_runs_on_a_cluster_for_names_on_every_node(
 
             async with breaker:  # first call learns the (fresh) state
                 pass
+            created = int((await stored(cluster_client, backend, name))[Field.GENERATION])
             for _ in range(2):
                 with pytest.raises(Boom):
                     async with breaker:
@@ -150,7 +151,7 @@ async def test_breaker_lifecycle_runs_on_a_cluster_for_names_on_every_node(
                 "2",
                 "2",
                 "1",
-                "4",
+                str(created + 3),  # three transitions
             ), name
 
             await breaker.force_open()

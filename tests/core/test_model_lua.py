@@ -81,6 +81,9 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         self.client.delete(*self.keys)
         self.bound = False
         self.lua("operator", "reset")
+        # A state the script creates starts at generation = its creation time in microseconds
+        # (so a state Redis lost and made again is newer than the lost one; breaker.lua).
+        self.rec.generation = us(self.now)
         machine.operator(self.rec, Trigger.RESET, self.now)
 
     def lua(self, op: str, *extra: Any) -> Any:
@@ -231,6 +234,7 @@ def test_time_window_expiry_boundary_matches(gap: float) -> None:
         failure_threshold=None, failure_rate_threshold=1.0, window_duration=10, minimum_calls=1
     )
     rec = BreakerRecord(config)
+    rec.generation = us(1.0)  # a state the script creates starts at its creation time in us
     keys = [object_key("edge", "cb", "e", part) for part in ("state", "trials", "window")]
     for now in (1.0, 1.0 + gap):
         permit, _ = machine.acquire(rec, config, now)
