@@ -134,8 +134,10 @@ if fresh then
   rec = blank(math.max(1, math.floor(now)))
 elseif not (r.schema == SCHEMA and STATES[r.state] and num(r.generation)) then
   -- Documented policy: unreadable or foreign-version state is reset to CLOSED (with a new
-  -- generation, so no old permit can act on it) and reported, never crash-looped on.
-  rec = blank((num(r.generation) or 0) + 1)
+  -- generation, so no old permit can act on it) and reported, never crash-looped on. The new
+  -- generation is above the stored one and the time in microseconds, for the reason above: an
+  -- unreadable generation restarted at 1 would be ignored by every process's view.
+  rec = blank(math.max((num(r.generation) or 0) + 1, math.floor(now)))
   corrupt = 1
   redis.call('DEL', TRIALS, WIN)
 else

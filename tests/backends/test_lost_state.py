@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from aioresil import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState, RedisBackend
+from aioresil.backends.breaker_schema import Field
 
 from ..helpers import Boom, eventually, fail, rejected, succeed
 
@@ -64,3 +65,28 @@ async def test_a_state_redis_lost_is_made_again_newer_and_trips_for_every_proces
 
         await eventually(other_sees_it_open, what="the other process's view opening")
         await rejected(other)
+
+
+@pytest.mark.parametrize("damage", ["missing", "unreadable"])
+async def test_a_state_reset_for_an_unreadable_generation_is_newer_and_trips(
+    redis_url: str, damage: str
+) -> None:
+    """The corrupt-state reset must land above every view too: a generation field lost or
+    garbled restarted the state at 1, which no process's view followed (failures never
+    tripped it)."""
+    async with RedisBackend.from_url(redis_url, prefix=f"corrupt-{damage}") as ours:
+        breaker = CircuitBreaker("pay", config=CONFIG, backend=ours)
+        await succeed(breaker)
+        key = ours.key("cb", "pay", "state")
+        before = int(await ours.client.hget(key, Field.GENERATION))
+        if damage == "missing":
+            await ours.client.hdel(key, Field.GENERATION)
+        else:
+            await ours.client.hset(key, Field.GENERATION, "not a number")
+
+        outcomes = [await outcome(breaker) for _ in range(4)]
+        # The first failure finds the state unreadable: reset (its permit's generation is
+        # gone, so it is not counted); the next two trip it; the fourth is rejected.
+        assert outcomes == ["failed", "failed", "failed", "rejected"], outcomes
+        assert int(await ours.client.hget(key, Field.GENERATION)) > before
+        assert (await ours.client.hget(key, Field.STATE)) == b"open"
