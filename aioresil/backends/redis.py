@@ -57,7 +57,7 @@ from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript
 from .sentinel_url import check_sentinels, is_sentinel_url, parse_sentinel_url
-from .wire import DirectScripts, Resend
+from .wire import DirectScripts
 
 try:
     import redis.asyncio as aioredis
@@ -621,8 +621,6 @@ class RedisBackend:
                     return await direct.call(packed)
                 except redis_errors.NoScriptError:
                     await client.script_load(script.source)
-                except Resend:
-                    pass  # the client's retry policy sends it again: through the client
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except redis_errors.NoScriptError:

@@ -10,16 +10,14 @@ pool and connection the way ``execute_command`` does: the pool's checkout, the c
 ``health_check_interval`` and drop the connection on any error or cancellation, so no reply
 is ever left for the next user of that connection.
 
-What it does not do, by design: retry. When the command fails in a way the connection's own
-retry policy answers by sending it again (redis-py's default: a connection error or a redis-py
-timeout, up to its retries), :meth:`DirectScripts.call` raises :class:`Resend` and
-:meth:`~aioresil.backends.redis.RedisBackend.run_script` sends the call once more through the
-client, whose retry policy then goes on deciding. Otherwise redis-py's error is raised as it
-is: a client built with its retries off (``retry=None``) or without timeouts among its
-retried errors must not see a script that may already have run (the reply was lost, not the
-command) sent a second time. Only a plain client qualifies:
-not Redis Cluster (commands are routed by slot), not a single-connection client, and only a
-pool whose checkout can be called without a command name.
+Retries are redis-py's: the call runs under the connection's own retry policy
+(``connection.retry.call_with_retry``, the connection dropped between attempts), exactly as
+``execute_command`` runs a command, so a client built with its retries off (what
+``RedisBackend.from_url`` builds) never sees a script that may already have run (the reply was
+lost, not the command) sent a second time, and one with retries resends on the errors its own
+policy names, no more. Only a plain client qualifies: not Redis Cluster (commands are routed by
+slot), not a single-connection client, and only a pool whose checkout can be called without a
+command name.
 """
 
 from __future__ import annotations
@@ -28,38 +26,9 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-try:
-    from redis.exceptions import ConnectionError as _RedisConnectionError
-    from redis.exceptions import TimeoutError as _RedisTimeoutError
-
-    _RESENT: tuple[type[Exception], ...] = (_RedisConnectionError, _RedisTimeoutError)
-except ImportError:  # pragma: no cover - only used with the redis extra
-    _RESENT = ()
-
-__all__ = ["DirectScripts", "Resend"]
+__all__ = ["DirectScripts"]
 
 _EVALSHA = b"$7\r\nEVALSHA\r\n"
-
-
-class Resend(Exception):
-    """The direct call failed where the connection's retry policy sends the command again:
-    send it through the client (``__cause__`` is redis-py's error)."""
-
-
-def _resends(retry: Any, error: Exception) -> bool:
-    """Whether redis-py's ``retry`` (a connection's policy) sends a command again after its
-    first failure was ``error`` (a redis-py ``ConnectionError`` or ``TimeoutError``, the
-    errors every redis-py client retries): it has a retry left and its ``is_retryable``
-    check, when it has one, passes. (Which errors a policy retries has no public reader;
-    the two we consider are in every redis-py policy's list by default.)"""
-    try:
-        retries = retry.get_retries()
-    except AttributeError:  # no retry policy, or one of its own: nothing is sent again
-        return False
-    if retries == 0:
-        return False
-    check = getattr(retry, "is_retryable", None)
-    return check is None or bool(check(error))
 
 
 class DirectScripts:
@@ -134,20 +103,23 @@ class DirectScripts:
 
     async def call(self, packed: bytes) -> Any:
         """Send ``packed`` on a pooled connection and return the parsed reply (a Redis error
-        reply is raised as redis-py's exception, ``NOSCRIPT`` as ``NoScriptError``).
-
-        Raises :class:`Resend` when the connection's retry policy would send the command again
-        after what went wrong (see the module notes); a failed checkout is raised as it is
-        (``execute_command`` does not retry it either).
-        """
+        reply is raised as redis-py's exception, ``NOSCRIPT`` as ``NoScriptError``), under the
+        connection's retry policy as ``execute_command`` would (see the module notes); a
+        failed checkout is raised as it is (``execute_command`` does not retry it either)."""
         pool = self._pool
         connection = await pool.get_connection()
-        try:
+
+        async def attempt() -> Any:
             await connection.send_packed_command(packed)
             return await connection.read_response()
-        except Exception as error:
-            if isinstance(error, _RESENT) and _resends(getattr(connection, "retry", None), error):
-                raise Resend from error
-            raise
+
+        async def dropped(error: Exception) -> None:
+            await connection.disconnect()  # the next attempt connects afresh
+
+        try:
+            retry = getattr(connection, "retry", None)
+            if retry is None:
+                return await attempt()
+            return await retry.call_with_retry(attempt, dropped)
         finally:
             await pool.release(connection)

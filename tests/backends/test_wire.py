@@ -18,6 +18,8 @@ import redis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from aioresil import BackendUnavailableError, RedisBackend
 from aioresil.backends.scripts import LuaScript
@@ -116,7 +118,7 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next_user(
         assert replies == [f"r{attempt}-{i}".encode() for i in range(4)]
 
 
-async def test_a_killed_connection_is_retried_once_through_the_client(redis_url: str) -> None:
+async def test_a_killed_connection_is_retried_under_the_clients_policy(redis_url: str) -> None:
     """A client with redis-py's default retries (``Redis(host, port)``; a pool built from a
     URL has none, see the test after the next one)."""
     client = aioredis.Redis(**_host_port(redis_url))
@@ -148,13 +150,13 @@ async def test_a_killed_connection_is_retried_once_through_the_client(redis_url:
     await client.aclose()
 
 
-async def test_a_connection_reset_mid_call_is_sent_once_more_through_the_client(
+async def test_a_connection_reset_mid_call_is_sent_again_under_the_clients_policy(
     redis_server: RedisServer,
 ) -> None:
     """The command is held at a proxy, the proxy resets the connection: our direct call gets
     a ``ConnectionError``, and, on a client whose retry policy sends a command again after one
-    (redis-py's default for ``Redis(host, port)``), the call goes once more through
-    ``client.evalsha``, so the caller sees its reply, not an outage."""
+    (redis-py's default for ``Redis(host, port)``), it is sent again on a new connection, as
+    ``execute_command`` would, so the caller sees its reply, not an outage."""
     with FaultProxy(redis_server.port) as proxy:
         client = aioredis.Redis(host="127.0.0.1", port=proxy.port)
         async with RedisBackend(client, listen=False, operation_timeout=10) as backend:
@@ -167,7 +169,7 @@ async def test_a_connection_reset_mid_call_is_sent_once_more_through_the_client(
             proxy.set_mode(Mode.RESET)  # RST the held connection: Redis never saw the call
             proxy.set_mode(Mode.PASS)
             assert await call == [b"k", b"held", b"1", b"2", b"3"]
-            assert spy.count("EVALSHA") == 2  # ours, then the client's
+            assert spy.count("EVALSHA") == 2  # the first attempt, then the policy's retry
             assert backend.state.value == "healthy"
         await client.aclose()
 
@@ -199,6 +201,35 @@ async def test_a_client_without_retries_never_gets_a_script_sent_twice(
                 await call
             assert spy.count("EVALSHA") == 1
             assert await admin.get("runs") == b"1"
+    await admin.aclose()
+    peek.close()
+
+
+async def test_a_policy_that_does_not_retry_connection_errors_sends_a_script_once(
+    redis_server: RedisServer,
+) -> None:
+    """A client whose retries name only timeouts: after a lost reply and a reset (a
+    ``ConnectionError``), the script is not sent again, as with ``client.evalsha``."""
+    admin = aioredis.Redis(port=redis_server.port)
+    peek = redis.Redis(port=redis_server.port)
+    with FaultProxy(redis_server.port) as proxy:
+        policy = Retry(NoBackoff(), 3, supported_errors=(redis_errors.TimeoutError,))
+        client = aioredis.Redis(host="127.0.0.1", port=proxy.port, retry=policy)
+        async with RedisBackend(client, listen=False, operation_timeout=10) as backend:
+            assert backend._direct is not None
+            await admin.delete("runs")
+            await client.script_load(INCR.source)
+            spy = WireSpy(client)
+            proxy.set_mode(Mode.DROP_REPLIES)
+            call = asyncio.create_task(backend.run_script(INCR, ["runs"], []))
+            await until(lambda: peek.get("runs") == b"1", what="the script ran")
+            proxy.set_mode(Mode.PASS)
+            proxy.reset_connections()
+            with pytest.raises(BackendUnavailableError):
+                await call
+            assert spy.count("EVALSHA") == 1
+            assert await admin.get("runs") == b"1"
+        await client.aclose()
     await admin.aclose()
     peek.close()
 
