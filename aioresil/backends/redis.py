@@ -226,6 +226,22 @@ def _check_pool(max_connections: object, pool_timeout: object) -> float:
     return float(pool_timeout)
 
 
+def _check_socket_timeouts(socket_timeout: object, socket_connect_timeout: object) -> None:
+    """Both URL forms refuse what redis-py would take silently: a negative, zero, infinite or
+    missing timeout (a client without one waits forever on a black-holed server)."""
+    for name, value in (
+        ("socket_timeout", socket_timeout),
+        ("socket_connect_timeout", socket_connect_timeout),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+
+
 def _check_pool_options(options: dict[str, Any]) -> None:
     if "timeout" in options:
         raise ValueError(
@@ -441,6 +457,7 @@ class RedisBackend:
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
         timeout = _check_pool(max_connections, pool_timeout)
+        _check_socket_timeouts(socket_timeout, socket_connect_timeout)
         _check_pool_options(pool_options)
         if is_sentinel_url(url):
             target = parse_sentinel_url(url)
@@ -557,6 +574,7 @@ class RedisBackend:
         """
         if aioredis is None:  # pragma: no cover
             raise ImportError(_MISSING_EXTRA)
+        _check_socket_timeouts(socket_timeout, socket_connect_timeout)
         from redis.asyncio.sentinel import Sentinel
 
         nodes = check_sentinels(sentinels)

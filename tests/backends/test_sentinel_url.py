@@ -141,6 +141,13 @@ SENTINEL = "redis+sentinel://127.0.0.1:1/m/0"
         ({"pool_timeout": None}, "pool_timeout must be a finite number of seconds > 0, got None"),
         ({"pool_timeout": float("inf")}, "pool_timeout must be a finite number"),
         ({"timeout": 3}, "pass pool_timeout=, not timeout="),
+        ({"socket_timeout": -1}, "socket_timeout must be a finite number of seconds > 0, got -1"),
+        ({"socket_timeout": 0}, "socket_timeout must be a finite number of seconds > 0, got 0"),
+        ({"socket_timeout": None}, "socket_timeout must be a finite number of seconds > 0"),
+        ({"socket_timeout": float("nan")}, "socket_timeout must be a finite number"),
+        ({"socket_timeout": True}, "socket_timeout must be a finite number"),
+        ({"socket_connect_timeout": -2}, "socket_connect_timeout must be a finite number"),
+        ({"socket_connect_timeout": float("inf")}, "socket_connect_timeout must be a finite"),
     ],
 )
 def test_pool_options_are_checked_the_same_on_both_url_forms(
