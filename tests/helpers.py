@@ -114,6 +114,14 @@ async def wait_for_subscribers(backend: RedisBackend, count: int) -> None:
     await eventually(subscribed, what=f"{count} listeners subscribing")
 
 
+async def listener_synced(backend: RedisBackend, within: float = 10.0) -> None:
+    """Until the backend's breaker listener has subscribed and resynced every view.
+
+    Why before a fault: the resync's reply landing inside the operation the fault then cuts
+    makes that cut read as contention (Redis answered something meanwhile), not an outage."""
+    await asyncio.wait_for(backend._views_synced.wait(), within)
+
+
 def scripts_agree(
     machine: Any, client: Any, scripts: Iterable[Any], *, examples: int, steps: int
 ) -> None:

@@ -384,6 +384,10 @@ class RedisBackend:
         self._encoded_keys: dict[str, list[bytes]] = {}  # name -> its keys, for read_breakers
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
+        # Set once the listener has subscribed and resynced every view; cleared while it
+        # reconnects. Tests wait on it before a fault, so the resync's own reply cannot land
+        # inside the operation the fault cuts (which would read as contention, not an outage).
+        self._views_synced = asyncio.Event()
         self._stopping = False
         self._cluster = hasattr(client, "get_node_from_key")  # a RedisCluster client
         self._sentinel: Any = None  # the Sentinel manager from_sentinel made (closed with us)
@@ -972,11 +976,13 @@ class RedisBackend:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
+            self._views_synced.clear()
             pubsub = self.client.pubsub()
             try:
                 async with asyncio.timeout(self.operation_timeout):
                     await pubsub.subscribe(self.events_channel)
                 await self._resync_views()
+                self._views_synced.set()
                 delay = 0.05
                 while not cancelled():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)

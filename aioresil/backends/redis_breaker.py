@@ -655,11 +655,19 @@ class RedisBreakerHandle:
     async def refresh(self, now: float, wall: float) -> tuple[BreakerRecord, float, float]:
         """Read the shared state in one round trip (after flushing batched outcomes)."""
         await self.flush()
-        if self._fallback is not None:
-            return self._fallback, now, wall - now
-        results = await self.backend.read_breakers([self])
-        record: tuple[BreakerRecord, float, float] = results[0]
-        return record
+        if self._fallback is None:
+            try:
+                results = await self.backend.read_breakers([self])
+            except BackendUnavailableError:
+                # The read itself found the outage: by now a fail_open breaker is on its
+                # local fallback and answers with it (what a caller of readings(fallback=True)
+                # asked for); a fail_closed one, or a cut that was not an outage, raises.
+                if self._fallback is None:
+                    raise
+            else:
+                record: tuple[BreakerRecord, float, float] = results[0]
+                return record
+        return self._fallback, now, wall - now
 
     def _config_in_force(self, stored: bytes) -> BreakerConfig:
         """The stored config as a :class:`BreakerConfig` (decoded once per stored value)."""

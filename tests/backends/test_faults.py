@@ -54,7 +54,7 @@ from aioresil.dashboard import dashboard_app
 from aioresil.registry import BreakerRegistry
 
 from ..faultproxy import FaultProxy, Mode
-from ..helpers import Boom, until
+from ..helpers import Boom, listener_synced, until
 from ..servers import RedisServer, free_port
 
 OP = 0.2
@@ -151,6 +151,7 @@ async def test_black_hole_breakers_decide_by_policy_at_once_and_recover(
         breaker = CircuitBreaker("bh", config=config, backend=backend)
         ran: list[int] = []
         await guarded(breaker, failing=False, ran=ran)  # the view is CLOSED: no round trip next
+        await listener_synced(backend)
         proxy.set_mode(Mode.BLACKHOLE)
 
         # The first call raced the detection: it runs (the view said CLOSED); recording it
@@ -228,6 +229,35 @@ async def test_black_hole_stores_and_policies_are_bounded(proxy: FaultProxy) -> 
         assert await limiter.call(asyncio.sleep, 0) is None
 
 
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+async def test_a_read_cut_as_contention_then_as_an_outage_still_answers_by_policy(
+    proxy: FaultProxy, policy: str
+) -> None:
+    """The first read of ``readings(fallback=True)`` is cut while Redis answered another
+    operation meanwhile (read as contention, not an outage); each breaker then reads alone,
+    that read finds the outage, and a fail_open breaker answers with its local fallback (it
+    raised, and the health endpoint answered 503) while a fail_closed one raises."""
+    async with user_backend(proxy.port) as backend:
+        registry = BreakerRegistry(backend=backend)
+        config = BreakerConfig(on_backend_error=policy)  # type: ignore[arg-type]
+        breaker = registry.get("payments", config)
+        await guarded(breaker, failing=False, ran=[])
+        await listener_synced(backend)
+        proxy.set_mode(Mode.BLACKHOLE)
+        read = asyncio.create_task(registry.readings(fallback=True))
+        await until(lambda: len(backend._deadlines) > 0, what="the read in flight")
+        backend._replies += 1  # what a reply to another operation meanwhile does
+        seconds, result = await timed(read)
+        assert seconds < FIRST
+        assert backend.state is UNAVAILABLE  # the second read found the outage
+        if policy == "fail_open":
+            assert not isinstance(result, BaseException), result
+            ((_, (record, _, _)),) = result
+            assert record.state is CircuitState.CLOSED  # the local view
+        else:
+            assert isinstance(result, BackendUnavailableError), result
+
+
 async def test_black_hole_health_and_dashboard_answer_and_say_redis_is_down(
     proxy: FaultProxy,
 ) -> None:
@@ -241,6 +271,7 @@ async def test_black_hole_health_and_dashboard_answer_and_say_redis_is_down(
         dlq = DeadLetterQueue(backend, name="jobs")
         health = health_app(registry=registry, dlq=dlq, timeout=1.0)
         dashboard = dashboard_app(registry=registry, dlq=dlq)
+        await listener_synced(backend)
         proxy.set_mode(Mode.BLACKHOLE)
         assert backend.state is HEALTHY
         answers: dict[str, tuple[float, Any]] = {}
