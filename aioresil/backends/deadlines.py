@@ -44,18 +44,17 @@ class SharedDeadline:
 
     Args:
         timeout: seconds; normally the same for every operation (then in-flight operations
-            expire in start order). A different ``timeout`` passed to :meth:`run` still works:
+            expire in start order). A different ``timeout`` passed to :meth:`start` still works:
             its operation is placed in due order (a rarer, linear-time path).
     """
 
-    __slots__ = ("_flights", "_loop", "_timer", "_timer_due", "timeout")
+    __slots__ = ("_flights", "_loop", "_timer", "timeout")
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._flights: deque[Flight] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
 
     def __len__(self) -> int:
         """Operations in the queue (finished ones are dropped from its head as they finish)."""
@@ -104,7 +103,7 @@ class SharedDeadline:
             while index and flights[index - 1].due > due:
                 index -= 1
             flights.insert(index, flight)
-        if self._timer is None or due < self._timer_due:
+        if self._timer is None or due < self._timer.when():
             self._arm(loop, due)
         return flight
 
@@ -118,7 +117,6 @@ class SharedDeadline:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = loop.call_at(due, self._expire)
-        self._timer_due = due
 
     def _expire(self) -> None:
         """The timer: cut every operation now due, then wait for the next one."""

@@ -206,6 +206,19 @@ _URL_OPTIONS = ("db", "username", "password")
 """Connection options a URL may carry; as keywords of ``from_url`` they fill what it leaves out."""
 
 
+def _seconds(name: str, value: object) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``name`` unless it is a finite
+    number of seconds > 0 (redis-py takes -1, 0, NaN or ``None`` silently)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 def _check_pool(max_connections: object, pool_timeout: object) -> float:
     """Validate the pool options both URL forms share; ``pool_timeout`` as a float."""
     if (
@@ -214,32 +227,14 @@ def _check_pool(max_connections: object, pool_timeout: object) -> float:
         or max_connections < 1
     ):
         raise ValueError(f"max_connections must be an int >= 1, got {max_connections!r}")
-    if (
-        isinstance(pool_timeout, bool)
-        or not isinstance(pool_timeout, int | float)
-        or not math.isfinite(pool_timeout)
-        or pool_timeout <= 0
-    ):
-        raise ValueError(
-            f"pool_timeout must be a finite number of seconds > 0, got {pool_timeout!r}"
-        )
-    return float(pool_timeout)
+    return _seconds("pool_timeout", pool_timeout)
 
 
 def _check_socket_timeouts(socket_timeout: object, socket_connect_timeout: object) -> None:
-    """Both URL forms refuse what redis-py would take silently: a negative, zero, infinite or
-    missing timeout (a client without one waits forever on a black-holed server)."""
-    for name, value in (
-        ("socket_timeout", socket_timeout),
-        ("socket_connect_timeout", socket_connect_timeout),
-    ):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    """Both URL forms refuse a socket timeout that is not a finite number of seconds > 0 (a
+    client without one waits forever on a black-holed server)."""
+    _seconds("socket_timeout", socket_timeout)
+    _seconds("socket_connect_timeout", socket_connect_timeout)
 
 
 def _check_pool_options(options: dict[str, Any]) -> None:
@@ -366,7 +361,7 @@ class RedisBackend:
             raise ValueError(
                 f"operation_timeout must be a finite number > 0, got {operation_timeout!r}"
             )
-        self.operation_timeout = float(operation_timeout)
+        self._deadlines = SharedDeadline(float(operation_timeout))  # every operation's cut
         if wait_replicas and self.wait_timeout >= self.operation_timeout:
             raise ValueError(
                 f"wait_timeout ({self.wait_timeout:g}s) must be below operation_timeout "
@@ -395,7 +390,6 @@ class RedisBackend:
         self._drains: dict[int, Callable[[], Awaitable[None]]] = {}
         self.health = BackendHealth(f"redis:{self.prefix}", self._probe)
         self._replies = 0  # operations answered so far (see execute: contention vs. outage)
-        self._deadlines = SharedDeadline(self.operation_timeout)  # every operation's cut
         self._direct = DirectScripts.for_client(client)  # EVALSHA packed by us (see wire)
         self.health.on_recover(self._resume_breakers)
         self.health.subscribe(self._on_health_change)
@@ -408,15 +402,13 @@ class RedisBackend:
         # connection (up to the blocking pool's own timeout) before its deadline starts, so a
         # burst of 1,000 calls on 8 connections queues instead of timing out.
         self._gate: asyncio.Semaphore | None = None
-        self._gate_timeout: float | None = None
+        self._gate_deadlines: SharedDeadline | None = None  # the pool's timeout, if it has one
         if pool is not None and isinstance(limit, int) and 0 < limit < 2**31:
             self._gate = asyncio.Semaphore(max(limit - 2, 1))  # keep room for pub/sub
             if aioredis is not None and isinstance(pool, aioredis.BlockingConnectionPool):
                 timeout = getattr(pool, "timeout", None)
-                self._gate_timeout = float(timeout) if timeout is not None else None
-        self._gate_deadlines = (
-            None if self._gate_timeout is None else SharedDeadline(self._gate_timeout)
-        )
+                if timeout is not None:
+                    self._gate_deadlines = SharedDeadline(float(timeout))
 
     @classmethod
     def from_url(
@@ -672,17 +664,16 @@ class RedisBackend:
         gate = self._gate
         if gate is None:
             return await self._bounded(what, operation)
+        waits = self._gate_deadlines
         try:
-            if not gate.locked():
-                await gate.acquire()  # returns at once: it does not suspend when unlocked
-            elif self._gate_deadlines is None:
-                await gate.acquire()
+            if waits is None or not gate.locked():
+                await gate.acquire()  # a free slot is taken at once, without a timer
             else:  # queue for a slot, up to the pool's own timeout
-                waits = self._gate_deadlines
                 await waits.run(gate.acquire, waits.start())
         except TimeoutError:
+            assert waits is not None  # only a timed wait times out
             error = PoolTimeoutError(
-                f"{what}: no pooled Redis connection became free within {self._gate_timeout:g}s"
+                f"{what}: no pooled Redis connection became free within {waits.timeout:g}s"
             )
             self.health.outage(error)
             raise error from None
@@ -694,8 +685,6 @@ class RedisBackend:
 
     async def _bounded(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         deadlines = self._deadlines
-        if deadlines.timeout != self.operation_timeout:
-            deadlines.timeout = self.operation_timeout  # assigned after construction
         flight = deadlines.start()
         replies = self._replies
         try:
@@ -729,6 +718,16 @@ class RedisBackend:
             if isinstance(mapped, BackendUnavailableError):
                 self.health.outage(mapped)
             raise mapped from exc
+
+    @property
+    def operation_timeout(self) -> float:
+        """Seconds any one operation may wait on Redis (see the class); assignable. One
+        value, held by the timer that enforces it."""
+        return self._deadlines.timeout
+
+    @operation_timeout.setter
+    def operation_timeout(self, seconds: float) -> None:
+        self._deadlines.timeout = _seconds("operation_timeout", seconds)
 
     @property
     def closing(self) -> bool:
