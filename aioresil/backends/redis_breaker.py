@@ -593,13 +593,7 @@ class RedisBreakerHandle:
         (the consecutive-failure rule depends on order). With ``rejections``, locally counted
         rejections are sent too, even when no outcome is buffered (used on close).
         """
-        busy = self._flush_lock is not None and self._flush_lock.locked()
-        if (
-            not self._buffer
-            and not self._successes.count
-            and not busy
-            and not (rejections and self._pending_rejections)
-        ):
+        if not self.needs_flush and not (rejections and self._pending_rejections):
             return
         # Even with an empty buffer, wait for a flush in flight: a caller reading stats
         # right after a failure must see that failure applied.
