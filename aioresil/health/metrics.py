@@ -609,7 +609,6 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
     consecutive: list[str] = []
     configs: list[str] = []
     group = mono.group
-    seen = mono._seen.get
     cache = _LINES
     for breaker, (rec, now, _) in readings:
         name = breaker.name
@@ -617,12 +616,9 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
         label = lines.label
         state = rec.state
         states.append(lines.states.get(state) or lines.state(state))
-        raw = (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
-        last = seen(name)
-        if last is not None and last[1] is None and last[0] == raw:
-            ok, failed, ignored, refused, slowed = raw  # group()'s common case, inlined
-        else:
-            ok, failed, ignored, refused, slowed = group(name, raw)
+        ok, failed, ignored, refused, slowed = group(
+            name, (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
+        )
         calls.append(
             f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {ok}\n'
             f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="failed"}} {failed}\n'
