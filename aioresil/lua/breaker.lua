@@ -123,21 +123,24 @@ local function blank(gen)
           window_calls = 0, window_failures = 0, window_slow = 0}
 end
 
+-- A state made here (a new breaker, one whose state Redis lost without a failover: FLUSHDB,
+-- DEL, an allkeys-* eviction, or one reset because it was unreadable) starts at a generation
+-- above the stored one and at least the time in microseconds, so above any generation a lost
+-- state reached (one per transition, and no breaker makes a transition a microsecond). A
+-- process's view never goes back to an older generation (a late reply must not undo a newer
+-- one), so a state restarted at 1 would be ignored by every process that knew the old one,
+-- and its failures would never trip it.
+local function restart_generation()
+  return math.max((num(r.generation) or 0) + 1, math.floor(now))
+end
+
 local rec
 if fresh then
-  -- A new breaker, or one whose state Redis lost without a failover (FLUSHDB, DEL, an
-  -- allkeys-* eviction): its first generation is the time in microseconds, so a state made
-  -- again starts above any generation the lost one reached (one per transition, and no
-  -- breaker makes a transition a microsecond). A process's view never goes back to an older
-  -- generation (a late reply must not undo a newer one), so a state restarted at 1 would be
-  -- ignored by every process that knew the old one, and its failures never trip it.
-  rec = blank(math.max(1, math.floor(now)))
+  rec = blank(restart_generation())
 elseif not (r.schema == SCHEMA and STATES[r.state] and num(r.generation)) then
   -- Documented policy: unreadable or foreign-version state is reset to CLOSED (with a new
-  -- generation, so no old permit can act on it) and reported, never crash-looped on. The new
-  -- generation is above the stored one and the time in microseconds, for the reason above: an
-  -- unreadable generation restarted at 1 would be ignored by every process's view.
-  rec = blank(math.max((num(r.generation) or 0) + 1, math.floor(now)))
+  -- generation, so no old permit can act on it) and reported, never crash-looped on.
+  rec = blank(restart_generation())
   corrupt = 1
   redis.call('DEL', TRIALS, WIN)
 else
