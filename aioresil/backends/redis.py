@@ -57,7 +57,7 @@ from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
 from .scripts import LuaScript
 from .sentinel_url import check_sentinels, is_sentinel_url, parse_sentinel_url
-from .wire import DirectScripts
+from .wire import DirectScripts, PackedKeys, pack_key
 
 try:
     import redis.asyncio as aioredis
@@ -153,7 +153,7 @@ def _raw_view(handle: RedisBreakerHandle, fields: list[bytes], now_us: int) -> t
 _Row = tuple[int, list[bytes], bytes | None, dict[bytes, bytes] | None]
 _GENERATION = READ_FIELDS.index(Field.GENERATION)
 _OPEN_UNTIL = READ_FIELDS.index(Field.OPEN_UNTIL)
-_ROW_LENGTH = len(READ_FIELDS)  # the fields but the config, then the live leases
+_ROW_LENGTH = len(READ_FIELDS) + 1  # the fields, then the live leases
 
 
 def _rows(handles: Sequence[RedisBreakerHandle], reply: list[Any]) -> list[_Row]:
@@ -376,7 +376,8 @@ class RedisBackend:
         self._closing = False
         self._closed = False
         self._breakers: dict[str, RedisBreakerHandle] = {}
-        self._encoded_keys: dict[str, list[bytes]] = {}  # name -> its keys, for read_breakers
+        # name -> its keys encoded, and packed as RESP (see _read_rows)
+        self._encoded_keys: dict[str, tuple[list[bytes], bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         # Set once the listener has subscribed and resynced every view; cleared while it
@@ -901,22 +902,27 @@ class RedisBackend:
         if self._cluster:
             # Breakers live in different slots: one concurrent call per breaker.
             replies = await asyncio.gather(
-                *(self.run_script(script, h.keys, [now_arg, h.known_fingerprint]) for h in handles)
+                *(self.run_script(script, h.keys, [now_arg, h.known_read]) for h in handles)
             )
             return [
                 row for h, reply in zip(handles, replies, strict=True) for row in _rows([h], reply)
             ]
-        # Keys as bytes, encoded once per breaker: redis-py then passes them through
-        # instead of encoding thousands of strings on every read of 1,000 breakers.
+        # Keys encoded and packed as RESP once per breaker: a read of 1,000 breakers then
+        # joins 1,000 pieces instead of encoding 3,000 strings (and redis-py, where it packs,
+        # passes bytes through).
         encoded = self._encoded_keys
         keys: list[bytes] = []
+        pieces: list[bytes] = []
         for h in handles:
             mine = encoded.get(h.name)
             if mine is None:
-                mine = encoded[h.name] = [key.encode() for key in h.keys]
-            keys += mine
-        known = b"".join([h.known_fingerprint for h in handles])
-        return _rows(handles, await self.run_script(script, keys, [now_arg, known]))
+                raw = [key.encode() for key in h.keys]
+                mine = encoded[h.name] = (raw, b"".join([pack_key(key) for key in raw]))
+            keys += mine[0]
+            pieces.append(mine[1])
+        known = b"".join([h.known_read for h in handles])
+        reply = await self.run_script(script, PackedKeys(keys, b"".join(pieces)), [now_arg, known])
+        return _rows(handles, reply)
 
     def open_storage(self, factory: StorageFactory[T]) -> T:
         """Storage shared through this backend's scripts (one key space per store)."""

@@ -42,7 +42,7 @@ from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
 from .base import NO_RUN, BreakerReading, SuccessRun, TransitionCallback
-from .breaker_schema import breaker_script
+from .breaker_schema import KNOWN_NONE, breaker_script, known_window
 from .keys import encode_name
 
 if TYPE_CHECKING:
@@ -178,6 +178,11 @@ class RedisBreakerHandle:
         self.known_fingerprint = _NO_FINGERPRINT
         """The fingerprint of the stored config :meth:`record_from` decoded last (16 bytes):
         ``breaker_read.lua`` leaves that config out of its rows."""
+        self.known_read = _NO_FINGERPRINT + KNOWN_NONE
+        """What ``breaker_read.lua`` is told of this breaker (its ARGV[2], 17 bytes):
+        :attr:`known_fingerprint`, then the window that config keeps
+        (:func:`~aioresil.backends.breaker_schema.known_window`), so the script reads only the
+        fields that config needs."""
         # Unknown until the first reply: generation 0 (every reply is newer) and OPEN with an
         # elapsed timeout, so the first call asks Redis instead of trusting a guess.
         self.view = BreakerRecord(config)
@@ -680,41 +685,51 @@ class RedisBreakerHandle:
         now_us: int,
     ) -> BreakerRecord:
         """Build a :class:`BreakerRecord` from one row of ``breaker_read.lua`` (times in
-        seconds): ``fields`` are the values of ``READ_FIELDS`` but the config, then the live
-        trial leases; ``stored`` the stored config when the script sent it (it leaves it out
-        when its fingerprint is :attr:`known_fingerprint`, decoded already).
+        seconds): ``fields`` are the values of ``READ_FIELDS``, then the live trial leases;
+        ``stored`` the stored config when the script sent it (it leaves it out when its
+        fingerprint is :attr:`known_fingerprint`, decoded already, and then reads a count
+        window's counters only when that config keeps one: empty counters read as 0).
 
         The record carries the config in force (stored with the breaker), not this handle's.
         ``ValueError`` for a row that is not one (a hash no aioresil wrote).
         """
-        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, wc, wf, ws, fp, live) = fields
+        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, fp, wc, wf, ws, live) = fields
         config = self.config
         if stored:
             config = self._config_in_force(stored)
-            self.known_fingerprint = fp if len(fp) == 16 else _NO_FINGERPRINT
+            if len(fp) == 16:
+                self.known_fingerprint = fp
+                self.known_read = fp + known_window(config)
+            else:
+                self.known_fingerprint = _NO_FINGERPRINT
+                self.known_read = _NO_FINGERPRINT + KNOWN_NONE
         elif stored is None and fp == self.known_fingerprint and self._decoded is not None:
             config = self._decoded[1]
         rec = BreakerRecord(config)
         try:
-            # Every number is written by breaker.lua as a decimal integer: int() reads it.
+            # Every number is written by breaker.lua as a decimal integer: int() reads it
+            # (an integer of microseconds divides into the float that float() would give).
             if st:
                 rec.state = _STATES[st]
                 rec.generation = int(g or b"1")
             rec.consecutive_failures = int(cf or b"0")
-            rec.opened_at = float(oa) / 1e6 if oa else None
-            rec.open_until = float(ou or b"0") / 1e6
+            rec.opened_at = int(oa) / 1e6 if oa else None
+            rec.open_until = int(ou or b"0") / 1e6
             rec.reopen_count = int(ro or b"0")
             rec.trial_successes = int(ts or b"0")
             rec.successes, rec.failures = int(ns or b"0"), int(nf or b"0")
             rec.ignored, rec.slow = int(ni or b"0"), int(nsl or b"0")
             rec.rejected = int(nr or b"0") + self._pending_rejections
-            counts = int(wc or b"0"), int(wf or b"0"), int(ws or b"0")
+            windowed = window is not None or rec.window is not None
+            if windowed:
+                counts = int(wc or b"0"), int(wf or b"0"), int(ws or b"0")
         except (KeyError, ValueError):
             # Not the common form: read it as any number (what an older writer may have left),
             # or raise for what is no number at all.
             return self._record_leniently(config, fields, window)
-        rec.trials = dict.fromkeys(range(int(live)), math.inf) if live != b"0" else {}
-        if window is not None or rec.window is not None:
+        if live != b"0":
+            rec.trials = dict.fromkeys(range(int(live)), math.inf)
+        if windowed:
             self._restore_window(rec, counts, window)
         return rec
 
@@ -722,7 +737,7 @@ class RedisBreakerHandle:
         self, config: BreakerConfig, fields: list[bytes], window: dict[bytes, bytes] | None
     ) -> BreakerRecord:
         """:meth:`record_from` for numbers written in any form ``float()`` reads."""
-        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, wc, wf, ws, _, live) = fields
+        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, _, wc, wf, ws, live) = fields
 
         def num(raw: bytes, default: float = 0) -> float:
             return float(raw) if raw else default

@@ -26,9 +26,32 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["DirectScripts"]
+__all__ = ["DirectScripts", "PackedKeys"]
 
 _EVALSHA = b"$7\r\nEVALSHA\r\n"
+
+
+class PackedKeys(list[bytes]):
+    """Script keys with their RESP encoding kept beside them (:attr:`packed`).
+
+    What a caller passes as ``keys`` when it sends the same thousands of keys again and again
+    (``breaker_read.lua`` reads every breaker of a registry, three keys each): it packs each
+    key once, keeps the pieces, and joins them per call, so :meth:`DirectScripts.pack` copies
+    one block instead of encoding every key. It is a list of the keys all the same, for
+    every path that is not ours (redis-py's ``evalsha``, Redis Cluster, a test's hook).
+    """
+
+    __slots__ = ("packed",)
+
+    def __init__(self, keys: list[bytes], packed: bytes) -> None:
+        super().__init__(keys)
+        self.packed = packed
+        """``keys`` as RESP bulk strings, back to back (:func:`pack_key` of each)."""
+
+
+def pack_key(key: bytes) -> bytes:
+    """``key`` as a RESP bulk string: one piece of :attr:`PackedKeys.packed`."""
+    return b"$%d\r\n%s\r\n" % (len(key), key)
 
 
 class DirectScripts:
@@ -94,6 +117,9 @@ class DirectScripts:
             b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(sha), sha.encode(), len(count), count),
         ]
         append = out.append
+        if isinstance(keys, PackedKeys):
+            append(keys.packed)
+            keys = ()
         for value in (*keys, *args):
             data = encode(value)
             append(b"$%d\r\n" % len(data))
