@@ -150,35 +150,42 @@ def _raw_view(handle: RedisBreakerHandle, fields: list[bytes], now_us: int) -> t
         return ("open", 0, 0)
 
 
-_Row = tuple[int, list[bytes], bytes | None, dict[bytes, bytes] | None]
+_Row = tuple[list[bytes], bytes | None, dict[bytes, bytes] | None]
 _GENERATION = READ_FIELDS.index(Field.GENERATION)
 _OPEN_UNTIL = READ_FIELDS.index(Field.OPEN_UNTIL)
 _ROW_LENGTH = len(READ_FIELDS) + 1  # the fields, then the live leases
+_UNREADABLE = [b"?"] * _ROW_LENGTH
 
 
-def _rows(handles: Sequence[RedisBreakerHandle], reply: list[Any]) -> list[_Row]:
-    """Split ``breaker_read.lua``'s reply for ``handles`` into rows (see its header).
+def _row(item: Any) -> _Row:
+    """``(fields, stored config or None, window buckets or None)`` of one row of
+    ``breaker_read.lua``'s reply (see its header): a string, or a list when it carries the
+    stored config or time-window buckets.
 
     Whether a row carries time-window buckets is the script's call, made from the config
-    stored with the breaker (the one in force), never from the handle's own config.
+    stored with the breaker (the one in force), never from the handle's own config. A row
+    that does not split into :data:`READ_FIELDS` and the leases (a value holding a space: no
+    hash aioresil wrote) reads as unreadable fields.
     """
-    now_us = int(reply[0])
-    out: list[_Row] = []
-    add = out.append
-    for item in reply[1 : len(handles) + 1]:
-        stored = window = None
-        if type(item) is list:
-            if len(item) > 2:
-                flat = item[2]
-                window = dict(zip(flat[::2], flat[1::2], strict=True))
-            item, stored = item[0], item[1] or None
-        fields = item.split(b" ")
-        if len(fields) != _ROW_LENGTH:  # a value holding a space: no hash aioresil wrote
-            fields = [b"?"] * _ROW_LENGTH
-        add((now_us, fields, stored, window))
-    if len(out) != len(handles):
-        raise BackendError(f"breaker_read.lua answered {len(out)} rows for {len(handles)}")
-    return out
+    stored = window = None
+    if type(item) is list:
+        if len(item) > 2:
+            flat = item[2]
+            window = dict(zip(flat[::2], flat[1::2], strict=True))
+        item, stored = item[0], item[1] or None
+    fields = item.split(b" ")
+    if len(fields) != _ROW_LENGTH:
+        fields = list(_UNREADABLE)
+    return fields, stored, window
+
+
+def _items(handles: Sequence[RedisBreakerHandle], reply: list[Any]) -> tuple[int, list[Any]]:
+    """``(now_us, rows)`` of one ``breaker_read.lua`` reply for ``handles``: the rows still
+    as Redis sent them (:func:`_row` reads one)."""
+    items = reply[1 : len(handles) + 1]
+    if len(items) != len(handles):
+        raise BackendError(f"breaker_read.lua answered {len(items)} rows for {len(handles)}")
+    return int(reply[0]), items
 
 
 def _without_url(message: str, url: str) -> str:
@@ -376,8 +383,10 @@ class RedisBackend:
         self._closing = False
         self._closed = False
         self._breakers: dict[str, RedisBreakerHandle] = {}
-        # name -> its keys encoded, and packed as RESP (see _read_rows)
+        # name -> its keys encoded, and packed as RESP; the handles read last with their
+        # keys packed for the script (see _pack_keys)
         self._encoded_keys: dict[str, tuple[list[bytes], bytes]] = {}
+        self._read_keys: tuple[list[RedisBreakerHandle], PackedKeys] = ([], PackedKeys([], b""))
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         # Set once the listener has subscribed and resynced every view; cleared while it
@@ -855,13 +864,19 @@ class RedisBackend:
         for handle in own:
             if handle.needs_flush:
                 await handle.flush()
-        rows = await self._read_rows(own)
+        nows, items = await self._read_items(own)
         clock = self.clock
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
         out: list[BreakerReading] = []
         add = out.append
         now_s = clock.monotonic() if clock is not None else 0.0
-        for handle, (now_us, fields, stored, window) in zip(own, rows, strict=True):
+        row_length = _ROW_LENGTH
+        for handle, now_us, item in zip(own, nows, items, strict=True):
+            # The common row inline (a string, nothing but the fields): 1,000 per read.
+            if type(item) is bytes and len(fields := item.split(b" ")) == row_length:
+                stored = window = None
+            else:
+                fields, stored, window = _row(item)
             try:
                 record = handle.record_from(fields, stored, window, now_us)
             except (KeyError, ValueError) as exc:
@@ -876,14 +891,17 @@ class RedisBackend:
         """``(state, generation, retry_after_us)`` per handle, one round trip; never raises on
         an unreadable hash (it reads as "unknown, ask Redis")."""
         own = self._own(handles)
-        rows = await self._read_rows(own)
+        nows, items = await self._read_items(own)
         return [
-            _raw_view(handle, fields, now_us)
-            for handle, (now_us, fields, _, _) in zip(own, rows, strict=True)
+            _raw_view(handle, _row(item)[0], now_us)
+            for handle, now_us, item in zip(own, nows, items, strict=True)
         ]
 
     def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
         """This backend's own handles for ``handles`` (bound here, looked up by name)."""
+        checked = self._read_keys[0]
+        if handles == checked:  # the registry's handles again: each bound here already
+            return checked
         own = []
         for handle in handles:
             mine = self._breakers.get(handle.name)
@@ -892,11 +910,11 @@ class RedisBackend:
             own.append(mine)
         return own
 
-    async def _read_rows(self, handles: Sequence[RedisBreakerHandle]) -> list[_Row]:
-        """``(now_us, fields, stored config or None, window buckets or None)`` per handle,
-        from ``breaker_read.lua`` (see its header for the row format)."""
+    async def _read_items(self, handles: list[RedisBreakerHandle]) -> tuple[list[int], list[Any]]:
+        """``(now_us per handle, row per handle)`` from ``breaker_read.lua``: the rows as
+        Redis sent them (see its header; :func:`_row` reads one)."""
         if not handles:
-            return []
+            return [], []
         script = read_script()
         now_arg = "" if self.clock is None else str(round(self.clock.monotonic() * 1e6))
         if self._cluster:
@@ -904,12 +922,25 @@ class RedisBackend:
             replies = await asyncio.gather(
                 *(self.run_script(script, h.keys, [now_arg, h.known_read]) for h in handles)
             )
-            return [
-                row for h, reply in zip(handles, replies, strict=True) for row in _rows([h], reply)
-            ]
-        # Keys encoded and packed as RESP once per breaker: a read of 1,000 breakers then
-        # joins 1,000 pieces instead of encoding 3,000 strings (and redis-py, where it packs,
-        # passes bytes through).
+            nows: list[int] = []
+            items: list[Any] = []
+            for h, reply in zip(handles, replies, strict=True):
+                now_us, row = _items([h], reply)
+                nows.append(now_us)
+                items += row
+            return nows, items
+        checked, keys = self._read_keys
+        if handles is not checked and handles != checked:
+            keys = self._pack_keys(handles)
+        known = b"".join([h.known_read for h in handles])
+        now_us, items = _items(handles, await self.run_script(script, keys, [now_arg, known]))
+        return [now_us] * len(items), items
+
+    def _pack_keys(self, handles: list[RedisBreakerHandle]) -> PackedKeys:
+        """The keys of ``handles``, encoded and packed as RESP once per breaker, and kept for
+        the next read of the same handles (a registry reads the same 1,000 breakers on
+        every scrape: one list comparison instead of 3,000 keys joined again). A read of one
+        breaker (its own ``refresh``) is not kept: it would evict the registry's."""
         encoded = self._encoded_keys
         keys: list[bytes] = []
         pieces: list[bytes] = []
@@ -920,9 +951,10 @@ class RedisBackend:
                 mine = encoded[h.name] = (raw, b"".join([pack_key(key) for key in raw]))
             keys += mine[0]
             pieces.append(mine[1])
-        known = b"".join([h.known_read for h in handles])
-        reply = await self.run_script(script, PackedKeys(keys, b"".join(pieces)), [now_arg, known])
-        return _rows(handles, reply)
+        packed = PackedKeys(keys, b"".join(pieces))
+        if len(handles) > 1:
+            self._read_keys = (handles, packed)
+        return packed
 
     def open_storage(self, factory: StorageFactory[T]) -> T:
         """Storage shared through this backend's scripts (one key space per store)."""
