@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 
 from aioresil import BackendUnavailableError, RedisBackend
 from aioresil.backends.scripts import LuaScript
-from aioresil.backends.wire import DirectScripts
+from aioresil.backends.wire import DirectScripts, PackedKeys, pack_key
 
 from ..faultproxy import FaultProxy, Mode
 from ..helpers import until
@@ -67,6 +67,14 @@ def test_pack_is_byte_for_byte_what_redis_py_sends(keys: list[Any], args: list[A
     direct = DirectScripts(aioredis.ConnectionPool())
     expected = b"".join(Connection().pack_command("EVALSHA", ECHO.sha, len(keys), *keys, *args))
     assert direct.pack(ECHO.sha, keys, args) == expected
+
+
+def test_packed_keys_pack_as_the_keys_they_hold() -> None:
+    direct = DirectScripts(aioredis.ConnectionPool())
+    keys = [b"{t}:a", b"{t}:\xc3\xbc", b""]
+    packed = PackedKeys(keys, b"".join(pack_key(key) for key in keys))
+    assert packed == keys  # a plain list of the keys to every other path
+    assert direct.pack(ECHO.sha, packed, ["x", 1]) == direct.pack(ECHO.sha, keys, ["x", 1])
 
 
 def test_bad_arguments_are_refused_before_anything_is_sent() -> None:
