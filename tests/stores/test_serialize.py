@@ -27,6 +27,16 @@ from aioresil.stores.serialize import JSON, JsonSerializer, Serializer
 ORJSON = OrjsonSerializer()
 
 
+class RoundTripOnly(OrjsonSerializer):
+    """Every value proven by the round trip (a big state's path), none value by value."""
+
+    walk_budget = 0
+
+
+# Both proofs of orjson's bytes: value by value (small states) and the round trip.
+BOTH = pytest.mark.parametrize("fast", [ORJSON, RoundTripOnly()], ids=["walk", "round-trip"])
+
+
 class Color(enum.Enum):
     RED = 1
 
@@ -136,21 +146,21 @@ CASES: list[tuple[str, Any, tuple[str, Any]]] = [
 ]
 
 
+@BOTH
 @pytest.mark.parametrize(("value", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_each_strictness_case_is_decided_as_the_default_decides_it(
-    value: Any, expected: tuple[str, Any]
+    fast: OrjsonSerializer, value: Any, expected: tuple[str, Any]
 ) -> None:
     assert outcome(JSON, value) == expected
-    assert outcome(ORJSON, value) == expected
+    assert outcome(fast, value) == expected
 
 
-def test_a_circular_value_raises_the_defaults_error() -> None:
+@BOTH
+def test_a_circular_value_raises_the_defaults_error(fast: OrjsonSerializer) -> None:
     loop: list[Any] = []
     loop.append(loop)
     assert (
-        outcome(ORJSON, loop)
-        == outcome(JSON, loop)
-        == ("ValueError", "Circular reference detected")
+        outcome(fast, loop) == outcome(JSON, loop) == ("ValueError", "Circular reference detected")
     )
 
 
@@ -159,6 +169,9 @@ def test_the_fast_path_is_orjson_and_the_rest_is_the_default() -> None:
     assert ORJSON.dumps(state) == orjson.dumps(state)  # compact, UTF-8: what orjson wrote
     assert ORJSON.dumps({1: "a"}) == JSON.dumps({1: "a"})
     assert ORJSON.dumps((1, 2)) == JSON.dumps((1, 2))
+    assert ORJSON.dumps(Level.HIGH) == b"3"  # an int enum: orjson's bytes, proven by round trip
+    big = {"rows": [{"id": i, "score": i / 2} for i in range(1000)]}  # past the walk's budget
+    assert ORJSON.dumps(big) == orjson.dumps(big)
 
 
 # JSON-able values: what JsonSerializer writes without error.
@@ -212,23 +225,28 @@ any_values = st.recursive(
 )
 
 
+@BOTH
 @settings(max_examples=400, deadline=None)
-@given(json_values)
-def test_json_able_values_read_back_the_same_whoever_wrote_and_whoever_reads(value: Any) -> None:
-    ours, default = ORJSON.dumps(value), JSON.dumps(value)
+@given(value=json_values)
+def test_json_able_values_read_back_the_same_whoever_wrote_and_whoever_reads(
+    fast: OrjsonSerializer, value: Any
+) -> None:
+    ours, default = fast.dumps(value), JSON.dumps(value)
     assert json.loads(ours) == json.loads(default)
     # A fleet mid-upgrade: each reads the other's bytes as the other reads them.
-    assert ORJSON.loads(default) == JSON.loads(default)
-    assert JSON.loads(ours) == ORJSON.loads(ours) == json.loads(default)
+    assert fast.loads(default) == JSON.loads(default)
+    assert JSON.loads(ours) == fast.loads(ours) == json.loads(default)
 
 
+@BOTH
 @settings(max_examples=400, deadline=None)
-@given(any_values)
-def test_errors_and_results_agree_on_any_value(value: Any) -> None:
+@given(value=any_values)
+def test_errors_and_results_agree_on_any_value(fast: OrjsonSerializer, value: Any) -> None:
     # NaN never reaches 'ok' (both refuse it), so == on decoded values is exact.
-    assert outcome(ORJSON, value) == outcome(JSON, value)
+    assert outcome(fast, value) == outcome(JSON, value)
 
 
+@BOTH
 @pytest.mark.parametrize(
     "text",
     [
@@ -248,7 +266,9 @@ def test_errors_and_results_agree_on_any_value(value: Any) -> None:
         b"",
     ],
 )
-def test_loads_reads_every_text_as_the_default_reads_it(text: bytes) -> None:
+def test_loads_reads_every_text_as_the_default_reads_it(
+    fast: OrjsonSerializer, text: bytes
+) -> None:
     def read(serializer: Serializer) -> tuple[str, Any]:
         try:
             value = serializer.loads(text)
@@ -256,13 +276,16 @@ def test_loads_reads_every_text_as_the_default_reads_it(text: bytes) -> None:
             return type(exc).__name__, str(exc)
         return "ok", json.dumps(value)  # NaN-safe comparison
 
-    assert read(ORJSON) == read(JSON)
+    assert read(fast) == read(JSON)
 
 
-def test_big_integers_read_back_exact() -> None:
+@BOTH
+def test_big_integers_read_back_exact(fast: OrjsonSerializer) -> None:
     value = {"ids": [2**64, -(2**63) - 1, 2**64 - 1], "n": 10**30}
-    assert ORJSON.loads(JSON.dumps(value)) == value
-    assert ORJSON.loads(ORJSON.dumps(value)) == value
+    assert fast.loads(JSON.dumps(value)) == value
+    assert fast.loads(fast.dumps(value)) == value
+    many = {"rows": list(range(1000)), "big": 2**64}  # past the walk's budget: the text scan
+    assert fast.loads(JSON.dumps(many)) == many
 
 
 def test_it_is_a_serializer_and_names_itself() -> None:
