@@ -420,11 +420,11 @@ class DeadLetterQueue:
         """Store entries made by :meth:`prepare`, many per round trip; return how many.
 
         For migrations, bulk loads and benchmarks. Entries are stored in order, in chunks of
-        at most ``batch`` entries (and 1 MiB of fields, as UTF-8 bytes), each chunk one atomic step (one script
-        on Redis: all of it is stored or none), with the cap and retention applied per entry
-        as :meth:`push` does. A full queue (``overflow="reject"``) stops the load with
-        :class:`~aioresil.DeadLetterQueueFullError` after the entries before it. Nothing is
-        spooled.
+        at most ``batch`` entries (and 1 MiB of fields, as UTF-8 bytes), each chunk one atomic
+        step (one script on Redis: all of it is stored or none), with the cap and retention
+        applied per entry as :meth:`push` does. A full queue (``overflow="reject"``) stops the
+        load with :class:`~aioresil.DeadLetterQueueFullError` after the entries before it.
+        Nothing is spooled.
 
         Cut short (a timeout, Redis gone), it raises the backend's error with a note: the
         chunks before it are stored, the chunk in flight is stored entirely or not at all
