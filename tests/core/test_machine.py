@@ -30,7 +30,7 @@ def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
     raise AssertionError("coroutine suspended")  # pragma: no cover
 
 
-BOOKKEEPING = ("loose", "loose_generation", "ticketed", "window")
+BOOKKEEPING = ("framed", "loose", "loose_generation", "ticketed", "window")
 """The breaker layer's count of calls in flight (not state), and the window (compared below)."""
 
 
