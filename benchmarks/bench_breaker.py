@@ -120,6 +120,44 @@ class ContextFloor:
         self.in_flight -= 1
 
 
+class _CountingView:
+    __slots__ = ("closed", "in_flight", "successes")
+
+    def __init__(self) -> None:
+        self.closed = True
+        self.in_flight = 0
+        self.successes = 0
+
+
+class CountingFloor:
+    """The least a breaker that counts does on a success, with no rule: a state check, an
+    in-flight count in and out, a success count (on a separate view object, as a breaker
+    whose instances share one circuit must keep them). Not a breaker either: a reference row
+    for issue 17's 1.3x target, which it barely meets by itself."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self) -> None:
+        self._view = _CountingView()
+
+    async def __aenter__(self) -> None:
+        view = self._view
+        if not view.closed:
+            raise AssertionError("the reference is always closed")
+        view.in_flight += 1
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        view = self._view
+        view.in_flight -= 1
+        if exc_type is None:
+            view.successes += 1
+
+
 @dataclass
 class Contender:
     """One row: how to make ``n`` calls, and what must still hold after timing."""
@@ -659,8 +697,13 @@ async def main(smoke: bool) -> str:
             note="reference: per-call state in a context variable, which aioresil's hot path "
             "no longer keeps",
         )
+        counting_floor = Contender(
+            "floor + a state check, an in-flight count and a success count (no rules)",
+            with_loop(CountingFloor()),
+            note="reference: the least a counting breaker does",
+        )
         ours, ours_rejected = await aioresil_contenders()
-        ours.insert(0, context_floor)
+        ours[0:0] = [counting_floor, context_floor]
         peers, peers_rejected = await peer_contenders()
         everyone = [floor, *ours, *peers, *ours_rejected, *peers_rejected]
         await measure(everyone, n, per_task, rounds)

@@ -437,6 +437,44 @@ async def test_an_illegal_move_in_lua_raises_illegal_transition_error(
 
 
 @pytest.mark.redis_server
+async def test_the_config_in_force_reads_the_same_on_every_backend(
+    make_breaker: MakeBreaker,
+) -> None:
+    """``30`` and ``2`` given for float rules read back as ``30.0`` and ``2.0`` from memory as
+    from Redis (which stores text): one JSON shape for /health whatever the backend."""
+    from aioresil.breaker import config_rules
+
+    breaker = make_breaker(failure_threshold=3, recovery_timeout=30, backoff_multiplier=2)
+    await succeed(breaker)
+    shown = (await breaker.stats()).to_dict()["config"]
+    expected = config_rules(
+        BreakerConfig(failure_threshold=3, recovery_timeout=30.0, backoff_multiplier=2.0)
+    )
+    assert json.dumps(shown) == json.dumps(expected)
+    assert '"recovery_timeout": 30.0' in json.dumps(shown)
+
+
+async def test_rules_written_as_int_or_float_are_one_config_in_a_fleet(redis_url: str) -> None:
+    from aioresil import BreakerConfigConflict, RedisBackend
+
+    async with RedisBackend.from_url(redis_url) as one, RedisBackend.from_url(redis_url) as two:
+        first = CircuitBreaker(
+            "shared", config=BreakerConfig(backoff_multiplier=2, recovery_timeout=30), backend=one
+        )
+        second = CircuitBreaker(
+            "shared",
+            config=BreakerConfig(backoff_multiplier=2.0, recovery_timeout=30.0),
+            backend=two,
+        )
+        seen: list[object] = []
+        first.add_listener(seen.append)
+        second.add_listener(seen.append)
+        for breaker in (first, second, first, second):
+            await succeed(breaker)
+        assert [e for e in seen if isinstance(e, BreakerConfigConflict)] == []
+        assert (await second.stats()).config_fingerprint == first.config.fingerprint
+
+
 async def test_config_in_force_is_stored_and_conflicts_are_reported(
     redis_url: str, tmp_path: Path
 ) -> None:
