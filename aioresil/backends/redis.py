@@ -50,7 +50,7 @@ from ..exceptions import (
     ReplicaAckTimeoutError,
 )
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
-from .base import BreakerHandle, BreakerReading, StorageFactory
+from .base import BreakerHandle, BreakerReading, StorageFactory, close_on_exit
 from .breaker_schema import READ_FIELDS, Field, read_script
 from .deadlines import SharedDeadline
 from .keys import decode_name, object_key, validate_prefix
@@ -1203,7 +1203,7 @@ class RedisBackend:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await close_on_exit(self.aclose, self, exc)  # the block's own exception goes first
 
     def __repr__(self) -> str:
         return f"RedisBackend(prefix={self.prefix!r})"
