@@ -120,6 +120,7 @@ if TYPE_CHECKING:
         RedriveWorker,
         RedriveWorkerStats,
     )
+    from .stores.serialize import OrjsonSerializer
 
 # name -> module that defines it, imported on first access.
 _LAZY: dict[str, str] = {
@@ -157,6 +158,7 @@ _LAZY: dict[str, str] = {
     "FleetRetryBudget": ".fleet",
     "FleetRetryBudgetStatistics": ".fleet",
     "HealthApp": ".health",
+    "OrjsonSerializer": ".stores.serialize",
     "Pipeline": ".policies",
     "PipelineStatistics": ".policies",
     "Policy": ".policies",
@@ -258,6 +260,7 @@ __all__ = [  # noqa: RUF022 - dunders last, the rest in plain sorted order
     "IllegalTransitionError",
     "Listener",
     "MemoryBackend",
+    "OrjsonSerializer",
     "Pipeline",
     "PipelineStatistics",
     "Policy",

@@ -1,19 +1,40 @@
 """The circuit breaker: ``async with breaker:``, ``@breaker`` and ``breaker.call()``.
 
-All three share one code path (``__aenter__``/``__aexit__``). Per-call bookkeeping (which
-generation granted the call, whether it holds a trial permit, when it started) travels in a
-``ContextVar``, because ``__aexit__`` receives nothing from ``__aenter__`` and one breaker
-serves many tasks at once.
+All three share one code path (``__aenter__``/``__aexit__``). ``__aexit__`` receives nothing
+from ``__aenter__`` and one breaker serves many tasks at once, yet each call's outcome must be
+judged by the generation that granted it (an outcome from before a transition never judges the
+state after it). Two kinds of call make that work:
 
-Calls nest: each entry pushes its own ticket ``(generation, token, started, outer ticket)``
-and its exit pops it, so a breaker used inside itself (or inside another breaker, or in a
-task started inside a guarded block) records every level with its own permit, outcome and
-duration. The chain is immutable, so a child task that inherits the context can never change
-its parent's. On the hot path (CLOSED, no slow-call rule, no other entry of this circuit in
-flight in this context) the ticket is a plain ``int``: setting a context variable to the
-value it already holds allocates nothing, which is most of why that path stays cheap.
-The view's ``in_flight`` counts the entries in flight in every task: while it is 0, whatever
-this context holds is a leftover of a finished call and may be overwritten.
+* **Loose calls** (the hot path: CLOSED or DISABLED, no slow-call rule, not nested in a
+  ticketed call) carry nothing at all. The view counts them (``loose``) with the one
+  generation they were all granted under (``loose_generation``): a loose call is granted only
+  while that generation is still the view's, or while no loose call is in flight. After a
+  transition, new calls are ticketed until the old loose calls have drained, so every loose
+  call that ends knows its generation from the view.
+* **Ticketed calls** (trials, the slow-call rule, anything after a transition with loose calls
+  still in flight, and every call nested in a ticketed one) push a ticket
+  ``[generation, trial token or 0, start time, the enclosing ticket]`` on a ``ContextVar`` and
+  pop it on exit, so a breaker used inside itself (or inside another breaker, or in a task
+  started inside a guarded block) records every level with its own permit, outcome and
+  duration. The view counts them (``ticketed``). A ticket is emptied when its call ends: a
+  child task that inherited it from its parent sees an empty (false) ticket once the parent's
+  call is over, never a live one that is not its own.
+
+So the exit of a call tells the two kinds apart with no per-call state: while no ticketed call
+is in flight anywhere (``ticketed == 0``) it is loose; otherwise its context holds a live
+ticket exactly when it is ticketed (a loose call is granted only where the context holds
+none, and every nested call restores the context it found). The hot path touches no context
+variable, which is most of why it stays cheap; the model is pinned by the tests of
+``tests/face/test_breaker_compose.py``.
+
+One kind of code breaks the context's order: an **async generator** runs in the context of
+whichever task drives it, so its call may end in another task (one that never held its
+ticket, or holds another call's), or after the call around it (``async for ... break``: the
+event loop closes the generator later, in a task of its own). A ticketed call entered from an
+async generator's frame therefore keeps its ticket with that frame (the circuit's ``frames``,
+counted as ``framed``), never in the context, and its exit, which runs in the same frame,
+finds it there; an exit from a generator's frame that finds no ticket there is a loose call,
+whatever the context holds. Only ticketed entries and exits look at the caller's frame.
 
 What instances share: every ``CircuitBreaker`` bound to one name on one backend shares one
 :class:`_Circuit` (kept on the backend's handle): the context variable, the in-flight count,
@@ -33,7 +54,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
 
 from ._log import get_logger
@@ -62,15 +83,30 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
+_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
+
+
+def _awaiting_frame() -> FrameType | None:
+    """The frame awaiting the ``__aenter__``/``__aexit__`` that calls this: where the
+    ``async with`` is written (``None`` on an interpreter that keeps no frames)."""
+    frame = inspect.currentframe()  # this function's own
+    try:
+        method = None if frame is None else frame.f_back
+        return None if method is None else method.f_back
+    finally:
+        del frame  # no cycle through this frame's own locals
+
+
 _SETTLING: set[asyncio.Task[None]] = set()
 """Records running on after their caller was cancelled (referenced until they end)."""
 
 CallObserver = Callable[[str, Outcome, float], None]
 """``observer(breaker name, outcome, seconds)``, called after each call that ran."""
 
-Ticket = int | tuple[int, int, float, "Ticket | None"]
-"""What ``__aenter__`` leaves for ``__aexit__``: the generation alone on the hot path, else
-``(generation, trial token or 0, start time, the enclosing entry's ticket)``."""
+Ticket = list[Any]
+"""What a ticketed call's ``__aenter__`` leaves for its ``__aexit__``: ``[generation, trial
+token or 0, start time, the enclosing ticket or None]``, emptied when the call ends (a list,
+not a tuple, for that; as cheap to build)."""
 
 
 # Enum ``.value`` is a Python-level descriptor (slow in 3.11); health endpoints serialize
@@ -186,13 +222,16 @@ class BreakerRow(NamedTuple):
 class _Circuit:
     """What every :class:`CircuitBreaker` bound to one handle shares (see the module notes)."""
 
-    __slots__ = ("breakers", "get", "name", "set")
+    __slots__ = ("breakers", "frames", "get", "name", "set")
 
     def __init__(self, handle: BreakerHandle, name: str) -> None:
         tickets: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
         self.get = tickets.get
         self.set = tickets.set
         self.name = name
+        self.frames: dict[FrameType, list[Ticket]] = {}
+        """Tickets of calls entered from an async generator, by its frame (see the module
+        notes): the frame is where the call's exit runs, whichever task drives it."""
         self.breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         """Instances with listeners (weakly: dropping an instance unsubscribes it)."""
         handle.subscribe(self._on_transition)
@@ -356,14 +395,18 @@ class CircuitBreaker(GuardedCalls):
         view = self._view
         state = view.state
         if state is _CLOSED or state is _DISABLED:
-            # Hot path: the local view grants a normal permit without asking the backend.
-            if self._slow_rule:
-                self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
-            elif not view.in_flight or self._get_ticket(None) is None:
-                self._set_ticket(view.generation)  # nothing of ours in flight in this context
-            else:  # nested in (or beside) another entry of this circuit: keep the outer one
-                self._set_ticket((view.generation, 0, self._mono(), self._get_ticket(None)))
-            view.in_flight += 1
+            # Hot path: the local view grants a normal permit without asking the backend,
+            # as a loose call (see the module notes) unless this context holds a live ticket.
+            if not self._slow_rule and (not view.ticketed or not self._get_ticket(None)):
+                if not view.loose:
+                    view.loose_generation = view.generation
+                    view.loose = 1
+                    return self
+                if view.loose_generation == view.generation:
+                    view.loose += 1
+                    return self
+                # Loose calls of an older generation are still in flight: this one is ticketed.
+            self._hold([view.generation, 0, self._mono(), None], _awaiting_frame())
             return self
         now = self._mono()
         if state is _OPEN and self._authoritative and now < view.open_until:
@@ -382,9 +425,20 @@ class CircuitBreaker(GuardedCalls):
             decision = await handle.acquire_remote(now)
         if isinstance(decision, Rejection):
             self._reject(decision)
-        self._set_ticket((decision.generation, decision.token, now, self._get_ticket(None)))
-        view.in_flight += 1
+        self._hold([decision.generation, decision.token, now, None], _awaiting_frame())
         return self
+
+    def _hold(self, ticket: Ticket, caller: FrameType | None) -> None:
+        """Keep a ticketed call's ticket where its exit will find it: with the async
+        generator frame that entered it, or on the context (see the module notes)."""
+        view = self._view
+        view.ticketed += 1
+        if caller is not None and caller.f_code.co_flags & _ASYNC_GENERATOR:
+            self._circuit.frames.setdefault(caller, []).append(ticket)
+            view.framed += 1
+            return
+        ticket[3] = self._get_ticket(None)
+        self._set_ticket(ticket)
 
     async def __aexit__(
         self,
@@ -392,29 +446,58 @@ class CircuitBreaker(GuardedCalls):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        ticket = self._get_ticket(None)
-        if ticket.__class__ is int:
-            rec = self._view
-            rec.in_flight -= 1
+        rec = self._view
+        if (
+            exc_type is None
+            and self._inline
+            and rec.loose
+            and (not rec.ticketed or (not rec.framed and not self._get_ticket(None)))
+        ):
+            # The hot exit, a loose call's success on the memory backend: the documented twin
+            # of machine.record_success (untimed, no slow-call rule), inlined because it is
+            # the hot path; tests/core/test_machine.py pins that both give the same record.
+            # A matching generation means the state is still the CLOSED or DISABLED that
+            # granted the permit; consecutive_failures is always 0 in DISABLED.
+            rec.loose -= 1
+            rec.successes += 1
+            if rec.loose_generation == rec.generation:
+                rec.consecutive_failures = 0
+                window = rec.window
+                if window is not None and rec.state is _CLOSED:
+                    if not self._timed:  # a CountWindow (a full one of successes stays so)
+                        if not window.spotless:  # type: ignore[union-attr]
+                            window.add_success()
+                    else:  # a TimeWindow: the documented twin of its add_success_at
+                        now = self._mono()
+                        if now < window.edge:  # type: ignore[union-attr]
+                            window.newest[1] += 1  # type: ignore[union-attr]
+                            window.calls += 1
+                        else:
+                            window.add(False, False, now)
+            return
+        ticket: Ticket | None = None
+        framed = False
+        if rec.ticketed:
+            caller = _awaiting_frame()
+            frames = self._circuit.frames
+            held = frames.get(caller) if rec.framed and caller is not None else None
+            if held and caller is not None:  # a call entered from this async generator frame
+                ticket = held.pop()
+                if not held:
+                    del frames[caller]
+                rec.framed -= 1
+                framed = True
+            elif caller is None or not caller.f_code.co_flags & _ASYNC_GENERATOR:
+                ticket = self._get_ticket(None)
+            # else a generator's loose call: the context's ticket, if any, is another call's
+        if not ticket:  # a loose call (see the module notes)
+            if not rec.loose:
+                raise RuntimeError(f"{self!r}: __aexit__ without a matching __aenter__")
+            generation = rec.loose_generation
+            rec.loose -= 1
             if exc_type is None:
-                if self._inline:
-                    # The documented twin of machine.record_success (untimed, memory backend,
-                    # no slow-call rule), inlined because it is the hot path;
-                    # tests/core/test_machine.py pins that both give the same record.
-                    # A matching generation means the state is still the CLOSED or DISABLED
-                    # that granted the permit; consecutive_failures is always 0 in DISABLED.
-                    rec.successes += 1
-                    if ticket == rec.generation:
-                        rec.consecutive_failures = 0
-                        window = rec.window
-                        if window is not None and rec.state is _CLOSED:
-                            if self._timed:
-                                window.add_success_at(self._mono())  # type: ignore[union-attr]
-                            else:
-                                window.add_success()  # a CountWindow
-                    return
                 run = self._success_run
-                if run is not None and ticket == run.generation:
+                if run is not None and generation == run.generation:
                     # The documented twin of handle.success_fast's batched path (Redis,
                     # recording="batched"): one more success in the run the handle opened and
                     # will flush; tests/backends/test_batched_run.py pins that both send the
@@ -422,17 +505,17 @@ class CircuitBreaker(GuardedCalls):
                     run.count += 1
                     return
                 now = self._mono() if self._timed else 0.0
-                pending = self._handle.success_fast(ticket, now, 0.0)
+                pending = self._handle.success_fast(generation, now, 0.0)
                 if pending is not None:
                     await self._settle(pending, None)
                 return
-            await self._finish(ticket, 0, None, exc_type)
+            await self._finish(generation, 0, None, exc_type)
             return
-        if ticket is None:
-            return  # no entry of this circuit in this context: nothing to report
         generation, token, started, outer = ticket
-        self._set_ticket(outer)
-        self._view.in_flight -= 1
+        ticket.clear()  # ended: a child task that inherited it must not take it for its own
+        if not framed:
+            self._set_ticket(outer)
+        rec.ticketed -= 1
         if exc_type is None and not token:
             now = self._mono()
             if self._call_observers:

@@ -50,7 +50,7 @@ from ..exceptions import (
     ReplicaAckTimeoutError,
 )
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
-from .base import BreakerHandle, BreakerReading, StorageFactory
+from .base import BreakerHandle, BreakerReading, StorageFactory, close_on_exit
 from .breaker_schema import READ_FIELDS, Field, read_script
 from .deadlines import SharedDeadline
 from .keys import decode_name, object_key, validate_prefix
@@ -804,16 +804,28 @@ class RedisBackend:
             return await self.run_script(script, keys, args)
         what = f"script {script.name}"
         wait_ms = max(int(self.wait_timeout * 1000), 1)
+        direct = self._direct
+        chunks = (
+            None
+            if direct is None
+            else direct.pack_staged(
+                stage, direct.pack(script.sha, keys, args), (wait, wait_ms) if wait else None
+            )
+        )
 
         async def run() -> tuple[Any, int]:
             for attempt in (1, 2):
-                pipe = self.client.pipeline(transaction=False)
-                if stage is not None:
-                    pipe.set(stage[0], stage[1], px=stage[2])
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                if wait:
-                    pipe.wait(wait, wait_ms)
-                results = await pipe.execute(raise_on_error=False)
+                if direct is not None and chunks is not None:
+                    # Our own packing (wire.py): the staged value goes out as it is, once.
+                    results = await direct.call_many(chunks, 1 + (stage is not None) + bool(wait))
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    if stage is not None:
+                        pipe.set(stage[0], stage[1], px=stage[2])
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    if wait:
+                        pipe.wait(wait, wait_ms)
+                    results = await pipe.execute(raise_on_error=False)
                 offset = 1 if stage is not None else 0
                 for result in results[:offset]:
                     if isinstance(result, Exception):
@@ -1229,7 +1241,7 @@ class RedisBackend:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await close_on_exit(self.aclose, self, exc)  # the block's own exception goes first
 
     def __repr__(self) -> str:
         return f"RedisBackend(prefix={self.prefix!r})"

@@ -10,6 +10,12 @@ pool and connection the way ``execute_command`` does: the pool's checkout, the c
 ``health_check_interval`` and drop the connection on any error or cancellation, so no reply
 is ever left for the next user of that connection.
 
+The same goes for a script call with a staged value (``RedisBackend.run_script_staged``:
+``SET key value PX ttl``, ``EVALSHA``, maybe ``WAIT``, one write): redis-py's pipeline cost a
+100 KB checkpoint save more client time than the round trip's own socket work (issue 17's
+profile), and copied the value twice (into the packed ``SET``, then into the joined write);
+:meth:`DirectScripts.pack_staged` leaves the value a chunk of its own.
+
 Retries are redis-py's: the call runs under the connection's own retry policy
 (``connection.retry.call_with_retry``, the connection dropped between attempts), exactly as
 ``execute_command`` runs a command, so a client built with its retries off (what
@@ -26,9 +32,14 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+from redis import exceptions as redis_errors
+
 __all__ = ["DirectScripts", "PackedKeys"]
 
 _EVALSHA = b"$7\r\nEVALSHA\r\n"
+_SET = b"*5\r\n$3\r\nSET\r\n"
+_PX = b"$2\r\nPX\r\n"
+_WAIT = b"*3\r\n$4\r\nWAIT\r\n"
 
 
 class PackedKeys(list[bytes]):
@@ -126,6 +137,72 @@ class DirectScripts:
             append(data)
             append(b"\r\n")
         return b"".join(out)
+
+    def pack_staged(
+        self,
+        stage: tuple[str, bytes, int] | None,
+        script: bytes,
+        wait: tuple[int, int] | None,
+    ) -> list[bytes]:
+        """The chunks of one pipelined write: ``SET key value PX ttl_ms`` (``stage``), the
+        packed ``script`` call, ``WAIT replicas timeout_ms`` (``wait``), in that order.
+
+        The staged value is a chunk of its own (never copied into a bigger ``bytes`` here):
+        a state of megabytes is joined once, by the transport, on its way to the socket.
+        """
+        encode = self._encode
+        chunks: list[bytes] = []
+        tail = script
+        if stage is not None:
+            key, value, ttl_ms = stage
+            name = encode(key)
+            px = b"%d" % ttl_ms
+            chunks.append(b"%s$%d\r\n%s\r\n$%d\r\n" % (_SET, len(name), name, len(value)))
+            chunks.append(value)
+            tail = b"\r\n%s$%d\r\n%s\r\n%s" % (_PX, len(px), px, script)
+        if wait is not None:
+            replicas, timeout = b"%d" % wait[0], b"%d" % wait[1]
+            tail += b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                _WAIT,
+                len(replicas),
+                replicas,
+                len(timeout),
+                timeout,
+            )
+        chunks.append(tail)
+        return chunks
+
+    async def call_many(self, chunks: Sequence[bytes], replies: int) -> list[Any]:
+        """Send ``chunks`` (several commands, one write) and read ``replies`` replies.
+
+        An error reply is returned in its place as redis-py's exception (``NoScriptError``
+        for ``NOSCRIPT``), not raised: every reply is read, so none is left on the connection.
+        Checkout, retries and dropping the connection on a failure are those of :meth:`call`.
+        """
+        pool = self._pool
+        connection = await pool.get_connection()
+
+        async def attempt() -> list[Any]:
+            await connection.send_packed_command(chunks)
+            out: list[Any] = []
+            for _ in range(replies):
+                try:
+                    out.append(await connection.read_response())
+                except redis_errors.ResponseError as error:  # a reply, read in full
+                    out.append(error)
+            return out
+
+        async def dropped(error: Exception) -> None:
+            await connection.disconnect()
+
+        try:
+            retry = getattr(connection, "retry", None)
+            if retry is None:
+                return await attempt()
+            replies_read: list[Any] = await retry.call_with_retry(attempt, dropped)
+            return replies_read
+        finally:
+            await pool.release(connection)
 
     async def call(self, packed: bytes) -> Any:
         """Send ``packed`` on a pooled connection and return the parsed reply (a Redis error

@@ -234,6 +234,12 @@ class BreakerConfig:
                 "failure_threshold may be None only when a rate rule is set; "
                 "otherwise nothing could ever open the circuit"
             )
+        # Numbers typed float are held as floats (30 becomes 30.0): a config reads back the
+        # same from every backend (Redis stores text, read back as float), in stats and JSON.
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value.__class__ is not float:
+                object.__setattr__(self, name, float(value))
         digest = hashlib.sha1(encode_rules(self).encode()).hexdigest()[:16]
         object.__setattr__(self, "fingerprint", digest)
 
@@ -298,6 +304,12 @@ WINDOW_RULES: tuple[str, ...] = ("window_size", "window_duration")
 when the config in force changes any of them the window starts afresh (see
 :func:`aioresil.core.machine.rebind`, and its twin in ``breaker.lua``); the other rules
 (thresholds, ``minimum_calls``) are applied to the same window as it stands."""
+
+
+_FLOAT_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(BreakerConfig) if f.type in ("float", "float | None")
+)
+"""The fields typed float, held as floats whatever number was given (see ``__post_init__``)."""
 
 
 def _encode(value: float | None, micros: bool) -> str:

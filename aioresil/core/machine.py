@@ -92,17 +92,20 @@ class BreakerRecord:
     by its documented twins: ``breaker.lua`` (the same rules on Redis) and the untimed success
     inlined in ``CircuitBreaker.__aexit__`` (see :func:`record_success`).
 
-    ``in_flight`` is not part of the state: the breaker layer counts its entries in flight
-    there (see ``aioresil/breaker.py``); no rule reads it.
+    ``loose``, ``loose_generation``, ``ticketed`` and ``framed`` are not part of the state: the
+    breaker layer counts its calls in flight there (see ``aioresil/breaker.py``); no rule reads
+    them.
     """
 
     __slots__ = (
         "config",
         "consecutive_failures",
         "failures",
+        "framed",
         "generation",
         "ignored",
-        "in_flight",
+        "loose",
+        "loose_generation",
         "next_token",
         "open_until",
         "opened_at",
@@ -111,6 +114,7 @@ class BreakerRecord:
         "slow",
         "state",
         "successes",
+        "ticketed",
         "trial_successes",
         "trials",
         "window",
@@ -129,7 +133,10 @@ class BreakerRecord:
         self.trials: dict[int, float] = {}  # token -> lease deadline
         self.trial_successes = 0
         self.next_token = 1
-        self.in_flight = 0
+        self.loose = 0
+        self.loose_generation = 0
+        self.ticketed = 0
+        self.framed = 0
         self.successes = 0
         self.failures = 0
         self.ignored = 0

@@ -19,7 +19,7 @@ TIME_WINDOW_BUCKETS = 10
 class CountWindow:
     """The last ``size`` outcomes, in a ring buffer."""
 
-    __slots__ = ("_pos", "_ring", "calls", "failures", "size", "slow")
+    __slots__ = ("_pos", "_ring", "calls", "failures", "size", "slow", "spotless")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -28,12 +28,18 @@ class CountWindow:
         self.calls = 0
         self.failures = 0
         self.slow = 0
+        self.spotless = False
+        """Full, of successes only: one more success changes nothing (every slot holds the
+        same value, so where the ring's position stands does not matter), and the breaker's
+        hot path skips the add. Set only by :meth:`add_success`; a window whose sums were
+        written from outside (a snapshot read from Redis) keeps it ``False``."""
 
     def add(self, failed: bool, slow: bool, now: float = 0.0) -> None:
         value = int(failed) | (int(slow) << 1)
         if value == 0:
             self.add_success()
             return
+        self.spotless = False
         ring = self._ring
         pos = self._pos
         old = ring[pos]
@@ -63,6 +69,9 @@ class CountWindow:
             else:
                 self.failures -= old & 1
                 self.slow -= old >> 1
+            # A window becomes spotless only here: by its last empty slot filled, or its last
+            # failing or slow outcome overwritten, by a success.
+            self.spotless = self.calls == self.size and not self.failures and not self.slow
 
     def expire(self, now: float) -> None:
         """Count windows do not age."""
@@ -74,16 +83,28 @@ class CountWindow:
 class TimeWindow:
     """Outcomes of the last ``duration`` seconds, in ``TIME_WINDOW_BUCKETS`` buckets."""
 
-    __slots__ = ("_buckets", "_edge", "bucket_width", "calls", "duration", "failures", "slow")
+    __slots__ = (
+        "_buckets",
+        "bucket_width",
+        "calls",
+        "duration",
+        "edge",
+        "failures",
+        "newest",
+        "slow",
+    )
 
     def __init__(self, duration: float) -> None:
         self.duration = duration
         self.bucket_width = duration / TIME_WINDOW_BUCKETS
         # Each bucket: [index, calls, failures, slow], oldest first.
         self._buckets: deque[list[int]] = deque()
-        # Until this time, an add lands in the newest bucket and nothing can expire (what
-        # expire() drops depends only on the bucket index, and time only moves forward).
-        self._edge = -math.inf
+        self.edge = -math.inf
+        """Until this time, an add lands in :attr:`newest` and nothing can expire (what
+        :meth:`expire` drops depends only on the bucket index, and time only moves forward):
+        a success is ``newest[1] += 1; calls += 1`` (:meth:`add_success_at`, and its
+        documented twin in the breaker's hot exit)."""
+        self.newest: list[int] = []  # the newest bucket while ``edge`` is finite
         self.calls = 0
         self.failures = 0
         self.slow = 0
@@ -106,7 +127,7 @@ class TimeWindow:
 
     def add(self, failed: bool, slow: bool, now: float = 0.0) -> None:
         buckets = self._buckets
-        if now < self._edge:
+        if now < self.edge:
             last = buckets[-1]  # fast path: same bucket as the last add, nothing to expire
         else:
             self.expire(now)
@@ -117,7 +138,8 @@ class TimeWindow:
             if last[0] == index:
                 # A hair early, so floating-point rounding can never keep an add in a bucket
                 # that floor(now / width) would already have moved past.
-                self._edge = (index + 1 - 1e-9) * self.bucket_width
+                self.edge = (index + 1 - 1e-9) * self.bucket_width
+                self.newest = last
         last[1] += 1
         last[2] += failed
         last[3] += slow
@@ -127,8 +149,8 @@ class TimeWindow:
 
     def add_success_at(self, now: float) -> None:
         """``add(False, False, now)``, the hot path's case, in as few steps as possible."""
-        if now < self._edge:
-            self._buckets[-1][1] += 1
+        if now < self.edge:
+            self.newest[1] += 1
             self.calls += 1
             return
         self.add(False, False, now)
@@ -138,7 +160,8 @@ class TimeWindow:
         self._buckets.append([index, calls, failures, slow])
 
     def clear(self) -> None:
-        self._edge = -math.inf
+        self.edge = -math.inf
+        self.newest = []
         self._buckets.clear()
         self.calls = self.failures = self.slow = 0
 

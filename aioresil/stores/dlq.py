@@ -122,6 +122,13 @@ _PUSH_CHUNK_BYTES = 1 << 20
 _DAY_MS = 86_400_000
 
 
+def _utf8_size(value: str | bytes) -> int:
+    """Bytes a field takes on the wire (a text field is sent as UTF-8; ``isascii`` is O(1))."""
+    if isinstance(value, bytes) or value.isascii():
+        return len(value)
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
 def _spool_flusher(ref: weakref.ref[DeadLetterQueue]) -> Callable[[], Awaitable[None]]:
     async def flush() -> None:
         queue = ref()
@@ -413,11 +420,11 @@ class DeadLetterQueue:
         """Store entries made by :meth:`prepare`, many per round trip; return how many.
 
         For migrations, bulk loads and benchmarks. Entries are stored in order, in chunks of
-        at most ``batch`` entries (and 1 MiB of fields), each chunk one atomic step (one script
-        on Redis: all of it is stored or none), with the cap and retention applied per entry
-        as :meth:`push` does. A full queue (``overflow="reject"``) stops the load with
-        :class:`~aioresil.DeadLetterQueueFullError` after the entries before it. Nothing is
-        spooled.
+        at most ``batch`` entries (and 1 MiB of fields, as UTF-8 bytes), each chunk one atomic
+        step (one script on Redis: all of it is stored or none), with the cap and retention
+        applied per entry as :meth:`push` does. A full queue (``overflow="reject"``) stops the
+        load with :class:`~aioresil.DeadLetterQueueFullError` after the entries before it.
+        Nothing is spooled.
 
         Cut short (a timeout, Redis gone), it raises the backend's error with a note: the
         chunks before it are stored, the chunk in flight is stored entirely or not at all
@@ -446,7 +453,7 @@ class DeadLetterQueue:
         if self.retention is not None:
             retention_bound = "(" + pad(self._wall_ms() - int(self.retention * 1000))
         for fields in entries:
-            weight = sum(len(value) for value in fields.values())
+            weight = sum(map(_utf8_size, fields.values()))
             if chunk and (len(chunk) >= size or chunk_bytes + weight > _PUSH_CHUNK_BYTES):
                 stored += await self._push_chunk(chunk, retention_bound, stored)
                 chunk, chunk_bytes = [], 0

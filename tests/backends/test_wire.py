@@ -260,3 +260,66 @@ async def test_clients_that_route_or_pin_a_connection_keep_redis_pys_path(redis_
         assert DirectScripts.for_client(plain) is not None
     finally:
         await plain.aclose()
+
+
+@pytest.mark.parametrize("stage", [("{t}:stage", b"\x00v" * 9000, 60_000), None])
+@pytest.mark.parametrize("wait", [(1, 250), None])
+def test_a_staged_pipeline_is_byte_for_byte_what_redis_pys_pipeline_sends(
+    stage: tuple[str, bytes, int] | None, wait: tuple[int, int] | None
+) -> None:
+    direct = DirectScripts(aioredis.ConnectionPool())
+    keys, args = ["{t}:a", "{t}:stage"], ["", 0, b"x"]
+    commands: list[tuple[Any, ...]] = []
+    if stage is not None:
+        commands.append(("SET", stage[0], stage[1], "PX", stage[2]))
+    commands.append(("EVALSHA", ECHO.sha, len(keys), *keys, *args))
+    if wait is not None:
+        commands.append(("WAIT", *wait))
+    expected = b"".join(Connection().pack_commands(commands))
+    chunks = direct.pack_staged(stage, direct.pack(ECHO.sha, keys, args), wait)
+    assert b"".join(chunks) == expected
+    if stage is not None:
+        assert any(chunk is stage[1] for chunk in chunks)  # the value itself, never copied
+
+
+async def test_a_staged_pipeline_reads_every_reply_even_after_an_error_reply(
+    client: aioredis.Redis,
+) -> None:
+    """An error reply (``NOSCRIPT``, a script's error) is returned in its place and the replies
+    after it are still read, so the connection goes back to the pool with nothing unread."""
+    direct = DirectScripts.for_client(client)
+    assert direct is not None
+    await client.script_load(ECHO.source)
+    await client.script_load(FAIL.source)
+    for sha in ("0" * 40, FAIL.sha):
+        chunks = direct.pack_staged(
+            ("staged", b"v" * 20_000, 60_000), direct.pack(sha, [], []), (0, 10)
+        )
+        set_reply, error, acked = await direct.call_many(chunks, 3)
+        assert set_reply in (b"OK", "OK", True)
+        assert isinstance(error, redis_errors.ResponseError)
+        assert acked == 0
+    assert await client.get("staged") == b"v" * 20_000
+    # Every pooled connection answers its own call afterwards.
+    replies = await asyncio.gather(
+        *(direct.call(direct.pack(ECHO.sha, ["k"], [f"r{i}", 1, 2, 3])) for i in range(4))
+    )
+    assert [reply[1] for reply in replies] == [f"r{i}".encode() for i in range(4)]
+
+
+async def test_a_staged_script_call_reloads_its_script_once_and_sends_the_value_again(
+    redis_url: str,
+) -> None:
+    stage_then_echo = LuaScript("stage_then_echo", "return {redis.call('GET', KEYS[1]), ARGV[1]}")
+    async with RedisBackend.from_url(redis_url, listen=False) as backend:
+        assert backend._direct is not None
+        await backend.client.script_flush()
+        spy = WireSpy(backend.client)
+        value = b"s" * 30_000
+        reply = await backend.run_script_staged(
+            stage_then_echo, ["{t}:stage"], ["a"], stage=("{t}:stage", value, 60_000)
+        )
+        assert reply == [value, b"a"]
+        # NOSCRIPT: loaded, then the whole pipeline (the staged SET too) once more.
+        assert spy.writes == [["SET", "EVALSHA"], ["SCRIPT"], ["SET", "EVALSHA"]]
+        await backend.client.connection_pool.aclose()

@@ -45,6 +45,34 @@ def test_custom_values_are_kept() -> None:
     assert config.ignore_exceptions == (FileNotFoundError,)
 
 
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"backoff_multiplier": 2},
+        {"recovery_timeout": 30, "max_recovery_timeout": 300},
+        {"failure_rate_threshold": 1, "window_duration": 60},
+        {"slow_call_duration": 2, "slow_call_rate_threshold": 1},
+        {"trial_lease": 5, "batch_interval": 1},
+    ],
+)
+def test_a_float_rule_given_as_an_int_is_the_same_config(rules: dict[str, int]) -> None:
+    """Redis stores the rules as text and reads them back as floats: a rule given as an int
+    must be the same config (same fingerprint, same value shown) as the float it stands for,
+    or a fleet with ``2`` in one process and ``2.0`` in another reports a conflict."""
+    as_ints = BreakerConfig(**rules)
+    as_floats = BreakerConfig(**{name: float(value) for name, value in rules.items()})
+    assert as_ints.fingerprint == as_floats.fingerprint
+    for name in rules:
+        assert type(getattr(as_ints, name)) is float, name
+    assert repr(as_ints) == repr(as_floats)
+
+
+def test_the_default_config_keeps_its_fingerprint() -> None:
+    """Processes of an older release compute this too: a change would be a conflict at every
+    rolling upgrade."""
+    assert BreakerConfig().fingerprint == "40c925833c62bc3a"
+
+
 def test_config_is_frozen_and_keyword_only() -> None:
     config = BreakerConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -32,7 +32,7 @@ from aioresil import (
 from aioresil.testing import FakeClock
 
 from ..conftest import MakeBreaker
-from ..helpers import eventually
+from ..helpers import eventually, fail, succeed
 
 
 class Boom(Exception):
@@ -163,7 +163,204 @@ async def test_a_task_started_inside_a_guarded_block_has_its_own_entry(
         await task
     stats = await breaker.stats()
     assert (stats.success_count, stats.failure_count) == (1, 1)
-    assert breaker._view.in_flight == 0
+    assert (breaker._view.loose, breaker._view.ticketed) == (0, 0)
+
+
+# ---------------------------------------------------------------------- loose and ticketed calls
+#
+# aioresil/breaker.py's module notes: a call on the hot path carries nothing (a "loose" call,
+# counted on the view with the one generation all loose calls in flight were granted under);
+# every other call pushes a ticket on a context variable. These tests pin the model's edges on
+# every backend kind: a transition while loose calls are in flight, a child task holding its
+# parent's ended ticket, an exit with no entry.
+
+
+def in_flight(breaker: CircuitBreaker) -> tuple[int, int]:
+    """(loose, ticketed) calls of the breaker's circuit in flight, as its view counts them."""
+    return breaker._view.loose, breaker._view.ticketed
+
+
+async def test_calls_after_a_transition_are_ticketed_until_the_older_loose_calls_end(
+    make_breaker: MakeBreaker,
+) -> None:
+    breaker = make_breaker(failure_threshold=2)
+    await succeed(breaker)  # the view knows the state (a Redis breaker's first call asks)
+    old_inside, old_go = asyncio.Event(), asyncio.Event()
+    new_inside, new_go = asyncio.Event(), asyncio.Event()
+
+    async def guarded(inside: asyncio.Event, go: asyncio.Event) -> None:
+        async with breaker:
+            inside.set()
+            await go.wait()
+            raise Boom
+
+    old = asyncio.create_task(guarded(old_inside, old_go))
+    await old_inside.wait()
+    assert in_flight(breaker) == (1, 0)
+    await fail(breaker)
+    await fail(breaker)  # two failures of the old call's generation: OPEN
+    await breaker.reset()  # CLOSED again, in a new generation
+    new = asyncio.create_task(guarded(new_inside, new_go))
+    await new_inside.wait()
+    assert in_flight(breaker) == (1, 1), "a call of the new generation must carry its own"
+    old_go.set()
+    with pytest.raises(Boom):
+        await old
+    stats = await breaker.stats()
+    # Counted, but not judged against the generation after the reset.
+    assert (stats.failure_count, stats.consecutive_failures) == (1, 0)
+    assert in_flight(breaker) == (0, 1)
+    new_go.set()
+    with pytest.raises(Boom):
+        await new
+    assert (await breaker.stats()).consecutive_failures == 1  # the new call's failure judges
+    assert in_flight(breaker) == (0, 0)
+    async with breaker:  # the old loose calls are gone: loose again, in the new generation
+        assert in_flight(breaker) == (1, 0)
+    await fail(breaker)
+    await fail(breaker)
+    assert (await breaker.stats()).state is CircuitState.OPEN
+
+
+async def test_a_child_holding_its_parents_ended_ticket_is_a_loose_call(
+    make_breaker: MakeBreaker,
+) -> None:
+    plain = make_breaker("b", failure_threshold=5)
+    observed = make_breaker("b", failure_threshold=5)  # the same circuit
+    timed: list[str] = []
+    observed.add_call_observer(lambda name, outcome, seconds: timed.append(outcome.name))
+    await succeed(plain)
+    may_enter, child_inside, child_go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    other_inside, other_go = asyncio.Event(), asyncio.Event()
+
+    async def child() -> None:
+        await may_enter.wait()
+        async with plain:
+            child_inside.set()
+            await child_go.wait()
+            raise Boom
+
+    async def other() -> None:
+        async with observed:
+            other_inside.set()
+            await other_go.wait()
+
+    async with observed:  # ticketed: an observed breaker times every call
+        assert in_flight(plain) == (0, 1)
+        task = asyncio.create_task(child())  # its context holds this block's live ticket
+    may_enter.set()  # the ticket it inherited has ended
+    await child_inside.wait()
+    assert in_flight(plain) == (1, 0)
+    other_task = asyncio.create_task(other())  # a live ticket elsewhere, while the child runs
+    await other_inside.wait()
+    assert in_flight(plain) == (1, 1)
+    child_go.set()
+    with pytest.raises(Boom):
+        await task
+    assert in_flight(plain) == (0, 1), "the child's exit must not take the ended ticket"
+    other_go.set()
+    await other_task
+    assert in_flight(plain) == (0, 0)
+    stats = await plain.stats()
+    assert (stats.success_count, stats.failure_count) == (3, 1)
+    assert timed == ["SUCCESS", "SUCCESS"]
+
+
+async def test_an_exit_without_an_entry_is_an_error(make_breaker: MakeBreaker) -> None:
+    breaker = make_breaker()
+    await succeed(breaker)
+    with pytest.raises(RuntimeError, match="without a matching __aenter__"):
+        await breaker.__aexit__(None, None, None)
+    assert in_flight(breaker) == (0, 0)
+    assert (await breaker.stats()).success_count == 1
+
+
+async def test_a_generator_ended_by_another_task_ends_its_own_call(
+    make_breaker: MakeBreaker,
+) -> None:
+    # An async generator's body runs in the context of whichever task drives it: its exit
+    # may come from a task whose context never held its ticket, or holds another call's.
+    plain = make_breaker("b", failure_threshold=5)
+    observed = make_breaker("b", failure_threshold=5)  # the same circuit, every call ticketed
+    timed: list[str] = []
+    observed.add_call_observer(lambda name, outcome, seconds: timed.append(outcome.name))
+    await succeed(plain)
+
+    async def stream(breaker: CircuitBreaker) -> Any:
+        async with breaker:
+            yield 1
+            yield 2
+
+    ticketed = stream(observed)
+    await asyncio.create_task(anext(ticketed))  # entered in a task that has ended since
+
+    async def drain() -> list[int]:
+        return [item async for item in ticketed]
+
+    assert await asyncio.create_task(drain()) == [2]
+    assert in_flight(plain) == (0, 0)
+    loose = stream(plain)
+    await asyncio.create_task(anext(loose))
+    assert in_flight(plain) == (1, 0)
+    async with observed:  # a live ticket in the context that ends the loose call
+        assert await drain_into(loose) == [2]
+        assert in_flight(plain) == (0, 1)
+    assert in_flight(plain) == (0, 0)
+    stats = await plain.stats()
+    assert (stats.success_count, stats.failure_count) == (4, 0)
+    assert timed == ["SUCCESS", "SUCCESS"]
+
+
+async def drain_into(generator: Any) -> list[int]:
+    return [item async for item in generator]
+
+
+async def test_a_generator_closed_after_the_call_around_it_ends_its_own_call(
+    make_breaker: MakeBreaker,
+) -> None:
+    # `async for ... break` inside a call of the same circuit: the generator is closed (by the
+    # event loop's finalizer, in a task of its own) only after the enclosing call has ended.
+    plain = make_breaker("b", failure_threshold=2)
+    observed = make_breaker("b", failure_threshold=2)
+    observed.add_call_observer(lambda name, outcome, seconds: None)
+    await succeed(plain)
+    old_inside, go = asyncio.Event(), asyncio.Event()
+    closed = asyncio.Event()
+
+    async def guarded(inside: asyncio.Event | None) -> None:
+        async with plain:
+            if inside is not None:
+                inside.set()
+            await go.wait()
+            raise Boom
+
+    async def stream() -> Any:
+        try:
+            async with observed:
+                yield 1
+                yield 2
+        finally:
+            closed.set()
+
+    old = asyncio.create_task(guarded(old_inside))  # a loose call, in flight throughout
+    await old_inside.wait()
+    async with observed:
+        async for _ in stream():
+            break
+    await closed.wait()
+    assert in_flight(plain) == (1, 0)
+    await plain.reset()  # a new generation while the old loose call is in flight
+    new = asyncio.create_task(guarded(None))
+    await eventually(lambda: in_flight(plain) == (1, 1), what="the new call entered")
+    go.set()
+    for task in (old, new):
+        with pytest.raises(Boom):  # the caller's own exception, never ours
+            await task
+    assert in_flight(plain) == (0, 0)
+    stats = await plain.stats()
+    # Only the new call's failure judges the generation after the reset.
+    assert (stats.failure_count, stats.consecutive_failures) == (2, 1)
+    assert stats.state is CircuitState.CLOSED
 
 
 # ---------------------------------------------------------------------- per-request breakers
@@ -240,6 +437,44 @@ async def test_an_illegal_move_in_lua_raises_illegal_transition_error(
 
 
 @pytest.mark.redis_server
+async def test_the_config_in_force_reads_the_same_on_every_backend(
+    make_breaker: MakeBreaker,
+) -> None:
+    """``30`` and ``2`` given for float rules read back as ``30.0`` and ``2.0`` from memory as
+    from Redis (which stores text): one JSON shape for /health whatever the backend."""
+    from aioresil.breaker import config_rules
+
+    breaker = make_breaker(failure_threshold=3, recovery_timeout=30, backoff_multiplier=2)
+    await succeed(breaker)
+    shown = (await breaker.stats()).to_dict()["config"]
+    expected = config_rules(
+        BreakerConfig(failure_threshold=3, recovery_timeout=30.0, backoff_multiplier=2.0)
+    )
+    assert json.dumps(shown) == json.dumps(expected)
+    assert '"recovery_timeout": 30.0' in json.dumps(shown)
+
+
+async def test_rules_written_as_int_or_float_are_one_config_in_a_fleet(redis_url: str) -> None:
+    from aioresil import BreakerConfigConflict, RedisBackend
+
+    async with RedisBackend.from_url(redis_url) as one, RedisBackend.from_url(redis_url) as two:
+        first = CircuitBreaker(
+            "shared", config=BreakerConfig(backoff_multiplier=2, recovery_timeout=30), backend=one
+        )
+        second = CircuitBreaker(
+            "shared",
+            config=BreakerConfig(backoff_multiplier=2.0, recovery_timeout=30.0),
+            backend=two,
+        )
+        seen: list[object] = []
+        first.add_listener(seen.append)
+        second.add_listener(seen.append)
+        for breaker in (first, second, first, second):
+            await succeed(breaker)
+        assert [e for e in seen if isinstance(e, BreakerConfigConflict)] == []
+        assert (await second.stats()).config_fingerprint == first.config.fingerprint
+
+
 async def test_config_in_force_is_stored_and_conflicts_are_reported(
     redis_url: str, tmp_path: Path
 ) -> None:

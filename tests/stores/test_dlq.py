@@ -759,6 +759,33 @@ async def test_push_prepared_stores_in_batches_with_the_cap_per_entry(
         dlq.prepare("t", object(), "e")
 
 
+async def test_push_prepared_weighs_its_chunks_in_bytes_not_characters(
+    make_dlq: MakeDlq,
+) -> None:
+    """A chunk holds at most 1 MiB of fields as Redis receives them: UTF-8 bytes. Metadata
+    of 100,000 euro signs is 100,000 characters but 300,000 bytes."""
+    dlq = make_dlq()
+    note = "\u20ac" * 100_000
+    rows = [dlq.prepare("t", i, "e", metadata={"note": note}) for i in range(5)]
+    sizes: list[int] = []
+    storage = dlq._storage
+
+    class Counting:  # the queue's storage, counting the entries of each chunk
+        def __getattr__(self, name: str) -> Any:
+            return getattr(storage, name)
+
+        async def push_many(self, chunk: Any, *args: Any) -> Any:
+            sizes.append(len(chunk))
+            return await storage.push_many(chunk, *args)
+
+    dlq._storage = Counting()  # type: ignore[assignment]
+    assert await dlq.push_prepared(rows) == 5
+    dlq._storage = storage
+    assert sizes == [3, 2]  # 3 x 300,000 bytes fit in 1 MiB, a fourth does not
+    page = await dlq.list(limit=10)
+    assert [e.metadata for e in page.entries] == [{"note": note}] * 5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dlq_backend", ["memory", "redis"], indirect=True)
 async def test_stats_and_purge_on_100k_entries(dlq: DeadLetterQueue, clock: FakeClock) -> None:

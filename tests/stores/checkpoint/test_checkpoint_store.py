@@ -17,6 +17,7 @@ from aioresil import (
     CheckpointStore,
     CheckpointTooLargeError,
     MemoryBackend,
+    OrjsonSerializer,
     SerializationError,
 )
 from aioresil.backends.keys import encode_name
@@ -585,3 +586,22 @@ async def test_a_staged_state_keeps_the_stores_ttl_and_leaves_no_staging_key(
         await daily.save("job", big)
         assert 0 < await backend.client.ttl(backend.key("ckpt", "daily", "b:job")) <= 86_400
         assert [k async for k in backend.client.scan_iter(match="*stage*")] == []
+
+
+async def test_orjson_and_default_serializers_share_checkpoints_mid_upgrade(
+    make_store: MakeStore,
+) -> None:
+    """A fleet mid-upgrade: workers on JsonSerializer and on OrjsonSerializer read each
+    other's saves, and the fast one refuses what the default refuses, before any I/O."""
+    old = make_store(namespace="fleet")  # the default, JsonSerializer
+    new = make_store(namespace="fleet", serializer=OrjsonSerializer())
+    with pytest.raises(SerializationError, match="Out of range float"):
+        await new.save("job", {"score": math.nan})
+    assert await new.load("job") is None  # nothing was stored
+    state = {"n": 2**64, "s": "lone \udcff", "f": 0.1, "blob": "x" * 20_000}  # staged on Redis
+    v = await old.save("job", state)
+    loaded = await new.load("job")
+    assert loaded is not None and loaded.state == state
+    assert await new.save("job", {**state, "n": -1}, expected_version=v) == v + 1
+    loaded = await old.load("job")
+    assert loaded is not None and loaded.state == {**state, "n": -1}
