@@ -1,9 +1,10 @@
 """The ``aioresil`` command line (also ``python -m aioresil``).
 
-``aioresil demo`` needs nothing; every other command talks to Redis, given by ``--redis URL``
-or the ``AIORESIL_REDIS_URL`` environment variable (``--redis`` and ``--prefix`` may come
-before or after the command). User mistakes and outages print one line on stderr and exit
-non-zero: 2 for usage errors, 1 for everything else.
+``aioresil demo`` needs nothing (it runs on the memory backend unless a Redis URL is given);
+every other command talks to Redis. Every command, the demo included, takes the URL from
+``--redis URL`` or else the ``AIORESIL_REDIS_URL`` environment variable (``--redis`` and
+``--prefix`` may come before or after the command). User mistakes and outages print one
+line on stderr and exit non-zero: 2 for usage errors, 1 for everything else.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="watch a breaker guard a flaky simulated upstream (memory backend)",
+        parents=[shared],
+        help="watch a breaker guard a flaky simulated upstream (memory, or Redis if given)",
         description="A simulated upstream goes down and comes back; a breaker guards it. "
-        "Every state change is printed as it happens, then the final statistics.",
+        "Every state change is printed as it happens, then the final statistics. The breaker "
+        f"(and with --serve the dead letters) live on --redis or ${ENV_URL} when one is "
+        "given, else in memory.",
     )
     demo.add_argument("--calls", type=int, default=60, help="calls to make (default 60)")
     demo.add_argument(
@@ -207,39 +211,40 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.interval = 0.25 if args.serve else 0.05
     if args.calls < 1 or args.interval < 0:
         parser.error("--calls must be >= 1 and --interval >= 0")
-    if args.redis is not None and args.serve:
-        parser.error("demo --serve runs on the memory backend; drop --redis")
     if not args.serve:
         return asyncio.run(_demo_run(args, run_demo))
-    from .demo_serve import serve_demo
-
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be >= 1")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be in 0..65535")
     try:
-        return asyncio.run(
-            serve_demo(
+        return asyncio.run(_demo_run(args, None))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _demo_run(args: argparse.Namespace, run_demo: Any) -> int:
+    """The demo (``run_demo``, or ``--serve``'s when ``None``) on the memory backend, or on
+    Redis when a URL is given by ``--redis`` or ``AIORESIL_REDIS_URL``, exactly as every
+    other command finds it (never ignored)."""
+    backend = None
+    if args.redis or os.environ.get(ENV_URL):
+        from .common import connect
+
+        backend = await connect(args)
+    try:
+        if run_demo is None:
+            from .demo_serve import serve_demo
+
+            return await serve_demo(
                 host=args.host,
                 port=args.port,
                 calls=args.calls,
                 interval=args.interval,
                 seed=args.seed,
                 rounds=args.rounds,
+                backend=backend,
             )
-        )
-    except KeyboardInterrupt:
-        return 0
-
-
-async def _demo_run(args: argparse.Namespace, run_demo: Any) -> int:
-    """The demo on the memory backend, or on ``--redis URL`` when given (never ignored)."""
-    backend = None
-    if args.redis is not None:
-        from .common import connect
-
-        backend = await connect(args)
-    try:
         code: int = await run_demo(
             calls=args.calls,
             interval=args.interval,
