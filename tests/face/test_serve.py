@@ -180,7 +180,7 @@ def test_every_health_option_is_a_flag(serve: object, redis_url: str) -> None:
         ),
         (["--cache-ttl", "-1"], "--cache-ttl must be"),
         (["--timeout", "0"], "--timeout must be"),
-        (["--port", "70000"], "--port must be in 0..65535"),
+        (["--port", "70000"], "--port must be an integer in 0..65535"),
         (["--service", " "], "--service must not be empty"),
     ],
 )
