@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=20,
         help="entries (1..1000, default 20)",
     )
+    listing.add_argument(
+        "--cursor",
+        type=opt.cursor("--cursor"),
+        help="continue after the previous page: its next_cursor (printed by --json and the table)",
+    )
     show = dlq_actions.add_parser("show", parents=[leaf, as_json], help="one entry, in full")
     show.add_argument("entry_id", metavar="ID")
     retry = dlq_actions.add_parser(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -123,10 +124,15 @@ async def _stats(dlq: DeadLetterQueue, as_json: bool) -> int:
 
 
 async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
-    page = await dlq.list(task_type=args.type, limit=args.limit)
+    page = await dlq.list(task_type=args.type, limit=args.limit, cursor=args.cursor)
     if args.json:
         entries = [letter_to_dict(letter, full=False) for letter in page.entries]
-        print(json.dumps({"entries": entries, "more": page.next_cursor is not None}, indent=2))
+        body = {
+            "entries": entries,
+            "more": page.next_cursor is not None,
+            "next_cursor": page.next_cursor,  # pass it back as --cursor for the next page
+        }
+        print(json.dumps(body, indent=2))
         return 0
     if not page.entries:
         print(
@@ -145,8 +151,22 @@ async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     ]
     print_table(["ID", "TYPE", "ATTEMPTS", "FAILED AT (UTC)", "ERROR"], rows, sys.stdout)
     if page.next_cursor is not None:
-        print(f"(first {len(rows)} shown, newest first; --limit up to 1000)")
+        print(f"({len(rows)} shown, newest first; more follow)")
+        print(f"next page: {_next_page(dlq, args, page.next_cursor)}")
     return 0
+
+
+def _next_page(dlq: DeadLetterQueue, args: argparse.Namespace, next_cursor: str) -> str:
+    """The command that lists the following page, quoted for a POSIX shell. The Redis URL is
+    left out (it may hold a password): the same ``--redis`` or ``AIORESIL_REDIS_URL`` applies."""
+    words = ["aioresil"]
+    if args.prefix != "aioresil":
+        words += ["--prefix", args.prefix]
+    words += ["dlq", "--dlq", dlq.name, "list"]
+    if args.type is not None:
+        words += ["--type", args.type]
+    words += ["--limit", str(args.limit), "--cursor", next_cursor]
+    return shlex.join(words)
 
 
 async def _get(dlq: DeadLetterQueue, entry_id: str) -> DeadLetter:

@@ -23,6 +23,7 @@ from ..stores.dlq_codec import check_task_type
 
 __all__ = [
     "OneLineParser",
+    "cursor",
     "duration",
     "integer",
     "name",
@@ -141,6 +142,19 @@ def duration(option: str) -> Callable[[str], str]:
             parse_duration(value)
         except ValueError as exc:
             _fail(f"{option}: {exc}")
+        return value
+
+    return check
+
+
+def cursor(option: str) -> Callable[[str], str]:
+    """A page cursor as ``dlq list`` printed it (``next_cursor``); the queue's own rule."""
+
+    def check(value: str) -> str:
+        from ..stores.dlq import _CURSOR_RE  # the rule DeadLetterQueue.list applies
+
+        if not _CURSOR_RE.match(value):
+            _fail(f"{option} must be a next_cursor that 'dlq list' printed, got {value!r}")
         return value
 
     return check
