@@ -7,6 +7,17 @@ the environment variable ``AIORESIL_ADMIN_TOKEN`` holds a token (an environment 
 an option, so the token never shows in ``ps``); ``--handler module:function`` enables the
 HTTP retry route.
 
+Redis down at start is an outage, not a configuration error: ``serve`` starts anyway,
+degraded, with one warning line on stderr (``/health`` 200, ``/health/ready`` 503,
+``/metrics`` 200 with ``aioresil_backend_up 0``), and recovers by itself when Redis answers
+again (the backend's background probe; breakers are rediscovered on the next request; one
+line on stderr says so). Why: an orchestrator restarting a pod during an outage must still
+find its probes answering, or liveness kills it in a loop and the outage's metrics vanish
+with it; exiting would trade one outage for two. A mistake in the configuration is different:
+a malformed URL (exit 2) or credentials Redis refuses (exit 1) end the command with one
+line, because waiting would never fix them. (Credentials cannot be checked while Redis is
+unreachable; wrong ones then show in ``/health/ready``'s error once it answers.)
+
 It behaves like a server: it binds the port first (a busy port is one line on stderr and exit
 1, before any banner), announces its URL once it accepts connections, and on SIGTERM finishes
 the requests in flight and exits 0 (Ctrl-C: 130).
@@ -42,6 +53,9 @@ class DiscoveringApp:
         self._last = float("-inf")
 
     async def discover(self) -> None:
+        health = getattr(self.registry.backend, "health", None)
+        if health is not None and not health.stats().up:
+            return  # Redis known to be down: touch no socket; retried once its probe is back
         for name in await discover_names(self.registry.backend):
             if name not in self.registry:
                 self.registry.get(name)
@@ -71,6 +85,22 @@ def _check_options(args: argparse.Namespace) -> None:
         )
 
 
+def _report_recovery(backend: Any) -> None:
+    """One stderr line each time the backend is reachable again after an outage."""
+    from ..backends.backend_health import BackendState, BackendStateChanged
+    from .common import where_is
+
+    def changed(event: BackendStateChanged) -> None:
+        if event.new is BackendState.HEALTHY:
+            print(
+                f"aioresil serve: Redis at {where_is(backend)} is reachable again",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    backend.health.subscribe(changed)
+
+
 async def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401 - only to say which extra is missing, up front
@@ -81,8 +111,11 @@ async def run_serve(args: argparse.Namespace) -> int:
     _check_options(args)
     handler = load_handler(args.handler) if args.handler else None
     token = os.environ.get(ENV_TOKEN) or None
-    backend: Any = await connect(args)
+    # Redis down at start is an outage, not a mistake: serve anyway, degraded (see the
+    # module doc); a malformed URL or refused credentials still end here with exit 2 / 1.
+    backend: Any = await connect(args, outage_ok=True)
     try:
+        _report_recovery(backend)
         registry = BreakerRegistry(backend=backend)
         dlq = DeadLetterQueue(backend, name=args.dlq)
         try:
@@ -102,7 +135,10 @@ async def run_serve(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as exc:
             raise CliError(f"{ENV_TOKEN}: {exc}", 2) from None
         wrapped = DiscoveringApp(app, registry, args.discover_every)
-        await wrapped.discover()
+        try:
+            await wrapped.discover()
+        except Exception:
+            pass  # lost between the ping and the SCAN: retried on the next request
         try:
             sock = listen(args.host, args.port)
         except OSError as exc:
