@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dlq", type=opt.name("--dlq", "queue"), default="default", help="dead letter queue name"
     )
-    serve.add_argument("--handler", metavar="MODULE:FUNC", help="enables HTTP DLQ retry")
+    serve.add_argument(
+        "--handler",
+        metavar="MODULE:FUNC",
+        help="enables the HTTP DLQ retry route (an admin route: needs AIORESIL_ADMIN_TOKEN)",
+    )
     serve.add_argument(
         "--no-dashboard", action="store_true", help="do not serve the dashboard at /dashboard/"
     )

@@ -5,7 +5,9 @@ The served app reports every breaker found on Redis (rediscovered with ``SCAN`` 
 :mod:`aioresil.cli.breakers`) and the queue named by ``--dlq``. Admin routes are enabled when
 the environment variable ``AIORESIL_ADMIN_TOKEN`` holds a token (an environment variable, not
 an option, so the token never shows in ``ps``); ``--handler module:function`` enables the
-HTTP retry route.
+HTTP retry route, one of the admin routes: without the token it is imported (a broken module
+still fails at once) but unused, and a warning line on stderr says so (a warning, not a
+refusal: the health endpoints are what ``serve`` is for).
 
 Redis down at start is an outage, not a configuration error: ``serve`` starts anyway,
 degraded, with one warning line on stderr (``/health`` 200, ``/health/ready`` 503,
@@ -111,6 +113,15 @@ async def run_serve(args: argparse.Namespace) -> int:
     _check_options(args)
     handler = load_handler(args.handler) if args.handler else None
     token = os.environ.get(ENV_TOKEN) or None
+    if handler is not None and token is None:
+        # Warn, not refuse: the health endpoints are what serve is for, and one manifest may
+        # run with and without the admin secret; but never ignore an option silently.
+        print(
+            f"aioresil serve: warning: --handler is ignored: the HTTP retry route is an admin "
+            f"route, and admin routes are off without {ENV_TOKEN}",
+            file=sys.stderr,
+            flush=True,
+        )
     # Redis down at start is an outage, not a mistake: serve anyway, degraded (see the
     # module doc); a malformed URL or refused credentials still end here with exit 2 / 1.
     backend: Any = await connect(args, outage_ok=True)

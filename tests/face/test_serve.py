@@ -314,3 +314,22 @@ def test_serve_still_refuses_a_malformed_url() -> None:
     assert result.stdout == ""
     assert "Port could not be cast to integer" in result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_serve_warns_that_handler_needs_the_admin_token(redis_url: str) -> None:
+    # The retry route exists only with the admin routes: without a token --handler does
+    # nothing, and says so once (the server still serves its health endpoints).
+    served = _start_serve(redis_url, "--handler", "asyncio:sleep")
+    try:
+        with httpx.Client(base_url=served.base, trust_env=False) as client:
+            retry = client.post("/admin/dlq/entries/0123456789ab-0123456789abcdef/retry")
+    finally:
+        err = _stop(served)
+    [line] = err.splitlines()
+    assert line.startswith("aioresil serve: warning: --handler is ignored: ")
+    assert "AIORESIL_ADMIN_TOKEN" in line
+    assert retry.status_code == 404
+
+    token = {"AIORESIL_ADMIN_TOKEN": "a-token-for-tests-0123456789"}
+    served = _start_serve(redis_url, "--handler", "asyncio:sleep", env=token)
+    assert _stop(served) == ""  # with the token: no warning
