@@ -190,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     of_type = opt.task_type("--type")
     dlq_actions = dlq.add_subparsers(dest="action", metavar="ACTION")
+    dlq_actions.add_parser(
+        "queues",
+        parents=[leaf, as_json],
+        help="the queues that hold entries, with their counts (SCAN)",
+        description="Every queue under --prefix holding at least one entry: a mistyped "
+        "--dlq reads as an empty queue, this shows the names that exist.",
+    )
     dlq_actions.add_parser("stats", parents=[leaf, as_json], help="statistics")
     listing = dlq_actions.add_parser("list", parents=[leaf, as_json], help="newest entries")
     listing.add_argument("--type", type=of_type, help="only this task type")

@@ -217,6 +217,28 @@ async def test_dlq_list_pages_past_any_limit_with_the_cursor(
     assert "--cursor must be a next_cursor" in bad.stderr
 
 
+async def test_dlq_queues_lists_the_queues_holding_entries(
+    redis_url: str, seeded: dict[str, Any]
+) -> None:
+    # A mistyped --dlq looks like an empty queue; `dlq queues` shows the names that exist.
+    backend = seeded["backend"]
+    orders = DeadLetterQueue(backend, name="orders {eu}")
+    await orders.push("ship", {}, RuntimeError("x"))
+    gone = DeadLetterQueue(backend, name="emptied")
+    entry = await gone.push("ship", {}, RuntimeError("x"))
+    assert await gone.remove(entry)
+    listed = json.loads(run("--redis", redis_url, "dlq", "queues", "--json").stdout)
+    assert listed == {"default": 4, "orders {eu}": 1}
+    table = run("--redis", redis_url, "dlq", "queues").stdout.splitlines()
+    assert table[0].split() == ["QUEUE", "ENTRIES"]
+    assert [line.split("  ")[0] for line in table[1:]] == ["default", "orders {eu}"]
+    typo = run("--redis", redis_url, "dlq", "--dlq", "nosuchqueue", "stats")
+    assert "queue 'nosuchqueue': 0 entries" in typo.stdout
+    assert "aioresil dlq queues" in typo.stdout
+    real = run("--redis", redis_url, "dlq", "stats")
+    assert "dlq queues" not in real.stdout
+
+
 async def test_dlq_show_prints_one_entry_in_full(redis_url: str, seeded: dict[str, Any]) -> None:
     entry = seeded["old"][0]
     body = json.loads(run("--redis", redis_url, "dlq", "show", entry, "--json").stdout)
