@@ -74,7 +74,10 @@ __all__ = ["BlockingSentinelConnectionPool", "RedisBackend", "map_redis_error"]
 
 _log = structlog.get_logger("aioresil")
 
-_MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redis]'"
+_MISSING_EXTRA = (
+    "RedisBackend needs the redis extra: pip install 'aioresil[redis]' "
+    "(in a checkout: pip install -e '.[redis]')"
+)
 
 ScriptArg = str | int | float | bytes
 T = TypeVar("T")
