@@ -107,7 +107,10 @@ async def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401 - only to say which extra is missing, up front
     except ImportError:
-        raise CliError("aioresil serve needs uvicorn: pip install 'aioresil[server]'") from None
+        raise CliError(
+            "aioresil serve needs uvicorn: pip install 'aioresil[server]' "
+            "(in a checkout: pip install -e '.[server]')"
+        ) from None
     from ..web.server import bound_url, listen, serve_socket
 
     _check_options(args)
