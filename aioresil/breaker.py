@@ -27,6 +27,15 @@ none, and every nested call restores the context it found). The hot path touches
 variable, which is most of why it stays cheap; the model is pinned by the tests of
 ``tests/face/test_breaker_compose.py``.
 
+One kind of code breaks the context's order: an **async generator** runs in the context of
+whichever task drives it, so its call may end in another task (one that never held its
+ticket, or holds another call's), or after the call around it (``async for ... break``: the
+event loop closes the generator later, in a task of its own). A ticketed call entered from an
+async generator's frame therefore keeps its ticket with that frame (the circuit's ``frames``,
+counted as ``framed``), never in the context, and its exit, which runs in the same frame,
+finds it there; an exit from a generator's frame that finds no ticket there is a loose call,
+whatever the context holds. Only ticketed entries and exits look at the caller's frame.
+
 What instances share: every ``CircuitBreaker`` bound to one name on one backend shares one
 :class:`_Circuit` (kept on the backend's handle): the context variable, the in-flight count,
 one subscription to the handle's transitions and one log line per transition. An instance is
@@ -45,7 +54,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
 
 from ._log import get_logger
@@ -73,6 +82,20 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 
 RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
+
+_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
+
+
+def _awaiting_frame() -> FrameType | None:
+    """The frame awaiting the ``__aenter__``/``__aexit__`` that calls this: where the
+    ``async with`` is written (``None`` on an interpreter that keeps no frames)."""
+    frame = inspect.currentframe()  # this function's own
+    try:
+        method = None if frame is None else frame.f_back
+        return None if method is None else method.f_back
+    finally:
+        del frame  # no cycle through this frame's own locals
+
 
 _SETTLING: set[asyncio.Task[None]] = set()
 """Records running on after their caller was cancelled (referenced until they end)."""
@@ -199,13 +222,16 @@ class BreakerRow(NamedTuple):
 class _Circuit:
     """What every :class:`CircuitBreaker` bound to one handle shares (see the module notes)."""
 
-    __slots__ = ("breakers", "get", "name", "set")
+    __slots__ = ("breakers", "frames", "get", "name", "set")
 
     def __init__(self, handle: BreakerHandle, name: str) -> None:
         tickets: ContextVar[Ticket | None] = ContextVar(f"aioresil.breaker.{name}")
         self.get = tickets.get
         self.set = tickets.set
         self.name = name
+        self.frames: dict[FrameType, list[Ticket]] = {}
+        """Tickets of calls entered from an async generator, by its frame (see the module
+        notes): the frame is where the call's exit runs, whichever task drives it."""
         self.breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         """Instances with listeners (weakly: dropping an instance unsubscribes it)."""
         handle.subscribe(self._on_transition)
@@ -380,8 +406,7 @@ class CircuitBreaker(GuardedCalls):
                     view.loose += 1
                     return self
                 # Loose calls of an older generation are still in flight: this one is ticketed.
-            self._set_ticket([view.generation, 0, self._mono(), self._get_ticket(None)])
-            view.ticketed += 1
+            self._hold([view.generation, 0, self._mono(), None], _awaiting_frame())
             return self
         now = self._mono()
         if state is _OPEN and self._authoritative and now < view.open_until:
@@ -400,9 +425,20 @@ class CircuitBreaker(GuardedCalls):
             decision = await handle.acquire_remote(now)
         if isinstance(decision, Rejection):
             self._reject(decision)
-        self._set_ticket([decision.generation, decision.token, now, self._get_ticket(None)])
-        view.ticketed += 1
+        self._hold([decision.generation, decision.token, now, None], _awaiting_frame())
         return self
+
+    def _hold(self, ticket: Ticket, caller: FrameType | None) -> None:
+        """Keep a ticketed call's ticket where its exit will find it: with the async
+        generator frame that entered it, or on the context (see the module notes)."""
+        view = self._view
+        view.ticketed += 1
+        if caller is not None and caller.f_code.co_flags & _ASYNC_GENERATOR:
+            self._circuit.frames.setdefault(caller, []).append(ticket)
+            view.framed += 1
+            return
+        ticket[3] = self._get_ticket(None)
+        self._set_ticket(ticket)
 
     async def __aexit__(
         self,
@@ -415,7 +451,7 @@ class CircuitBreaker(GuardedCalls):
             exc_type is None
             and self._inline
             and rec.loose
-            and (not rec.ticketed or not self._get_ticket(None))
+            and (not rec.ticketed or (not rec.framed and not self._get_ticket(None)))
         ):
             # The hot exit, a loose call's success on the memory backend: the documented twin
             # of machine.record_success (untimed, no slow-call rule), inlined because it is
@@ -439,7 +475,21 @@ class CircuitBreaker(GuardedCalls):
                         else:
                             window.add(False, False, now)
             return
-        ticket = self._get_ticket(None) if rec.ticketed else None
+        ticket: Ticket | None = None
+        framed = False
+        if rec.ticketed:
+            caller = _awaiting_frame()
+            frames = self._circuit.frames
+            held = frames.get(caller) if rec.framed and caller is not None else None
+            if held and caller is not None:  # a call entered from this async generator frame
+                ticket = held.pop()
+                if not held:
+                    del frames[caller]
+                rec.framed -= 1
+                framed = True
+            elif caller is None or not caller.f_code.co_flags & _ASYNC_GENERATOR:
+                ticket = self._get_ticket(None)
+            # else a generator's loose call: the context's ticket, if any, is another call's
         if not ticket:  # a loose call (see the module notes)
             if not rec.loose:
                 raise RuntimeError(f"{self!r}: __aexit__ without a matching __aenter__")
@@ -463,7 +513,8 @@ class CircuitBreaker(GuardedCalls):
             return
         generation, token, started, outer = ticket
         ticket.clear()  # ended: a child task that inherited it must not take it for its own
-        self._set_ticket(outer)
+        if not framed:
+            self._set_ticket(outer)
         rec.ticketed -= 1
         if exc_type is None and not token:
             now = self._mono()

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
+from .._log import get_logger
 from ..clock import Clock
 from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
@@ -37,7 +38,10 @@ __all__ = [
     "StorageFactory",
     "SuccessRun",
     "TransitionCallback",
+    "close_on_exit",
 ]
+
+_log = get_logger("aioresil")
 
 T_co = TypeVar("T_co", covariant=True)
 R = TypeVar("R")
@@ -263,3 +267,33 @@ class BreakerBackend(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+async def close_on_exit(
+    aclose: Callable[[], Awaitable[None]], owner: object, exc: BaseException | None
+) -> None:
+    """A backend's ``__aexit__``: ``await aclose()``, which raises when something held back
+    could not be sent (a DLQ's spooled entries, Redis still down).
+
+    When the block is already failing, that error must not replace the block's own: Python
+    would raise the close error with the user's exception only as its hidden ``__context__``
+    (the close error is itself chained ``from`` the outage), so the traceback would show our
+    error and never theirs. Then the block's exception goes on, carrying the close error as a
+    note, and the close error is logged. Never silent, never in the user's way.
+    """
+    if exc is None:
+        await aclose()
+        return
+    try:
+        await aclose()
+    except Exception as close_error:
+        _log.error(
+            "backend_close_failed_during_exception",
+            backend=repr(owner),
+            error=f"{type(close_error).__name__}: {close_error}",
+            exception=type(exc).__name__,
+        )
+        exc.add_note(
+            f"aioresil: closing {owner!r} while this exception propagated also failed: "
+            f"{type(close_error).__name__}: {close_error}"
+        )

@@ -17,7 +17,14 @@ from ..core.config import BreakerConfig
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import Trigger
 from ..events import BreakerEvent
-from .base import BreakerHandle, BreakerReading, StorageFactory, SuccessRun, TransitionCallback
+from .base import (
+    BreakerHandle,
+    BreakerReading,
+    StorageFactory,
+    SuccessRun,
+    TransitionCallback,
+    close_on_exit,
+)
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -166,7 +173,7 @@ class MemoryBackend:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await close_on_exit(self.aclose, self, exc)  # the block's own exception goes first
 
     def __repr__(self) -> str:
         return f"MemoryBackend(breakers={len(self._breakers)})"

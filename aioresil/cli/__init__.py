@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--dlq", default="default", help="dead letter queue name")
-    serve.add_argument("--handler", metavar="MODULE:FUNC", help="enables HTTP DLQ retry")
+    serve.add_argument(
+        "--handler",
+        metavar="MODULE:FUNC",
+        help="enables HTTP DLQ retry (an admin route: only with AIORESIL_ADMIN_TOKEN set)",
+    )
     serve.add_argument(
         "--no-dashboard", action="store_true", help="do not serve the dashboard at /dashboard/"
     )

@@ -107,7 +107,8 @@ async def connect(args: argparse.Namespace) -> Any:
 
 
 _NO_REDIS = (
-    "Redis support is not installed (the redis package is missing): pip install 'aioresil[redis]'"
+    "Redis support is not installed (the redis package is missing): pip install 'aioresil[redis]' "
+    "(in a checkout: pip install -e '.[redis]')"
 )
 
 

@@ -54,7 +54,9 @@ async def serve_demo(
         import uvicorn
     except ImportError:
         print(
-            "aioresil demo --serve needs uvicorn: pip install 'aioresil[server]'", file=sys.stderr
+            "aioresil demo --serve needs uvicorn: pip install 'aioresil[server]' "
+            "(in a checkout: pip install -e '.[server]')",
+            file=sys.stderr,
         )
         return 2
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

@@ -5,7 +5,8 @@ The served app reports every breaker found on Redis (rediscovered with ``SCAN`` 
 :mod:`aioresil.cli.breakers`) and the queue named by ``--dlq``. Admin routes are enabled when
 the environment variable ``AIORESIL_ADMIN_TOKEN`` holds a token (an environment variable, not
 an option, so the token never shows in ``ps``); ``--handler module:function`` enables the
-HTTP retry route.
+HTTP retry route, one of the admin routes: without the token the handler is still loaded
+and checked (a bad one is an error) but no route runs it, and the banner says ``admin off``.
 
 It behaves like a server: it binds the port first (a busy port is one line on stderr and exit
 1, before any banner), announces its URL once it accepts connections, and on SIGTERM finishes
@@ -85,7 +86,10 @@ async def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401 - only to say which extra is missing, up front
     except ImportError:
-        raise CliError("aioresil serve needs uvicorn: pip install 'aioresil[server]'") from None
+        raise CliError(
+            "aioresil serve needs uvicorn: pip install 'aioresil[server]' "
+            "(in a checkout: pip install -e '.[server]')"
+        ) from None
     from ..web.server import bound_url, listen, serve_socket
 
     _check_options(args)

@@ -92,14 +92,16 @@ class BreakerRecord:
     by its documented twins: ``breaker.lua`` (the same rules on Redis) and the untimed success
     inlined in ``CircuitBreaker.__aexit__`` (see :func:`record_success`).
 
-    ``loose``, ``loose_generation`` and ``ticketed`` are not part of the state: the breaker
-    layer counts its calls in flight there (see ``aioresil/breaker.py``); no rule reads them.
+    ``loose``, ``loose_generation``, ``ticketed`` and ``framed`` are not part of the state: the
+    breaker layer counts its calls in flight there (see ``aioresil/breaker.py``); no rule reads
+    them.
     """
 
     __slots__ = (
         "config",
         "consecutive_failures",
         "failures",
+        "framed",
         "generation",
         "ignored",
         "loose",
@@ -134,6 +136,7 @@ class BreakerRecord:
         self.loose = 0
         self.loose_generation = 0
         self.ticketed = 0
+        self.framed = 0
         self.successes = 0
         self.failures = 0
         self.ignored = 0

@@ -589,7 +589,7 @@ def health_app(
             admin API of :mod:`aioresil.web.admin`), at least 16 printable ASCII characters;
             ``None`` (default): no admin routes at all.
         dlq_retry_handler: ``async handler(dead_letter)`` run by ``POST
-            /admin/dlq/entries/<id>/retry``; without it that route answers 404.
+            /admin/dlq/entries/<id>/retry``; without it that route answers 400 saying so.
         cache_ttl: seconds a breakers, DLQ or metrics answer is reused. ``0`` (default):
             every request reads the backend, but requests arriving while a read runs share
             it. With thousands of breakers and frequent probes, ``1.0`` bounds the backend

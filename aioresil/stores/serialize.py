@@ -187,7 +187,8 @@ class OrjsonSerializer:
             import orjson
         except ImportError as exc:  # pragma: no cover - the test extra installs it
             raise ImportError(
-                "OrjsonSerializer needs orjson: pip install 'aioresil[orjson]'"
+                "OrjsonSerializer needs orjson: pip install 'aioresil[orjson]' "
+                "(in a checkout: pip install -e '.[orjson]')"
             ) from exc
         self._dumps = orjson.dumps
         self._loads = orjson.loads

@@ -215,3 +215,31 @@ def test_no_layer_duck_types_the_backend() -> None:
             ):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {ast.unparse(node)}")
     assert found == []
+
+
+async def test_a_close_error_never_replaces_the_blocks_own() -> None:
+    """``__aexit__`` of a failing block: the close error rides along as a note; of a clean
+    block: it is raised (never silent)."""
+
+    async def unsent() -> None:
+        raise BackendUnavailableError("3 entries were not sent")
+
+    backend = MemoryBackend()
+    backend.add_drain("queue", unsent)
+    mine = KeyError("mine")
+
+    async def failing_block() -> None:
+        async with backend:
+            raise mine
+
+    with pytest.raises(KeyError) as raised:
+        await failing_block()
+    assert raised.value is mine
+    assert raised.value.__notes__ == [
+        f"aioresil: closing {backend!r} while this exception propagated also failed: "
+        "BackendUnavailableError: 3 entries were not sent"
+    ]
+    clean = MemoryBackend()
+    clean.add_drain("queue", unsent)
+    with pytest.raises(BackendUnavailableError, match="3 entries were not sent"):
+        await clean.__aexit__(None, None, None)

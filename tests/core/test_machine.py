@@ -6,14 +6,16 @@ The breaker's hot paths (``record_success`` and the inlined success in
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Coroutine
 from typing import Any
 
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from aioresil import BreakerConfig, CircuitBreaker, CircuitState, MemoryBackend
+from aioresil import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitState, MemoryBackend
 from aioresil.core import machine
 from aioresil.core.machine import BreakerRecord, Outcome, Permit, Rejection
 from aioresil.core.states import TRANSITIONS, Trigger
@@ -30,7 +32,7 @@ def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
     raise AssertionError("coroutine suspended")  # pragma: no cover
 
 
-BOOKKEEPING = ("loose", "loose_generation", "ticketed", "window")
+BOOKKEEPING = ("framed", "loose", "loose_generation", "ticketed", "window")
 """The breaker layer's count of calls in flight (not state), and the window (compared below)."""
 
 
@@ -329,3 +331,124 @@ class StaleOutcomes(RuleBasedStateMachine):
 
 
 TestStaleOutcomes = StaleOutcomes.TestCase
+
+
+class _Failing(Exception):
+    pass
+
+
+class _Ignored(Exception):
+    pass
+
+
+_EXITS: dict[str, tuple[type[BaseException] | None, Outcome]] = {
+    "ok": (None, Outcome.SUCCESS),
+    "fail": (_Failing, Outcome.FAILURE),
+    "ignored": (_Ignored, Outcome.IGNORED),
+    "cancel": (asyncio.CancelledError, Outcome.CANCELLED),
+}
+
+
+class CallsInFlight(RuleBasedStateMachine):
+    """Many calls of one circuit in flight at once, in many contexts (tasks, and tasks started
+    inside a call, which inherit its ticket), through a plain instance (loose calls) and an
+    observed one (every call ticketed); transitions and time in between; calls ended in any
+    order across contexts (last-in first-out within one, as ``async with`` does). The record
+    must stay what the pure machine gives with each call judged by the permit it was granted,
+    and the view's count of calls in flight must match the calls open."""
+
+    @initialize(
+        kw=st.sampled_from(
+            [
+                {"failure_threshold": 2},
+                {"window_size": 3, "failure_rate_threshold": 0.5, "minimum_calls": 2},
+                {"window_duration": 4.0, "failure_rate_threshold": 0.5, "minimum_calls": 2},
+                {"slow_call_duration": 1.0, "slow_call_rate_threshold": 0.5, "minimum_calls": 2},
+            ]
+        ),
+        trials=st.integers(1, 3),
+    )
+    def setup(self, kw: dict[str, Any], trials: int) -> None:
+        self.config = BreakerConfig(
+            **kw, half_open_max_calls=trials, recovery_timeout=5, ignore_exceptions=(_Ignored,)
+        )
+        self.clock = FakeClock(start=0.0)
+        backend = MemoryBackend()
+        self.plain = CircuitBreaker("m", config=self.config, backend=backend, clock=self.clock)
+        self.observed = CircuitBreaker("m", config=self.config, backend=backend, clock=self.clock)
+        self.observed.add_call_observer(lambda name, outcome, seconds: None)
+        self.twin = BreakerRecord(self.config)
+        self.contexts = [contextvars.Context()]
+        self.open: list[list[tuple[CircuitBreaker, Permit, float]]] = [[]]
+
+    def enter_in(self, at: int, observed: bool) -> None:
+        breaker = self.observed if observed else self.plain
+        now = self.clock.monotonic()
+        decision, _ = machine.acquire(self.twin, self.config, now)
+        try:
+            self.contexts[at].run(run_sync, breaker.__aenter__())
+        except CircuitOpenError:
+            assert isinstance(decision, Rejection)
+            return
+        assert isinstance(decision, Permit), decision
+        self.open[at].append((breaker, decision, now))
+
+    def exit_at(self, at: int, how: str) -> None:
+        breaker, permit, started = self.open[at].pop()
+        exc_type, outcome = _EXITS[how]
+        now = self.clock.monotonic()
+        exc = None if exc_type is None else exc_type()
+        self.contexts[at].run(run_sync, breaker.__aexit__(exc_type, exc, None))
+        machine.record(self.twin, self.config, permit, outcome, now, now - started)
+
+    @rule(data=st.data())
+    def start_task(self, data: st.DataObject) -> None:
+        parent = data.draw(st.integers(0, len(self.contexts) - 1))
+        self.contexts.append(self.contexts[parent].copy())  # what create_task does
+        self.open.append([])
+
+    @rule(data=st.data(), observed=st.booleans())
+    def enter(self, data: st.DataObject, observed: bool) -> None:
+        self.enter_in(data.draw(st.integers(0, len(self.contexts) - 1)), observed)
+
+    @rule(data=st.data(), how=st.sampled_from(sorted(_EXITS)))
+    def leave(self, data: st.DataObject, how: str) -> None:
+        live = [i for i, calls in enumerate(self.open) if calls]
+        if live:
+            self.exit_at(data.draw(st.sampled_from(live)), how)
+
+    @rule()
+    def failures_until_open(self) -> None:
+        for _ in range(8):
+            if self.twin.state is not CircuitState.CLOSED:
+                return
+            self.contexts.append(contextvars.Context())
+            self.open.append([])
+            self.enter_in(len(self.contexts) - 1, False)
+            if self.open[-1]:
+                self.exit_at(len(self.contexts) - 1, "fail")
+
+    @rule(trigger=st.sampled_from([Trigger.RESET, Trigger.FORCE_OPEN, Trigger.DISABLE]))
+    def operator(self, trigger: Trigger) -> None:
+        now = self.clock.monotonic()
+        run_sync(self.plain._handle.operator(trigger, now))
+        machine.operator(self.twin, trigger, now)
+
+    @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 6.0]))
+    def tick(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def judged_by_the_permit_that_granted_it(self) -> None:
+        view = self.plain._view
+        assert fields(view) == fields(self.twin)
+        assert view.loose + view.ticketed == sum(len(calls) for calls in self.open)
+        assert view.loose >= 0 and view.ticketed >= 0 and view.framed == 0
+        if view.loose and view.loose_generation != view.generation:
+            event("loose calls of an older generation in flight")
+        if view.loose and view.trials:
+            event("trials beside loose calls of CLOSED")
+
+
+TestCallsInFlight = CallsInFlight.TestCase
+TestCallsInFlight.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)

@@ -275,6 +275,94 @@ async def test_an_exit_without_an_entry_is_an_error(make_breaker: MakeBreaker) -
     assert (await breaker.stats()).success_count == 1
 
 
+async def test_a_generator_ended_by_another_task_ends_its_own_call(
+    make_breaker: MakeBreaker,
+) -> None:
+    # An async generator's body runs in the context of whichever task drives it: its exit
+    # may come from a task whose context never held its ticket, or holds another call's.
+    plain = make_breaker("b", failure_threshold=5)
+    observed = make_breaker("b", failure_threshold=5)  # the same circuit, every call ticketed
+    timed: list[str] = []
+    observed.add_call_observer(lambda name, outcome, seconds: timed.append(outcome.name))
+    await succeed(plain)
+
+    async def stream(breaker: CircuitBreaker) -> Any:
+        async with breaker:
+            yield 1
+            yield 2
+
+    ticketed = stream(observed)
+    await asyncio.create_task(anext(ticketed))  # entered in a task that has ended since
+
+    async def drain() -> list[int]:
+        return [item async for item in ticketed]
+
+    assert await asyncio.create_task(drain()) == [2]
+    assert in_flight(plain) == (0, 0)
+    loose = stream(plain)
+    await asyncio.create_task(anext(loose))
+    assert in_flight(plain) == (1, 0)
+    async with observed:  # a live ticket in the context that ends the loose call
+        assert await drain_into(loose) == [2]
+        assert in_flight(plain) == (0, 1)
+    assert in_flight(plain) == (0, 0)
+    stats = await plain.stats()
+    assert (stats.success_count, stats.failure_count) == (4, 0)
+    assert timed == ["SUCCESS", "SUCCESS"]
+
+
+async def drain_into(generator: Any) -> list[int]:
+    return [item async for item in generator]
+
+
+async def test_a_generator_closed_after_the_call_around_it_ends_its_own_call(
+    make_breaker: MakeBreaker,
+) -> None:
+    # `async for ... break` inside a call of the same circuit: the generator is closed (by the
+    # event loop's finalizer, in a task of its own) only after the enclosing call has ended.
+    plain = make_breaker("b", failure_threshold=2)
+    observed = make_breaker("b", failure_threshold=2)
+    observed.add_call_observer(lambda name, outcome, seconds: None)
+    await succeed(plain)
+    old_inside, go = asyncio.Event(), asyncio.Event()
+    closed = asyncio.Event()
+
+    async def guarded(inside: asyncio.Event | None) -> None:
+        async with plain:
+            if inside is not None:
+                inside.set()
+            await go.wait()
+            raise Boom
+
+    async def stream() -> Any:
+        try:
+            async with observed:
+                yield 1
+                yield 2
+        finally:
+            closed.set()
+
+    old = asyncio.create_task(guarded(old_inside))  # a loose call, in flight throughout
+    await old_inside.wait()
+    async with observed:
+        async for _ in stream():
+            break
+    await closed.wait()
+    assert in_flight(plain) == (1, 0)
+    await plain.reset()  # a new generation while the old loose call is in flight
+    new = asyncio.create_task(guarded(None))
+    await eventually(lambda: in_flight(plain) == (1, 1), what="the new call entered")
+    go.set()
+    for task in (old, new):
+        with pytest.raises(Boom):  # the caller's own exception, never ours
+            await task
+    assert in_flight(plain) == (0, 0)
+    stats = await plain.stats()
+    # Only the new call's failure judges the generation after the reset.
+    assert (stats.failure_count, stats.consecutive_failures) == (2, 1)
+    assert stats.state is CircuitState.CLOSED
+
+
 # ---------------------------------------------------------------------- per-request breakers
 
 

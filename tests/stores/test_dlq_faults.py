@@ -342,6 +342,28 @@ async def test_a_full_spool_refuses_loudly(own_redis_server: RedisServer) -> Non
         await backend.aclose()
 
 
+async def test_a_close_that_fails_while_the_block_fails_keeps_the_blocks_own_error(
+    own_redis_server: RedisServer,
+) -> None:
+    """``async with backend:`` around code that raises, Redis down, an entry spooled in memory:
+    the user's exception reaches them (carrying the close error as a note), not ours."""
+    backend = await fast_backend(own_redis_server)
+    dlq = DeadLetterQueue(backend, name="jobs", close_timeout=0.5)
+    own_redis_server.stop()
+    mine = ValueError("the caller's own error")
+
+    async def failing_block() -> None:
+        async with backend:
+            await dlq.push("t", 1, "e")
+            raise mine
+
+    with pytest.raises(ValueError) as raised:
+        await failing_block()
+    assert raised.value is mine
+    assert any("1 spooled entry is held only in" in note for note in raised.value.__notes__)
+    assert dlq.spooled == 1  # still counted: nothing pretends it was sent
+
+
 async def test_a_spooled_entry_the_queue_rejects_when_flushed_is_dropped_loudly(
     own_redis_server: RedisServer,
 ) -> None:

@@ -526,9 +526,7 @@ async def test_reads_are_503_when_redis_is_down_but_liveness_and_metrics_stay_20
     assert "Redis unreachable" in down_backend["error"]
     # /metrics keeps serving what this process knows: backend down, the local breaker view
     assert metrics.status_code == 200
-    assert metrics.text.startswith(
-        "# aioresil: serving local values only: BackendUnavailableError"
-    )
+    assert metrics.text.startswith("# aioresil: serving local values only: BackendUnavailableError")
     assert 'aioresil_backend_up{backend="redis:aioresil"} 0' in metrics.text
     # fail_open: the breaker judges calls locally (CLOSED) since the outage was found
     assert 'aioresil_circuitbreaker_state{name="payments",state="closed"} 1' in metrics.text
