@@ -21,7 +21,9 @@ Run it (no internet, no API key needed)::
     python examples/llm_failover.py --json          # one JSON summary line (used by the tests)
 
 Each answer prints one line; the summary says how many answers each provider gave, how many
-requests each provider received, and each circuit's state. Any error prints one line on
+requests each provider received, and each circuit's state; with ``--serve`` it also gives the
+dashboard's URL (without it the server stops as the script ends, and ``--json`` reports
+``"dashboard": null``). Any error prints one line on
 stderr and exits 1, never a traceback.
 """
 
@@ -180,7 +182,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "answered_by": dict(answered_by),
             "requests": dict(fake.requests),
             "breakers": states,
-            "dashboard": f"{base}/ops/dashboard/",
+            # The server stops when this function returns: a URL only while it stays up.
+            "dashboard": f"{base}/ops/dashboard/" if args.serve else None,
         }
         if args.json:
             print(json.dumps(summary, sort_keys=True), flush=True)
@@ -188,7 +191,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"answers by provider: {dict(answered_by)}", flush=True)
             print(f"requests received:   {dict(fake.requests)}", flush=True)
             print(f"circuits:            {states}", flush=True)
-            print(f"dashboard:           {summary['dashboard']}", flush=True)
+            if args.serve:
+                print(f"dashboard:           {summary['dashboard']}", flush=True)
+            else:
+                print("dashboard:           run with --serve to keep it up", flush=True)
         if args.serve:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

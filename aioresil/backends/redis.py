@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -74,7 +75,10 @@ __all__ = ["BlockingSentinelConnectionPool", "RedisBackend", "map_redis_error"]
 
 _log = structlog.get_logger("aioresil")
 
-_MISSING_EXTRA = "RedisBackend needs the redis extra: pip install 'aioresil[redis]'"
+_MISSING_EXTRA = (
+    "RedisBackend needs the redis extra: pip install 'aioresil[redis]' "
+    "(in a checkout: pip install -e '.[redis]')"
+)
 
 ScriptArg = str | int | float | bytes
 T = TypeVar("T")
@@ -207,6 +211,47 @@ def _invalid_url(exc: ValueError, url: str) -> ValueError:
     # redis-py's message may echo the URL; never repeat a password back (but keep the rest
     # of the message: cutting it at the first colon cut "redis://" too).
     return ValueError(f"invalid Redis URL: {_without_url(str(exc), url)}")
+
+
+def _parse_url_strictly(url: str) -> dict[str, Any]:
+    """redis-py's ``parse_url``, and what it lets pass silently refused: a path that is not a
+    database number (``/abc``, ``/1x`` read as db 0), and a ``db`` in the query that
+    contradicts the path's (the query won)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    options: dict[str, Any] = dict(_parse_redis_url(url))
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            raise ValueError(f"the database number is {path!r}: the URL's path is /<db number>")
+        if path and "db" in parse_qs(parts.query) and options.get("db") != int(path):
+            raise ValueError(
+                "the database is given both in the URL's path and in its query, with "
+                "different values: give it once"
+            )
+    return options
+
+
+_ACCEPTED_BY: dict[type, frozenset[str]] = {}
+
+
+def _unknown_connection_options(connection_class: type, kwargs: dict[str, Any]) -> list[str]:
+    """The options no ``__init__`` of ``connection_class`` takes (redis-py passes unknown URL
+    query items through, and fails with a ``TypeError`` on the first connection)."""
+    accepted = _ACCEPTED_BY.get(connection_class)
+    if accepted is None:
+        names: set[str] = set()
+        for klass in connection_class.__mro__:
+            init = vars(klass).get("__init__")
+            if init is not None and klass is not object:
+                names.update(
+                    name
+                    for name, param in inspect.signature(init).parameters.items()
+                    if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
+                )
+        accepted = _ACCEPTED_BY[connection_class] = frozenset(names)
+    return sorted(name for name in kwargs if name not in accepted)
 
 
 _URL_OPTIONS = ("db", "username", "password")
@@ -502,7 +547,7 @@ class RedisBackend:
                 "for TLS to one server, use a rediss:// URL"
             )
         try:
-            named = {k: v for k, v in _parse_redis_url(url).items() if k in _URL_OPTIONS}
+            named = {k: v for k, v in _parse_url_strictly(url).items() if k in _URL_OPTIONS}
         except ValueError as exc:
             raise _invalid_url(exc, url) from None
         options = _with_url_options(named, pool_options)
@@ -517,6 +562,13 @@ class RedisBackend:
             )
         except ValueError as exc:
             raise _invalid_url(exc, url) from None
+        unknown = _unknown_connection_options(pool.connection_class, pool.connection_kwargs)
+        if unknown:
+            raise ValueError(
+                f"unknown Redis connection option(s) {', '.join(map(repr, unknown))} (in the "
+                "URL's query or as keyword arguments); redis-py would fail on the first "
+                "connection instead"
+            )
         client = aioredis.Redis(connection_pool=pool)
         return cls(
             client,

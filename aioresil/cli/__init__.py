@@ -1,9 +1,10 @@
 """The ``aioresil`` command line (also ``python -m aioresil``).
 
-``aioresil demo`` needs nothing; every other command talks to Redis, given by ``--redis URL``
-or the ``AIORESIL_REDIS_URL`` environment variable (``--redis`` and ``--prefix`` may come
-before or after the command). User mistakes and outages print one line on stderr and exit
-non-zero: 2 for usage errors, 1 for everything else.
+``aioresil demo`` needs nothing (it runs on the memory backend unless a Redis URL is given);
+every other command talks to Redis. Every command, the demo included, takes the URL from
+``--redis URL`` or else the ``AIORESIL_REDIS_URL`` environment variable (``--redis`` and
+``--prefix`` may come before or after the command). User mistakes and outages print one
+line on stderr and exit non-zero: 2 for usage errors, 1 for everything else.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 from .._version import __version__
 from ..exceptions import AioresilError
+from . import options as opt
 from .common import ENV_URL, CliError
+from .options import OneLineParser
 
 __all__ = ["build_parser", "main"]
 
@@ -38,33 +41,40 @@ def _connection_options(parser: argparse.ArgumentParser, default: object) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="aioresil",
         description="Asyncio-native resilience: circuit breakers, checkpoints, dead letters.",
     )
     parser.add_argument("--version", action="version", version=f"aioresil {__version__}")
     _connection_options(parser, None)
     # The same options after the command; SUPPRESS keeps a value given before it.
-    shared = argparse.ArgumentParser(add_help=False)
+    shared = OneLineParser(add_help=False)
     _connection_options(shared, argparse.SUPPRESS)
-    as_json = argparse.ArgumentParser(add_help=False)
+    as_json = OneLineParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
         "demo",
-        help="watch a breaker guard a flaky simulated upstream (memory backend)",
+        parents=[shared],
+        help="watch a breaker guard a flaky simulated upstream (memory, or Redis if given)",
         description="A simulated upstream goes down and comes back; a breaker guards it. "
-        "Every state change is printed as it happens, then the final statistics.",
+        "Every state change is printed as it happens, then the final statistics. The breaker "
+        f"(and with --serve the dead letters) live on --redis or ${ENV_URL} when one is "
+        "given, else in memory.",
     )
-    demo.add_argument("--calls", type=int, default=60, help="calls to make (default 60)")
+    demo.add_argument(
+        "--calls", type=opt.integer("--calls", 1), default=60, help="calls to make (default 60)"
+    )
     demo.add_argument(
         "--interval",
-        type=float,
+        type=opt.seconds("--interval", most=3600),
         default=None,
         help="seconds between calls (default 0.05, with --serve 0.25)",
     )
-    demo.add_argument("--seed", type=int, default=7, help="random seed of the upstream")
+    demo.add_argument(
+        "--seed", type=opt.integer("--seed", 0), default=7, help="random seed of the upstream"
+    )
     demo.add_argument("--json", action="store_true", help="print the final stats as JSON")
     demo.add_argument(
         "--serve",
@@ -72,8 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the live dashboard and repeat outages until Ctrl-C (needs uvicorn)",
     )
     demo.add_argument("--host", default="127.0.0.1", help="--serve: interface (127.0.0.1)")
-    demo.add_argument("--port", type=int, default=8000, help="--serve: port (8000; 0 = any)")
-    demo.add_argument("--rounds", type=int, default=None, help="--serve: stop after N outages")
+    demo.add_argument(
+        "--port",
+        type=opt.integer("--port", 0, 65535),
+        default=8000,
+        help="--serve: port (8000; 0 = any)",
+    )
+    demo.add_argument(
+        "--rounds",
+        type=opt.integer("--rounds", 1),
+        default=None,
+        help="--serve: stop after N outages",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -84,25 +104,36 @@ def build_parser() -> argparse.ArgumentParser:
         "AIORESIL_ADMIN_TOKEN is set.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--dlq", default="default", help="dead letter queue name")
-    serve.add_argument("--handler", metavar="MODULE:FUNC", help="enables HTTP DLQ retry")
+    serve.add_argument(
+        "--port", type=opt.integer("--port", 0, 65535), default=8000, help="port (default 8000)"
+    )
+    serve.add_argument(
+        "--dlq", type=opt.name("--dlq", "queue"), default="default", help="dead letter queue name"
+    )
+    serve.add_argument(
+        "--handler",
+        metavar="MODULE:FUNC",
+        help="enables the HTTP DLQ retry route (an admin route: needs AIORESIL_ADMIN_TOKEN)",
+    )
     serve.add_argument(
         "--no-dashboard", action="store_true", help="do not serve the dashboard at /dashboard/"
     )
     serve.add_argument(
-        "--service", default="aioresil", help="service name /health reports (default aioresil)"
+        "--service",
+        type=opt.text("--service"),
+        default="aioresil",
+        help="service name /health reports (default aioresil)",
     )
     serve.add_argument(
         "--dlq-warning",
-        type=int,
+        type=opt.integer("--dlq-warning", 0),
         default=10,
         metavar="N",
         help="entries from which /health/dlq is degraded (default 10)",
     )
     serve.add_argument(
         "--dlq-critical",
-        type=int,
+        type=opt.integer("--dlq-critical", 0),
         default=50,
         metavar="N",
         help="entries from which /health/dlq is unhealthy, 503 (default 50)",
@@ -114,21 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--cache-ttl",
-        type=float,
+        type=opt.seconds("--cache-ttl"),
         default=0.0,
         metavar="SECONDS",
         help="reuse breaker/DLQ/metrics answers this long (default 0: read every time)",
     )
     serve.add_argument(
         "--timeout",
-        type=float,
+        type=opt.seconds("--timeout", zero=False),
         default=2.0,
         metavar="SECONDS",
         help="every route answers within this time (default 2; /metrics: local series)",
     )
     serve.add_argument(
         "--discover-every",
-        type=float,
+        type=opt.seconds("--discover-every"),
         default=10.0,
         metavar="SECONDS",
         help="rediscover breaker names with SCAN at most this often (default 10)",
@@ -143,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = breakers.add_subparsers(dest="action", metavar="ACTION")
     for action, text in (("reset", "close it, clear counters"), ("open", "force it open")):
         one = actions.add_parser(action, parents=[shared], help=text, description=text)
-        one.add_argument("name", help="breaker name")
+        one.add_argument("name", type=opt.name("NAME", "breaker"), help="breaker name")
 
     dlq = commands.add_parser(
         "dlq",
@@ -151,14 +182,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="inspect, retry and purge a dead letter queue",
         description="Inspect, retry and purge a dead letter queue on Redis.",
     )
-    dlq.add_argument("--dlq", default="default", help="queue name (default 'default')")
-    leaf = argparse.ArgumentParser(add_help=False, parents=[shared])
-    leaf.add_argument("--dlq", default=argparse.SUPPRESS, help="queue name (default 'default')")
+    queue = opt.name("--dlq", "queue")
+    dlq.add_argument("--dlq", type=queue, default="default", help="queue name (default 'default')")
+    leaf = OneLineParser(add_help=False, parents=[shared])
+    leaf.add_argument(
+        "--dlq", type=queue, default=argparse.SUPPRESS, help="queue name (default 'default')"
+    )
+    of_type = opt.task_type("--type")
     dlq_actions = dlq.add_subparsers(dest="action", metavar="ACTION")
+    dlq_actions.add_parser(
+        "queues",
+        parents=[leaf, as_json],
+        help="the queues that hold entries, with their counts (SCAN)",
+        description="Every queue under --prefix holding at least one entry: a mistyped "
+        "--dlq reads as an empty queue, this shows the names that exist.",
+    )
     dlq_actions.add_parser("stats", parents=[leaf, as_json], help="statistics")
     listing = dlq_actions.add_parser("list", parents=[leaf, as_json], help="newest entries")
-    listing.add_argument("--type", help="only this task type")
-    listing.add_argument("--limit", type=int, default=20, help="entries (1..1000, default 20)")
+    listing.add_argument("--type", type=of_type, help="only this task type")
+    listing.add_argument(
+        "--limit",
+        type=opt.integer("--limit", 1, 1000),
+        default=20,
+        help="entries (1..1000, default 20)",
+    )
+    listing.add_argument(
+        "--cursor",
+        type=opt.cursor("--cursor"),
+        help="continue after the previous page: its next_cursor (printed by --json and the table)",
+    )
     show = dlq_actions.add_parser("show", parents=[leaf, as_json], help="one entry, in full")
     show.add_argument("entry_id", metavar="ID")
     retry = dlq_actions.add_parser(
@@ -170,15 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("entry_id", metavar="ID", nargs="?")
     retry.add_argument("--all", action="store_true", help="every entry (of --type)")
-    retry.add_argument("--type", help="with --all: only this task type")
+    retry.add_argument("--type", type=of_type, help="with --all: only this task type")
     retry.add_argument("--handler", metavar="MODULE:FUNC", help="async function to run")
-    retry.add_argument("--concurrency", type=int, default=10, help="with --all (default 10)")
+    retry.add_argument(
+        "--concurrency",
+        type=opt.integer("--concurrency", 1),
+        default=10,
+        help="with --all (default 10)",
+    )
     retry.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     purge = dlq_actions.add_parser("purge", parents=[leaf], help="delete old entries")
     purge.add_argument(
-        "--older-than", required=True, metavar="DURATION", help="e.g. 7d, 12h, 90s; 0 = all"
+        "--older-than",
+        type=opt.duration("--older-than"),
+        required=True,
+        metavar="DURATION",
+        help="e.g. 7d, 12h, 90s; 0 = all",
     )
-    purge.add_argument("--type", help="only this task type")
+    purge.add_argument("--type", type=of_type, help="only this task type")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     from .dlq_worker import add_redrive_parsers
 
@@ -200,46 +261,41 @@ async def _dispatch(args: argparse.Namespace) -> int:
     return await run_dlq(args)
 
 
-def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     if args.interval is None:
         args.interval = 0.25 if args.serve else 0.05
-    if args.calls < 1 or args.interval < 0:
-        parser.error("--calls must be >= 1 and --interval >= 0")
-    if args.redis is not None and args.serve:
-        parser.error("demo --serve runs on the memory backend; drop --redis")
     if not args.serve:
         return asyncio.run(_demo_run(args, run_demo))
-    from .demo_serve import serve_demo
-
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be in 0..65535")
     try:
-        return asyncio.run(
-            serve_demo(
+        return asyncio.run(_demo_run(args, None))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _demo_run(args: argparse.Namespace, run_demo: Any) -> int:
+    """The demo (``run_demo``, or ``--serve``'s when ``None``) on the memory backend, or on
+    Redis when a URL is given by ``--redis`` or ``AIORESIL_REDIS_URL``, exactly as every
+    other command finds it (never ignored)."""
+    backend = None
+    if args.redis or os.environ.get(ENV_URL):
+        from .common import connect
+
+        backend = await connect(args)
+    try:
+        if run_demo is None:
+            from .demo_serve import serve_demo
+
+            return await serve_demo(
                 host=args.host,
                 port=args.port,
                 calls=args.calls,
                 interval=args.interval,
                 seed=args.seed,
                 rounds=args.rounds,
+                backend=backend,
             )
-        )
-    except KeyboardInterrupt:
-        return 0
-
-
-async def _demo_run(args: argparse.Namespace, run_demo: Any) -> int:
-    """The demo on the memory backend, or on ``--redis URL`` when given (never ignored)."""
-    backend = None
-    if args.redis is not None:
-        from .common import connect
-
-        backend = await connect(args)
-    try:
         code: int = await run_demo(
             calls=args.calls,
             interval=args.interval,
@@ -269,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "demo":
-            return _demo(parser, args)
+            return _demo(args)
         return asyncio.run(_dispatch(args))
     except CliError as exc:
         print(f"aioresil: error: {exc}", file=sys.stderr)

@@ -5,11 +5,15 @@ need), so the CLI discovers them with ``SCAN MATCH <prefix>:{cb:*}:state COUNT 1
 decodes each name from its key. SCAN is incremental and never blocks Redis the way ``KEYS``
 does; its cost grows with the size of the database, which is fine for an operator's command
 and for ``aioresil serve``'s periodic rediscovery, never for a request path. A breaker that
-has never changed state since Redis started (no state hash yet) is not listed.
+no process has bound yet (no guarded call since Redis started, so no state hash) is not
+listed.
 
-Thresholds are part of each process's ``BreakerConfig`` and are not stored in Redis, so the
-table shows what is stored: consecutive failures and the failure rate of all counted calls
-since the last reset.
+What it shows is read from Redis, the config in force included (stored with the breaker by
+the newest process to bind its name). The table: state, consecutive failures, ``FAILURE
+RATE`` (failures over successes + failures since the last reset, :func:`lifetime_failure_rate`;
+not the sliding window's rate), calls, rejected calls and the time until the next trial.
+``--json`` gives each breaker's ``BreakerStats.to_dict()`` (the window's ``failure_rate`` and
+``slow_call_rate``, ``config`` with its ``fingerprint``) plus ``lifetime_failure_rate``.
 """
 
 from __future__ import annotations

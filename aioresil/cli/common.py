@@ -27,6 +27,7 @@ __all__ = [
     "connect",
     "load_handler",
     "print_table",
+    "where_is",
 ]
 
 ENV_URL = "AIORESIL_REDIS_URL"
@@ -40,7 +41,7 @@ class CliError(Exception):
         self.code = code
 
 
-def _where(backend: Any) -> str:
+def where_is(backend: Any) -> str:
     """``host:port`` (or the socket path) of the backend's pool: never the password."""
     pool = backend.client.connection_pool
     service = getattr(pool, "service_name", None)
@@ -52,11 +53,18 @@ def _where(backend: Any) -> str:
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
-async def connect(args: argparse.Namespace) -> Any:
+async def connect(args: argparse.Namespace, *, outage_ok: bool = False) -> Any:
     """A pinged :class:`~aioresil.RedisBackend` from ``--redis``/``AIORESIL_REDIS_URL``.
 
+    Args:
+        outage_ok: Redis unreachable is not an error: one warning line on stderr, and the
+            backend is returned marked unavailable (its background probe reconnects). For
+            ``serve``, whose health endpoints must answer during an outage. A configuration
+            error (no URL, a malformed one, refused credentials) still raises.
+
     Raises:
-        CliError: no URL, a malformed URL, the redis extra missing, or Redis unreachable.
+        CliError: no URL, a malformed URL, the redis extra missing, refused credentials, or
+            (without ``outage_ok``) Redis unreachable.
     """
     url = args.redis or os.environ.get(ENV_URL)
     if not url:
@@ -92,7 +100,17 @@ async def connect(args: argparse.Namespace) -> Any:
     try:
         await backend.ping()
     except BackendUnavailableError as exc:
-        where = _where(backend)
+        where = where_is(backend)
+        if outage_ok and not _is_auth_failure(exc):
+            # An outage, not a mistake: the ping marked the backend unavailable and started
+            # its background probe, which brings it back when Redis answers again.
+            print(
+                f"aioresil serve: warning: cannot reach Redis at {where} ({exc}); serving "
+                "anyway: /health/ready answers 503 until Redis is back",
+                file=sys.stderr,
+                flush=True,
+            )
+            return backend
         await backend.aclose()
         if _is_auth_failure(exc):
             raise CliError(
@@ -107,7 +125,8 @@ async def connect(args: argparse.Namespace) -> Any:
 
 
 _NO_REDIS = (
-    "Redis support is not installed (the redis package is missing): pip install 'aioresil[redis]'"
+    "Redis support is not installed (the redis package is missing): pip install 'aioresil[redis]' "
+    "(in a checkout: pip install -e '.[redis]')"
 )
 
 

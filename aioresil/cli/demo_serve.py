@@ -2,8 +2,9 @@
 
 A newcomer runs one command and watches, in a browser, a circuit open during an outage,
 reject calls, let a trial through and close again, while the failed calls pile up as dead
-letters. Everything is in memory and served on 127.0.0.1 by default; the admin token for the
-dashboard's actions is random and printed once.
+letters. Everything is in memory (on Redis when the command line gives a URL: ``aioresil
+--redis URL demo --serve`` or ``AIORESIL_REDIS_URL``) and served on 127.0.0.1 by default;
+the admin token for the dashboard's actions is random and printed once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import secrets
 import sys
+from typing import Any
 
 import structlog
 
@@ -36,6 +38,7 @@ async def serve_demo(
     interval: float = 0.25,
     seed: int = 7,
     rounds: int | None = None,
+    backend: Any = None,
 ) -> int:
     """Serve the dashboard and run ``rounds`` outage cycles (forever when ``None``).
 
@@ -47,6 +50,7 @@ async def serve_demo(
         interval: seconds between calls (slow enough to watch by default).
         seed: random seed of the upstream's background error rate.
         rounds: how many outage cycles to run before stopping; ``None`` runs until Ctrl-C.
+        backend: where the breakers and the ``demo`` queue live; ``None``: in memory.
 
     Returns the process exit code.
     """
@@ -54,7 +58,9 @@ async def serve_demo(
         import uvicorn
     except ImportError:
         print(
-            "aioresil demo --serve needs uvicorn: pip install 'aioresil[server]'", file=sys.stderr
+            "aioresil demo --serve needs uvicorn: pip install 'aioresil[server]' "
+            "(in a checkout: pip install -e '.[server]')",
+            file=sys.stderr,
         )
         return 2
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
@@ -64,13 +70,16 @@ async def serve_demo(
         print(f"aioresil demo --serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
 
-    registry = BreakerRegistry()
+    registry = BreakerRegistry(backend=backend)
     config = BreakerConfig(
         failure_threshold=3, recovery_timeout=max(interval * 12, 0.05), success_threshold=2
     )
     breaker = registry.get("upstream", config)
     registry.get("search", BreakerConfig(failure_threshold=5))  # a healthy neighbour
-    dlq = DeadLetterQueue(name="demo")
+    dlq = DeadLetterQueue(backend, name="demo")
+    if backend is not None:  # a previous run's circuits on Redis: start closed
+        for one in registry:
+            await one.reset()
     current = FlakyUpstream(calls, seed)
     call_no = 0
 
@@ -94,6 +103,8 @@ async def serve_demo(
     print(f"dashboard: {bound_url(sock)}/", flush=True)
     print(f"admin token (reset breakers, retry dead letters): {token}", flush=True)
     print("an outage hits the upstream from 25% to 55% of every round; Ctrl-C stops", flush=True)
+    if backend is not None:
+        print(f"breakers and the 'demo' queue on {type(backend).__name__}", flush=True)
 
     def show(event: BreakerEvent) -> None:
         if isinstance(event, StateChanged):

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Any
 
+from ..backends.keys import decode_name
 from ..stores.dlq import DeadLetterQueue
 from ..stores.dlq_records import DeadLetter, RetryReport
 from .common import CliError, ProgressBar, confirm, connect, load_handler, print_table
@@ -54,7 +56,9 @@ def letter_to_dict(letter: DeadLetter, *, full: bool) -> dict[str, Any]:
 async def run_dlq(args: argparse.Namespace) -> int:
     if args.action is None:
         raise CliError(
-            "dlq needs an action: stats, list, show, retry, purge, worker, redrive or unpark", 2
+            "dlq needs an action: queues, stats, list, show, retry, purge, worker, redrive or "
+            "unpark",
+            2,
         )
     if args.action in ("worker", "redrive", "unpark"):
         from .dlq_worker import prepare_worker, run_redrive
@@ -81,6 +85,8 @@ async def run_dlq(args: argparse.Namespace) -> int:
         handler = load_handler(args.handler)
     backend = await connect(args)
     try:
+        if args.action == "queues":
+            return await _queues(backend, args.json)
         dlq = DeadLetterQueue(backend, name=args.dlq)
         if args.action == "stats":
             return await _stats(dlq, args.json)
@@ -98,12 +104,53 @@ async def run_dlq(args: argparse.Namespace) -> int:
         await backend.aclose()
 
 
+async def queue_names(backend: Any) -> list[str]:
+    """The queues under the backend's prefix that hold entries now, sorted.
+
+    Found with ``SCAN MATCH <prefix>:{dlq:*}:idx COUNT 1000``, as ``aioresil breakers`` finds
+    breakers (no central index to keep on the push path): a queue's time index exists exactly
+    while it holds an entry (Redis deletes an emptied sorted set), so the answer is accurate
+    and a queue emptied by retries or purges is, rightly, not listed. Cost grows with the
+    database: an operator's command, never a request path.
+    """
+    head = f"{backend.prefix}:{{dlq:"
+    tail = "}:idx"
+    names: set[str] = set()
+    async for raw in backend.client.scan_iter(match=f"{head}*{tail}", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if key.startswith(head) and key.endswith(tail):
+            try:
+                names.add(decode_name(key[len(head) : -len(tail)]))
+            except (ValueError, IndexError, UnicodeDecodeError):
+                continue  # not one of ours
+    return sorted(names)
+
+
+async def _queues(backend: Any, as_json: bool) -> int:
+    counts = {
+        name: await DeadLetterQueue(backend, name=name).count()
+        for name in await queue_names(backend)
+    }
+    if as_json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    if not counts:
+        print(f"no queue under prefix {backend.prefix!r} holds entries")
+        return 0
+    rows = [[name, str(count)] for name, count in counts.items()]
+    print_table(["QUEUE", "ENTRIES"], rows, sys.stdout)
+    return 0
+
+
 async def _stats(dlq: DeadLetterQueue, as_json: bool) -> int:
     stats = (await dlq.stats()).to_dict()
     if as_json:
         print(json.dumps(stats, indent=2))
         return 0
     print(f"queue {dlq.name!r}: {entries(stats['total_failed_tasks'])}")
+    if stats["total_failed_tasks"] == 0:
+        # an empty queue and a mistyped name look alike: point at the names that exist
+        print("  (empty, or no such queue: 'aioresil dlq queues' lists those holding entries)")
     for key in (
         "recent_failures_24h",
         "oldest_failure",
@@ -123,12 +170,15 @@ async def _stats(dlq: DeadLetterQueue, as_json: bool) -> int:
 
 
 async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
-    if not 1 <= args.limit <= 1000:
-        raise CliError(f"--limit must be in 1..1000, got {args.limit}", 2)
-    page = await dlq.list(task_type=args.type, limit=args.limit)
+    page = await dlq.list(task_type=args.type, limit=args.limit, cursor=args.cursor)
     if args.json:
         entries = [letter_to_dict(letter, full=False) for letter in page.entries]
-        print(json.dumps({"entries": entries, "more": page.next_cursor is not None}, indent=2))
+        body = {
+            "entries": entries,
+            "more": page.next_cursor is not None,
+            "next_cursor": page.next_cursor,  # pass it back as --cursor for the next page
+        }
+        print(json.dumps(body, indent=2))
         return 0
     if not page.entries:
         print(
@@ -147,8 +197,22 @@ async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     ]
     print_table(["ID", "TYPE", "ATTEMPTS", "FAILED AT (UTC)", "ERROR"], rows, sys.stdout)
     if page.next_cursor is not None:
-        print(f"(first {len(rows)} shown, newest first; --limit up to 1000)")
+        print(f"({len(rows)} shown, newest first; more follow)")
+        print(f"next page: {_next_page(dlq, args, page.next_cursor)}")
     return 0
+
+
+def _next_page(dlq: DeadLetterQueue, args: argparse.Namespace, next_cursor: str) -> str:
+    """The command that lists the following page, quoted for a POSIX shell. The Redis URL is
+    left out (it may hold a password): the same ``--redis`` or ``AIORESIL_REDIS_URL`` applies."""
+    words = ["aioresil"]
+    if args.prefix != "aioresil":
+        words += ["--prefix", args.prefix]
+    words += ["dlq", "--dlq", dlq.name, "list"]
+    if args.type is not None:
+        words += ["--type", args.type]
+    words += ["--limit", str(args.limit), "--cursor", next_cursor]
+    return shlex.join(words)
 
 
 async def _get(dlq: DeadLetterQueue, entry_id: str) -> DeadLetter:

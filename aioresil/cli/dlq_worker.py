@@ -31,6 +31,8 @@ __all__ = ["add_redrive_parsers", "parse_policies", "run_redrive"]
 
 def add_redrive_parsers(actions: Any, leaf: argparse.ArgumentParser, as_json: Any) -> None:
     """The ``worker``, ``redrive`` and ``unpark`` actions of ``aioresil dlq``."""
+    from . import options as opt
+
     worker = actions.add_parser(
         "worker",
         parents=[leaf],
@@ -47,9 +49,24 @@ def add_redrive_parsers(actions: Any, leaf: argparse.ArgumentParser, as_json: An
         help="e.g. send_email=delay=30,multiplier=2,max_delay=600,jitter=0.1,max_attempts=5",
     )
     worker.add_argument("--default-policy", default="", metavar="ITEMS", help="other types")
-    worker.add_argument("--concurrency", type=int, default=4, help="handlers at once (4)")
-    worker.add_argument("--lease", type=float, default=30.0, help="seconds per claim (30)")
-    worker.add_argument("--poll", type=float, default=0.5, help="longest idle wait (0.5 s)")
+    worker.add_argument(
+        "--concurrency",
+        type=opt.integer("--concurrency", 1),
+        default=4,
+        help="handlers at once (4)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=opt.seconds("--lease", zero=False, most=86_400),
+        default=30.0,
+        help="seconds per claim (30)",
+    )
+    worker.add_argument(
+        "--poll",
+        type=opt.seconds("--poll", zero=False, most=3600),
+        default=0.5,
+        help="longest idle wait (0.5 s)",
+    )
     worker.add_argument(
         "--exit-when-idle", action="store_true", help="exit once nothing is scheduled"
     )
@@ -93,17 +110,14 @@ async def run_redrive(args: argparse.Namespace, backend: Any) -> int:
 
 
 def prepare_worker(args: argparse.Namespace) -> tuple[Any, dict[str, RedrivePolicy], RedrivePolicy]:
-    """Check the worker's options before connecting (errors name the option)."""
+    """Check the worker's options before connecting (errors name the option); single
+    values (``--concurrency``, ``--lease``, ``--poll``) were checked while parsing."""
     if args.handler is None:
         raise CliError(
             "dlq worker needs --handler module:function, an async function that re-runs the "
             "task for one DeadLetter",
             2,
         )
-    if args.concurrency < 1:
-        raise CliError(f"--concurrency must be >= 1, got {args.concurrency}", 2)
-    if not args.lease > 0 or not args.poll > 0:
-        raise CliError("--lease and --poll must be > 0 seconds", 2)
     policies, default = parse_policies(args.policy, args.default_policy)
     return load_handler(args.handler), policies, default
 

@@ -5,7 +5,20 @@ The served app reports every breaker found on Redis (rediscovered with ``SCAN`` 
 :mod:`aioresil.cli.breakers`) and the queue named by ``--dlq``. Admin routes are enabled when
 the environment variable ``AIORESIL_ADMIN_TOKEN`` holds a token (an environment variable, not
 an option, so the token never shows in ``ps``); ``--handler module:function`` enables the
-HTTP retry route.
+HTTP retry route, one of the admin routes: without the token it is imported (a broken module
+still fails at once) but unused, and a warning line on stderr says so (a warning, not a
+refusal: the health endpoints are what ``serve`` is for).
+
+Redis down at start is an outage, not a configuration error: ``serve`` starts anyway,
+degraded, with one warning line on stderr (``/health`` 200, ``/health/ready`` 503,
+``/metrics`` 200 with ``aioresil_backend_up 0``), and recovers by itself when Redis answers
+again (the backend's background probe; breakers are rediscovered on the next request; one
+line on stderr says so). Why: an orchestrator restarting a pod during an outage must still
+find its probes answering, or liveness kills it in a loop and the outage's metrics vanish
+with it; exiting would trade one outage for two. A mistake in the configuration is different:
+a malformed URL (exit 2) or credentials Redis refuses (exit 1) end the command with one
+line, because waiting would never fix them. (Credentials cannot be checked while Redis is
+unreachable; wrong ones then show in ``/health/ready``'s error once it answers.)
 
 It behaves like a server: it binds the port first (a busy port is one line on stderr and exit
 1, before any banner), announces its URL once it accepts connections, and on SIGTERM finishes
@@ -15,7 +28,6 @@ the requests in flight and exits 0 (Ctrl-C: 130).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -43,6 +55,9 @@ class DiscoveringApp:
         self._last = float("-inf")
 
     async def discover(self) -> None:
+        health = getattr(self.registry.backend, "health", None)
+        if health is not None and not health.stats().up:
+            return  # Redis known to be down: touch no socket; retried once its probe is back
         for name in await discover_names(self.registry.backend):
             if name not in self.registry:
                 self.registry.get(name)
@@ -62,37 +77,59 @@ class DiscoveringApp:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """Every option checked before anything is bound or connected (exit 2, one line)."""
-    if not 0 <= args.port < 65536:
-        raise CliError(f"--port must be in 0..65535, got {args.port}", 2)
+    """What involves two options, checked before anything is bound or connected (exit 2, one
+    line); each single value was checked while parsing (:mod:`aioresil.cli.options`)."""
     if not 0 <= args.dlq_warning <= args.dlq_critical:
         raise CliError(
             "need 0 <= --dlq-warning <= --dlq-critical, got "
             f"{args.dlq_warning} and {args.dlq_critical}",
             2,
         )
-    if not math.isfinite(args.cache_ttl) or args.cache_ttl < 0:
-        raise CliError(f"--cache-ttl must be a number of seconds >= 0, got {args.cache_ttl}", 2)
-    if not math.isfinite(args.timeout) or args.timeout <= 0:
-        raise CliError(f"--timeout must be a number of seconds > 0, got {args.timeout}", 2)
-    if not math.isfinite(args.discover_every) or args.discover_every < 0:
-        raise CliError(f"--discover-every must be >= 0 seconds, got {args.discover_every}", 2)
-    if not args.service.strip():
-        raise CliError("--service must not be empty", 2)
+
+
+def _report_recovery(backend: Any) -> None:
+    """One stderr line each time the backend is reachable again after an outage."""
+    from ..backends.backend_health import BackendState, BackendStateChanged
+    from .common import where_is
+
+    def changed(event: BackendStateChanged) -> None:
+        if event.new is BackendState.HEALTHY:
+            print(
+                f"aioresil serve: Redis at {where_is(backend)} is reachable again",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    backend.health.subscribe(changed)
 
 
 async def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401 - only to say which extra is missing, up front
     except ImportError:
-        raise CliError("aioresil serve needs uvicorn: pip install 'aioresil[server]'") from None
+        raise CliError(
+            "aioresil serve needs uvicorn: pip install 'aioresil[server]' "
+            "(in a checkout: pip install -e '.[server]')"
+        ) from None
     from ..web.server import bound_url, listen, serve_socket
 
     _check_options(args)
     handler = load_handler(args.handler) if args.handler else None
     token = os.environ.get(ENV_TOKEN) or None
-    backend: Any = await connect(args)
+    if handler is not None and token is None:
+        # Warn, not refuse: the health endpoints are what serve is for, and one manifest may
+        # run with and without the admin secret; but never ignore an option silently.
+        print(
+            f"aioresil serve: warning: --handler is ignored: the HTTP retry route is an admin "
+            f"route, and admin routes are off without {ENV_TOKEN}",
+            file=sys.stderr,
+            flush=True,
+        )
+    # Redis down at start is an outage, not a mistake: serve anyway, degraded (see the
+    # module doc); a malformed URL or refused credentials still end here with exit 2 / 1.
+    backend: Any = await connect(args, outage_ok=True)
     try:
+        _report_recovery(backend)
         registry = BreakerRegistry(backend=backend)
         dlq = DeadLetterQueue(backend, name=args.dlq)
         try:
@@ -112,7 +149,10 @@ async def run_serve(args: argparse.Namespace) -> int:
         except (TypeError, ValueError) as exc:
             raise CliError(f"{ENV_TOKEN}: {exc}", 2) from None
         wrapped = DiscoveringApp(app, registry, args.discover_every)
-        await wrapped.discover()
+        try:
+            await wrapped.discover()
+        except Exception:
+            pass  # lost between the ping and the SCAN: retried on the next request
         try:
             sock = listen(args.host, args.port)
         except OSError as exc:

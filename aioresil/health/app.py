@@ -11,6 +11,12 @@ paths 404):
 * ``/health/ready``: checks each backend can take writes (a Redis backend: its health state,
   then a small write with a TTL, so ``OOM`` and ``READONLY`` are caught where a ``PING``
   passes); 503 with the error's class and message (never a URL or password) when one cannot.
+  Each entry of ``backends`` has two fields that answer two questions: ``status``
+  (``healthy``/``unhealthy``) is this request's write check; ``state`` is the backend's
+  connection state machine (``healthy``/``unavailable``/``recovering``, see
+  :mod:`aioresil.backends.backend_health`) as that check left it. So a dead Redis reads
+  ``unhealthy``/``unavailable``, while a Redis that answers but refuses writes (``OOM``,
+  ``READONLY``) reads ``unhealthy`` with ``state`` ``healthy``: reachable, not writable.
 * ``/health/circuit-breakers``: every breaker's statistics (one Redis round trip for all),
   a summary; ``degraded`` (200) while a circuit is open or half-open, ``unhealthy`` (503)
   for an open one when ``open_circuit_is_unhealthy``.
@@ -302,9 +308,6 @@ class HealthApp:
         healthy = True
         for backend in self.backends:
             check: dict[str, Any] = {"kind": type(backend).__name__, "status": "healthy"}
-            health = backend.health
-            if health is not None:
-                check["state"] = health.state.value
             # a write check, not a PING: a Redis out of memory still answers PING
             try:
                 await asyncio.wait_for(backend.check_writable(), self.timeout)
@@ -312,6 +315,12 @@ class HealthApp:
                 healthy = False
                 check["status"] = "unhealthy"
                 check["error"] = self._safe_error(exc)
+            health = backend.health
+            if health is not None:
+                # Read after the check: the check that finds Redis gone is what marks the
+                # backend unavailable, so a state read before it said "healthy" in the same
+                # body as "status": "unhealthy".
+                check["state"] = health.state.value
             checks.append(check)
         body = {
             "status": "healthy" if healthy else "unhealthy",
@@ -589,7 +598,7 @@ def health_app(
             admin API of :mod:`aioresil.web.admin`), at least 16 printable ASCII characters;
             ``None`` (default): no admin routes at all.
         dlq_retry_handler: ``async handler(dead_letter)`` run by ``POST
-            /admin/dlq/entries/<id>/retry``; without it that route answers 404.
+            /admin/dlq/entries/<id>/retry``; without it that route answers 400 saying so.
         cache_ttl: seconds a breakers, DLQ or metrics answer is reused. ``0`` (default):
             every request reads the backend, but requests arriving while a read runs share
             it. With thousands of breakers and frequent probes, ``1.0`` bounds the backend

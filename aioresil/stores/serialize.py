@@ -17,6 +17,7 @@ are interchangeable in a fleet mid-upgrade.
 from __future__ import annotations
 
 import json
+import marshal
 import math
 from typing import Any, Protocol, runtime_checkable
 
@@ -97,6 +98,20 @@ def _plain_json(obj: Any, budget: int) -> bool:
     return True
 
 
+def _exact_builtins(obj: Any) -> bool:
+    """``True`` when ``obj`` is made of builtin values of exactly their builtin type, so ``==``
+    on it is the builtins' own. ``marshal`` is the C-speed check: it refuses every other type
+    (subclasses, enums, UUIDs, ``orjson.Fragment``) and nesting deeper than ~2000 levels.
+    It also takes bytes, sets and complex numbers, which orjson refuses before this is asked.
+    Why it matters: the round trip below compares with ``==``, and an object's own ``__eq__``
+    (an enum equal to its value) would vouch for bytes that do not mean it."""
+    try:
+        marshal.dumps(obj)
+    except ValueError:
+        return False
+    return True
+
+
 def _no_float_past_64_bits(decoded: Any, budget: int) -> bool:
     """``True`` when what orjson decoded has at most ``budget`` values and no float of a
     magnitude an integer beyond 64 bits would have become (so none did)."""
@@ -136,8 +151,9 @@ class OrjsonSerializer:
     raises as :class:`~aioresil.exceptions.SerializationError`. Per case:
 
     * orjson's bytes are kept only when the value is made of plain JSON types (``str``,
-      ``int``, ``bool``, ``None``, finite ``float``, ``dict``, ``list``, ``tuple``) or orjson
-      reads the bytes back as a value ``==`` to the one given; otherwise
+      ``int``, ``bool``, ``None``, finite ``float``, ``dict``, ``list``, ``tuple``, each
+      exactly that type): proven value by value up to ``walk_budget`` values, else by orjson
+      reading the bytes back as a value ``==`` to the one given; otherwise
       :class:`JsonSerializer` writes the value, or raises, exactly as it would alone. So
       NaN and Infinity (orjson writes ``null``) raise ``ValueError``; plain enums (not
       ``int``/``str`` ones), UUIDs and ``orjson.Fragment`` raise ``TypeError``; tuples are
@@ -171,7 +187,8 @@ class OrjsonSerializer:
             import orjson
         except ImportError as exc:  # pragma: no cover - the test extra installs it
             raise ImportError(
-                "OrjsonSerializer needs orjson: pip install 'aioresil[orjson]'"
+                "OrjsonSerializer needs orjson: pip install 'aioresil[orjson]' "
+                "(in a checkout: pip install -e '.[orjson]')"
             ) from exc
         self._dumps = orjson.dumps
         self._loads = orjson.loads
@@ -189,10 +206,14 @@ class OrjsonSerializer:
             return JSON.dumps(obj)
         # Proof that the bytes mean the value, whatever orjson made of it (NaN as null, an
         # enum as its value, a UUID as a string): a state of a few hundred plain values is
-        # checked value by value (a large string counts once); a bigger or odder one by a
-        # round trip, C speed both ways, still several times cheaper than the standard
-        # library's encoder on 100 KB.
-        if _plain_json(obj, self.walk_budget) or self._loads(data) == obj:
+        # checked value by value (a large string counts once); a bigger one by a round trip,
+        # C speed both ways, still several times cheaper than the standard library's encoder
+        # on 100 KB. The round trip's ``==`` only proves anything between builtins: a value
+        # of any other type (an enum whose ``__eq__`` matches its value, an orjson.Fragment
+        # whose text does not even read back) goes to the default, which decides it.
+        if _plain_json(obj, self.walk_budget) or (
+            _exact_builtins(obj) and self._loads(data) == obj
+        ):
             return data
         return JSON.dumps(obj)
 

@@ -196,3 +196,46 @@ async def test_keywords_fill_what_the_url_leaves_out_on_both_url_forms() -> None
 def test_ssl_on_a_plain_url_names_the_scheme_to_use() -> None:
     with pytest.raises(ValueError, match="rediss://"):
         RedisBackend.from_url(PLAIN, ssl=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:1/abc", "the database number is 'abc'"),
+        ("redis://127.0.0.1:1/1x", "the database number is '1x'"),
+        ("rediss://127.0.0.1:1/x", "the database number is 'x'"),
+        ("redis://127.0.0.1:1/0?db=3", "given both in the URL's path and in its query"),
+        ("redis://127.0.0.1:1/0?foo=bar", "unknown Redis connection option(s) 'foo'"),
+    ],
+)
+def test_a_plain_url_that_redis_py_would_misread_is_refused(url: str, message: str) -> None:
+    """redis-py reads ``/abc`` as db 0, lets ``?db=3`` override ``/0``, and passes ``?foo=``
+    through to fail with a ``TypeError`` on the first connection (the CLI's "Redis refused
+    the connection: ping: TypeError"). The Sentinel form already refused the first two."""
+    with pytest.raises(ValueError) as refused:
+        RedisBackend.from_url(url)
+    assert message in str(refused.value)
+
+
+def test_an_unknown_keyword_option_is_refused_before_any_connection() -> None:
+    with pytest.raises(ValueError, match=r"unknown Redis connection option.*'sockettimeout'"):
+        RedisBackend.from_url(PLAIN, sockettimeout=1)
+
+
+@pytest.mark.parametrize(
+    ("url", "db"),
+    [
+        ("redis://127.0.0.1:1/3?db=3", 3),
+        ("redis://127.0.0.1:1/?db=4", 4),
+        ("redis://127.0.0.1:1", 0),
+        ("unix:///tmp/aioresil-test.sock?db=2", 2),
+        ("rediss://127.0.0.1:1/5?ssl_cert_reqs=none", 5),
+        ("redis://127.0.0.1:1/1?health_check_interval=5&socket_keepalive=true", 1),
+    ],
+)
+async def test_a_plain_url_redis_py_reads_right_is_kept(url: str, db: int) -> None:
+    backend = RedisBackend.from_url(url, listen=False)
+    try:
+        assert backend.client.connection_pool.connection_kwargs.get("db", 0) == db
+    finally:
+        await backend.aclose()

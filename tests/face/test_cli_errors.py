@@ -23,8 +23,12 @@ from ..servers import RedisServer, free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str, cwd: Path = ROOT, code: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path = ROOT, code: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIORESIL_")}
+    env.update(extra)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(cwd)])
     argv = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "aioresil"]
     return subprocess.run(
@@ -129,6 +133,30 @@ def test_demo_uses_redis_when_given(redis_url: str) -> None:
         assert "state on RedisBackend" in result.stdout
         # the demo's breaker really lived on that Redis (it used to ignore --redis silently)
         assert client.keys("*upstream*"), "the demo left nothing on the Redis it was given"
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("where", ["env", "after", "serve-env", "serve-after"])
+def test_demo_honours_the_redis_url_like_every_command(redis_url: str, where: str) -> None:
+    # AIORESIL_REDIS_URL is the same as --redis, which may stand before or after the command.
+    import redis
+
+    env = {"AIORESIL_REDIS_URL": redis_url} if where.endswith("env") else {}
+    after = ["--redis", redis_url] if where.endswith("after") else []
+    serve = ["--serve", "--port", "0", "--rounds", "1"] if where.startswith("serve") else []
+    with redis.Redis.from_url(redis_url) as client:
+        result = run("demo", *after, *serve, "--calls", "12", "--interval", "0", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "RedisBackend" in result.stdout
+        assert client.keys("*upstream*"), "the demo left nothing on the Redis it was given"
+
+
+def test_help_does_not_say_the_demo_is_memory_only() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    demo_line = next(line for line in result.stdout.splitlines() if line.strip().startswith("demo"))
+    assert "memory backend)" not in demo_line
 
 
 def test_demo_with_redis_down_is_one_line() -> None:

@@ -178,6 +178,67 @@ async def test_dlq_stats_and_list(redis_url: str, seeded: dict[str, Any]) -> Non
     assert all(entry in table.stdout for entry in seeded["old"] + seeded["new"])
 
 
+async def test_dlq_list_pages_past_any_limit_with_the_cursor(
+    redis_url: str, seeded: dict[str, Any]
+) -> None:
+    # Every entry is reachable from the CLI, page by page: --json gives next_cursor, the
+    # table prints the command of the next page, --cursor takes either.
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        args = ["--redis", redis_url, "dlq", "list", "--limit", "3", "--json"]
+        page = json.loads(run(*args, *(["--cursor", cursor] if cursor else [])).stdout)
+        seen += [e["id"] for e in page["entries"]]
+        assert page["more"] is (page["next_cursor"] is not None)
+        cursor = page["next_cursor"]
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == 2
+    assert sorted(seen) == sorted(seeded["old"] + seeded["new"])  # each once, none lost
+    assert len(seen) == len(set(seen))
+
+    table = run(
+        "--redis", redis_url, "dlq", "--dlq", "default", "list", "--type", "email", "--limit", "1"
+    )
+    hint = table.stdout.splitlines()[-1]
+    assert hint.startswith(
+        "next page: aioresil dlq --dlq default list --type email --limit 1 --cursor "
+    )
+    following = hint.removeprefix("next page: aioresil ").split()
+    rest = run("--redis", redis_url, *[part.strip("'") for part in following])
+    assert rest.returncode == 0, rest.stderr
+    assert seeded["old"][0] in rest.stdout and seeded["old"][1] not in rest.stdout
+    assert "next page" not in rest.stdout  # the last page
+
+    bad = run("--redis", redis_url, "dlq", "list", "--cursor", "nonsense")
+    assert bad.returncode == 2
+    assert "--cursor must be a next_cursor" in bad.stderr
+
+
+async def test_dlq_queues_lists_the_queues_holding_entries(
+    redis_url: str, seeded: dict[str, Any]
+) -> None:
+    # A mistyped --dlq looks like an empty queue; `dlq queues` shows the names that exist.
+    backend = seeded["backend"]
+    orders = DeadLetterQueue(backend, name="orders {eu}")
+    await orders.push("ship", {}, RuntimeError("x"))
+    gone = DeadLetterQueue(backend, name="emptied")
+    entry = await gone.push("ship", {}, RuntimeError("x"))
+    assert await gone.remove(entry)
+    listed = json.loads(run("--redis", redis_url, "dlq", "queues", "--json").stdout)
+    assert listed == {"default": 4, "orders {eu}": 1}
+    table = run("--redis", redis_url, "dlq", "queues").stdout.splitlines()
+    assert table[0].split() == ["QUEUE", "ENTRIES"]
+    assert [line.split("  ")[0] for line in table[1:]] == ["default", "orders {eu}"]
+    typo = run("--redis", redis_url, "dlq", "--dlq", "nosuchqueue", "stats")
+    assert "queue 'nosuchqueue': 0 entries" in typo.stdout
+    assert "aioresil dlq queues" in typo.stdout
+    real = run("--redis", redis_url, "dlq", "stats")
+    assert "dlq queues" not in real.stdout
+
+
 async def test_dlq_show_prints_one_entry_in_full(redis_url: str, seeded: dict[str, Any]) -> None:
     entry = seeded["old"][0]
     body = json.loads(run("--redis", redis_url, "dlq", "show", entry, "--json").stdout)

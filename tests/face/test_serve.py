@@ -7,6 +7,7 @@ option as a flag.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -19,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..servers import DELAYED_ACK_SECONDS, keepalive_seconds
+from ..helpers import until_sync
+from ..servers import DELAYED_ACK_SECONDS, RedisServer, keepalive_seconds
 
 pytestmark = pytest.mark.redis_server
 
@@ -180,7 +182,7 @@ def test_every_health_option_is_a_flag(serve: object, redis_url: str) -> None:
         ),
         (["--cache-ttl", "-1"], "--cache-ttl must be"),
         (["--timeout", "0"], "--timeout must be"),
-        (["--port", "70000"], "--port must be in 0..65535"),
+        (["--port", "70000"], "--port must be an integer in 0..65535"),
         (["--service", " "], "--service must not be empty"),
     ],
 )
@@ -196,3 +198,138 @@ def test_bad_flags_are_one_line_with_exit_2(redis_url: str, args: list[str], mes
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def _start_serve(url: str, *args: str, env: dict[str, str] | None = None) -> Served:
+    """``aioresil --redis url serve --port 0`` once its banner is out; the caller kills it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aioresil", "--redis", url, "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=_env(**(env or {})),
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = BANNER.search(line)
+    if match is None:
+        process.kill()
+        _, err = process.communicate(timeout=30)
+        pytest.fail(f"serve did not start: {line!r} {err!r}")
+    return Served(process, match.group(1))
+
+
+async def _seed_breaker(url: str, name: str) -> None:
+    from aioresil import BreakerRegistry, RedisBackend
+
+    async with RedisBackend.from_url(url, listen=False) as backend:
+        breaker = BreakerRegistry(backend=backend).get(name)
+        async with breaker:
+            pass
+
+
+def _stop(served: Served) -> str:
+    served.process.send_signal(signal.SIGTERM)
+    _, err = served.process.communicate(timeout=30)
+    assert served.process.returncode == 0, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def test_serve_starts_degraded_while_redis_is_down_and_recovers(
+    own_redis_server: RedisServer,
+) -> None:
+    # A pod restarted during an outage still answers its probes: liveness 200, readiness 503,
+    # /metrics 200 with aioresil_backend_up 0; once Redis is back, ready turns 200 and the
+    # breakers on it are discovered, without a restart.
+    own_redis_server.stop()
+    served = _start_serve(own_redis_server.url, "--discover-every", "0")
+    try:
+        assert served.process.stderr is not None
+        warning = served.process.stderr.readline()  # written before the banner
+        assert warning.startswith("aioresil serve: warning: cannot reach Redis at 127.0.0.1:")
+        assert "/health/ready answers 503 until" in warning
+        with httpx.Client(base_url=served.base, trust_env=False, timeout=10) as client:
+            assert client.get("/health").status_code == 200
+            ready = client.get("/health/ready")
+            assert ready.status_code == 503
+            assert ready.json()["backends"][0]["state"] == "unavailable"
+            metrics = client.get("/metrics")
+            assert metrics.status_code == 200
+            assert re.search(r"^aioresil_backend_up\{[^}]*\} 0$", metrics.text, re.M)
+
+            own_redis_server.start()
+            asyncio.run(_seed_breaker(own_redis_server.url, "payments"))
+
+            def ready_again() -> bool:
+                return bool(client.get("/health/ready").status_code == 200)
+
+            until_sync(ready_again, within=30, interval=0.1, what="/health/ready 200 again")
+            up = client.get("/metrics").text
+            assert re.search(r"^aioresil_backend_up\{[^}]*\} 1$", up, re.M)
+
+            def discovered() -> bool:
+                body = client.get("/health/circuit-breakers").json()
+                return "payments" in body["circuit_breakers"]
+
+            until_sync(discovered, within=30, interval=0.1, what="payments discovered")
+    finally:
+        err = _stop(served)
+    assert "Redis at 127.0.0.1:" in err and "is reachable again" in err
+
+
+def test_serve_still_refuses_a_wrong_password(own_redis_server: RedisServer) -> None:
+    # A configuration error, not an outage: no server, one line, exit 1, no password shown.
+    import redis
+
+    with redis.Redis(port=own_redis_server.port) as client:
+        client.config_set("requirepass", "right-password")
+    url = f"redis://:wrong-password@127.0.0.1:{own_redis_server.port}/0"
+    result = subprocess.run(
+        [sys.executable, "-m", "aioresil", "--redis", url, "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=_env(),
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "refused the credentials" in result.stderr
+    assert "wrong-password" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_serve_still_refuses_a_malformed_url() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aioresil", "--redis", "redis://127.0.0.1:notaport/0", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=_env(),
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Port could not be cast to integer" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_serve_warns_that_handler_needs_the_admin_token(redis_url: str) -> None:
+    # The retry route exists only with the admin routes: without a token --handler does
+    # nothing, and says so once (the server still serves its health endpoints).
+    served = _start_serve(redis_url, "--handler", "asyncio:sleep")
+    try:
+        with httpx.Client(base_url=served.base, trust_env=False) as client:
+            retry = client.post("/admin/dlq/entries/0123456789ab-0123456789abcdef/retry")
+    finally:
+        err = _stop(served)
+    [line] = err.splitlines()
+    assert line.startswith("aioresil serve: warning: --handler is ignored: ")
+    assert "AIORESIL_ADMIN_TOKEN" in line
+    assert retry.status_code == 404
+
+    token = {"AIORESIL_ADMIN_TOKEN": "a-token-for-tests-0123456789"}
+    served = _start_serve(redis_url, "--handler", "asyncio:sleep", env=token)
+    assert _stop(served) == ""  # with the token: no warning

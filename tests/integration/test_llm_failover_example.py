@@ -88,3 +88,17 @@ def test_a_taken_port_is_one_line_and_exit_1() -> None:
     assert result.stderr.strip().splitlines() == [
         "llm_failover: OSError: [Errno 98] Address already in use"
     ]
+
+
+def test_without_serve_no_dashboard_url_is_given_for_a_stopped_server() -> None:
+    """The server stops with the script: a URL printed then would point at nothing."""
+    run = [sys.executable, str(EXAMPLE), "--questions", "3", "--fail-from", "9"]
+    as_json = subprocess.run(
+        [*run, "--json"], capture_output=True, text=True, timeout=60, env=ENV, cwd=ROOT
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout.splitlines()[0])["dashboard"] is None
+    as_text = subprocess.run(run, capture_output=True, text=True, timeout=60, env=ENV, cwd=ROOT)
+    assert as_text.returncode == 0, as_text.stderr
+    assert "http://" not in as_text.stdout
+    assert "dashboard:           run with --serve to keep it up" in as_text.stdout

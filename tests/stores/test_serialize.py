@@ -49,6 +49,18 @@ class Mode(enum.StrEnum):
     FAST = "fast"
 
 
+class Status(enum.Enum):
+    """A plain enum that compares equal to its value (a common pattern before StrEnum): its
+    own ``__eq__`` must not pass for a proof that orjson's bytes (the value) mean the member."""
+
+    OK = "ok"
+
+    def __eq__(self, other: object) -> bool:
+        return self.value == other if isinstance(other, str) else self is other
+
+    __hash__ = enum.Enum.__hash__
+
+
 @dataclasses.dataclass
 class Point:
     x: int
@@ -113,6 +125,11 @@ CASES: list[tuple[str, Any, tuple[str, Any]]] = [
     ("lone surrogate key", {"\ud800": 1}, ("ok", {"\ud800": 1})),
     ("tuple", (1, (2, 3)), ("ok", [1, [2, 3]])),
     ("plain enum", Color.RED, ("TypeError", "Object of type Color is not JSON serializable")),
+    (
+        "enum equal to its value",
+        {"s": Status.OK},
+        ("TypeError", "Object of type Status is not JSON serializable"),
+    ),
     ("int enum", {"level": Level.HIGH}, ("ok", {"level": 3})),
     ("str enum", [Mode.FAST], ("ok", ["fast"])),
     ("uuid", uuid.UUID(int=7), ("TypeError", "Object of type UUID is not JSON serializable")),
@@ -131,6 +148,11 @@ CASES: list[tuple[str, Any, tuple[str, Any]]] = [
     (
         "orjson.Fragment",
         orjson.Fragment(b"[1]"),
+        ("TypeError", "Object of type Fragment is not JSON serializable"),
+    ),
+    (
+        "orjson.Fragment of text that is not JSON",
+        [orjson.Fragment(b"[1,")],
         ("TypeError", "Object of type Fragment is not JSON serializable"),
     ),
     ("bytes", b"raw", ("TypeError", "Object of type bytes is not JSON serializable")),
@@ -196,6 +218,7 @@ odd = st.sampled_from(
         math.inf,
         -math.inf,
         Color.RED,
+        Status.OK,
         Level.HIGH,
         Mode.FAST,
         uuid.UUID(int=1),

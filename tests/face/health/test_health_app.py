@@ -21,7 +21,7 @@ from aioresil.health.app import HealthApp
 from aioresil.testing import FakeClock
 
 from ...helpers import Boom
-from ...servers import free_port
+from ...servers import RedisServer, free_port
 from ...wire_spy import WireSpy
 
 TOKEN = "t0ken-for-tests-only-0123456789"
@@ -79,6 +79,32 @@ async def test_liveness_never_touches_redis_while_readiness_reports_it_down() ->
     assert check["kind"] == "RedisBackend"
     assert check["status"] == "unhealthy"
     assert check["error"].startswith("BackendUnavailableError: ")
+
+
+async def test_readiness_right_after_redis_dies_does_not_say_healthy_anywhere(
+    own_redis_server: RedisServer,
+) -> None:
+    # The nested "state" is the backend's connection state *after* this check: the check that
+    # finds Redis gone is the one that marks it unavailable, so the same body must say so.
+    from aioresil import RedisBackend
+
+    async with RedisBackend.from_url(
+        own_redis_server.url, listen=False, socket_connect_timeout=0.5
+    ) as backend:
+        app = health_app(registry=BreakerRegistry(backend=backend))
+        async with client_for(app) as client:
+            up = (await client.get("/health/ready")).json()
+            assert (up["status"], up["backends"][0]["state"]) == ("healthy", "healthy")
+            own_redis_server.stop()
+            response = await client.get("/health/ready")
+    body = response.json()
+    assert response.status_code == 503
+    check = body["backends"][0]
+    assert (body["status"], check["status"], check["state"]) == (
+        "unhealthy",
+        "unhealthy",
+        "unavailable",
+    )
 
 
 async def test_readiness_is_200_when_every_backend_answers(
