@@ -55,7 +55,7 @@ class DiscoveringApp:
         self._last = float("-inf")
 
     async def discover(self) -> None:
-        health = getattr(self.registry.backend, "health", None)
+        health = self.registry.backend.health  # part of the backend contract (None: memory)
         if health is not None and not health.stats().up:
             return  # Redis known to be down: touch no socket; retried once its probe is back
         for name in await discover_names(self.registry.backend):
