@@ -34,7 +34,9 @@ event loop closes the generator later, in a task of its own). A ticketed call en
 async generator's frame therefore keeps its ticket with that frame (the circuit's ``frames``,
 counted as ``framed``), never in the context, and its exit, which runs in the same frame,
 finds it there; an exit from a generator's frame that finds no ticket there is a loose call,
-whatever the context holds. Only ticketed entries and exits look at the caller's frame.
+whatever the context holds. Only ticketed entries and exits look at the caller's frame, with
+``sys._getframe(1)``: ``inspect.currentframe()`` would make a frame object of ``__aenter__``'s
+own frame on every call, and measured twice the cost on the slow-call rule's path (issue 17).
 
 What instances share: every ``CircuitBreaker`` bound to one name on one backend shares one
 :class:`_Circuit` (kept on the backend's handle): the context variable, the in-flight count,
@@ -48,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -84,17 +87,6 @@ RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
 _ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
-
-
-def _awaiting_frame() -> FrameType | None:
-    """The frame awaiting the ``__aenter__``/``__aexit__`` that calls this: where the
-    ``async with`` is written (``None`` on an interpreter that keeps no frames)."""
-    frame = inspect.currentframe()  # this function's own
-    try:
-        method = None if frame is None else frame.f_back
-        return None if method is None else method.f_back
-    finally:
-        del frame  # no cycle through this frame's own locals
 
 
 _SETTLING: set[asyncio.Task[None]] = set()
@@ -406,7 +398,7 @@ class CircuitBreaker(GuardedCalls):
                     view.loose += 1
                     return self
                 # Loose calls of an older generation are still in flight: this one is ticketed.
-            self._hold([view.generation, 0, self._mono(), None], _awaiting_frame())
+            self._hold([view.generation, 0, self._mono(), None], sys._getframe(1))
             return self
         now = self._mono()
         if state is _OPEN and self._authoritative and now < view.open_until:
@@ -425,15 +417,15 @@ class CircuitBreaker(GuardedCalls):
             decision = await handle.acquire_remote(now)
         if isinstance(decision, Rejection):
             self._reject(decision)
-        self._hold([decision.generation, decision.token, now, None], _awaiting_frame())
+        self._hold([decision.generation, decision.token, now, None], sys._getframe(1))
         return self
 
-    def _hold(self, ticket: Ticket, caller: FrameType | None) -> None:
+    def _hold(self, ticket: Ticket, caller: FrameType) -> None:
         """Keep a ticketed call's ticket where its exit will find it: with the async
         generator frame that entered it, or on the context (see the module notes)."""
         view = self._view
         view.ticketed += 1
-        if caller is not None and caller.f_code.co_flags & _ASYNC_GENERATOR:
+        if caller.f_code.co_flags & _ASYNC_GENERATOR:
             self._circuit.frames.setdefault(caller, []).append(ticket)
             view.framed += 1
             return
@@ -478,16 +470,16 @@ class CircuitBreaker(GuardedCalls):
         ticket: Ticket | None = None
         framed = False
         if rec.ticketed:
-            caller = _awaiting_frame()
+            caller = sys._getframe(1)  # where the `async with` is written
             frames = self._circuit.frames
-            held = frames.get(caller) if rec.framed and caller is not None else None
-            if held and caller is not None:  # a call entered from this async generator frame
+            held = frames.get(caller) if rec.framed else None
+            if held:  # a call entered from this async generator frame
                 ticket = held.pop()
                 if not held:
                     del frames[caller]
                 rec.framed -= 1
                 framed = True
-            elif caller is None or not caller.f_code.co_flags & _ASYNC_GENERATOR:
+            elif not caller.f_code.co_flags & _ASYNC_GENERATOR:
                 ticket = self._get_ticket(None)
             # else a generator's loose call: the context's ticket, if any, is another call's
         if not ticket:  # a loose call (see the module notes)
