@@ -11,6 +11,7 @@ window; and the script asks Redis only for those fields (watched with ``MONITOR`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -126,3 +127,42 @@ async def test_the_script_asks_only_for_the_fields_the_known_config_needs(
         [*everything, *WINDOW_COUNT_FIELDS],
         everything,
     ]
+
+
+async def test_a_read_answered_before_a_newer_one_keeps_the_config_it_was_read_under(
+    backends: list[RedisBackend], clock: FakeClock, redis_url: str
+) -> None:
+    """Two reads of one breaker in flight: the first one told the script it knew config A,
+    so its row leaves A out; by the time that reply is read, the second read has decoded B
+    (rebound meanwhile). The first row is still A's: it must read as A, not as the reader's
+    own config (which keeps no window: the count window's figures would be dropped)."""
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["count"])
+    await traffic(breaker, clock)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    registry.get("x", CONFIGS["none"])
+    await registry.readings()  # the reader now knows the config "count"
+    expected = record_of((await writer.read_breakers([breaker.handle]))[0][0])
+
+    held, release = asyncio.Event(), asyncio.Event()
+    run_script = reader.run_script
+
+    async def hold_first(script: Any, keys: Any, args: Any) -> Any:
+        reply = await run_script(script, keys, args)
+        if not held.is_set():
+            held.set()
+            await release.wait()
+        return reply
+
+    reader.run_script = hold_first  # type: ignore[method-assign]
+    first = asyncio.create_task(registry.readings())
+    await held.wait()
+    async with RedisBackend.from_url(redis_url, clock=clock, listen=False) as third:
+        await traffic(BreakerRegistry(backend=third, clock=clock).get("x", CONFIGS["time"]), clock)
+    [(_, (newer, _, _))] = await registry.readings()  # decodes "time"
+    assert newer.config == CONFIGS["time"]
+    release.set()
+    [(_, (rec, _, _))] = await first
+    assert record_of(rec) == expected
+    assert rec.config == CONFIGS["count"] and expected["window"][1:3] == (6, 3)
+
