@@ -166,3 +166,23 @@ async def test_a_read_answered_before_a_newer_one_keeps_the_config_it_was_read_u
     assert record_of(rec) == expected
     assert rec.config == CONFIGS["count"] and expected["window"][1:3] == (6, 3)
 
+
+@pytest.mark.parametrize("counter", WINDOW_COUNT_FIELDS)
+@pytest.mark.parametrize("kind", ["none", "time"])
+async def test_a_count_counter_the_config_does_not_keep_reads_the_same_on_every_read(
+    backends: list[RedisBackend], clock: FakeClock, kind: str, counter: str
+) -> None:
+    """A count-window counter holding no number in the hash of a breaker whose config keeps
+    no count window: breaker.lua never reads it, so the breaker runs as before. Every read
+    of it answers the same record, the first (which sends the config, as the CLI's always
+    does) as well as the later ones (which skip the counters)."""
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS[kind])
+    await traffic(breaker, clock)
+    await writer.client.hset(breaker.handle.keys[0], counter, "x")
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    registry.get("x", CONFIGS[kind])
+    first = [record_of(rec) for _, (rec, _, _) in await registry.readings()]
+    again = [record_of(rec) for _, (rec, _, _) in await registry.readings()]
+    assert first == again
+    assert first[0]["config"] == CONFIGS[kind]
