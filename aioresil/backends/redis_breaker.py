@@ -105,6 +105,7 @@ EventSink = Callable[[BreakerEvent], None]
 _random = random.SystemRandom()
 
 _STATES = {state.value.encode(): state for state in CircuitState}
+_NO_COUNTS = (0, 0, 0)
 _NO_FINGERPRINT = b" " * 16
 """What :attr:`RedisBreakerHandle.known_fingerprint` is before a config was decoded: no
 stored fingerprint equals it, so ``breaker_read.lua`` sends the config."""
@@ -720,8 +721,10 @@ class RedisBreakerHandle:
             rec.successes, rec.failures = int(ns or b"0"), int(nf or b"0")
             rec.ignored, rec.slow = int(ni or b"0"), int(nsl or b"0")
             rec.rejected = int(nr or b"0") + self._pending_rejections
-            windowed = window is not None or rec.window is not None
-            if windowed:
+            # A count window's counters only for a config keeping one: for any other, the
+            # script may have left them out, and breaker.lua never reads them.
+            counts = _NO_COUNTS
+            if isinstance(rec.window, CountWindow):
                 counts = int(wc or b"0"), int(wf or b"0"), int(ws or b"0")
         except (KeyError, ValueError):
             # Not the common form: read it as any number (what an older writer may have left),
@@ -729,7 +732,7 @@ class RedisBreakerHandle:
             return self._record_leniently(config, fields, window)
         if live != b"0":
             rec.trials = dict.fromkeys(range(int(live)), math.inf)
-        if windowed:
+        if rec.window is not None:
             self._restore_window(rec, counts, window)
         return rec
 
@@ -755,7 +758,10 @@ class RedisBreakerHandle:
         rec.successes, rec.failures = int(num(ns)), int(num(nf))
         rec.ignored, rec.slow = int(num(ni)), int(num(nsl))
         rec.rejected = int(num(nr)) + self._pending_rejections
-        self._restore_window(rec, (int(num(wc)), int(num(wf)), int(num(ws))), window)
+        counts = _NO_COUNTS
+        if isinstance(rec.window, CountWindow):
+            counts = int(num(wc)), int(num(wf)), int(num(ws))
+        self._restore_window(rec, counts, window)
         return rec
 
     @staticmethod
