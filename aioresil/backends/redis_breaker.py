@@ -106,6 +106,8 @@ _random = random.SystemRandom()
 
 _STATES = {state.value.encode(): state for state in CircuitState}
 _NO_COUNTS = (0, 0, 0)
+_KNOWN_CONFIGS = 8
+"""How many decoded stored configs a handle keeps by fingerprint (see ``record_from``)."""
 _NO_FINGERPRINT = b" " * 16
 """What :attr:`RedisBreakerHandle.known_fingerprint` is before a config was decoded: no
 stored fingerprint equals it, so ``breaker_read.lua`` sends the config."""
@@ -176,6 +178,11 @@ class RedisBreakerHandle:
         self._success_op = "record" if config.has_rate_rule else "success"
         self.hub: Any = None  # the breaker layer's per-circuit bookkeeping (see breaker.py)
         self._decoded: tuple[bytes, BreakerConfig] | None = None
+        # Every stored config decoded (by fingerprint, a few at most): a row that left its
+        # config out is read under the config of ITS fingerprint, which the reader told the
+        # script it knew when it sent the read. Not merely the one known last: a concurrent
+        # read may have decoded a newer config (rebound meanwhile) before this row is read.
+        self._known_configs: dict[bytes, BreakerConfig] = {}
         self.known_fingerprint = _NO_FINGERPRINT
         """The fingerprint of the stored config :meth:`record_from` decoded last (16 bytes):
         ``breaker_read.lua`` leaves that config out of its rows."""
@@ -688,8 +695,11 @@ class RedisBreakerHandle:
         """Build a :class:`BreakerRecord` from one row of ``breaker_read.lua`` (times in
         seconds): ``fields`` are the values of ``READ_FIELDS``, then the live trial leases;
         ``stored`` the stored config when the script sent it (it leaves it out when its
-        fingerprint is :attr:`known_fingerprint`, decoded already, and then reads a count
-        window's counters only when that config keeps one: empty counters read as 0).
+        fingerprint is the :attr:`known_fingerprint` the read was sent with, decoded already,
+        and then reads a count window's counters only when that config keeps one: empty
+        counters read as 0). Such a row is read under the config decoded for its own
+        fingerprint, which may no longer be :attr:`known_fingerprint` when another read
+        decoded a newer one meanwhile.
 
         The record carries the config in force (stored with the breaker), not this handle's.
         ``ValueError`` for a row that is not one (a hash no aioresil wrote).
@@ -699,13 +709,17 @@ class RedisBreakerHandle:
         if stored:
             config = self._config_in_force(stored)
             if len(fp) == 16:
+                known = self._known_configs
+                if fp not in known and len(known) >= _KNOWN_CONFIGS:
+                    known.clear()  # bounded: a name rebound over and over
+                known[fp] = config
                 self.known_fingerprint = fp
                 self.known_read = fp + known_window(config)
             else:
                 self.known_fingerprint = _NO_FINGERPRINT
                 self.known_read = _NO_FINGERPRINT + KNOWN_NONE
-        elif stored is None and fp == self.known_fingerprint and self._decoded is not None:
-            config = self._decoded[1]
+        elif stored is None:
+            config = self._known_configs.get(fp, config)
         rec = BreakerRecord(config)
         try:
             # Every number is written by breaker.lua as a decimal integer: int() reads it
