@@ -23,27 +23,16 @@ import json
 import sys
 from typing import Any
 
-from ..backends.keys import decode_name
 from ..breaker import BreakerStats, CircuitBreaker
 from ..registry import BreakerRegistry
-from .common import CliError, connect, print_table
+from .common import CliError, connect, print_table, scan_names
 
 __all__ = ["discover_names", "run_breakers"]
 
 
 async def discover_names(backend: Any) -> list[str]:
     """Every breaker name under the backend's prefix, sorted (``SCAN``, see module doc)."""
-    head = f"{backend.prefix}:{{cb:"
-    tail = "}:state"
-    names: set[str] = set()
-    async for raw in backend.client.scan_iter(match=f"{head}*{tail}", count=1000):
-        key = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if key.startswith(head) and key.endswith(tail):
-            try:
-                names.add(decode_name(key[len(head) : -len(tail)]))
-            except (ValueError, IndexError, UnicodeDecodeError):
-                continue  # not one of ours (a foreign key that happens to match)
-    return sorted(names)
+    return await scan_names(backend, "cb", "state")
 
 
 def lifetime_failure_rate(stats: BreakerStats) -> float | None:

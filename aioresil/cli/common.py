@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from ..backends.keys import decode_name
 from ..exceptions import BackendUnavailableError
 
 __all__ = [
@@ -240,3 +241,24 @@ def confirm(question: str, assume_yes: bool) -> None:
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
         raise CliError("aborted (nothing was changed); pass --yes to skip this question")
+
+
+async def scan_names(backend: Any, kind: str, suffix: str) -> list[str]:
+    """The names of every object of ``kind`` under the backend's prefix whose key
+    ``<prefix>:{<kind>:<encoded name>}:<suffix>`` exists now, decoded and sorted.
+
+    ``SCAN MATCH ... COUNT 1000``, never ``KEYS``: an operator's command over a database of
+    any size (no central index is kept on the request path for it). A key that matches the
+    pattern but does not decode is someone else's and is skipped.
+    """
+    head = f"{backend.prefix}:{{{kind}:"
+    tail = f"}}:{suffix}"
+    names: set[str] = set()
+    async for raw in backend.client.scan_iter(match=f"{head}*{tail}", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if key.startswith(head) and key.endswith(tail):
+            try:
+                names.add(decode_name(key[len(head) : -len(tail)]))
+            except (ValueError, IndexError, UnicodeDecodeError):
+                continue  # not one of ours (a foreign key that happens to match)
+    return sorted(names)

@@ -21,10 +21,17 @@ import shlex
 import sys
 from typing import Any
 
-from ..backends.keys import decode_name
 from ..stores.dlq import DeadLetterQueue
 from ..stores.dlq_records import DeadLetter, RetryReport
-from .common import CliError, ProgressBar, confirm, connect, load_handler, print_table
+from .common import (
+    CliError,
+    ProgressBar,
+    confirm,
+    connect,
+    load_handler,
+    print_table,
+    scan_names,
+)
 
 __all__ = ["entries", "letter_to_dict", "run_dlq"]
 
@@ -113,17 +120,7 @@ async def queue_names(backend: Any) -> list[str]:
     and a queue emptied by retries or purges is, rightly, not listed. Cost grows with the
     database: an operator's command, never a request path.
     """
-    head = f"{backend.prefix}:{{dlq:"
-    tail = "}:idx"
-    names: set[str] = set()
-    async for raw in backend.client.scan_iter(match=f"{head}*{tail}", count=1000):
-        key = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if key.startswith(head) and key.endswith(tail):
-            try:
-                names.add(decode_name(key[len(head) : -len(tail)]))
-            except (ValueError, IndexError, UnicodeDecodeError):
-                continue  # not one of ours
-    return sorted(names)
+    return await scan_names(backend, "dlq", "idx")
 
 
 async def _queues(backend: Any, as_json: bool) -> int:
