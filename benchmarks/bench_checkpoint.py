@@ -131,11 +131,18 @@ async def _case(
     payload = JSON.dumps(state)
     ids = [f"task-{size}-{tasks}-{i}" for i in range(tasks)]
     raw_keys = [f"raw:{size}:{tasks}:{i}" for i in range(tasks)]
-    versions = [0] * tasks
 
-    async def save(task: int) -> object:
-        versions[task] = await store.save(ids[task], state, expected_version=versions[task])
-        return versions[task]
+    def fenced(target: CheckpointStore, value: object) -> Callable[[int], Awaitable[object]]:
+        """Each task's save of ``value`` to ``target``, fenced by that task's last version."""
+        versions = [0] * tasks
+
+        async def save(task: int) -> object:
+            versions[task] = await target.save(ids[task], value, expected_version=versions[task])
+            return versions[task]
+
+        return save
+
+    save = fenced(store, state)
 
     async def raw_set(task: int) -> object:
         return await client.set(raw_keys[task], payload)
@@ -152,25 +159,12 @@ async def _case(
     raw_store = CheckpointStore(
         store.backend, namespace=store.namespace + "-bytes", serializer=_PassBytes()
     )
-    raw_versions = [0] * tasks
-
-    async def save_bytes(task: int) -> object:
-        # The store's own cost: the same bytes as the floor, no encoding on our side.
-        raw_versions[task] = await raw_store.save(
-            ids[task], payload, expected_version=raw_versions[task]
-        )
-        return raw_versions[task]
-
+    # The store's own cost: the same bytes as the floor, no encoding on our side.
+    save_bytes = fenced(raw_store, payload)
     fast_store = CheckpointStore(
         store.backend, namespace=store.namespace + "-orjson", serializer=OrjsonSerializer()
     )
-    fast_versions = [0] * tasks
-
-    async def save_orjson(task: int) -> object:
-        fast_versions[task] = await fast_store.save(
-            ids[task], state, expected_version=fast_versions[task]
-        )
-        return fast_versions[task]
+    save_orjson = fenced(fast_store, state)
 
     out: list[tuple[str, float, float]] = []
     for name, subject, floor in [
