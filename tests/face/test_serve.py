@@ -279,6 +279,18 @@ def test_serve_starts_degraded_while_redis_is_down_and_recovers(
     assert "Redis at 127.0.0.1:" in err and "is reachable again" in err
 
 
+def _serve_refused(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -m aioresil *argv`` run to its end (a serve that refuses to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "aioresil", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=_env(),
+    )
+
+
 def test_serve_still_refuses_a_wrong_password(own_redis_server: RedisServer) -> None:
     # A configuration error, not an outage: no server, one line, exit 1, no password shown.
     import redis
@@ -286,14 +298,7 @@ def test_serve_still_refuses_a_wrong_password(own_redis_server: RedisServer) -> 
     with redis.Redis(port=own_redis_server.port) as client:
         client.config_set("requirepass", "right-password")
     url = f"redis://:wrong-password@127.0.0.1:{own_redis_server.port}/0"
-    result = subprocess.run(
-        [sys.executable, "-m", "aioresil", "--redis", url, "serve", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=_env(),
-    )
+    result = _serve_refused("--redis", url, "serve", "--port", "0")
     assert result.returncode == 1
     assert result.stdout == ""
     assert "refused the credentials" in result.stderr
@@ -302,14 +307,7 @@ def test_serve_still_refuses_a_wrong_password(own_redis_server: RedisServer) -> 
 
 
 def test_serve_still_refuses_a_malformed_url() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "aioresil", "--redis", "redis://127.0.0.1:notaport/0", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=_env(),
-    )
+    result = _serve_refused("--redis", "redis://127.0.0.1:notaport/0", "serve")
     assert result.returncode == 2
     assert result.stdout == ""
     assert "Port could not be cast to integer" in result.stderr
