@@ -38,6 +38,13 @@ whatever the context holds. Only ticketed entries and exits look at the caller's
 ``sys._getframe(1)``: ``inspect.currentframe()`` would make a frame object of ``__aenter__``'s
 own frame on every call, and measured twice the cost on the slow-call rule's path (issue 17).
 
+``__aenter__`` and ``__aexit__`` are plain methods, not ``async def``: they do their work when
+called and return what ``async with`` awaits, a ready awaitable (:mod:`aioresil._ready`, made
+once per breaker) on every path that decides without waiting, a coroutine only where a backend
+must be asked or an outcome recorded remotely. A coroutine per call cost about a fifth of a
+bare ``async with`` (issue 17). Code that calls them by hand must call them where it awaits
+them (in the same context): the work is done by the call, not by the first ``await``.
+
 What instances share: every ``CircuitBreaker`` bound to one name on one backend shares one
 :class:`_Circuit` (kept on the backend's handle): the context variable, the in-flight count,
 one subscription to the handle's transitions and one log line per transition. An instance is
@@ -61,6 +68,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
 
 from ._log import get_logger
+from ._ready import DONE, Ready
 from .backends.base import BreakerBackend, BreakerHandle
 from .backends.memory import MemoryBackend
 from .clock import Clock, SystemClock
@@ -87,6 +95,12 @@ RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
 _ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
+
+_NO_HOT_PATH = machine.BreakerRecord(BreakerConfig())
+"""What a breaker's hot paths read instead of its view when they must not run (slow-call rule,
+call observers, a loose success that is not applied inline): never CLOSED or DISABLED, never a
+loose call in flight, so both hot checks fail at once. Never written: nothing passes them."""
+_NO_HOT_PATH.state = CircuitState.OPEN
 
 
 _SETTLING: set[asyncio.Task[None]] = set()
@@ -266,14 +280,14 @@ class GuardedCalls:
 
     if TYPE_CHECKING:  # what the class using this mixin provides
 
-        async def __aenter__(self) -> Any: ...
+        def __aenter__(self) -> Awaitable[Any]: ...
 
-        async def __aexit__(
+        def __aexit__(
             self,
             exc_type: type[BaseException] | None,
             exc: BaseException | None,
             tb: TracebackType | None,
-        ) -> Any: ...
+        ) -> Awaitable[Any]: ...
 
     async def call(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``await fn(*args, **kwargs)`` under the breaker."""
@@ -324,13 +338,14 @@ class CircuitBreaker(GuardedCalls):
         "_circuit",
         "_classify_cache",
         "_clock",
+        "_entered",
         "_get_ticket",
         "_handle",
-        "_inline",
+        "_inline_view",
         "_listeners",
+        "_loose_view",
         "_mono",
         "_set_ticket",
-        "_slow_rule",
         "_success_run",
         "_timed",
         "_view",
@@ -371,35 +386,49 @@ class CircuitBreaker(GuardedCalls):
         self._set_ticket = circuit.set  # bound once: the hot path skips two lookups
         self._get_ticket = circuit.get
         self._call_observers: list[CallObserver] = []
-        self._slow_rule = config.slow_call_duration is not None
+        # The hot paths read their view through these two: the view itself, or _NO_HOT_PATH,
+        # a record that never passes their first check, so the general path runs instead
+        # (one attribute read where a flag check and a view read were). Calls may be loose
+        # unless the slow-call rule needs their duration (then a success may trip the circuit
+        # and must go through the core); a loose success is applied inline only on an
+        # authoritative (memory) backend.
+        slow_rule = config.slow_call_duration is not None
         self._timed = config.timed
-        # Memory successes of normal permits are applied inline unless the slow-call rule
-        # needs a duration (then a success may trip the circuit and must go through the core).
-        self._inline = self._handle.authoritative and config.slow_call_duration is None
+        self._loose_view = _NO_HOT_PATH if slow_rule else handle.view
+        self._inline_view = handle.view if handle.authoritative and not slow_rule else _NO_HOT_PATH
         self._authoritative = self._handle.authoritative
         # A batched Redis breaker counts untimed successes of the open run inline.
         self._success_run = handle.success_run
         self._classify_cache: dict[type[BaseException], Outcome] = {}
+        # What __aenter__ returns when it decided without awaiting: ``self``, ready.
+        self._entered: Ready[Any] = Ready(self)
 
     # ------------------------------------------------------------------ guarding
 
-    async def __aenter__(self) -> Self:
+    def __aenter__(self) -> Awaitable[Self]:
+        # A plain method, not ``async def``: every path that decides without awaiting returns
+        # a ready awaitable made once (aioresil/_ready.py), or raises; only the remote acquire
+        # returns a coroutine. Awaited by ``async with``, it behaves as an ``async def`` would.
+        view = self._loose_view  # the view, or _NO_HOT_PATH (see __init__)
+        state = view.state
+        if (state is _CLOSED or state is _DISABLED) and (
+            not view.ticketed or not self._get_ticket(None)
+        ):
+            # Hot path: the local view grants a normal permit without asking the backend,
+            # as a loose call (see the module notes): no live ticket in this context.
+            if not view.loose:
+                view.loose_generation = view.generation
+                view.loose = 1
+                return self._entered
+            if view.loose_generation == view.generation:
+                view.loose += 1
+                return self._entered
+            # Loose calls of an older generation are still in flight: this one is ticketed.
         view = self._view
         state = view.state
         if state is _CLOSED or state is _DISABLED:
-            # Hot path: the local view grants a normal permit without asking the backend,
-            # as a loose call (see the module notes) unless this context holds a live ticket.
-            if not self._slow_rule and (not view.ticketed or not self._get_ticket(None)):
-                if not view.loose:
-                    view.loose_generation = view.generation
-                    view.loose = 1
-                    return self
-                if view.loose_generation == view.generation:
-                    view.loose += 1
-                    return self
-                # Loose calls of an older generation are still in flight: this one is ticketed.
             self._hold([view.generation, 0, self._mono(), None], sys._getframe(1))
-            return self
+            return self._entered
         now = self._mono()
         if state is _OPEN and self._authoritative and now < view.open_until:
             # The hot rejection (memory backend, OPEN, timeout not elapsed): the documented
@@ -411,13 +440,21 @@ class CircuitBreaker(GuardedCalls):
             raise CircuitOpenError(self.name, _OPEN, retry_after)
         # Not CLOSED: ask the handle, locally first (an OPEN rejection is decided here, with
         # no coroutine of its own: rejections are a hot path too).
-        handle = self._handle
-        decision = handle.acquire_local(now)
+        decision = self._handle.acquire_local(now)
         if decision is None:
-            decision = await handle.acquire_remote(now)
+            return self._acquire_remote(now, sys._getframe(1))
         if isinstance(decision, Rejection):
             self._reject(decision)
         self._hold([decision.generation, decision.token, now, None], sys._getframe(1))
+        return self._entered
+
+    async def _acquire_remote(self, now: float, caller: FrameType) -> Self:
+        """``__aenter__`` when the handle must ask its backend (``caller``: the frame of the
+        ``async with``)."""
+        decision = await self._handle.acquire_remote(now)
+        if isinstance(decision, Rejection):
+            self._reject(decision)
+        self._hold([decision.generation, decision.token, now, None], caller)
         return self
 
     def _hold(self, ticket: Ticket, caller: FrameType) -> None:
@@ -432,16 +469,17 @@ class CircuitBreaker(GuardedCalls):
         ticket[3] = self._get_ticket(None)
         self._set_ticket(ticket)
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
-        rec = self._view
+    ) -> Awaitable[None]:
+        # A plain method like __aenter__: DONE when the outcome is recorded without awaiting,
+        # else the coroutine that records it.
+        rec = self._inline_view  # the view, or _NO_HOT_PATH (see __init__)
         if (
             exc_type is None
-            and self._inline
             and rec.loose
             and (not rec.ticketed or (not rec.framed and not self._get_ticket(None)))
         ):
@@ -466,7 +504,8 @@ class CircuitBreaker(GuardedCalls):
                             window.calls += 1
                         else:
                             window.add(False, False, now)
-            return
+            return DONE
+        rec = self._view
         ticket: Ticket | None = None
         framed = False
         if rec.ticketed:
@@ -495,14 +534,13 @@ class CircuitBreaker(GuardedCalls):
                     # will flush; tests/backends/test_batched_run.py pins that both send the
                     # same batches.
                     run.count += 1
-                    return
+                    return DONE
                 now = self._mono() if self._timed else 0.0
                 pending = self._handle.success_fast(generation, now, 0.0)
                 if pending is not None:
-                    await self._settle(pending, None)
-                return
-            await self._finish(generation, 0, None, exc_type)
-            return
+                    return self._settle(pending, None)
+                return DONE
+            return self._finish(generation, 0, None, exc_type)
         generation, token, started, outer = ticket
         ticket.clear()  # ended: a child task that inherited it must not take it for its own
         if not framed:
@@ -514,17 +552,19 @@ class CircuitBreaker(GuardedCalls):
                 self._observe(Outcome.SUCCESS, now - started)
             pending = self._handle.success_fast(generation, now, now - started)
             if pending is not None:
-                await self._settle(pending, None)
-            return
-        await self._finish(generation, token, started, exc_type)
+                return self._settle(pending, None)
+            return DONE
+        return self._finish(generation, token, started, exc_type)
 
-    async def _finish(
+    def _finish(
         self,
         generation: int,
         token: int,
         started: float | None,
         exc_type: type[BaseException] | None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        """Record an outcome through the handle: what to await for it (DONE when the handle
+        recorded it at once)."""
         now = self._mono()
         duration = 0.0 if started is None else now - started
         outcome = Outcome.SUCCESS if exc_type is None else self._classify(exc_type)
@@ -532,11 +572,10 @@ class CircuitBreaker(GuardedCalls):
             self._observe(outcome, duration)
         pending = self._handle.record(Permit(generation, token), outcome, now, duration)
         if pending is None:
-            return
+            return DONE
         if token or outcome is Outcome.CANCELLED:
-            await self._settle_shielded(pending, exc_type)
-            return
-        await self._settle(pending, exc_type)
+            return self._settle_shielded(pending, exc_type)
+        return self._settle(pending, exc_type)
 
     async def _settle_shielded(
         self, pending: Awaitable[None], exc_type: type[BaseException] | None
@@ -666,8 +705,8 @@ class CircuitBreaker(GuardedCalls):
         if not callable(observer):
             raise TypeError(f"observer must be callable, got {observer!r}")
         self._call_observers.append(observer)
-        self._slow_rule = True  # the ticket carries the start time from now on
-        self._inline = False
+        # Every call is ticketed from now on: the ticket carries the start time.
+        self._loose_view = self._inline_view = _NO_HOT_PATH
 
     def _observe(self, outcome: Outcome, seconds: float) -> None:
         for observer in self._call_observers:

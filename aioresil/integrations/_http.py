@@ -17,7 +17,7 @@ import math
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Generator
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
@@ -170,22 +170,31 @@ class HintBook:
 
 
 class _InContext:
-    """Await ``coro`` with every step run inside ``context`` (see the module docstring)."""
+    """Call ``method(*args)`` and await what it returns, every step run inside ``context``
+    (see the module docstring).
 
-    __slots__ = ("_context", "_coro")
+    The call itself runs inside the context too: a breaker's ``__aenter__`` and ``__aexit__``
+    are plain methods that do their work when called and return an awaitable (often a ready
+    one, see ``aioresil/_ready.py``), not coroutines that start when first awaited.
+    """
 
-    def __init__(self, context: contextvars.Context, coro: Coroutine[Any, Any, T]) -> None:
+    __slots__ = ("_args", "_context", "_method")
+
+    def __init__(
+        self, context: contextvars.Context, method: Callable[..., Awaitable[T]], *args: Any
+    ) -> None:
         self._context = context
-        self._coro = coro
+        self._method = method
+        self._args = args
 
     def __await__(self) -> Generator[Any, Any, Any]:
         run = self._context.run
-        coro = self._coro
+        steps = run(self._method, *self._args).__await__()
         send: Any = None
         error: BaseException | None = None
         while True:
             try:
-                yielded = run(coro.send, send) if error is None else run(coro.throw, error)
+                yielded = run(steps.send, send) if error is None else run(steps.throw, error)
             except StopIteration as stop:
                 return stop.value
             try:
@@ -219,10 +228,10 @@ class Judgement:
 
     async def enter(self) -> None:
         """Take the breaker's permit; ``CircuitOpenError`` when it rejects."""
-        await _InContext(self._context, self.breaker.__aenter__())
+        await _InContext(self._context, self.breaker.__aenter__)
 
     async def enter_bulkhead(self, bulkhead: Bulkhead) -> None:
-        await _InContext(self._context, bulkhead.__aenter__())
+        await _InContext(self._context, bulkhead.__aenter__)
         self._bulkhead = bulkhead
 
     async def success(self) -> None:
@@ -249,9 +258,9 @@ class Judgement:
         try:
             bulkhead = self._bulkhead
             if bulkhead is not None:
-                await _InContext(self._context, bulkhead.__aexit__(exc_type, None, None))
+                await _InContext(self._context, bulkhead.__aexit__, exc_type, None, None)
         finally:
-            await _InContext(self._context, self.breaker.__aexit__(exc_type, None, None))
+            await _InContext(self._context, self.breaker.__aexit__, exc_type, None, None)
 
 
 _UNJUDGED: set[asyncio.Task[None]] = set()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import Any
 
 from hypothesis import assume, event, given, settings
@@ -23,10 +23,11 @@ from aioresil.core.window import TIME_WINDOW_BUCKETS, CountWindow, TimeWindow
 from aioresil.testing import FakeClock
 
 
-def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that never suspends (memory backend) without an event loop."""
+def run_sync(awaitable: Awaitable[Any]) -> Any:
+    """Await something that never suspends (memory backend) without an event loop: a
+    coroutine, or the ready awaitable a breaker's hot ``__aenter__``/``__aexit__`` returns."""
     try:
-        coro.send(None)
+        awaitable.__await__().send(None)
     except StopIteration as done:
         return done.value
     raise AssertionError("coroutine suspended")  # pragma: no cover
@@ -386,7 +387,7 @@ class CallsInFlight(RuleBasedStateMachine):
         now = self.clock.monotonic()
         decision, _ = machine.acquire(self.twin, self.config, now)
         try:
-            self.contexts[at].run(run_sync, breaker.__aenter__())
+            self.contexts[at].run(lambda: run_sync(breaker.__aenter__()))
         except CircuitOpenError:
             assert isinstance(decision, Rejection)
             return
@@ -398,7 +399,7 @@ class CallsInFlight(RuleBasedStateMachine):
         exc_type, outcome = _EXITS[how]
         now = self.clock.monotonic()
         exc = None if exc_type is None else exc_type()
-        self.contexts[at].run(run_sync, breaker.__aexit__(exc_type, exc, None))
+        self.contexts[at].run(lambda: run_sync(breaker.__aexit__(exc_type, exc, None)))
         machine.record(self.twin, self.config, permit, outcome, now, now - started)
 
     @rule(data=st.data())
