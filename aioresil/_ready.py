@@ -19,12 +19,18 @@ Python frame at all. Two things make it safe to hand out everywhere:
   wrap it like any other awaitable instead of scheduling callbacks on its (absent) loop.
   ``asyncio.create_task`` refuses it, as it refuses every awaitable that is not a coroutine:
   ``__aenter__`` is typed ``Awaitable``, not ``Coroutine``.
+
+Code that takes it for what it is all the same (``isinstance(x, asyncio.Future)``) and asks for
+its loop or a done callback gets the running loop's: a done future would call the callback
+soon on its own loop, and this one has none.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from contextvars import Context
+from typing import Any, Generic, Self, TypeVar
 
 __all__ = ["DONE", "Ready"]
 
@@ -54,6 +60,20 @@ class Ready(asyncio.Future[T], Generic[T]):
     def __init__(self, value: T) -> None:
         super().__init__(loop=_NO_LOOP)
         self.set_result(value)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop (a ready value belongs to none)."""
+        return asyncio.get_running_loop()
+
+    def add_done_callback(
+        self, fn: Callable[[Self], object], *, context: Context | None = None
+    ) -> None:
+        """Call ``fn(self)`` soon on the running loop, as a done future calls it on its own."""
+        asyncio.get_running_loop().call_soon(fn, self, context=context)
+
+    def remove_done_callback(self, fn: Callable[[Self], object]) -> int:
+        """0: a callback is called soon after it is added, never kept."""
+        return 0
 
 
 DONE: Ready[None] = Ready(None)

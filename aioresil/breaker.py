@@ -65,7 +65,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, ParamSpec, Self, TypeVar
 
 from ._log import get_logger
 from ._ready import DONE, Ready
@@ -83,6 +83,7 @@ __all__ = ["BreakerStats", "CircuitBreaker"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 _log = get_logger("aioresil")
 
@@ -95,6 +96,11 @@ RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
 _ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
+
+
+async def _itself(value: T) -> T:
+    return value
+
 
 _NO_HOT_PATH = machine.BreakerRecord(BreakerConfig())
 """What a breaker's hot paths read instead of its view when they must not run (slow-call rule,
@@ -400,8 +406,9 @@ class CircuitBreaker(GuardedCalls):
         # A batched Redis breaker counts untimed successes of the open run inline.
         self._success_run = handle.success_run
         self._classify_cache: dict[type[BaseException], Outcome] = {}
-        # What __aenter__ returns when it decided without awaiting: ``self``, ready.
-        self._entered: Ready[Any] = Ready(self)
+        # What __aenter__ returns when it decided without awaiting: ``self``, ready, made at
+        # the second such call (see _entered_later): None before the first, False after it.
+        self._entered: Ready[Any] | Literal[False] | None = None
 
     # ------------------------------------------------------------------ guarding
 
@@ -419,16 +426,16 @@ class CircuitBreaker(GuardedCalls):
             if not view.loose:
                 view.loose_generation = view.generation
                 view.loose = 1
-                return self._entered
+                return self._entered or self._entered_later()
             if view.loose_generation == view.generation:
                 view.loose += 1
-                return self._entered
+                return self._entered or self._entered_later()
             # Loose calls of an older generation are still in flight: this one is ticketed.
         view = self._view
         state = view.state
         if state is _CLOSED or state is _DISABLED:
             self._hold([view.generation, 0, self._mono(), None], sys._getframe(1))
-            return self._entered
+            return self._entered or self._entered_later()
         now = self._mono()
         if state is _OPEN and self._authoritative and now < view.open_until:
             # The hot rejection (memory backend, OPEN, timeout not elapsed): the documented
@@ -446,7 +453,35 @@ class CircuitBreaker(GuardedCalls):
         if isinstance(decision, Rejection):
             self._reject(decision)
         self._hold([decision.generation, decision.token, now, None], sys._getframe(1))
-        return self._entered
+        return self._entered or self._entered_later()
+
+    def _entered_later(self) -> Awaitable[Self]:
+        """What ``__aenter__`` returns before the breaker holds its ready self: a coroutine
+        giving ``self`` at the first call, the ready value (made now, kept) from the second.
+
+        Why not from construction: the ready value holds the breaker, which holds it, a
+        reference cycle that only the cycle collector frees. A breaker built per request and
+        used for one call must be freed, and its listeners stopped, the moment it is dropped
+        (``tests/face/test_ready.py``); one used for many calls pays the first one's coroutine
+        once, then never again.
+        """
+        if self._entered is None:
+            self._entered = False
+            return _itself(self)
+        ready: Ready[Self] = Ready(self)
+        self._entered = ready
+        return ready
+
+    def __copy__(self) -> Self:
+        """A shallow copy (the same handle, config and listeners list), whose ``async with``
+        gives the copy: it makes its own ready self."""
+        twin = object.__new__(type(self))
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                if slot != "__weakref__" and hasattr(self, slot):
+                    object.__setattr__(twin, slot, getattr(self, slot))
+        twin._entered = None
+        return twin
 
     async def _acquire_remote(self, now: float, caller: FrameType) -> Self:
         """``__aenter__`` when the handle must ask its backend (``caller``: the frame of the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import weakref
 from typing import Any
@@ -54,14 +55,20 @@ async def test_asyncio_treats_a_ready_value_as_an_awaitable_not_a_future() -> No
 
 async def test_hot_enter_and_exit_return_ready_values_and_count_the_call() -> None:
     breaker = CircuitBreaker("ready-hot")
+    first = breaker.__aenter__()
+    assert asyncio.iscoroutine(first)  # the first call: no ready self yet (see below)
+    assert await first is breaker
+    assert await breaker.__aexit__(None, None, None) is None
     entered = breaker.__aenter__()
-    assert isinstance(entered, Ready)  # no coroutine on the hot path
+    assert isinstance(entered, Ready)  # from the second call on: no coroutine on the hot path
     assert await entered is breaker
+    assert breaker.__aenter__() is entered  # made once, kept
     exited = breaker.__aexit__(None, None, None)
     assert exited is DONE
     assert await exited is None
+    await breaker.__aexit__(None, None, None)
     stats = await breaker.stats()
-    assert (stats.success_count, stats.total_calls) == (1, 1)
+    assert (stats.success_count, stats.total_calls) == (3, 3)
 
 
 async def test_every_path_gives_the_breaker_to_async_with_as(make_breaker: MakeBreaker) -> None:
@@ -136,17 +143,73 @@ def test_the_same_breaker_guards_calls_in_two_loops_and_in_trio() -> None:
     assert breaker._view.successes == 3
 
 
-def test_a_dropped_breaker_is_collected() -> None:
-    """A breaker holds its ready self (a reference cycle): the cycle collector frees it."""
+def test_a_breaker_used_once_is_freed_when_dropped_and_its_listener_stops() -> None:
+    """The documented breaker per request: with the cycle collector off, a breaker that
+    guarded one call is freed by its last reference going, and its listener hears nothing of
+    the circuit's later transitions."""
     backend = MemoryBackend()
-    breaker = CircuitBreaker("ready-dropped", backend=backend)
-    asyncio.run(_enter_exit(breaker))
+    config = BreakerConfig(failure_threshold=1, recovery_timeout=3600)
+    heard: list[str] = []
+
+    async def request() -> weakref.ref[CircuitBreaker]:
+        breaker = CircuitBreaker("ready-request", config=config, backend=backend)
+        breaker.add_listener(lambda event: heard.append(type(event).__name__))
+        async with breaker:
+            pass
+        return weakref.ref(breaker)
+
+    async def main() -> None:
+        gone = await request()
+        assert gone() is None  # freed at once: no reference cycle to wait for
+        survivor = CircuitBreaker("ready-request", config=config, backend=backend)
+        await fail(survivor)  # opens the circuit: a dropped listener must not hear it
+        assert survivor.state is CircuitState.OPEN
+
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()
+    assert heard == []
+
+
+def test_a_breaker_used_many_times_is_freed_by_the_cycle_collector() -> None:
+    """From its second call a breaker holds its ready self (a reference cycle): dropped, it
+    is freed by the cycle collector, like any object in a cycle."""
+    breaker = CircuitBreaker("ready-dropped", backend=MemoryBackend())
+    asyncio.run(_enter_exit(breaker, 3))
+    assert isinstance(breaker._entered, Ready)
     gone = weakref.ref(breaker)
     del breaker
     gc.collect()
     assert gone() is None
 
 
-async def _enter_exit(breaker: CircuitBreaker) -> None:
-    async with breaker:
-        pass
+async def _enter_exit(breaker: CircuitBreaker, times: int = 1) -> None:
+    for _ in range(times):
+        async with breaker:
+            pass
+
+
+async def test_a_copy_gives_itself_to_async_with() -> None:
+    breaker = CircuitBreaker("ready-copy")
+    await _enter_exit(breaker, 3)  # the original holds its ready self
+    twin = copy.copy(breaker)
+    for _ in range(3):
+        async with twin as bound:
+            assert bound is twin
+    async with breaker as bound:
+        assert bound is breaker
+    assert (await breaker.stats()).success_count == 7  # one circuit, shared
+
+
+async def test_a_ready_value_taken_for_a_future_calls_back_on_the_running_loop() -> None:
+    """Code that checks isinstance(x, asyncio.Future) and adds a done callback (some SDKs
+    do) gets it called soon on the running loop, as a done future's own loop would."""
+    ready = Ready(7)
+    assert isinstance(ready, asyncio.Future)
+    assert ready.get_loop() is asyncio.get_running_loop()
+    called: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    ready.add_done_callback(lambda done: called.set_result(done.result()))
+    assert await asyncio.wait_for(called, 5) == 7
+    assert ready.remove_done_callback(print) == 0
