@@ -5,8 +5,9 @@ Why: ``async with breaker:`` awaits whatever ``__aenter__`` and ``__aexit__`` re
 ``async def`` makes a coroutine object on each call and runs it to its first ``return``:
 about 60 ns of a guarded call whose whole budget (issue 17: 1.3x a bare ``async with`` of
 about 300 ns) is 90 ns. The hot paths decide everything without awaiting, so they return a
-:class:`Ready` made once instead, and only the paths that really await (a Redis round trip, a
-recorded outcome) return a coroutine.
+:class:`Ready` instead, one the breaker keeps (from its second call: see
+``CircuitBreaker._entered_later`` for why not from the first), and only the paths that really
+await (a Redis round trip, a recorded outcome) return a coroutine.
 
 Why an ``asyncio.Future`` subclass: awaiting a done C future costs one small iterator, with no
 Python frame at all. Two things make it safe to hand out everywhere:

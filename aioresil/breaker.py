@@ -39,11 +39,13 @@ whatever the context holds. Only ticketed entries and exits look at the caller's
 own frame on every call, and measured twice the cost on the slow-call rule's path (issue 17).
 
 ``__aenter__`` and ``__aexit__`` are plain methods, not ``async def``: they do their work when
-called and return what ``async with`` awaits, a ready awaitable (:mod:`aioresil._ready`, made
-once per breaker) on every path that decides without waiting, a coroutine only where a backend
-must be asked or an outcome recorded remotely. A coroutine per call cost about a fifth of a
-bare ``async with`` (issue 17). Code that calls them by hand must call them where it awaits
-them (in the same context): the work is done by the call, not by the first ``await``.
+called and return what ``async with`` awaits, a ready awaitable (:mod:`aioresil._ready`, kept
+by the breaker from its second call, see ``_entered_later``) on every path that decides
+without waiting, a coroutine only where a backend must be asked or an outcome recorded
+remotely. A coroutine per call cost about a sixth of a bare ``async with`` (issue 17). Code
+that calls them by hand must call them where it awaits them (in the same context): the work is
+done by the call, not by the first ``await``, and a permit taken by a call whose result is
+never awaited is held until ``__aexit__`` gives it back.
 
 What instances share: every ``CircuitBreaker`` bound to one name on one backend shares one
 :class:`_Circuit` (kept on the backend's handle): the context variable, the in-flight count,
@@ -83,7 +85,6 @@ __all__ = ["BreakerStats", "CircuitBreaker"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
 
 _log = get_logger("aioresil")
 
@@ -96,10 +97,6 @@ RELEASE_TIMEOUT = 5.0
 """Seconds a cancelled call may spend giving its trial permit back to a shared backend."""
 
 _ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
-
-
-async def _itself(value: T) -> T:
-    return value
 
 
 _NO_HOT_PATH = machine.BreakerRecord(BreakerConfig())
@@ -406,7 +403,7 @@ class CircuitBreaker(GuardedCalls):
         # A batched Redis breaker counts untimed successes of the open run inline.
         self._success_run = handle.success_run
         self._classify_cache: dict[type[BaseException], Outcome] = {}
-        # What __aenter__ returns when it decided without awaiting: ``self``, ready, made at
+        # What __aenter__ returns when it decided without awaiting: ``self``, ready, kept from
         # the second such call (see _entered_later): None before the first, False after it.
         self._entered: Ready[Any] | Literal[False] | None = None
 
@@ -414,8 +411,9 @@ class CircuitBreaker(GuardedCalls):
 
     def __aenter__(self) -> Awaitable[Self]:
         # A plain method, not ``async def``: every path that decides without awaiting returns
-        # a ready awaitable made once (aioresil/_ready.py), or raises; only the remote acquire
-        # returns a coroutine. Awaited by ``async with``, it behaves as an ``async def`` would.
+        # a ready awaitable (aioresil/_ready.py, kept from the second call) or raises; only the
+        # remote acquire returns a coroutine. Awaited by ``async with``, it behaves as an
+        # ``async def`` would.
         view = self._loose_view  # the view, or _NO_HOT_PATH (see __init__)
         state = view.state
         if (state is _CLOSED or state is _DISABLED) and (
@@ -456,32 +454,31 @@ class CircuitBreaker(GuardedCalls):
         return self._entered or self._entered_later()
 
     def _entered_later(self) -> Awaitable[Self]:
-        """What ``__aenter__`` returns before the breaker holds its ready self: a coroutine
-        giving ``self`` at the first call, the ready value (made now, kept) from the second.
+        """What ``__aenter__`` returns before the breaker holds its ready self: a ready value
+        made for the first call and not kept, then from the second call one made and kept.
 
-        Why not from construction: the ready value holds the breaker, which holds it, a
-        reference cycle that only the cycle collector frees. A breaker built per request and
-        used for one call must be freed, and its listeners stopped, the moment it is dropped
-        (``tests/face/test_ready.py``); one used for many calls pays the first one's coroutine
-        once, then never again.
+        Why not kept from construction (or from the first call): the ready value holds the
+        breaker, which would hold it, a reference cycle that only the cycle collector frees.
+        A breaker built per request for one call is freed, and its listeners silenced, the
+        moment it is dropped (``tests/face/test_ready.py``); one used for many calls pays one
+        extra allocation, then never again, and is freed by the cycle collector. Every call
+        gets the same kind of awaitable either way (never a coroutine on these paths).
         """
+        ready: Ready[Self] = Ready(self)
         if self._entered is None:
             self._entered = False
-            return _itself(self)
-        ready: Ready[Self] = Ready(self)
-        self._entered = ready
+        else:
+            self._entered = ready
         return ready
 
-    def __copy__(self) -> Self:
-        """A shallow copy (the same handle, config and listeners list), whose ``async with``
-        gives the copy: it makes its own ready self."""
-        twin = object.__new__(type(self))
-        for cls in type(self).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                if slot != "__weakref__" and hasattr(self, slot):
-                    object.__setattr__(twin, slot, getattr(self, slot))
-        twin._entered = None
-        return twin
+    def __getstate__(self) -> object:
+        """What ``copy``/``deepcopy`` take: the slots (and a subclass's ``__dict__``), without
+        the ready self, which holds this instance: a copy makes its own."""
+        state = super().__getstate__()
+        attributes, slots = state if isinstance(state, tuple) else (state, None)
+        slots = dict(slots or {})
+        slots["_entered"] = None
+        return attributes, slots
 
     async def _acquire_remote(self, now: float, caller: FrameType) -> Self:
         """``__aenter__`` when the handle must ask its backend (``caller``: the frame of the

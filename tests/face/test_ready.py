@@ -56,19 +56,34 @@ async def test_asyncio_treats_a_ready_value_as_an_awaitable_not_a_future() -> No
 async def test_hot_enter_and_exit_return_ready_values_and_count_the_call() -> None:
     breaker = CircuitBreaker("ready-hot")
     first = breaker.__aenter__()
-    assert asyncio.iscoroutine(first)  # the first call: no ready self yet (see below)
+    assert isinstance(first, Ready)  # no coroutine on the hot path, from the first call
     assert await first is breaker
     assert await breaker.__aexit__(None, None, None) is None
     entered = breaker.__aenter__()
-    assert isinstance(entered, Ready)  # from the second call on: no coroutine on the hot path
+    assert isinstance(entered, Ready) and entered is not first  # the first one is not kept
     assert await entered is breaker
-    assert breaker.__aenter__() is entered  # made once, kept
+    assert breaker.__aenter__() is entered  # from the second call: made once, kept
     exited = breaker.__aexit__(None, None, None)
     assert exited is DONE
     assert await exited is None
     await breaker.__aexit__(None, None, None)
     stats = await breaker.stats()
     assert (stats.success_count, stats.total_calls) == (3, 3)
+
+
+async def test_coroutine_only_apis_refuse_every_call_alike() -> None:
+    """Whether a breaker is new or has its ready self, ``__aenter__()`` is the same kind of
+    awaitable: ``create_task`` refuses it on the first call as on the third, ``asyncio.wait``
+    takes it on every call (it refuses bare coroutines)."""
+    breaker = CircuitBreaker("ready-alike")
+    for _ in range(3):
+        entered = breaker.__aenter__()
+        with pytest.raises(TypeError):
+            asyncio.create_task(entered)  # type: ignore[arg-type]  # noqa: RUF006 (it raises)
+        done, _ = await asyncio.wait([entered])
+        assert [task.result() for task in done] == [breaker]
+        await breaker.__aexit__(None, None, None)
+    assert breaker._view.loose == 0 and breaker._view.successes == 3
 
 
 async def test_every_path_gives_the_breaker_to_async_with_as(make_breaker: MakeBreaker) -> None:
@@ -175,14 +190,34 @@ def test_a_breaker_used_once_is_freed_when_dropped_and_its_listener_stops() -> N
 
 def test_a_breaker_used_many_times_is_freed_by_the_cycle_collector() -> None:
     """From its second call a breaker holds its ready self (a reference cycle): dropped, it
-    is freed by the cycle collector, like any object in a cycle."""
-    breaker = CircuitBreaker("ready-dropped", backend=MemoryBackend())
-    asyncio.run(_enter_exit(breaker, 3))
-    assert isinstance(breaker._entered, Ready)
-    gone = weakref.ref(breaker)
-    del breaker
-    gc.collect()
-    assert gone() is None
+    lives, and its listener hears the circuit, until the cycle collector frees it (what the
+    README tells a per-request breaker with listeners that makes several calls)."""
+    backend = MemoryBackend()
+    config = BreakerConfig(failure_threshold=1, recovery_timeout=3600)
+    heard: list[str] = []
+
+    async def request() -> weakref.ref[CircuitBreaker]:
+        breaker = CircuitBreaker("ready-twice", config=config, backend=backend)
+        breaker.add_listener(lambda event: heard.append(type(event).__name__))
+        await _enter_exit(breaker, 2)
+        return weakref.ref(breaker)
+
+    async def main() -> None:
+        gone = await request()
+        assert gone() is not None  # in a cycle: refcounting alone does not free it
+        survivor = CircuitBreaker("ready-twice", config=config, backend=backend)
+        await fail(survivor)
+        assert heard == ["StateChanged"]  # heard until collected
+        gc.collect()
+        assert gone() is None
+        await survivor.reset()
+        assert heard == ["StateChanged"]  # silent once collected
+
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()
 
 
 async def _enter_exit(breaker: CircuitBreaker, times: int = 1) -> None:
@@ -201,6 +236,28 @@ async def test_a_copy_gives_itself_to_async_with() -> None:
     async with breaker as bound:
         assert bound is breaker
     assert (await breaker.stats()).success_count == 7  # one circuit, shared
+
+
+class _Tagged(CircuitBreaker):
+    """A subclass with attributes of its own (a ``__dict__``)."""
+
+    def __init__(self, name: str, *, tag: str) -> None:
+        super().__init__(name)
+        self.tag = tag
+
+
+async def test_copies_keep_a_subclass_attributes_and_deep_copies_work_after_many_calls() -> None:
+    breaker = _Tagged("ready-tagged", tag="payments")
+    await _enter_exit(breaker, 3)
+    twin = copy.copy(breaker)
+    assert twin.tag == "payments"
+    deep = copy.deepcopy(breaker)  # its own backend and circuit: the ready self stays behind
+    assert deep.tag == "payments"
+    for _ in range(2):
+        async with deep as bound:
+            assert bound is deep
+    assert (await deep.stats()).success_count == 5
+    assert (await breaker.stats()).success_count == 3
 
 
 async def test_a_ready_value_taken_for_a_future_calls_back_on_the_running_loop() -> None:
