@@ -166,15 +166,8 @@ def test_a_breaker_used_once_is_freed_when_dropped_and_its_listener_stops() -> N
     config = BreakerConfig(failure_threshold=1, recovery_timeout=3600)
     heard: list[str] = []
 
-    async def request() -> weakref.ref[CircuitBreaker]:
-        breaker = CircuitBreaker("ready-request", config=config, backend=backend)
-        breaker.add_listener(lambda event: heard.append(type(event).__name__))
-        async with breaker:
-            pass
-        return weakref.ref(breaker)
-
     async def main() -> None:
-        gone = await request()
+        gone = await _request("ready-request", backend, config, heard, calls=1)
         assert gone() is None  # freed at once: no reference cycle to wait for
         survivor = CircuitBreaker("ready-request", config=config, backend=backend)
         await fail(survivor)  # opens the circuit: a dropped listener must not hear it
@@ -196,14 +189,8 @@ def test_a_breaker_used_many_times_is_freed_by_the_cycle_collector() -> None:
     config = BreakerConfig(failure_threshold=1, recovery_timeout=3600)
     heard: list[str] = []
 
-    async def request() -> weakref.ref[CircuitBreaker]:
-        breaker = CircuitBreaker("ready-twice", config=config, backend=backend)
-        breaker.add_listener(lambda event: heard.append(type(event).__name__))
-        await _enter_exit(breaker, 2)
-        return weakref.ref(breaker)
-
     async def main() -> None:
-        gone = await request()
+        gone = await _request("ready-twice", backend, config, heard, calls=2)
         assert gone() is not None  # in a cycle: refcounting alone does not free it
         survivor = CircuitBreaker("ready-twice", config=config, backend=backend)
         await fail(survivor)
@@ -218,6 +205,16 @@ def test_a_breaker_used_many_times_is_freed_by_the_cycle_collector() -> None:
         asyncio.run(main())
     finally:
         gc.enable()
+
+
+async def _request(
+    name: str, backend: MemoryBackend, config: BreakerConfig, heard: list[str], *, calls: int
+) -> weakref.ref[CircuitBreaker]:
+    """A request's own breaker with a listener, used for ``calls`` calls, then dropped."""
+    breaker = CircuitBreaker(name, config=config, backend=backend)
+    breaker.add_listener(lambda event: heard.append(type(event).__name__))
+    await _enter_exit(breaker, calls)
+    return weakref.ref(breaker)
 
 
 async def _enter_exit(breaker: CircuitBreaker, times: int = 1) -> None:
