@@ -21,7 +21,7 @@ from aioresil import BreakerConfig, CircuitBreaker, CircuitOpenError, CircuitSta
 from aioresil._ready import DONE, Ready
 
 from ..conftest import MakeBreaker
-from ..helpers import Boom, fail
+from ..helpers import Boom, fail, succeed
 
 
 def test_a_ready_value_is_awaited_as_often_as_wanted_in_any_loop() -> None:
@@ -213,19 +213,15 @@ async def _request(
     """A request's own breaker with a listener, used for ``calls`` calls, then dropped."""
     breaker = CircuitBreaker(name, config=config, backend=backend)
     breaker.add_listener(lambda event: heard.append(type(event).__name__))
-    await _enter_exit(breaker, calls)
+    for _ in range(calls):
+        await succeed(breaker)
     return weakref.ref(breaker)
-
-
-async def _enter_exit(breaker: CircuitBreaker, times: int = 1) -> None:
-    for _ in range(times):
-        async with breaker:
-            pass
 
 
 async def test_a_copy_gives_itself_to_async_with() -> None:
     breaker = CircuitBreaker("ready-copy")
-    await _enter_exit(breaker, 3)  # the original holds its ready self
+    for _ in range(3):  # the original holds its ready self
+        await succeed(breaker)
     twin = copy.copy(breaker)
     for _ in range(3):
         async with twin as bound:
@@ -245,7 +241,8 @@ class _Tagged(CircuitBreaker):
 
 async def test_copies_keep_a_subclass_attributes_and_deep_copies_work_after_many_calls() -> None:
     breaker = _Tagged("ready-tagged", tag="payments")
-    await _enter_exit(breaker, 3)
+    for _ in range(3):
+        await succeed(breaker)
     twin = copy.copy(breaker)
     assert twin.tag == "payments"
     deep = copy.deepcopy(breaker)  # its own backend and circuit: the ready self stays behind
