@@ -33,10 +33,11 @@ import asyncio
 import contextlib
 import inspect
 import math
+import struct
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 import structlog
 
@@ -52,7 +53,15 @@ from ..exceptions import (
 )
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .base import BreakerHandle, BreakerReading, StorageFactory, close_on_exit
-from .breaker_schema import READ_FIELDS, Field, read_script
+from .breaker_schema import (
+    NO_STATE,
+    ROW_FORMAT,
+    ROW_NUMBERS,
+    ROW_SIZE,
+    STATE_CODES,
+    Field,
+    read_script,
+)
 from .deadlines import SharedDeadline
 from .keys import decode_name, object_key, validate_prefix
 from .redis_breaker import RedisBreakerHandle
@@ -130,7 +139,7 @@ def map_redis_error(exc: BaseException, what: str) -> BackendError:
     return BackendError(f"{what}: {name}: {exc}")
 
 
-def _raw_view(handle: RedisBreakerHandle, fields: list[bytes], now_us: int) -> tuple[str, int, int]:
+def _raw_view(handle: RedisBreakerHandle, row: ReadRow, now_us: int) -> tuple[str, int, int]:
     """``(state, generation, retry_after_us)`` for a local view from a ``breaker_read.lua``
     row; never raises.
 
@@ -138,58 +147,58 @@ def _raw_view(handle: RedisBreakerHandle, fields: list[bytes], now_us: int) -> t
     breaker: it reads as "unknown, ask Redis" (generation 0, OPEN with the timeout elapsed),
     and the next script call resets it.
     """
-    state = fields[0]
-    if not state:
+    code, generation = row[0], row[1]
+    if code == NO_STATE:
         return ("closed", 0, -1)
-    try:
-        st = state.decode()
-        CircuitState(st)
-        open_until = fields[_OPEN_UNTIL] or b"0"
-        retry = max(int(float(open_until)) - now_us, 0) if st == "open" else -1
-        if not fields[_GENERATION]:
-            raise ValueError("no generation")
-        return (st, int(fields[_GENERATION]), retry)
-    except (IndexError, ValueError, UnicodeDecodeError):
+    if code > len(STATE_CODES):
         _log.warning("circuit_state_unreadable", breaker=handle.name)
         return ("open", 0, 0)
+    state = STATE_CODES[code - 1]
+    retry = max(row[_OPEN_UNTIL] - now_us, 0) if state is CircuitState.OPEN else -1
+    return (state.value, generation, retry)
 
 
-_Row = tuple[list[bytes], bytes | None, dict[bytes, bytes] | None]
-_GENERATION = READ_FIELDS.index(Field.GENERATION)
-_OPEN_UNTIL = READ_FIELDS.index(Field.OPEN_UNTIL)
-_ROW_LENGTH = len(READ_FIELDS) + 1  # the fields, then the live leases
-_UNREADABLE = [b"?"] * _ROW_LENGTH
+ReadRow = tuple[Any, ...]
+"""One breaker's stored row, unpacked (:data:`~aioresil.backends.breaker_schema.ROW_FORMAT`):
+the state's code, the integers of ``ROW_NUMBERS``, the fingerprint."""
+_OPEN_UNTIL = 1 + ROW_NUMBERS.index(Field.OPEN_UNTIL)
+_unpack_rows = struct.Struct(ROW_FORMAT).iter_unpack
+_Extras = dict[int, tuple[bytes | None, dict[bytes, bytes] | None]]
 
 
-def _row(item: Any) -> _Row:
-    """``(fields, stored config or None, window buckets or None)`` of one row of
-    ``breaker_read.lua``'s reply (see its header): a string, or a list when it carries the
-    stored config or time-window buckets.
+class _Rows(NamedTuple):
+    """A ``breaker_read.lua`` reply, read (see its header)."""
 
-    Whether a row carries time-window buckets is the script's call, made from the config
-    stored with the breaker (the one in force), never from the handle's own config. A row
-    that does not split into :data:`READ_FIELDS` and the leases (a value holding a space: no
-    hash aioresil wrote) reads as unreadable fields.
-    """
-    stored = window = None
-    if type(item) is list:
-        if len(item) > 2:
-            flat = item[2]
-            window = dict(zip(flat[::2], flat[1::2], strict=True))
-        item, stored = item[0], item[1] or None
-    fields = item.split(b" ")
-    if len(fields) != _ROW_LENGTH:
-        fields = list(_UNREADABLE)
-    return fields, stored, window
+    now_us: list[int]
+    """Redis' time of each row's read (one read: the same for all; on Cluster, one each)."""
+    rows: Iterable[ReadRow]
+    """Unpacked as they are iterated (a tuple each, freed as soon as its record is built)."""
+    successes: list[int]
+    leases: dict[int, int]
+    """Row index -> trial leases alive (only rows holding some)."""
+    extras: _Extras
+    """Row index -> (the stored config, the time window's buckets), where the script sent
+    either."""
 
 
-def _items(handles: Sequence[RedisBreakerHandle], reply: list[Any]) -> tuple[int, list[Any]]:
-    """``(now_us, rows)`` of one ``breaker_read.lua`` reply for ``handles``: the rows still
-    as Redis sent them (:func:`_row` reads one)."""
-    items = reply[1 : len(handles) + 1]
-    if len(items) != len(handles):
-        raise BackendError(f"breaker_read.lua answered {len(items)} rows for {len(handles)}")
-    return int(reply[0]), items
+def _read(count: int, reply: Any, offset: int = 0) -> _Rows:
+    """A ``breaker_read.lua`` reply for ``count`` breakers, read: the rows unpacked in C, one
+    call for all of them; indexes of the sparse parts start at ``offset``."""
+    try:
+        now, rows, successes, leases, flat = reply
+        blob = b"".join(rows)
+        counters = [int(x) for x in successes.split()]
+    except (TypeError, ValueError):
+        raise BackendError("breaker_read.lua answered an unexpected reply") from None
+    if len(rows) != count or len(blob) != ROW_SIZE * count or len(counters) != count:
+        raise BackendError(f"breaker_read.lua answered {len(rows)} rows for {count} breakers")
+    first = offset - 1  # the script's indexes start at 1
+    extras: _Extras = {}
+    for index, stored, buckets in flat:
+        window = None if buckets is None else dict(zip(buckets[::2], buckets[1::2], strict=True))
+        extras[first + index] = (stored or None, window)
+    alive = {first + leases[i]: leases[i + 1] for i in range(0, len(leases), 2)}
+    return _Rows([int(now)] * count, _unpack_rows(blob), counters, alive, extras)
 
 
 def _without_url(message: str, url: str) -> str:
@@ -396,6 +405,14 @@ class RedisBackend:
         if not 0 < wait_timeout < float("inf"):
             raise ValueError(
                 f"wait_timeout must be a positive number of seconds, got {wait_timeout!r}"
+            )
+        get_encoder = getattr(client, "get_encoder", None)
+        if get_encoder is not None and getattr(get_encoder(), "decode_responses", False):
+            # Scripts answer bytes (breaker rows are binary): a decoding client would fail on
+            # the first read, far from here, with a UnicodeDecodeError.
+            raise ValueError(
+                "RedisBackend needs a client made with decode_responses=False (the default): "
+                "aioresil's scripts answer bytes"
             )
         if wait_replicas and hasattr(client, "get_node_from_key"):
             raise ValueError(
@@ -928,24 +945,25 @@ class RedisBackend:
         for handle in own:
             if handle.needs_flush:
                 await handle.flush()
-        nows, items = await self._read_items(own)
+        read = await self._read_rows(own)
         clock = self.clock
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
         out: list[BreakerReading] = []
         add = out.append
         now_s = clock.monotonic() if clock is not None else 0.0
-        row_length = _ROW_LENGTH
-        for handle, now_us, item in zip(own, nows, items, strict=True):
-            # The common row inline (a string, nothing but the fields): 1,000 per read.
-            if type(item) is bytes and len(fields := item.split(b" ")) == row_length:
-                stored = window = None
-            else:
-                fields, stored, window = _row(item)
+        leases, extras = read.leases, read.extras
+        plain = (None, None)
+        for i, (handle, now_us, row, successes) in enumerate(
+            zip(own, read.now_us, read.rows, read.successes, strict=True)
+        ):
+            stored, window = extras.get(i, plain) if extras else plain
             try:
-                record = handle.record_from(fields, stored, window, now_us)
-            except (KeyError, ValueError) as exc:
+                record = handle.record_from(
+                    row, successes, leases.get(i, 0) if leases else 0, stored, window
+                )
+            except ValueError as exc:
                 raise CorruptStateError(
-                    f"breaker {handle.name!r}: stored state is unreadable ({exc!r}); "
+                    f"breaker {handle.name!r}: stored state is unreadable ({exc}); "
                     "the next state change resets it"
                 ) from exc
             add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
@@ -955,10 +973,10 @@ class RedisBackend:
         """``(state, generation, retry_after_us)`` per handle, one round trip; never raises on
         an unreadable hash (it reads as "unknown, ask Redis")."""
         own = self._own(handles)
-        nows, items = await self._read_items(own)
+        read = await self._read_rows(own)
         return [
-            _raw_view(handle, _row(item)[0], now_us)
-            for handle, now_us, item in zip(own, nows, items, strict=True)
+            _raw_view(handle, row, now_us)
+            for handle, now_us, row in zip(own, read.now_us, read.rows, strict=True)
         ]
 
     def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
@@ -974,11 +992,11 @@ class RedisBackend:
             own.append(mine)
         return own
 
-    async def _read_items(self, handles: list[RedisBreakerHandle]) -> tuple[list[int], list[Any]]:
-        """``(now_us per handle, row per handle)`` from ``breaker_read.lua``: the rows as
-        Redis sent them (see its header; :func:`_row` reads one)."""
+    async def _read_rows(self, handles: list[RedisBreakerHandle]) -> _Rows:
+        """The rows of ``handles`` from ``breaker_read.lua`` (see its header and
+        :func:`_read`)."""
         if not handles:
-            return [], []
+            return _Rows([], [], [], {}, {})
         script = read_script()
         now_arg = "" if self.clock is None else str(round(self.clock.monotonic() * 1e6))
         if self._cluster:
@@ -986,19 +1004,21 @@ class RedisBackend:
             replies = await asyncio.gather(
                 *(self.run_script(script, h.keys, [now_arg, h.known_read]) for h in handles)
             )
-            nows: list[int] = []
-            items: list[Any] = []
-            for h, reply in zip(handles, replies, strict=True):
-                now_us, row = _items([h], reply)
-                nows.append(now_us)
-                items += row
-            return nows, items
+            rows: list[ReadRow] = []
+            read = _Rows([], rows, [], {}, {})
+            for i, reply in enumerate(replies):
+                one = _read(1, reply, offset=i)
+                read.now_us.extend(one.now_us)
+                rows.extend(one.rows)
+                read.successes.extend(one.successes)
+                read.leases.update(one.leases)
+                read.extras.update(one.extras)
+            return read
         checked, keys = self._read_keys
         if handles is not checked and handles != checked:
             keys = self._pack_keys(handles)
         known = b"".join([h.known_read for h in handles])
-        now_us, items = _items(handles, await self.run_script(script, keys, [now_arg, known]))
-        return [now_us] * len(items), items
+        return _read(len(handles), await self.run_script(script, keys, [now_arg, known]))
 
     def _pack_keys(self, handles: list[RedisBreakerHandle]) -> PackedKeys:
         """The keys of ``handles``, encoded and packed as RESP once per breaker, and kept for

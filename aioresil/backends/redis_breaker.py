@@ -42,7 +42,7 @@ from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
 from .base import NO_RUN, BreakerReading, SuccessRun, TransitionCallback
-from .breaker_schema import KNOWN_NONE, breaker_script, known_window
+from .breaker_schema import KNOWN_NONE, STATE_CODES, breaker_script, known_window
 from .keys import encode_name
 
 if TYPE_CHECKING:
@@ -104,8 +104,10 @@ EventSink = Callable[[BreakerEvent], None]
 
 _random = random.SystemRandom()
 
-_STATES = {state.value.encode(): state for state in CircuitState}
-_NO_COUNTS = (0, 0, 0)
+_STATE_OF_CODE = (None, *STATE_CODES)
+"""A read row's state code -> state (:data:`~aioresil.backends.breaker_schema.STATE_CODES`;
+0, no state stored, reads as a new breaker's CLOSED)."""
+_LAST_CODE = len(STATE_CODES)
 _KNOWN_CONFIGS = 8
 """How many decoded stored configs a handle keeps by fingerprint (see ``record_from``)."""
 _NO_FINGERPRINT = b" " * 16
@@ -687,28 +689,30 @@ class RedisBreakerHandle:
 
     def record_from(
         self,
-        fields: list[bytes],
+        row: tuple[Any, ...],
+        successes: int,
+        live: int,
         stored: bytes | None,
         window: dict[bytes, bytes] | None,
-        now_us: int,
     ) -> BreakerRecord:
-        """Build a :class:`BreakerRecord` from one row of ``breaker_read.lua`` (times in
-        seconds): ``fields`` are the values of ``READ_FIELDS``, then the live trial leases;
-        ``stored`` the stored config when the script sent it (it leaves it out when its
-        fingerprint is the :attr:`known_fingerprint` the read was sent with, decoded already,
-        and then reads a count window's counters only when that config keeps one: empty
-        counters read as 0). Such a row is read under the config decoded for its own
+        """Build a :class:`BreakerRecord` from one breaker's part of a ``breaker_read.lua``
+        reply (times in seconds): its stored row unpacked
+        (:data:`~aioresil.backends.breaker_schema.ROW_FORMAT`: the state's code, the
+        integers of ``ROW_NUMBERS``, the fingerprint), its success counter and its live
+        trial leases. ``stored`` is the stored config when the script sent it (it leaves it
+        out when its fingerprint is the :attr:`known_fingerprint` the read was sent with,
+        decoded already). Such a row is read under the config decoded for its own
         fingerprint, which may no longer be :attr:`known_fingerprint` when another read
         decoded a newer one meanwhile.
 
         The record carries the config in force (stored with the breaker), not this handle's.
-        ``ValueError`` for a row that is not one (a hash no aioresil wrote).
+        ``ValueError`` for a row the script marked unreadable (a hash no aioresil wrote).
         """
-        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, fp, wc, wf, ws, live) = fields
+        (code, g, cf, oa, ou, ro, ts, nf, ni, nsl, nr, wc, wf, ws, fp) = row
         config = self.config
         if stored:
             config = self._config_in_force(stored)
-            if len(fp) == 16:
+            if fp != _NO_FINGERPRINT:
                 known = self._known_configs
                 if fp not in known and len(known) >= _KNOWN_CONFIGS:
                     known.clear()  # bounded: a name rebound over and over
@@ -720,62 +724,25 @@ class RedisBreakerHandle:
                 self.known_read = _NO_FINGERPRINT + KNOWN_NONE
         elif stored is None:
             config = self._known_configs.get(fp, config)
+        if code > _LAST_CODE:
+            raise ValueError(f"a stored field is not what aioresil writes (state code {code})")
         rec = BreakerRecord(config)
-        try:
-            # Every number is written by breaker.lua as a decimal integer: int() reads it
-            # (an integer of microseconds divides into the float that float() would give).
-            if st:
-                rec.state = _STATES[st]
-                rec.generation = int(g or b"1")
-            rec.consecutive_failures = int(cf or b"0")
-            rec.opened_at = int(oa) / 1e6 if oa else None
-            rec.open_until = int(ou or b"0") / 1e6
-            rec.reopen_count = int(ro or b"0")
-            rec.trial_successes = int(ts or b"0")
-            rec.successes, rec.failures = int(ns or b"0"), int(nf or b"0")
-            rec.ignored, rec.slow = int(ni or b"0"), int(nsl or b"0")
-            rec.rejected = int(nr or b"0") + self._pending_rejections
-            # A count window's counters only for a config keeping one: for any other, the
-            # script may have left them out, and breaker.lua never reads them.
-            counts = _NO_COUNTS
-            if isinstance(rec.window, CountWindow):
-                counts = int(wc or b"0"), int(wf or b"0"), int(ws or b"0")
-        except (KeyError, ValueError):
-            # Not the common form: read it as any number (what an older writer may have left),
-            # or raise for what is no number at all.
-            return self._record_leniently(config, fields, window)
-        if live != b"0":
-            rec.trials = dict.fromkeys(range(int(live)), math.inf)
+        if code:
+            rec.state = _STATE_OF_CODE[code]
+            rec.generation = g
+        rec.consecutive_failures = cf
+        rec.opened_at = oa / 1e6 if oa else None
+        rec.open_until = ou / 1e6
+        rec.reopen_count = ro
+        rec.trial_successes = ts
+        rec.successes, rec.failures, rec.ignored, rec.slow = successes, nf, ni, nsl
+        rec.rejected = nr + self._pending_rejections
+        if live:
+            rec.trials = dict.fromkeys(range(live), math.inf)
         if rec.window is not None:
-            self._restore_window(rec, counts, window)
-        return rec
-
-    def _record_leniently(
-        self, config: BreakerConfig, fields: list[bytes], window: dict[bytes, bytes] | None
-    ) -> BreakerRecord:
-        """:meth:`record_from` for numbers written in any form ``float()`` reads."""
-        (st, g, cf, oa, ou, ro, ts, ns, nf, ni, nsl, nr, _, wc, wf, ws, live) = fields
-
-        def num(raw: bytes, default: float = 0) -> float:
-            return float(raw) if raw else default
-
-        rec = BreakerRecord(config)
-        if st:
-            rec.state = CircuitState(st.decode())
-            rec.generation = int(num(g, 1))
-        rec.consecutive_failures = int(num(cf))
-        rec.opened_at = float(oa) / 1e6 if oa else None
-        rec.open_until = num(ou) / 1e6
-        rec.reopen_count = int(num(ro))
-        rec.trial_successes = int(num(ts))
-        rec.trials = dict.fromkeys(range(int(live)), math.inf)
-        rec.successes, rec.failures = int(num(ns)), int(num(nf))
-        rec.ignored, rec.slow = int(num(ni)), int(num(nsl))
-        rec.rejected = int(num(nr)) + self._pending_rejections
-        counts = _NO_COUNTS
-        if isinstance(rec.window, CountWindow):
-            counts = int(num(wc)), int(num(wf)), int(num(ws))
-        self._restore_window(rec, counts, window)
+            # A count window's counters only for a config keeping one: breaker.lua keeps
+            # them for a time window too, where the buckets are what counts.
+            self._restore_window(rec, (wc, wf, ws), window)
         return rec
 
     @staticmethod

@@ -14,12 +14,17 @@ from typing import Literal
 
 __all__ = [
     "DEFAULT_WINDOW_SIZE",
+    "FINGERPRINT_LENGTH",
     "SHARED_RULES",
     "WINDOW_RULES",
     "BreakerConfig",
     "decode_rules",
     "encode_rules",
 ]
+
+FINGERPRINT_LENGTH = 16
+"""Characters of :attr:`BreakerConfig.fingerprint` (hex): fixed, so a reader of a stored row
+finds the fingerprint at its end without splitting it."""
 
 DEFAULT_WINDOW_SIZE = 100
 """Count-based window used when a rate rule is set but no window is given."""
@@ -240,7 +245,7 @@ class BreakerConfig:
             value = getattr(self, name)
             if value is not None and value.__class__ is not float:
                 object.__setattr__(self, name, float(value))
-        digest = hashlib.sha1(encode_rules(self).encode()).hexdigest()[:16]
+        digest = hashlib.sha1(encode_rules(self).encode()).hexdigest()[:FINGERPRINT_LENGTH]
         object.__setattr__(self, "fingerprint", digest)
 
     @property

@@ -1,25 +1,40 @@
-"""``breaker_read.lua`` reads only what the config a reader already knows needs.
+"""``breaker_read.lua`` reads the row ``breaker.lua`` keeps, and only what else it needs.
 
-A reader tells the script, per breaker, the fingerprint of the stored config it decoded last
-and the window that config keeps; the script then skips the config (about 70 bytes) and, for
-a config without a count window, that window's three counters. What must hold: a read that
-skipped them gives the same records as a read that sent everything (first read, or the
-config changed since), for every window kind and whatever the reader's own config; a config
-changed by another process after the reader knew the old one is read afresh, with its
-window; and the script asks Redis only for those fields (watched with ``MONITOR``).
+Every ``breaker.lua`` call but the hot path's rewrites the breaker's read row (a packed copy
+of the fields a reader needs, ``breaker_schema.ROW_FORMAT``); the reader takes that row and
+the success counter, two fields, and the stored config only when its fingerprint is not the
+one the reader decoded last. What must hold: a read that skipped the config gives the same
+records as a read that sent it (first read, or the config changed since), for every window
+kind and whatever the reader's own config; a config changed by another process after the
+reader knew the old one is read afresh, with its window; a hash without a row, or with a
+damaged one, reads as its fields say; the row is the fields, packed, after every call
+(including a success that carries rejections or ends a failure run); the plain-Lua packer
+(fakeredis) writes the bytes Redis' ``struct`` does; and the script asks Redis only for those
+fields (watched with ``MONITOR``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from aioresil import BreakerConfig, BreakerRegistry, CircuitBreaker, RedisBackend
-from aioresil.backends.breaker_schema import READ_FIELDS, WINDOW_COUNT_FIELDS, Field
+from aioresil.backends import breaker_schema
+from aioresil.backends.breaker_schema import (
+    ROW_FORMAT,
+    ROW_NUMBERS,
+    STATE_CODES,
+    WINDOW_COUNT_FIELDS,
+    Field,
+    breaker_script,
+)
 from aioresil.core.machine import BreakerRecord
+from aioresil.core.states import CircuitState
 from aioresil.testing import FakeClock
 
 from ..helpers import fail, succeed
@@ -119,14 +134,15 @@ async def test_the_script_asks_only_for_the_fields_the_known_config_needs(
             if c.get("client_type") == "lua" and c["command"].upper().startswith("HMGET")
         ]
 
-    everything = list(READ_FIELDS[: -len(WINDOW_COUNT_FIELDS)])
-    rest = [*WINDOW_COUNT_FIELDS, Field.CONFIG]
-    assert reads(first) == [everything, rest] * 3, "first read: the stored config is sent"
-    assert reads(known) == [  # in registry order: none, count, time
-        everything,
-        [*everything, *WINDOW_COUNT_FIELDS],
-        everything,
-    ]
+    def config_reads(commands: list[dict[str, Any]]) -> int:
+        return sum(
+            c.get("client_type") == "lua" and c["command"].upper().startswith("HGET ")
+            for c in commands
+        )
+
+    row = [Field.ROW, Field.SUCCESSES]
+    assert reads(first) == [row] * 3 and config_reads(first) == 3, "first: the config sent"
+    assert reads(known) == [row] * 3 and config_reads(known) == 0, "then: the row alone"
 
 
 async def test_a_read_answered_before_a_newer_one_keeps_the_config_it_was_read_under(
@@ -175,7 +191,7 @@ async def test_a_count_counter_the_config_does_not_keep_reads_the_same_on_every_
     """A count-window counter holding no number in the hash of a breaker whose config keeps
     no count window: breaker.lua never reads it, so the breaker runs as before. Every read
     of it answers the same record, the first (which sends the config, as the CLI's always
-    does) as well as the later ones (which skip the counters)."""
+    does) as well as the later ones: the row holds what breaker.lua last wrote."""
     writer, reader = backends
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS[kind])
     await traffic(breaker, clock)
@@ -186,3 +202,154 @@ async def test_a_count_counter_the_config_does_not_keep_reads_the_same_on_every_
     again = [record_of(rec) for _, (rec, _, _) in await registry.readings()]
     assert first == again
     assert first[0]["config"] == CONFIGS[kind]
+
+
+def packed(fields: dict[bytes, bytes]) -> bytes:
+    """The read row a hash's text fields say, packed in Python (the reference)."""
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    code = STATE_CODES.index(CircuitState(text[Field.STATE])) + 1
+    numbers = [int(text.get(f) or 0) for f in ROW_NUMBERS]
+    return struct.pack(ROW_FORMAT, code, *numbers, text[Field.FINGERPRINT].encode())
+
+
+def read_of(backend: RedisBackend, breaker: CircuitBreaker) -> Any:
+    async def one() -> dict[str, Any]:
+        return record_of((await backend.read_breakers([breaker.handle]))[0][0])
+
+    return one()
+
+
+async def open_it(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    for _ in range(60):
+        if breaker.state is CircuitState.OPEN:
+            return
+        await fail(breaker)
+        clock.advance(0.1)
+    raise AssertionError("the breaker never opened")
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+@pytest.mark.parametrize("opened", [False, True])
+async def test_a_hash_without_a_row_or_with_a_damaged_one_reads_as_its_fields(
+    backends: list[RedisBackend], clock: FakeClock, kind: str, opened: bool
+) -> None:
+    """A hash no script of this version wrote has no row: the reader packs one from its
+    fields, the same record. So does a row of the wrong size."""
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS[kind])
+    await traffic(breaker, clock)
+    if opened:
+        await open_it(breaker, clock)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    other = registry.get("x", CONFIGS[kind])
+    with_row = await read_of(reader, other)
+    key = breaker.handle.keys[0]
+    assert await writer.client.hexists(key, Field.ROW)
+    await writer.client.hdel(key, Field.ROW)
+    assert await read_of(reader, other) == with_row
+    await writer.client.hset(key, Field.ROW, b"too short")
+    assert await read_of(reader, other) == with_row
+    assert with_row["state"] is (CircuitState.OPEN if opened else CircuitState.CLOSED)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(Field.GENERATION, "many"), (Field.FAILURES, "-1"), (Field.STATE, "exploded")],
+)
+async def test_an_unreadable_field_without_a_row_names_the_breaker(
+    backends: list[RedisBackend], clock: FakeClock, field: str, value: str
+) -> None:
+    from aioresil import CorruptStateError
+
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
+    await traffic(breaker, clock)
+    key = breaker.handle.keys[0]
+    await writer.client.hdel(key, Field.ROW)
+    await writer.client.hset(key, field, value)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    registry.get("x", CONFIGS["none"])
+    with pytest.raises(CorruptStateError, match="'x'"):
+        await registry.readings()
+    [view] = await reader.read_views([registry.get("x").handle])
+    assert view == ("open", 0, 0)  # "unknown, ask Redis": never raises for the listener
+
+
+async def test_a_success_counter_that_is_no_number_names_the_breaker(
+    backends: list[RedisBackend], clock: FakeClock
+) -> None:
+    from aioresil import CorruptStateError
+
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
+    await traffic(breaker, clock)
+    await writer.client.hset(breaker.handle.keys[0], Field.SUCCESSES, "1 2")
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    other = registry.get("x", CONFIGS["none"])
+    with pytest.raises(CorruptStateError, match="'x'"):
+        await read_of(reader, other)
+    # breaker.lua reads a counter that is no number as 0, and writes it back: readable again
+    await succeed(breaker)
+    assert (await read_of(reader, other))["successes"] == 1
+
+
+@pytest.mark.parametrize("rejections", [0, 3])
+@pytest.mark.parametrize("failures_before", [0, 1])
+async def test_every_call_leaves_the_row_equal_to_the_fields(
+    backends: list[RedisBackend], clock: FakeClock, rejections: int, failures_before: int
+) -> None:
+    """The hot path (a CLOSED success) writes only the success counter, which the row leaves
+    out; a success that ends a failure run or carries local rejections takes the full path,
+    which rewrites the row: a read sees those rejections and the run's end."""
+    writer, reader = backends
+    config = CONFIGS["none"]
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", config)
+    await traffic(breaker, clock)
+    await succeed(breaker)  # traffic ends with a failure: end that run first
+    for _ in range(failures_before):
+        await fail(breaker)
+    keys = breaker.handle.keys
+    script = breaker_script()
+    state = await writer.client.hgetall(keys[0])
+    generation = state[Field.GENERATION.encode()]
+    before = record_of((await writer.read_breakers([breaker.handle]))[0][0])
+    reply = await writer.client.evalsha(
+        script.sha, 3, *keys, "success", "", config.fingerprint, "", rejections, generation
+    )
+    hot = rejections == 0 and failures_before == 0
+    assert (reply == 1) is hot, "only a success with nothing else to change is hot"
+    fields = await writer.client.hgetall(keys[0])
+    assert fields[Field.ROW.encode()] == packed(fields)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    after = await read_of(reader, registry.get("x", config))
+    assert after["successes"] == before["successes"] + 1
+    assert after["rejected"] == before["rejected"] + rejections
+    assert after["consecutive_failures"] == 0
+
+
+async def test_the_plain_lua_packer_writes_what_redis_struct_writes(redis_url: str) -> None:
+    """fakeredis has no ``struct``: the scripts fall back to packing in plain Lua, which must
+    write the very bytes Redis' ``struct.pack`` does, for every size of number a row holds."""
+    import redis.asyncio as redis_asyncio
+
+    numbers = [0, 1, 255, 256, 65_535, 2**31, 2**32 + 7, 1_796_521_199_337_030, 2**53 - 1]
+    rows = [numbers[i:] + numbers[:i] for i in range(len(numbers))]
+    rows = [(row * 2)[: len(ROW_NUMBERS)] for row in rows]
+    source = "\n".join(
+        [
+            *breaker_schema._lua_row_codes(),
+            "local out = {}",
+            "for i, row in ipairs(cjson.decode(ARGV[1])) do",
+            "  out[i] = {plain_pack_row(i, unpack(row)), pack_row(i, unpack(row))}",
+            "end",
+            "return out",
+        ]
+    )
+    client = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        answer = await client.eval(source, 0, json.dumps(rows))
+    finally:
+        await client.aclose()
+    for i, ((plain, redis_struct), row) in enumerate(zip(answer, rows, strict=True), 1):
+        expected = struct.pack("<B" + "q" * len(ROW_NUMBERS), i, *row)
+        assert plain == redis_struct == expected

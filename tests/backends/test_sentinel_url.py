@@ -6,6 +6,7 @@ No server is needed: every error here is raised before a socket is opened.
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as aioredis
 
 from aioresil import RedisBackend
 from aioresil.backends.sentinel_url import SentinelTarget, is_sentinel_url, parse_sentinel_url
@@ -126,6 +127,21 @@ def test_wait_replicas_is_refused_on_a_cluster_client() -> None:
     cluster = RedisCluster(host="127.0.0.1", port=1)  # never connected: construction is lazy
     with pytest.raises(ValueError, match="wait_replicas is not supported on Redis Cluster"):
         RedisBackend(cluster, wait_replicas=1)
+
+
+def test_a_client_that_decodes_replies_is_refused_at_once() -> None:
+    """Breaker rows come back as binary: a client made with decode_responses=True used to
+    fail on the first read, with a UnicodeDecodeError (or a TypeError) far from its cause."""
+    from redis.asyncio.cluster import RedisCluster
+
+    for client in (
+        aioredis.Redis(host="127.0.0.1", port=1, decode_responses=True),
+        RedisCluster(host="127.0.0.1", port=1, decode_responses=True),
+    ):
+        with pytest.raises(ValueError, match="decode_responses=False"):
+            RedisBackend(client)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisBackend.from_url("redis://127.0.0.1:1/0?decode_responses=true")
 
 
 PLAIN = "redis://127.0.0.1:1/0"

@@ -8,6 +8,7 @@ It runs against fakeredis (many examples, fast) and a real redis-server (fewer e
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pytest
@@ -15,7 +16,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from aioresil import BreakerConfig
-from aioresil.backends.breaker_schema import Field, breaker_script
+from aioresil.backends.breaker_schema import (
+    ROW_FORMAT,
+    ROW_NUMBERS,
+    STATE_CODES,
+    Field,
+    breaker_script,
+)
 from aioresil.backends.keys import object_key
 from aioresil.backends.redis_breaker import binding_argument
 from aioresil.core import machine
@@ -184,7 +191,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         if not hasattr(self, "rec"):
             return
         raw = self.client.hgetall(self.keys[0])
-        stored = {k.decode(): v.decode() for k, v in raw.items()}
+        stored = {k.decode(): v.decode() for k, v in raw.items() if k != Field.ROW.encode()}
         rec = self.rec
         assert stored[Field.STATE] == rec.state.value
         assert int(stored[Field.GENERATION]) == rec.generation
@@ -200,6 +207,11 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
             int(stored[Field.SLOW]),
         ) == (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
         assert stored[Field.FINGERPRINT] == self.config.fingerprint
+        # the read row (breaker_read.lua's source) is these very fields, packed
+        code = STATE_CODES.index(rec.state) + 1
+        numbers = [int(stored.get(f) or 0) for f in ROW_NUMBERS]
+        row = struct.pack(ROW_FORMAT, code, *numbers, stored[Field.FINGERPRINT].encode())
+        assert raw[Field.ROW.encode()] == row
         if rec.state.value == "open":
             assert int(stored[Field.OPEN_UNTIL]) == us(rec.open_until)
         trials = {
