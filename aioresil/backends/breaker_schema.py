@@ -273,6 +273,7 @@ def _lua_stored_row() -> str:
     return "\n".join(
         [
             *_lua_row_codes(),
+            "local IN_ROW = {" + ", ".join(f"[{_lua_string(f)}] = true" for f in ROW_FIELDS) + "}",
             "local function stored_row(rec, fp)",
             "  return pack_row(STATE_CODE[rec.state], " + ", ".join(values) + ") .. fp_of(fp)",
             "end",

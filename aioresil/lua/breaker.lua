@@ -474,13 +474,15 @@ end
 -- The read row (F.row, see breaker_schema.ROW_FIELDS): what breaker_read.lua returns for
 -- this breaker, kept here so a read of 1,000 breakers takes four fields of each hash instead
 -- of thirteen (issue 17). Every write but the hot path's goes through here; the hot path
--- writes only HOT_COUNTERS, which the row leaves out.
-if #changed > 0 or not r.row then
-  local row = stored_row(rec, fp)
-  if row ~= r.row then
-    changed[#changed + 1] = F.row
-    changed[#changed + 1] = row
-  end
+-- writes only HOT_COUNTERS, which the row leaves out. Rebuilt only when a field it holds
+-- (IN_ROW) changed: a full count window's success changes none of them.
+local row_stale = not r.row
+for i = 1, #changed, 2 do
+  if IN_ROW[changed[i]] then row_stale = true; break end
+end
+if row_stale then
+  changed[#changed + 1] = F.row
+  changed[#changed + 1] = stored_row(rec, fp)
 end
 if #changed > 0 then redis.call('HSET', H, unpack(changed)) end
 
