@@ -445,6 +445,9 @@ class RedisBackend:
         self._closing = False
         self._closed = False
         self._breakers: dict[str, RedisBreakerHandle] = {}
+        self._any_batched = False
+        """Whether a breaker in batched mode was bound here: only then can a read have
+        outcomes to flush first (a strict fleet's read skips 1,000 checks)."""
         # name -> its keys encoded, and packed as RESP; the handles read last with their
         # keys packed for the script (see _pack_keys)
         self._encoded_keys: dict[str, tuple[list[bytes], bytes]] = {}
@@ -924,6 +927,8 @@ class RedisBackend:
         handle = self._breakers.get(name)
         if handle is None:
             handle = self._breakers[name] = RedisBreakerHandle(self, name, config)
+            if config.recording == "batched":
+                self._any_batched = True
         elif handle.config != config:
             raise ValueError(
                 f"breaker {name!r} is already bound to this backend with a different config; "
@@ -942,31 +947,39 @@ class RedisBackend:
         breaker, concurrently.
         """
         own = self._own(handles)
-        for handle in own:
-            if handle.needs_flush:
-                await handle.flush()
+        if self._any_batched:
+            for handle in own:
+                if handle.needs_flush:
+                    await handle.flush()
         read = await self._read_rows(own)
         clock = self.clock
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
+        now_s = clock.monotonic() if clock is not None else 0.0
+        nows, leases, extras = read.now_us, read.leases, read.extras
         out: list[BreakerReading] = []
         add = out.append
-        now_s = clock.monotonic() if clock is not None else 0.0
-        leases, extras = read.leases, read.extras
-        plain = (None, None)
-        for i, (handle, now_us, row, successes) in enumerate(
-            zip(own, read.now_us, read.rows, read.successes, strict=True)
-        ):
-            stored, window = extras.get(i, plain) if extras else plain
-            try:
-                record = handle.record_from(
-                    row, successes, leases.get(i, 0) if leases else 0, stored, window
-                )
-            except ValueError as exc:
-                raise CorruptStateError(
-                    f"breaker {handle.name!r}: stored state is unreadable ({exc}); "
-                    "the next state change resets it"
-                ) from exc
-            add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
+        try:
+            if not (leases or extras or self._cluster):
+                # The common read: one time for all, no trial leases, no config sent.
+                if clock is None:
+                    now_s = nows[0] / 1e6 if nows else 0.0
+                for handle, row, successes in zip(own, read.rows, read.successes, strict=True):
+                    add((handle.record_from(row, successes, 0, None, None), now_s, wall_offset))
+                return out
+            plain = (None, None)
+            for i, (handle, now_us, row, successes) in enumerate(
+                zip(own, nows, read.rows, read.successes, strict=True)
+            ):
+                stored, window = extras.get(i, plain)
+                record = handle.record_from(row, successes, leases.get(i, 0), stored, window)
+                add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
+        except ValueError as exc:
+            # the row being read when it was found unreadable
+            name = own[len(out)].name if len(out) < len(own) else "?"
+            raise CorruptStateError(
+                f"breaker {name!r}: stored state is unreadable ({exc}); "
+                "the next state change resets it"
+            ) from exc
         return out
 
     async def read_views(self, handles: Sequence[BreakerHandle]) -> list[tuple[str, int, int]]:
