@@ -310,3 +310,18 @@ async def test_a_registry_of_breakers_in_many_slots_reads_as_on_one_node(
         assert all((r.failure_count, r.success_count) == (1, 1) for r in rows)
         assert [r.failure_rate for r in rows[1::2]] == [0.5] * (len(NAMES) // 2)
         assert "".join(circuits_json_parts(readings)) == circuits_json(rows)
+
+
+async def test_one_read_gives_each_breaker_its_own_leases_config_and_error_on_a_cluster(
+    cluster_client: RedisCluster, clock: FakeClock
+) -> None:
+    """The cluster read calls the script once per breaker and merges the replies: each
+    breaker's lease count, stored config and error must land on its own record."""
+    from .test_read_rows import check_a_mixed_read
+
+    async with (
+        RedisBackend(cluster_client, clock=clock, listen=False) as writer,
+        RedisBackend(cluster_client, clock=clock, listen=False) as reader,
+        RedisBackend(cluster_client, clock=clock, listen=False) as third,
+    ):
+        await check_a_mixed_read(writer, reader, third, clock)

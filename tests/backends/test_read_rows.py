@@ -353,3 +353,66 @@ async def test_the_plain_lua_packer_writes_what_redis_struct_writes(redis_url: s
     for i, ((plain, redis_struct), row) in enumerate(zip(answer, rows, strict=True), 1):
         expected = struct.pack("<B" + "q" * len(ROW_NUMBERS), i, *row)
         assert plain == redis_struct == expected
+
+
+TRIAL = BreakerConfig(failure_threshold=2, recovery_timeout=5, trial_lease=60)
+
+
+async def check_a_mixed_read(
+    writer: RedisBackend, reader: RedisBackend, third: RedisBackend, clock: FakeClock
+) -> None:
+    """One read of four breakers, each with something of its own in the reply: a count
+    window (in the row), a live trial lease (the reply's leases), a config rebound by another
+    process to a time window (the reply's extras: config and buckets), and last an
+    unreadable hash. Each part reaches its own breaker's record, and the error names the
+    breaker whose hash is unreadable, not the first one."""
+    writers = BreakerRegistry(backend=writer, clock=clock)
+    counted = writers.get("a", CONFIGS["count"])
+    await traffic(counted, clock)
+    trial = writers.get("b", TRIAL)
+    for _ in range(2):
+        await fail(trial)
+    assert trial.state is CircuitState.OPEN
+    clock.advance(6)
+    await trial.__aenter__()  # a trial permit held across the read: one live lease
+    rebound = writers.get("c", CONFIGS["none"])
+    await traffic(rebound, clock)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    for name, config in (("a", CONFIGS["count"]), ("b", TRIAL), ("c", CONFIGS["none"])):
+        registry.get(name, config)
+    await registry.readings()  # the reader now knows every stored config
+    other = BreakerRegistry(backend=third, clock=clock).get("c", CONFIGS["time"])
+    await traffic(other, clock)  # binds "time" with a window of buckets
+    expected = {
+        name: record_of((await backend.read_breakers([handle]))[0][0])
+        for name, backend, handle in (
+            ("a", writer, counted.handle),
+            ("b", writer, trial.handle),
+            ("c", third, other.handle),
+        )
+    }
+    got = {b.name: record_of(rec) for b, (rec, _, _) in await registry.readings()}
+    assert got == expected
+    assert len(got["b"]["trials"]) == 1 and got["b"]["state"] is CircuitState.HALF_OPEN
+    assert got["c"]["config"] == CONFIGS["time"] and got["c"]["window"][1:3] == (6, 3)
+    assert got["a"]["window"][1:3] == (6, 3) and not got["a"]["trials"]
+    await trial.__aexit__(None, None, None)
+
+    from aioresil import CorruptStateError
+
+    registry.get("d", CONFIGS["none"])
+    damaged = writers.get("d", CONFIGS["none"])
+    await succeed(damaged)
+    key = damaged.handle.keys[0]
+    await writer.client.hdel(key, Field.ROW)
+    await writer.client.hset(key, Field.GENERATION, "many")
+    with pytest.raises(CorruptStateError, match="'d'"):
+        await registry.readings()
+
+
+async def test_one_read_gives_each_breaker_its_own_leases_config_and_error(
+    backends: list[RedisBackend], clock: FakeClock, redis_url: str
+) -> None:
+    writer, reader = backends
+    async with RedisBackend.from_url(redis_url, clock=clock, listen=False) as third:
+        await check_a_mixed_read(writer, reader, third, clock)
