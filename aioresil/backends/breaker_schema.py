@@ -332,7 +332,7 @@ def read_script() -> LuaScript:
             *_lua_row_codes(),
             f"local ROW, SUCCESSES, CONFIG = {_lua_string(Field.ROW)}, "
             f"{_lua_string(Field.SUCCESSES)}, {_lua_string(Field.CONFIG)}",
-            f"local ROW_FIELDS = {_lua_list(ROW_FIELDS)}",
+            f"local ROW_FIELDS_AND_CONFIG = {_lua_list((*ROW_FIELDS, Field.CONFIG))}",
             f"local ROW_SIZE, NUMBERS = {ROW_SIZE}, {numbers}",
             f"local FP_AT = {ROW_SIZE - FINGERPRINT_LENGTH + 1}",
             f"local CLOSED = {STATE_CODES.index(CircuitState.CLOSED) + 1}",
