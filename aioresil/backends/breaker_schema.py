@@ -34,7 +34,6 @@ __all__ = [
     "NO_STATE",
     "NUMERIC",
     "PRELUDE_MARKER",
-    "READ_FIELDS",
     "ROW_FIELDS",
     "ROW_FORMAT",
     "ROW_NUMBERS",
@@ -81,9 +80,10 @@ class Field:
     FINGERPRINT = "fp"
     """:func:`fingerprint` of the config in force."""
     ROW = "rw"
-    """The read row: the values of :data:`ROW_FIELDS` joined by spaces, rewritten by every
-    ``breaker.lua`` call that changes one of them, so a reader takes one field instead of
-    thirteen (see :data:`READ_FIELDS`)."""
+    """The read row: the values of :data:`ROW_FIELDS` packed as :data:`ROW_FORMAT` (binary),
+    rewritten by every ``breaker.lua`` call that changes one of them, so a reader takes this
+    field and the success counter instead of thirteen fields. Written by ``breaker.lua``
+    only; a copy of the text fields beside it, which stay the truth."""
 
 
 FIELDS: dict[str, str] = {
@@ -127,8 +127,12 @@ STATE_CODES: tuple[CircuitState, ...] = tuple(CircuitState)
 NO_STATE = 0
 """The code of a hash holding no state (a breaker no script has written yet)."""
 UNREADABLE = 255
-"""The code of a state that cannot be read (a field no aioresil wrote): the reader raises
-:class:`~aioresil.CorruptStateError`, and the breaker's next change resets it."""
+"""The code of a row that cannot be read: the script sets it for a hash without a stored row
+whose text fields are not what ``breaker.lua`` writes (an unknown state, a state without a
+generation, a field that is no number), and for a success counter that is no number. The
+reader raises :class:`~aioresil.CorruptStateError` naming the breaker. ``breaker.lua``'s next
+full-path call resets an unreadable state or generation, and reads a counter that is no
+number as 0 and writes it back (its hot path's ``HINCRBY`` fails on such a counter instead)."""
 
 ROW_FORMAT = "<B" + "q" * len(ROW_NUMBERS) + f"{FINGERPRINT_LENGTH}s"
 """The stored read row as :mod:`struct` packs it: the state's code, the integers of
@@ -140,14 +144,6 @@ in C. The row is a cache of fields stored as text beside it, which stay the trut
 ``breaker.lua``; an operator reading the hash by hand reads those."""
 
 ROW_SIZE = struct.calcsize(ROW_FORMAT)
-
-READ_FIELDS = (*ROW_FIELDS, *HOT_COUNTERS)
-"""The fields of a ``breaker_read.lua`` row, in its order (the number of live trial leases
-follows them): what a :class:`~aioresil.core.machine.BreakerRecord` is rebuilt from. The
-script reads the stored row (:data:`ROW_FIELDS`) and the :data:`HOT_COUNTERS` beside it,
-with one ``HMGET`` of two fields per breaker; the stored config (:attr:`Field.CONFIG`) only
-when its fingerprint is not the one the reader knows. A hash without a row (none of this
-version's scripts wrote it) is read field by field, into the same row."""
 
 
 def _lua_struct_format(python_format: str) -> str:
@@ -224,9 +220,12 @@ def _lua_row_codes() -> list[str]:
     ``pack_row(code, n1, ..., n13)`` packs the state's code and the integers.
 
     Redis ships the ``struct`` library; a server that does not (fakeredis, which the test
-    suite runs every script on) gets the same bytes from plain Lua: each integer, in
-    ``[0, 2^53)`` as every row holds, as eight little-endian bytes
-    (``tests/backends/test_read_rows.py`` compares both on a real server).
+    suite runs every script on) gets the same bytes from plain Lua: each integer as eight
+    little-endian bytes, two's complement (``tests/backends/test_read_rows.py`` compares
+    both on a real server). Both agree for every integer of magnitude below 2^53, where a
+    Lua number is exact; ``breaker.lua`` writes nothing larger (a generation is the time in
+    microseconds, about 2^51 today), and the reader calls a text field outside that range
+    unreadable rather than pack it.
     """
     codes = ", ".join(
         f"[{_lua_string(state.value)}] = {i}" for i, state in enumerate(STATE_CODES, 1)
@@ -242,8 +241,15 @@ def _lua_row_codes() -> list[str]:
         "local function plain_pack_row(code, ...)",
         "  local out, char = {string.char(code)}, string.char",
         "  for _, n in ipairs({...}) do",
-        "    local b = {}",
-        "    for j = 1, 8 do b[j] = n % 256; n = (n - b[j]) / 256 end",
+        "    local b, negative = {}, n < 0",
+        "    n = math.floor(n)",
+        "    if negative then n = -n - 1 end  -- two's complement: the bytes of -n - 1, inverted",
+        "    for j = 1, 8 do",
+        "      local r = n % 256",
+        "      n = (n - r) / 256",
+        "      if negative then r = 255 - r end",
+        "      b[j] = r",
+        "    end",
         "    out[#out + 1] = char(unpack(b))",
         "  end",
         "  return table.concat(out)",
@@ -321,9 +327,8 @@ def read_script() -> LuaScript:
     :data:`ROW_FORMAT` and :func:`time_window_pattern` prepended (one SHA).
 
     The prelude defines the field lists of the script's ``HMGET`` calls, the row's layout
-    (its size, the code of CLOSED, where the fingerprint starts) and ``built_row(v)``: the
-    row of a hash that has none stored, packed from its text fields (:data:`UNREADABLE` when
-    one is not a number or the state is unknown).
+    (its size, the code of CLOSED, where the fingerprint starts) and its packer
+    (``pack_row``), with which the script packs the row of a hash that has none stored.
     """
     numbers = len(ROW_NUMBERS)
     prelude = "\n".join(

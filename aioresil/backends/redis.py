@@ -445,9 +445,6 @@ class RedisBackend:
         self._closing = False
         self._closed = False
         self._breakers: dict[str, RedisBreakerHandle] = {}
-        self._any_batched = False
-        """Whether a breaker in batched mode was bound here: only then can a read have
-        outcomes to flush first (a strict fleet's read skips 1,000 checks)."""
         # name -> its keys encoded, and packed as RESP; the handles read last with their
         # keys packed for the script (see _pack_keys)
         self._encoded_keys: dict[str, tuple[list[bytes], bytes]] = {}
@@ -927,8 +924,6 @@ class RedisBackend:
         handle = self._breakers.get(name)
         if handle is None:
             handle = self._breakers[name] = RedisBreakerHandle(self, name, config)
-            if config.recording == "batched":
-                self._any_batched = True
         elif handle.config != config:
             raise ValueError(
                 f"breaker {name!r} is already bound to this backend with a different config; "
@@ -947,10 +942,12 @@ class RedisBackend:
         breaker, concurrently.
         """
         own = self._own(handles)
-        if self._any_batched:
-            for handle in own:
-                if handle.needs_flush:
-                    await handle.flush()
+        # Every handle, strict ones too: a strict breaker's rejection flush (while it is
+        # OPEN) holds the flush lock with its count already taken from the local tally, and a
+        # read that did not wait for it would miss those rejections.
+        for handle in own:
+            if handle.needs_flush:
+                await handle.flush()
         read = await self._read_rows(own)
         clock = self.clock
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
@@ -973,8 +970,9 @@ class RedisBackend:
                 stored, window = extras.get(i, plain)
                 record = handle.record_from(row, successes, leases.get(i, 0), stored, window)
                 add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
-        except ValueError as exc:
-            # the row being read when it was found unreadable
+        except (KeyError, ValueError) as exc:
+            # the row being read when it was found unreadable (KeyError: a time window's
+            # bucket field written as no aioresil writes it)
             name = own[len(out)].name if len(out) < len(own) else "?"
             raise CorruptStateError(
                 f"breaker {name!r}: stored state is unreadable ({exc}); "

@@ -13,7 +13,8 @@ The model-based test (tests/core/test_model_lua.py) drives this script and the P
 the same random sequences and asserts they agree step for step.
 
 KEYS[1]  hash   the breaker's state (fields in F), the config in force (F.config, F.fingerprint)
-                and the read row (F.row: the fields a reader needs, but the hot path's, joined)
+                and the read row (F.row: the fields a reader needs but the success counter,
+                packed; see breaker_schema.ROW_FORMAT and breaker_read.lua)
 KEYS[2]  zset   HALF_OPEN trial permits: member = token, score = lease deadline (us). A negative
                 score -d is a tombstone: a token given back before its grant was seen (a
                 cancelled acquire); it refuses that grant until d, then expires.
@@ -472,8 +473,8 @@ if fp ~= r.fingerprint then
   changed[#changed + 1] = config_text
 end
 -- The read row (F.row, see breaker_schema.ROW_FIELDS): what breaker_read.lua returns for
--- this breaker, kept here so a read of 1,000 breakers takes four fields of each hash instead
--- of thirteen (issue 17). Every write but the hot path's goes through here; the hot path
+-- this breaker, kept here so a read of 1,000 breakers takes two fields of each hash (the row
+-- and the success counter) instead of thirteen (issue 17). Every write but the hot path's goes through here; the hot path
 -- writes only HOT_COUNTERS, which the row leaves out. Rebuilt only when a field it holds
 -- (IN_ROW) changed: a full count window's success changes none of them.
 local row_stale = not r.row

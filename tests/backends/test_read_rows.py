@@ -254,7 +254,7 @@ async def test_a_hash_without_a_row_or_with_a_damaged_one_reads_as_its_fields(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [(Field.GENERATION, "many"), (Field.FAILURES, "-1"), (Field.STATE, "exploded")],
+    [(Field.GENERATION, "many"), (Field.FAILURES, "lots"), (Field.STATE, "exploded")],
 )
 async def test_an_unreadable_field_without_a_row_names_the_breaker(
     backends: list[RedisBackend], clock: FakeClock, field: str, value: str
@@ -288,7 +288,9 @@ async def test_a_success_counter_that_is_no_number_names_the_breaker(
     other = registry.get("x", CONFIGS["none"])
     with pytest.raises(CorruptStateError, match="'x'"):
         await read_of(reader, other)
-    # breaker.lua reads a counter that is no number as 0, and writes it back: readable again
+    # breaker.lua's full path reads a counter that is no number as 0 and writes it back:
+    # readable again (this success takes the full path: it ends traffic's failure run; the
+    # hot path's HINCRBY would fail on such a counter)
     await succeed(breaker)
     assert (await read_of(reader, other))["successes"] == 1
 
@@ -333,6 +335,7 @@ async def test_the_plain_lua_packer_writes_what_redis_struct_writes(redis_url: s
     import redis.asyncio as redis_asyncio
 
     numbers = [0, 1, 255, 256, 65_535, 2**31, 2**32 + 7, 1_796_521_199_337_030, 2**53 - 1]
+    numbers += [-1, -255, -256, -(2**32) - 7, -(2**53) + 1]
     rows = [numbers[i:] + numbers[:i] for i in range(len(numbers))]
     rows = [(row * 2)[: len(ROW_NUMBERS)] for row in rows]
     source = "\n".join(
@@ -416,3 +419,79 @@ async def test_one_read_gives_each_breaker_its_own_leases_config_and_error(
     writer, reader = backends
     async with RedisBackend.from_url(redis_url, clock=clock, listen=False) as third:
         await check_a_mixed_read(writer, reader, third, clock)
+
+
+async def test_a_time_window_bucket_written_by_hand_names_the_breaker(
+    backends: list[RedisBackend], clock: FakeClock
+) -> None:
+    """A bucket field breaker.lua reads (a zero-padded index) but never writes: the read
+    raises CorruptStateError naming the breaker, not a bare KeyError."""
+    from aioresil import CorruptStateError
+
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["time"])
+    await traffic(breaker, clock)
+    window = breaker.handle.keys[2]
+    index, value = next(iter((await writer.client.hgetall(window)).items()))
+    await writer.client.hdel(window, index)
+    await writer.client.hset(window, b"0" + index, value)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    registry.get("x", CONFIGS["time"])
+    with pytest.raises(CorruptStateError, match="'x'"):
+        await registry.readings()
+
+
+@pytest.mark.parametrize("value", [-3, 2**52 + 1])
+async def test_a_number_breaker_lua_stored_reads_the_same_with_or_without_the_row(
+    backends: list[RedisBackend], clock: FakeClock, value: int
+) -> None:
+    """A counter holding a number breaker.lua never writes by itself (negative, large) but
+    carries on from: the row and the fields it is packed from say the same."""
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
+    await traffic(breaker, clock)
+    key = breaker.handle.keys[0]
+    await writer.client.hset(key, Field.REJECTED, value)
+    await fail(breaker)  # the full path: rewrites the row from the fields
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    other = registry.get("x", CONFIGS["none"])
+    with_row = await read_of(reader, other)
+    assert with_row["rejected"] == value
+    await writer.client.hdel(key, Field.ROW)
+    assert await read_of(reader, other) == with_row
+
+
+async def test_a_read_waits_for_a_strict_breakers_rejection_flush_in_flight(
+    backends: list[RedisBackend], clock: FakeClock
+) -> None:
+    """An OPEN strict breaker sends its locally counted rejections from time to time; the
+    flush takes them from the local tally before its script runs. A read in that moment
+    must wait for it (as for a batched flush), or it would count those rejections nowhere."""
+    from aioresil import CircuitOpenError
+
+    writer, _ = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", TRIAL)
+    for _ in range(2):
+        await fail(breaker)
+    for _ in range(5):
+        with pytest.raises(CircuitOpenError):
+            await succeed(breaker)
+    held, release = asyncio.Event(), asyncio.Event()
+    run_script = writer.run_script
+
+    async def hold_the_flush(script: Any, keys: Any, args: Any) -> Any:
+        if script.name == "breaker" and args and args[0] in ("batch", b"batch"):
+            held.set()
+            await release.wait()
+        return await run_script(script, keys, args)
+
+    writer.run_script = hold_the_flush  # type: ignore[method-assign]
+    flush = asyncio.create_task(breaker.handle.flush(rejections=True))
+    await held.wait()
+    read = asyncio.create_task(writer.read_breakers([breaker.handle]))
+    await asyncio.sleep(0)  # let the read start: it must now wait for the flush
+    assert not read.done()
+    release.set()
+    [(rec, _, _)] = await read
+    await flush
+    assert rec.rejected == 5
