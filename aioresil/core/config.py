@@ -92,7 +92,8 @@ class BreakerConfig:
         slow_call_rate_threshold: slow-call rate (0 < x <= 1) at or above which the circuit opens.
         recovery_timeout: seconds in OPEN before trial calls are allowed.
         backoff_multiplier: each re-opening from HALF_OPEN multiplies the timeout by this.
-        max_recovery_timeout: cap of the grown timeout (``None``: no cap).
+        max_recovery_timeout: cap of the grown timeout (``None``: only the longest duration a
+            config may give, ``MAX_DURATION_US``, ~285 years).
         half_open_max_calls: trial calls allowed at the same time in HALF_OPEN.
         success_threshold: successful trial calls that close the circuit.
         trial_lease: seconds a trial permit stays taken if its holder never reports back
@@ -280,7 +281,9 @@ class BreakerConfig:
             timeout = float(self.recovery_timeout) * growth
         if self.max_recovery_timeout is not None:
             timeout = min(timeout, self.max_recovery_timeout)
-        return float(timeout)
+        # Never past the longest duration a config may give (breaker.lua's twin clamps the
+        # same): a backoff left uncapped would otherwise grow past what a stored time holds.
+        return min(float(timeout), MAX_DURATION_US / 1e6)
 
 
 SHARED_RULES: tuple[tuple[str, bool], ...] = (

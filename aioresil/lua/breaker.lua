@@ -8,7 +8,8 @@ is prepended at load time and defines
                the same pairs as two arrays, NUMERIC the logical names holding integers
   LEGAL        ['<state>><trigger>'] = new state: core/states.py's TRANSITIONS, every move
   OPERATOR     [trigger] = true for operator actions (legal from every state)
-  STATES, CONFIG_ITEMS (the order of the stored config string), SCHEMA, BUCKETS
+  STATES, CONFIG_ITEMS (the order of the stored config string), SCHEMA, BUCKETS,
+               MAX_DURATION (core/config.py's MAX_DURATION_US: no recovery timeout is longer)
 The model-based test (tests/core/test_model_lua.py) drives this script and the Python machine with
 the same random sequences and asserts they agree step for step.
 
@@ -203,6 +204,7 @@ local function recovery_timeout(reopen)
   if n < 0 then n = 0 end
   local t = REC * (MULT ^ n)
   if MAXREC and t > MAXREC then t = MAXREC end
+  if t > MAX_DURATION then t = MAX_DURATION end  -- as BreakerConfig.recovery_timeout_for
   return t
 end
 

@@ -84,7 +84,7 @@ local function built_row(v)
     if text and text ~= '' then
       any = true
       n = tonumber(text)
-      if n == nil or not (n > -2 ^ 53 and n < 2 ^ 53) then  -- no integer a row can hold
+      if n == nil or not (n > -2 ^ 63 and n < 2 ^ 63) then  -- no integer a row can hold
         code, n = UNREADABLE, 0
       end
       n = math.floor(n)

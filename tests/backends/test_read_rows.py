@@ -336,6 +336,7 @@ async def test_the_plain_lua_packer_writes_what_redis_struct_writes(redis_url: s
 
     numbers = [0, 1, 255, 256, 65_535, 2**31, 2**32 + 7, 1_796_521_199_337_030, 2**53 - 1]
     numbers += [-1, -255, -256, -(2**32) - 7, -(2**53) + 1]
+    numbers += [2**53 + 2, 10_796_525_026_612_110, 3 * 10**18]  # an open_until can pass 2^53
     rows = [numbers[i:] + numbers[:i] for i in range(len(numbers))]
     rows = [(row * 2)[: len(ROW_NUMBERS)] for row in rows]
     source = "\n".join(
@@ -495,3 +496,29 @@ async def test_a_read_waits_for_a_strict_breakers_rejection_flush_in_flight(
     [(rec, _, _)] = await read
     await flush
     assert rec.rejected == 5
+
+
+async def test_a_backoff_past_the_longest_duration_is_clamped_and_reads_the_same(
+    backends: list[RedisBackend], clock: FakeClock
+) -> None:
+    """An uncapped backoff grows the recovery timeout past what a config may give: both
+    executors clamp it to MAX_DURATION_US, so open_until stays a number the row holds (it
+    passes 2^53 microseconds, now included), and a read with or without the row agrees."""
+    from aioresil.core.config import MAX_DURATION_US
+
+    writer, reader = backends
+    config = BreakerConfig(failure_threshold=1, recovery_timeout=1, backoff_multiplier=1e12)
+    assert config.recovery_timeout_for(3) == MAX_DURATION_US / 1e6
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", config)
+    await fail(breaker)
+    clock.advance(2)
+    await fail(breaker)  # the trial fails: the second opening, 1e12 times longer, clamped
+    assert breaker.state is CircuitState.OPEN
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    other = registry.get("x", config)
+    with_row = await read_of(reader, other)
+    assert with_row["reopen_count"] == 2
+    assert with_row["open_until"] * 1e6 > 2**53
+    assert with_row["open_until"] == pytest.approx(clock.monotonic() + MAX_DURATION_US / 1e6)
+    await writer.client.hdel(breaker.handle.keys[0], Field.ROW)
+    assert await read_of(reader, other) == with_row

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from aioresil import BreakerConfig
+from aioresil.core.config import MAX_DURATION_US
 
 
 def test_defaults() -> None:
@@ -95,7 +96,11 @@ def test_backoff_grows_and_is_capped() -> None:
     config = BreakerConfig(recovery_timeout=1, backoff_multiplier=2, max_recovery_timeout=5)
     assert [config.recovery_timeout_for(n) for n in (1, 2, 3, 4, 50_000)] == [1, 2, 4, 5, 5]
     uncapped = BreakerConfig(recovery_timeout=1, backoff_multiplier=10)
-    assert uncapped.recovery_timeout_for(10_000) == math.inf
+    # the longest duration a config may give (~285 years), as breaker.lua clamps it: a stored
+    # open_until must stay a number (it was math.inf here, and past 2^63 us on Redis)
+    assert uncapped.recovery_timeout_for(10_000) == MAX_DURATION_US / 1e6
+    assert uncapped.recovery_timeout_for(11) == MAX_DURATION_US / 1e6
+    assert uncapped.recovery_timeout_for(10) == 1e9
 
 
 @pytest.mark.parametrize(
