@@ -119,7 +119,7 @@ for i = 1, n do
     stored, read_config = built_row(fields), fields[NUMBERS + 3]
   end
   local count = v[2] or '0'
-  if not match(count, '^%d+$') then  -- not what breaker.lua writes: the row is unreadable
+  if not match(count, '^%-?%d+$') then  -- no integer (HINCRBY's too): the row is unreadable
     count = '0'
     stored = string.char(UNREADABLE) .. sub(stored, 2)
   end

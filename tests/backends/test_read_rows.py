@@ -442,9 +442,10 @@ async def test_a_time_window_bucket_written_by_hand_names_the_breaker(
         await registry.readings()
 
 
+@pytest.mark.parametrize("field", [Field.REJECTED, Field.SUCCESSES])
 @pytest.mark.parametrize("value", [-3, 2**52 + 1])
 async def test_a_number_breaker_lua_stored_reads_the_same_with_or_without_the_row(
-    backends: list[RedisBackend], clock: FakeClock, value: int
+    backends: list[RedisBackend], clock: FakeClock, value: int, field: str
 ) -> None:
     """A counter holding a number breaker.lua never writes by itself (negative, large) but
     carries on from: the row and the fields it is packed from say the same."""
@@ -452,12 +453,12 @@ async def test_a_number_breaker_lua_stored_reads_the_same_with_or_without_the_ro
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
     await traffic(breaker, clock)
     key = breaker.handle.keys[0]
-    await writer.client.hset(key, Field.REJECTED, value)
+    await writer.client.hset(key, field, value)
     await fail(breaker)  # the full path: rewrites the row from the fields
     registry = BreakerRegistry(backend=reader, clock=clock)
     other = registry.get("x", CONFIGS["none"])
     with_row = await read_of(reader, other)
-    assert with_row["rejected"] == value
+    assert with_row["rejected" if field == Field.REJECTED else "successes"] == value
     await writer.client.hdel(key, Field.ROW)
     assert await read_of(reader, other) == with_row
 
