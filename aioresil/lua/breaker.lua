@@ -477,7 +477,7 @@ end
 -- The read row (F.row, see breaker_schema.ROW_FIELDS): what breaker_read.lua returns for
 -- this breaker, kept here so a read of 1,000 breakers takes two fields of each hash (the row
 -- and the success counter) instead of thirteen (issue 17). Every write but the hot path's
--- goes through here; the hot path writes only HOT_COUNTERS, which the row leaves out.
+-- goes through here; the hot path writes only the success counter, which the row leaves out.
 -- Rebuilt only when a field it holds (IN_ROW) changed: a full count window's success
 -- changes none of them.
 local row_stale = not r.row

@@ -28,7 +28,7 @@ from aioresil.backends import breaker_schema
 from aioresil.backends.breaker_schema import (
     ROW_FORMAT,
     ROW_NUMBERS,
-    STATE_CODES,
+    STATES_BY_CODE,
     WINDOW_COUNT_FIELDS,
     Field,
     breaker_script,
@@ -207,7 +207,7 @@ async def test_a_count_counter_the_config_does_not_keep_reads_the_same_on_every_
 def packed(fields: dict[bytes, bytes]) -> bytes:
     """The read row a hash's text fields say, packed in Python (the reference)."""
     text = {k.decode(): v.decode() for k, v in fields.items()}
-    code = STATE_CODES.index(CircuitState(text[Field.STATE])) + 1
+    code = STATES_BY_CODE.index(CircuitState(text[Field.STATE]))
     numbers = [int(text.get(f) or 0) for f in ROW_NUMBERS]
     return struct.pack(ROW_FORMAT, code, *numbers, text[Field.FINGERPRINT].encode())
 

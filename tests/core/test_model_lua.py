@@ -19,7 +19,7 @@ from aioresil import BreakerConfig
 from aioresil.backends.breaker_schema import (
     ROW_FORMAT,
     ROW_NUMBERS,
-    STATE_CODES,
+    STATES_BY_CODE,
     Field,
     breaker_script,
 )
@@ -208,7 +208,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         ) == (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
         assert stored[Field.FINGERPRINT] == self.config.fingerprint
         # the read row (breaker_read.lua's source) is these very fields, packed
-        code = STATE_CODES.index(rec.state) + 1
+        code = STATES_BY_CODE.index(rec.state)
         numbers = [int(stored.get(f) or 0) for f in ROW_NUMBERS]
         row = struct.pack(ROW_FORMAT, code, *numbers, stored[Field.FINGERPRINT].encode())
         assert raw[Field.ROW.encode()] == row
