@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aioresil import CircuitBreaker, CircuitOpenError
@@ -135,3 +136,17 @@ def scripts_agree(
     runner = machine.TestCase
     runner.settings = settings(max_examples=examples, stateful_step_count=steps, deadline=None)
     runner().runTest()
+
+
+def packed_row(raw: Mapping[bytes, bytes]) -> bytes:
+    """The read row (field ``rw``) that a breaker hash's text fields say, packed in Python:
+    the reference ``breaker.lua``'s packers are checked against. ``raw`` is the hash as
+    ``HGETALL`` answers it (the row itself, binary, is left out)."""
+    from aioresil.backends.breaker_schema import ROW_FORMAT, ROW_NUMBERS, STATES_BY_CODE, Field
+    from aioresil.core.states import CircuitState
+
+    row = Field.ROW.encode()
+    text = {k.decode(): v.decode() for k, v in raw.items() if k != row}
+    code = STATES_BY_CODE.index(CircuitState(text[Field.STATE]))
+    numbers = [int(text.get(f) or 0) for f in ROW_NUMBERS]
+    return struct.pack(ROW_FORMAT, code, *numbers, text[Field.FINGERPRINT].encode())

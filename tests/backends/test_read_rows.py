@@ -26,9 +26,7 @@ import pytest
 from aioresil import BreakerConfig, BreakerRegistry, CircuitBreaker, RedisBackend
 from aioresil.backends import breaker_schema
 from aioresil.backends.breaker_schema import (
-    ROW_FORMAT,
     ROW_NUMBERS,
-    STATES_BY_CODE,
     WINDOW_COUNT_FIELDS,
     Field,
     breaker_script,
@@ -37,7 +35,7 @@ from aioresil.core.machine import BreakerRecord
 from aioresil.core.states import CircuitState
 from aioresil.testing import FakeClock
 
-from ..helpers import fail, succeed
+from ..helpers import fail, packed_row, succeed
 from ..monitor import Monitor
 
 pytestmark = pytest.mark.redis_server
@@ -87,7 +85,7 @@ async def test_a_read_that_knows_the_config_equals_one_that_sent_it(
     registry.get("x", CONFIGS[own])
     first = [record_of(rec) for _, (rec, _, _) in await registry.readings()]
     again = [record_of(rec) for _, (rec, _, _) in await registry.readings()]
-    mine = record_of((await writer.read_breakers([breaker.handle]))[0][0])
+    mine = await read_of(writer, breaker)
     assert first == again == [mine]
     assert first[0]["config"] == CONFIGS[written]
     if written != "none":
@@ -105,7 +103,7 @@ async def test_a_config_changed_after_the_reader_knew_it_is_read_afresh(
     async with RedisBackend.from_url(redis_url, clock=clock, listen=False) as third:
         rebound = BreakerRegistry(backend=third, clock=clock).get("x", CONFIGS["time"])
         await traffic(rebound, clock)  # binds "time" (the newest bind wins) and fills it
-        expected = record_of((await third.read_breakers([rebound.handle]))[0][0])
+        expected = await read_of(third, rebound)
     for _ in range(2):  # the new config sent, then known
         [(_, (rec, _, _))] = await registry.readings()
         assert record_of(rec) == expected
@@ -158,7 +156,7 @@ async def test_a_read_answered_before_a_newer_one_keeps_the_config_it_was_read_u
     registry = BreakerRegistry(backend=reader, clock=clock)
     registry.get("x", CONFIGS["none"])
     await registry.readings()  # the reader now knows the config "count"
-    expected = record_of((await writer.read_breakers([breaker.handle]))[0][0])
+    expected = await read_of(writer, breaker)
 
     held, release = asyncio.Event(), asyncio.Event()
     run_script = reader.run_script
@@ -204,19 +202,9 @@ async def test_a_count_counter_the_config_does_not_keep_reads_the_same_on_every_
     assert first[0]["config"] == CONFIGS[kind]
 
 
-def packed(fields: dict[bytes, bytes]) -> bytes:
-    """The read row a hash's text fields say, packed in Python (the reference)."""
-    text = {k.decode(): v.decode() for k, v in fields.items()}
-    code = STATES_BY_CODE.index(CircuitState(text[Field.STATE]))
-    numbers = [int(text.get(f) or 0) for f in ROW_NUMBERS]
-    return struct.pack(ROW_FORMAT, code, *numbers, text[Field.FINGERPRINT].encode())
-
-
-def read_of(backend: RedisBackend, breaker: CircuitBreaker) -> Any:
-    async def one() -> dict[str, Any]:
-        return record_of((await backend.read_breakers([breaker.handle]))[0][0])
-
-    return one()
+async def read_of(backend: RedisBackend, breaker: CircuitBreaker) -> dict[str, Any]:
+    """``breaker``'s record as ``backend`` reads it, comparable with ``==``."""
+    return record_of((await backend.read_breakers([breaker.handle]))[0][0])
 
 
 async def open_it(breaker: CircuitBreaker, clock: FakeClock) -> None:
@@ -314,14 +302,14 @@ async def test_every_call_leaves_the_row_equal_to_the_fields(
     script = breaker_script()
     state = await writer.client.hgetall(keys[0])
     generation = state[Field.GENERATION.encode()]
-    before = record_of((await writer.read_breakers([breaker.handle]))[0][0])
+    before = await read_of(writer, breaker)
     reply = await writer.client.evalsha(
         script.sha, 3, *keys, "success", "", config.fingerprint, "", rejections, generation
     )
     hot = rejections == 0 and failures_before == 0
     assert (reply == 1) is hot, "only a success with nothing else to change is hot"
     fields = await writer.client.hgetall(keys[0])
-    assert fields[Field.ROW.encode()] == packed(fields)
+    assert fields[Field.ROW.encode()] == packed_row(fields)
     registry = BreakerRegistry(backend=reader, clock=clock)
     after = await read_of(reader, registry.get("x", config))
     assert after["successes"] == before["successes"] + 1
@@ -388,11 +376,11 @@ async def check_a_mixed_read(
     other = BreakerRegistry(backend=third, clock=clock).get("c", CONFIGS["time"])
     await traffic(other, clock)  # binds "time" with a window of buckets
     expected = {
-        name: record_of((await backend.read_breakers([handle]))[0][0])
-        for name, backend, handle in (
-            ("a", writer, counted.handle),
-            ("b", writer, trial.handle),
-            ("c", third, other.handle),
+        name: await read_of(backend, breaker)
+        for name, backend, breaker in (
+            ("a", writer, counted),
+            ("b", writer, trial),
+            ("c", third, other),
         )
     }
     got = {b.name: record_of(rec) for b, (rec, _, _) in await registry.readings()}

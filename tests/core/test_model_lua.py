@@ -8,7 +8,6 @@ It runs against fakeredis (many examples, fast) and a real redis-server (fewer e
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import pytest
@@ -17,9 +16,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from aioresil import BreakerConfig
 from aioresil.backends.breaker_schema import (
-    ROW_FORMAT,
-    ROW_NUMBERS,
-    STATES_BY_CODE,
     Field,
     breaker_script,
 )
@@ -30,7 +26,7 @@ from aioresil.core.machine import BreakerRecord, Outcome, Permit, Rejection
 from aioresil.core.states import Trigger
 from aioresil.core.window import TimeWindow
 
-from ..helpers import scripts_agree
+from ..helpers import packed_row, scripts_agree
 
 SCRIPT = breaker_script()
 
@@ -208,10 +204,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         ) == (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
         assert stored[Field.FINGERPRINT] == self.config.fingerprint
         # the read row (breaker_read.lua's source) is these very fields, packed
-        code = STATES_BY_CODE.index(rec.state)
-        numbers = [int(stored.get(f) or 0) for f in ROW_NUMBERS]
-        row = struct.pack(ROW_FORMAT, code, *numbers, stored[Field.FINGERPRINT].encode())
-        assert raw[Field.ROW.encode()] == row
+        assert raw[Field.ROW.encode()] == packed_row(raw)
         if rec.state.value == "open":
             assert int(stored[Field.OPEN_UNTIL]) == us(rec.open_until)
         trials = {
