@@ -35,7 +35,7 @@ import inspect
 import math
 import struct
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
@@ -55,6 +55,8 @@ from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .base import BreakerHandle, BreakerReading, StorageFactory, close_on_exit
 from .breaker_schema import (
     NO_STATE,
+    READ_CONFIG,
+    READ_ROW,
     ROW_FORMAT,
     ROW_NUMBERS,
     ROW_SIZE,
@@ -160,8 +162,10 @@ def _raw_view(handle: RedisBreakerHandle, row: ReadRow, now_us: int) -> tuple[st
 
 ReadRow = tuple[Any, ...]
 """One breaker's stored row, unpacked (:data:`~aioresil.backends.breaker_schema.ROW_FORMAT`):
-the state's code, the integers of ``ROW_NUMBERS``, the fingerprint."""
+the state's code, the integers of ``ROW_NUMBERS`` (the success counter last), the
+fingerprint."""
 _OPEN_UNTIL = 1 + ROW_NUMBERS.index(Field.OPEN_UNTIL)
+_HALF_OPEN_CODE = STATES_BY_CODE.index(CircuitState.HALF_OPEN)
 _unpack_rows = struct.Struct(ROW_FORMAT).iter_unpack
 _Extras = dict[int, tuple[bytes | None, dict[bytes, bytes] | None]]
 
@@ -171,9 +175,7 @@ class _Rows(NamedTuple):
 
     now_us: list[int]
     """Redis' time of each row's read (one read: the same for all; on Cluster, one each)."""
-    rows: Iterable[ReadRow]
-    """Unpacked as they are iterated (a tuple each, freed as soon as its record is built)."""
-    successes: list[int]
+    rows: list[ReadRow]
     leases: dict[int, int]
     """Row index -> trial leases alive (only rows holding some)."""
     extras: _Extras
@@ -185,12 +187,11 @@ def _read(count: int, reply: Any, offset: int = 0) -> _Rows:
     """A ``breaker_read.lua`` reply for ``count`` breakers, read: the rows unpacked in C, one
     call for all of them; indexes of the sparse parts start at ``offset``."""
     try:
-        now, rows, successes, leases, flat = reply
+        now, rows, leases, flat = reply
         blob = b"".join(rows)
-        counters = [int(x) for x in successes.split()]
     except (TypeError, ValueError):
         raise BackendError("breaker_read.lua answered an unexpected reply") from None
-    if len(rows) != count or len(blob) != ROW_SIZE * count or len(counters) != count:
+    if len(rows) != count or len(blob) != ROW_SIZE * count:
         raise BackendError(f"breaker_read.lua answered {len(rows)} rows for {count} breakers")
     first = offset - 1  # the script's indexes start at 1
     extras: _Extras = {}
@@ -198,7 +199,7 @@ def _read(count: int, reply: Any, offset: int = 0) -> _Rows:
         window = None if buckets is None else dict(zip(buckets[::2], buckets[1::2], strict=True))
         extras[first + index] = (stored or None, window)
     alive = {first + leases[i]: leases[i + 1] for i in range(0, len(leases), 2)}
-    return _Rows([int(now)] * count, _unpack_rows(blob), counters, alive, extras)
+    return _Rows([int(now)] * count, list(_unpack_rows(blob)), alive, extras)
 
 
 def _without_url(message: str, url: str) -> str:
@@ -447,8 +448,14 @@ class RedisBackend:
         self._breakers: dict[str, RedisBreakerHandle] = {}
         # name -> its keys encoded, and packed as RESP; the handles read last with their
         # keys packed for the script (see _pack_keys)
-        self._encoded_keys: dict[str, tuple[list[bytes], bytes]] = {}
-        self._read_keys: tuple[list[RedisBreakerHandle], PackedKeys] = ([], PackedKeys([], b""))
+        self._encoded_keys: dict[str, tuple[list[bytes], bytes, bytes]] = {}
+        self._read_plan: tuple[list[RedisBreakerHandle], bytes, PackedKeys] = (
+            [],
+            b"",
+            PackedKeys([], b""),
+        )
+        """The handles read last (a registry's), what was asked for each and the keys that
+        sends (see :meth:`_read_rows`)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         # Set once the listener has subscribed and resynced every view; cleared while it
@@ -934,7 +941,9 @@ class RedisBackend:
     async def read_breakers(
         self, handles: Sequence[BreakerHandle], now: float = 0.0, wall: float = 0.0
     ) -> list[BreakerReading]:
-        """Read many breakers in ONE round trip: one ``breaker_read.lua`` call for all of them.
+        """Read many breakers in ONE round trip: one ``breaker_read.lua`` call for all of them
+        (a second one for the breakers whose rows need more than the first asked for; see
+        :meth:`_complete`).
 
         Batched outcomes are flushed first. The script returns an atomic snapshot with the
         server's time (``now``/``wall`` are not needed: records are in Redis ``TIME``). On
@@ -948,30 +957,50 @@ class RedisBackend:
         for handle in own:
             if handle.needs_flush:
                 await handle.flush()
-        read = await self._read_rows(own)
+        asks, read = await self._read_rows(own)
+        rows = read.rows
+        odd: list[int] = []  # rows the fast check did not settle (see _complete)
+        out = self._readings(own, read, odd)
+        if odd:
+            await self._complete(own, asks, rows, out, odd)
+        return out
+
+    def _readings(
+        self, own: list[RedisBreakerHandle], read: _Rows, odd: list[int]
+    ) -> list[BreakerReading]:
+        """The readings of ``read``'s rows, and in ``odd`` the indexes of those the fast
+        check did not settle: rows not read alone (the handle's ``read_fp``
+        is None then), or whose fingerprint changed, or HALF_OPEN ones.
+
+        Why the check is made here, in the loop that builds the records: it reads each
+        handle's ``read_fp``, and the records read each handle too; a loop of its own over
+        1,000 handles cost 0.3 ms more (their attributes fetched from memory twice)."""
         clock = self.clock
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
         now_s = clock.monotonic() if clock is not None else 0.0
-        nows, leases, extras = read.now_us, read.leases, read.extras
+        nows, rows, leases, extras = read.now_us, read.rows, read.leases, read.extras
+        half_open = _HALF_OPEN_CODE
         out: list[BreakerReading] = []
         add = out.append
         try:
             if not (leases or extras or self._cluster):
-                # The common read: one time for all, no trial leases, no config sent. A loop
-                # of its own: the general one's per-row lookups and times cost ~0.1 ms of a
-                # 1,000-breaker read (measured), in a budget of 5 ms.
+                # The common read: one time for all, no trial leases, no config sent. A
+                # loop of its own: the general one's per-row lookups and times cost ~0.1 ms
+                # of a 1,000-breaker read (measured), in a budget of 5 ms.
                 if clock is None:
                     now_s = nows[0] / 1e6 if nows else 0.0
-                for handle, row, successes in zip(own, read.rows, read.successes, strict=True):
-                    add((handle.record_from(row, successes, 0, None, None), now_s, wall_offset))
-                return out
-            plain = (None, None)
-            for i, (handle, now_us, row, successes) in enumerate(
-                zip(own, nows, read.rows, read.successes, strict=True)
-            ):
-                stored, window = extras.get(i, plain)
-                record = handle.record_from(row, successes, leases.get(i, 0), stored, window)
-                add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
+                for handle, row in zip(own, rows, strict=True):
+                    if row[0] == half_open or row[-1] != handle.read_fp:
+                        odd.append(len(out))
+                    add((handle.record_from(row, 0, None, None), now_s, wall_offset))
+            else:
+                plain = (None, None)
+                for i, (handle, now_us, row) in enumerate(zip(own, nows, rows, strict=True)):
+                    if row[0] == half_open or row[-1] != handle.read_fp:
+                        odd.append(i)
+                    stored, window = extras.get(i, plain)
+                    record = handle.record_from(row, leases.get(i, 0), stored, window)
+                    add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
         except (KeyError, ValueError) as exc:
             # the row being read when it was found unreadable (KeyError: a time window's
             # bucket field written as no aioresil writes it)
@@ -982,11 +1011,45 @@ class RedisBackend:
             ) from exc
         return out
 
+    async def _complete(
+        self,
+        own: list[RedisBreakerHandle],
+        asks: bytes,
+        rows: list[ReadRow],
+        out: list[BreakerReading],
+        odd: list[int],
+    ) -> None:
+        """Read again, asking for everything (``READ_CONFIG``), the breakers among ``odd``
+        whose rows lack what their records need
+        (:meth:`~RedisBreakerHandle.needs_more`: a row read alone that turned HALF_OPEN, a
+        fingerprint no read decoded, a time window's buckets not read), and put their
+        readings in ``out``; then tell every ``odd`` handle what its next read asks for.
+
+        So a read takes one round trip when the registry's breakers kept their configs and
+        did not enter HALF_OPEN since its previous read, and two when some did (only those
+        read again: a snapshot of its own, at a later time)."""
+        again = [i for i in odd if own[i].needs_more(rows[i][0], rows[i][-1], asks[i : i + 1])]
+        if again:
+            handles = [own[i] for i in again]
+            more = await self._read_once(handles, READ_CONFIG * len(again))
+            for j, reading in enumerate(self._readings(handles, more, [])):
+                out[again[j]] = reading
+                rows[again[j]] = more.rows[j]
+        changed = False
+        for i in odd:
+            handle = own[i]
+            before = handle.read_ask
+            handle.learn_ask(rows[i][0], rows[i][-1])
+            changed = changed or handle.read_ask != before
+        if changed and own is self._read_plan[0]:
+            self._read_plan = (own, b"", PackedKeys([], b""))  # asked afresh next time
+
     async def read_views(self, handles: Sequence[BreakerHandle]) -> list[tuple[str, int, int]]:
         """``(state, generation, retry_after_us)`` per handle, one round trip; never raises on
-        an unreadable hash (it reads as "unknown, ask Redis")."""
+        an unreadable hash (it reads as "unknown, ask Redis"). Views need only the rows:
+        nothing is read again (see :meth:`_complete`)."""
         own = self._own(handles)
-        read = await self._read_rows(own)
+        _, read = await self._read_rows(own)
         return [
             _raw_view(handle, row, now_us)
             for handle, now_us, row in zip(own, read.now_us, read.rows, strict=True)
@@ -994,8 +1057,8 @@ class RedisBackend:
 
     def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
         """This backend's own handles for ``handles`` (bound here, looked up by name)."""
-        checked = self._read_keys[0]
-        if handles == checked:  # the registry's handles again: each bound here already
+        checked = self._read_plan[0]
+        if handles is checked or handles == checked:  # the registry's: each bound here already
             return checked
         own = []
         for handle in handles:
@@ -1005,53 +1068,79 @@ class RedisBackend:
             own.append(mine)
         return own
 
-    async def _read_rows(self, handles: list[RedisBreakerHandle]) -> _Rows:
-        """The rows of ``handles`` from ``breaker_read.lua`` (see its header and
-        :func:`_read`)."""
+    async def _read_rows(self, handles: list[RedisBreakerHandle]) -> tuple[bytes, _Rows]:
+        """What was asked for ``handles`` (a byte each: their :attr:`read_ask`), and their
+        rows from one ``breaker_read.lua`` call (see its header and :func:`_read`).
+
+        The asks and the keys they send are kept for the next read of the same handles
+        (a registry reads the same 1,000 breakers on every scrape, most of them asked for
+        the same: no handle visited to ask, no key packed again), until a read changes what
+        one of them asks for (:meth:`_complete`). Another read of one of those handles (its
+        own ``refresh``) may change what it asks meanwhile: the kept asks then ask for more
+        than it needs, or for less, and :meth:`_complete` reads it again; either way its
+        reading is whole."""
         if not handles:
-            return _Rows([], [], [], {}, {})
+            return b"", _Rows([], [], {}, {})
+        plan_handles, asks, keys = self._read_plan
+        if handles is not plan_handles or not asks:
+            asks = b"".join([h.read_ask for h in handles])
+            keys = self._pack_keys(handles, asks)
+            if len(handles) > 1:  # a read of one breaker would evict the registry's plan
+                self._read_plan = (handles, asks, keys)
+        return asks, await self._read_once(handles, asks, keys)
+
+    async def _read_once(
+        self, handles: list[RedisBreakerHandle], asks: bytes, keys: PackedKeys | None = None
+    ) -> _Rows:
+        """One ``breaker_read.lua`` call for ``handles`` (one per breaker on Cluster, where
+        they live in different slots), breaker ``i`` asked for ``asks[i]``."""
         script = read_script()
         now_arg = "" if self.clock is None else str(round(self.clock.monotonic() * 1e6))
         if self._cluster:
-            # Breakers live in different slots: one concurrent call per breaker.
+            alone = READ_ROW[0]
             replies = await asyncio.gather(
-                *(self.run_script(script, h.keys, [now_arg, h.known_read]) for h in handles)
+                *(
+                    self.run_script(
+                        script,
+                        h.keys[:1] if asks[i] == alone else h.keys,
+                        [now_arg, asks[i : i + 1]],
+                    )
+                    for i, h in enumerate(handles)
+                )
             )
             rows: list[ReadRow] = []
-            read = _Rows([], rows, [], {}, {})
+            read = _Rows([], rows, {}, {})
             for i, reply in enumerate(replies):
                 one = _read(1, reply, offset=i)
                 read.now_us.extend(one.now_us)
                 rows.extend(one.rows)
-                read.successes.extend(one.successes)
                 read.leases.update(one.leases)
                 read.extras.update(one.extras)
             return read
-        checked, keys = self._read_keys
-        if handles is not checked and handles != checked:
-            keys = self._pack_keys(handles)
-        known = b"".join([h.known_read for h in handles])
-        return _read(len(handles), await self.run_script(script, keys, [now_arg, known]))
+        if keys is None:
+            keys = self._pack_keys(handles, asks)
+        return _read(len(handles), await self.run_script(script, keys, [now_arg, asks]))
 
-    def _pack_keys(self, handles: list[RedisBreakerHandle]) -> PackedKeys:
-        """The keys of ``handles``, encoded and packed as RESP once per breaker, and kept for
-        the next read of the same handles (a registry reads the same 1,000 breakers on
-        every scrape: one list comparison instead of 3,000 keys joined again). A read of one
-        breaker (its own ``refresh``) is not kept: it would evict the registry's."""
+    def _pack_keys(self, handles: list[RedisBreakerHandle], asks: bytes) -> PackedKeys:
+        """The keys ``asks`` sends for ``handles`` (the state hash alone for ``READ_ROW``,
+        all three otherwise), each breaker's encoded and packed as RESP once (kept by
+        name), joined."""
         encoded = self._encoded_keys
+        alone = READ_ROW[0]
         keys: list[bytes] = []
         pieces: list[bytes] = []
-        for h in handles:
+        for h, ask in zip(handles, asks, strict=True):
             mine = encoded.get(h.name)
             if mine is None:
                 raw = [key.encode() for key in h.keys]
-                mine = encoded[h.name] = (raw, b"".join([pack_key(key) for key in raw]))
-            keys += mine[0]
-            pieces.append(mine[1])
-        packed = PackedKeys(keys, b"".join(pieces))
-        if len(handles) > 1:
-            self._read_keys = (handles, packed)
-        return packed
+                mine = encoded[h.name] = (raw, pack_key(raw[0]), b"".join(map(pack_key, raw)))
+            if ask == alone:
+                keys.append(mine[0][0])
+                pieces.append(mine[1])
+            else:
+                keys += mine[0]
+                pieces.append(mine[2])
+        return PackedKeys(keys, b"".join(pieces))
 
     def open_storage(self, factory: StorageFactory[T]) -> T:
         """Storage shared through this backend's scripts (one key space per store)."""

@@ -42,7 +42,14 @@ from ..core.window import CountWindow, TimeWindow
 from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, BreakerEvent
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
 from .base import NO_RUN, BreakerReading, SuccessRun, TransitionCallback
-from .breaker_schema import KNOWN_NONE, STATES_BY_CODE, breaker_script, known_window
+from .breaker_schema import (
+    READ_CONFIG,
+    READ_LEASES,
+    READ_ROW,
+    READ_WINDOW,
+    STATES_BY_CODE,
+    breaker_script,
+)
 from .keys import encode_name
 
 if TYPE_CHECKING:
@@ -107,8 +114,14 @@ _random = random.SystemRandom()
 _KNOWN_CONFIGS = 8
 """How many decoded stored configs a handle keeps by fingerprint (see ``record_from``)."""
 _NO_FINGERPRINT = b" " * FINGERPRINT_LENGTH
-"""What :attr:`RedisBreakerHandle.known_fingerprint` is before a config was decoded: no
-stored fingerprint equals it, so ``breaker_read.lua`` sends the config."""
+"""The fingerprint of a row whose hash holds no config (a breaker no script has written yet):
+read under the handle's own config."""
+_HALF_OPEN_CODE = STATES_BY_CODE.index(CircuitState.HALF_OPEN)
+
+
+def _keeps_time_window(config: BreakerConfig) -> bool:
+    """Whether ``config``'s window is a :class:`TimeWindow` (as ``BreakerRecord`` builds it)."""
+    return config.window_size is None and config.window_duration is not None
 
 
 class _Reply(NamedTuple):
@@ -177,18 +190,17 @@ class RedisBreakerHandle:
         self.hub: Any = None  # the breaker layer's per-circuit bookkeeping (see breaker.py)
         self._decoded: tuple[bytes, BreakerConfig] | None = None
         # Every stored config decoded (by fingerprint, a few at most): a row that left its
-        # config out is read under the config of ITS fingerprint, which the reader told the
-        # script it knew when it sent the read. Not merely the one known last: a concurrent
-        # read may have decoded a newer config (rebound meanwhile) before this row is read.
+        # config out is read under the config of ITS fingerprint. Not merely the one known
+        # last: a concurrent read may have decoded a newer config (rebound meanwhile) before
+        # this row is read.
         self._known_configs: dict[bytes, BreakerConfig] = {}
-        self.known_fingerprint = _NO_FINGERPRINT
-        """The fingerprint of the stored config :meth:`record_from` decoded last (16 bytes):
-        ``breaker_read.lua`` leaves that config out of its rows."""
-        self.known_read = _NO_FINGERPRINT + KNOWN_NONE
-        """What ``breaker_read.lua`` is told of this breaker (its ARGV[2], 17 bytes):
-        :attr:`known_fingerprint`, then the window that config keeps
-        (:func:`~aioresil.backends.breaker_schema.known_window`), so the script reads only the
-        fields that config needs."""
+        self.read_ask = READ_CONFIG
+        """What the next ``breaker_read.lua`` call asks for this breaker (a byte of
+        :data:`~aioresil.backends.breaker_schema.READ_ROW` ...): everything until a read
+        told what the breaker needs (see :meth:`learn_ask`)."""
+        self.read_fp: bytes | None = None
+        """The fingerprint a row must carry for a read that asked for the row alone to be
+        complete (the config of :attr:`read_ask` = ``READ_ROW``); ``None`` otherwise."""
         # Unknown until the first reply: generation 0 (every reply is newer) and OPEN with an
         # elapsed timeout, so the first call asks Redis instead of trusting a guess.
         self.view = BreakerRecord(config)
@@ -683,10 +695,45 @@ class RedisBreakerHandle:
         self._decoded = (stored, config)
         return config
 
+    def config_of(self, fingerprint: bytes) -> BreakerConfig | None:
+        """The stored config of ``fingerprint`` as decoded by an earlier read (a row with no
+        fingerprint: this handle's own), or ``None`` if no read has decoded it."""
+        if fingerprint == _NO_FINGERPRINT:
+            return self.config
+        return self._known_configs.get(fingerprint)
+
+    def needs_more(self, code: int, fingerprint: bytes, asked: bytes) -> bool:
+        """Whether a row read with ``asked`` (a :data:`READ_ROW`... byte) lacks what its
+        record needs: the live leases of a HALF_OPEN row read alone, the config of a
+        fingerprint never decoded, the buckets of a config keeping a time window. The
+        reader then reads the breaker again, asking for everything."""
+        if asked == READ_CONFIG:
+            return False
+        if code == _HALF_OPEN_CODE and asked == READ_ROW:
+            return True
+        config = self.config_of(fingerprint)
+        if config is None:
+            return True
+        return asked != READ_WINDOW and _keeps_time_window(config)
+
+    def learn_ask(self, code: int, fingerprint: bytes) -> None:
+        """Set what the next read asks for this breaker from the row just read (its
+        config decoded by then): the row alone when that is all its record needs."""
+        config = self.config_of(fingerprint)
+        if config is None:
+            ask = READ_CONFIG
+        elif _keeps_time_window(config):
+            ask = READ_WINDOW
+        elif code == _HALF_OPEN_CODE:
+            ask = READ_LEASES
+        else:
+            ask = READ_ROW
+        self.read_ask = ask
+        self.read_fp = fingerprint if ask == READ_ROW else None
+
     def record_from(
         self,
         row: tuple[Any, ...],
-        successes: int,
         live: int,
         stored: bytes | None,
         window: dict[bytes, bytes] | None,
@@ -694,17 +741,16 @@ class RedisBreakerHandle:
         """Build a :class:`BreakerRecord` from one breaker's part of a ``breaker_read.lua``
         reply (times in seconds): its stored row unpacked
         (:data:`~aioresil.backends.breaker_schema.ROW_FORMAT`: the state's code, the
-        integers of ``ROW_NUMBERS``, the fingerprint), its success counter and its live
-        trial leases. ``stored`` is the stored config when the script sent it (it leaves it
-        out when its fingerprint is the :attr:`known_fingerprint` the read was sent with,
-        decoded already). Such a row is read under the config decoded for its own
-        fingerprint, which may no longer be :attr:`known_fingerprint` when another read
-        decoded a newer one meanwhile.
+        integers of ``ROW_NUMBERS``, the success counter last, the fingerprint) and its live
+        trial leases. ``stored`` is the stored config when the script sent it (asked for
+        with ``READ_CONFIG``); a row without it is read under the config decoded for its
+        fingerprint by an earlier read (the reader reads again a row whose fingerprint no
+        read decoded: :meth:`needs_more`), which need not be the one decoded last.
 
         The record carries the config in force (stored with the breaker), not this handle's.
         ``ValueError`` for a row the script marked unreadable (a hash no aioresil wrote).
         """
-        (code, g, cf, oa, ou, ro, ts, nf, ni, nsl, nr, wc, wf, ws, fp) = row
+        (code, g, cf, oa, ou, ro, ts, nf, ni, nsl, nr, wc, wf, ws, successes, fp) = row
         config = self.config
         if stored:
             config = self._config_in_force(stored)
@@ -713,11 +759,6 @@ class RedisBreakerHandle:
                 if fp not in known and len(known) >= _KNOWN_CONFIGS:
                     known.clear()  # bounded: a name rebound over and over
                 known[fp] = config
-                self.known_fingerprint = fp
-                self.known_read = fp + known_window(config)
-            else:
-                self.known_fingerprint = _NO_FINGERPRINT
-                self.known_read = _NO_FINGERPRINT + KNOWN_NONE
         elif stored is None:
             config = self._known_configs.get(fp, config)
         if code >= len(STATES_BY_CODE):

@@ -14,8 +14,8 @@ The model-based test (tests/core/test_model_lua.py) drives this script and the P
 the same random sequences and asserts they agree step for step.
 
 KEYS[1]  hash   the breaker's state (fields in F), the config in force (F.config, F.fingerprint)
-                and the read row (F.row: the fields a reader needs but the success counter,
-                packed; see breaker_schema.ROW_FORMAT and breaker_read.lua)
+                and the read row (F.row: the fields a reader needs, packed; see
+                breaker_schema.ROW_FORMAT and breaker_read.lua)
 KEYS[2]  zset   HALF_OPEN trial permits: member = token, score = lease deadline (us). A negative
                 score -d is a tombstone: a token given back before its grant was seen (a
                 cancelled acquire); it refuses that grant until d, then expires.
@@ -43,7 +43,7 @@ op "batch":    ARGV[6] generation, ARGV[7] outcomes as a string of digits "0"-"2
 op "operator": ARGV[6] a trigger of OPERATOR
 op "release":  ARGV[6] a token whose acquire was cancelled: removed, or tombstoned
 
-Returns 1 for a "success" applied by the fast path (nothing but the success counter changed), else
+Returns 1 for a "success" applied by the hot path (nothing but the success counter changed), else
 {code, state, generation, retry_after_us, token, old_state, trigger, corrupt, fp, replaced,
  window_restarted}
   code: 1 permit / 0 rejected (acquire); 1 otherwise; -1 no config stored and no binding
@@ -81,16 +81,31 @@ local op = ARGV[1]
 -- ------------------------------------------------------------------ the hot path
 -- A success of a normal permit in CLOSED, under the caller's own config, which has no window
 -- (the client sends "success" only then), with no failure run to end and no local rejections
--- to add: only the success counter changes. Five fields read, one written, no config parsed,
--- no clock read, and the read row (F.row, below) untouched: HOT_SUCCESSES is the one field
--- it leaves out. A success that ends a failure run or carries rejections takes the full path
--- (once per failure or per stale local rejection), which rewrites the row.
+-- to add: only the success counter changes. Seven fields read, two written, no config
+-- parsed, no clock read. The read row (F.row, below) holds the counter too (last of its
+-- integers, at HOT_SUCCESSES_AT): patched in place, eight bytes, not packed again, so a
+-- reader takes that one field (issue 17). A success that ends a failure run or carries
+-- rejections takes the full path (once per failure or per stale local rejection), and so
+-- does a hash without a row of this layout or with a counter that is no count (the full path
+-- rewrites both).
 if op == 'success' and ARGV[4] == '' and ARGV[5] == '0' then
   local v = redis.call('HMGET', H, HOT_STATE, HOT_GENERATION, HOT_FINGERPRINT,
-    HOT_CONSECUTIVE_FAILURES, HOT_SCHEMA)
+    HOT_CONSECUTIVE_FAILURES, HOT_SCHEMA, HOT_SUCCESSES, HOT_ROW)
+  local count, row = tonumber(v[6]), v[7]
   if v[1] == 'closed' and v[2] == ARGV[6] and v[3] == ARGV[3] and v[4] == '0'
-      and v[5] == SCHEMA then
-    redis.call('HINCRBY', H, HOT_SUCCESSES, 1)
+      and v[5] == SCHEMA and count and count >= 0 and count < 2 ^ 53 - 1 and count % 1 == 0
+      and row and #row == HOT_ROW_SIZE then
+    count = count + 1
+    local bytes
+    if struct then
+      bytes = struct.pack('<i8', count)
+    else  -- fakeredis: no struct; the same eight little-endian bytes (count >= 0)
+      local b, m = {}, count
+      for j = 1, 8 do b[j] = m % 256; m = (m - b[j]) / 256 end
+      bytes = string.char(unpack(b))
+    end
+    redis.call('HSET', H, HOT_SUCCESSES, string.format('%.0f', count), HOT_ROW,
+      string.sub(row, 1, HOT_SUCCESSES_AT - 1) .. bytes .. string.sub(row, HOT_SUCCESSES_AT + 8))
     return 1
   end
 end
@@ -475,12 +490,10 @@ if fp ~= r.fingerprint then
   changed[#changed + 1] = config_text
 end
 -- The read row (F.row, see breaker_schema.ROW_FIELDS): what breaker_read.lua returns for
--- this breaker, kept here so a read of 1,000 breakers takes two fields of each hash (the row
--- and the success counter) instead of thirteen (issue 17). Every write but the hot path's
--- goes through here; the hot path writes only the success counter, which the row leaves out.
--- Rebuilt only when a field it holds (IN_ROW) changed: a full count window's success
--- changes none of them.
-local row_stale = not r.row
+-- this breaker, kept here so a read of 1,000 breakers takes one field of each hash instead
+-- of fourteen (issue 17). Every write but the hot path's goes through here (the hot path
+-- patches the success counter in it). Rebuilt only when a field it holds (IN_ROW) changed.
+local row_stale = not r.row or #r.row ~= HOT_ROW_SIZE  -- none yet, or another layout's
 for i = 1, #changed, 2 do
   if IN_ROW[changed[i]] then row_stale = true; break end
 end

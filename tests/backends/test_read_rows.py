@@ -1,16 +1,18 @@
 """``breaker_read.lua`` reads the row ``breaker.lua`` keeps, and only what else it needs.
 
-Every ``breaker.lua`` call but the hot path's rewrites the breaker's read row (a packed copy
-of the fields a reader needs, ``breaker_schema.ROW_FORMAT``); the reader takes that row and
-the success counter, two fields, and the stored config only when its fingerprint is not the
-one the reader decoded last. What must hold: a read that skipped the config gives the same
-records as a read that sent it (first read, or the config changed since), for every window
-kind and whatever the reader's own config; a config changed by another process after the
-reader knew the old one is read afresh, with its window; a hash without a row, or with a
-damaged one, reads as its fields say; the row is the fields, packed, after every call
-(including a success that carries rejections or ends a failure run); the plain-Lua packer
-(fakeredis) writes the bytes Redis' ``struct`` does; and the script asks Redis only for those
-fields (watched with ``MONITOR``).
+Every ``breaker.lua`` call rewrites the breaker's read row (a packed copy of the fields a
+reader needs, ``breaker_schema.ROW_FORMAT``) when one of them changed; the hot path patches
+its success counter in place. The reader asks, breaker by breaker, for what the previous read
+showed it needs (``READ_ROW``: the row alone, one key; the leases, the buckets or the config
+besides, three keys) and reads again, asking for everything, a breaker whose row needs more.
+What must hold: a read that skipped the config gives the same records as a read that sent it
+(first read, or the config changed since), for every window kind and whatever the reader's
+own config; a config changed by another process after the reader knew the old one is read
+afresh, with its window; a breaker that entered HALF_OPEN since a read of its row alone is
+read again with its leases; a hash without a row, or with a damaged one, reads as its fields
+say; the row is the fields, packed, after every call (the hot path's too); the plain-Lua
+packer (fakeredis) writes the bytes Redis' ``struct`` does; and the script asks Redis only
+for those fields, with only those keys (watched with ``MONITOR``).
 """
 
 from __future__ import annotations
@@ -110,7 +112,30 @@ async def test_a_config_changed_after_the_reader_knew_it_is_read_afresh(
         assert rec.config == CONFIGS["time"] and expected["window"][1:3] == (6, 3)
 
 
-async def test_the_script_asks_only_for_the_fields_the_known_config_needs(
+def lua_commands(commands: list[dict[str, Any]], name: str) -> list[list[str]]:
+    """The arguments of the ``name`` commands scripts ran, in order."""
+    return [
+        c["command"].split()[1:]
+        for c in commands
+        if c.get("client_type") == "lua" and c["command"].split()[0].upper() == name
+    ]
+
+
+async def load_read_script(backend: RedisBackend) -> None:
+    """Run ``breaker_read.lua`` once (its first call, answered NOSCRIPT, is sent twice)."""
+    await backend.read_breakers([backend.bind_breaker("warm", BreakerConfig())])
+
+
+def script_calls(commands: list[dict[str, Any]]) -> list[int]:
+    """The number of keys each ``EVALSHA`` a client sent carried, in order."""
+    return [
+        int(c["command"].split()[2])
+        for c in commands
+        if c.get("client_type") != "lua" and c["command"].split()[0].upper() == "EVALSHA"
+    ]
+
+
+async def test_the_script_asks_only_for_the_fields_and_keys_the_known_config_needs(
     backends: list[RedisBackend], clock: FakeClock, redis_url: str
 ) -> None:
     writer, reader = backends
@@ -118,6 +143,7 @@ async def test_the_script_asks_only_for_the_fields_the_known_config_needs(
     for kind, config in CONFIGS.items():
         await traffic(BreakerRegistry(backend=writer, clock=clock).get(kind, config), clock)
         registry.get(kind, config)
+    await load_read_script(reader)
     monitor = Monitor(redis_url)
     try:
         first = await monitor.during(registry.readings)
@@ -125,22 +151,80 @@ async def test_the_script_asks_only_for_the_fields_the_known_config_needs(
     finally:
         monitor.close()
 
-    def reads(commands: list[dict[str, Any]]) -> list[list[str]]:
-        return [
-            c["command"].split()[2:]
-            for c in commands
-            if c.get("client_type") == "lua" and c["command"].upper().startswith("HMGET")
-        ]
+    row = [Field.ROW]
+    # first: every breaker asked for everything (three keys each), its config sent
+    assert script_calls(first) == [9]
+    assert [args[1:] for args in lua_commands(first, "HGET")] == [row, [Field.CONFIG]] * 3
+    assert len(lua_commands(first, "HGETALL")) == 1, "the time window's buckets"
+    # then: the row alone for "none" and "count" (one key each), three keys for "time"
+    # (its buckets), no config
+    assert script_calls(known) == [1 + 1 + 3]
+    assert [args[1:] for args in lua_commands(known, "HGET")] == [row] * 3
+    assert len(lua_commands(known, "HGETALL")) == 1
+    assert not lua_commands(known, "HMGET") and not lua_commands(known, "ZCOUNT")
 
-    def config_reads(commands: list[dict[str, Any]]) -> int:
-        return sum(
-            c.get("client_type") == "lua" and c["command"].upper().startswith("HGET ")
-            for c in commands
-        )
 
-    row = [Field.ROW, Field.SUCCESSES]
-    assert reads(first) == [row] * 3 and config_reads(first) == 3, "first: the config sent"
-    assert reads(known) == [row] * 3 and config_reads(known) == 0, "then: the row alone"
+async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_read_again(
+    backends: list[RedisBackend], clock: FakeClock, redis_url: str
+) -> None:
+    """The reader asked for the row alone (the breaker was CLOSED); another process took it
+    OPEN, then HALF_OPEN, and holds a trial lease: the row says HALF_OPEN, so the reader
+    reads that breaker again with its lease key (a second call, for it alone). The next read
+    asks for its leases at once (one call); once CLOSED again, for its row alone."""
+    writer, reader = backends
+    trial = BreakerRegistry(backend=writer, clock=clock).get("b", TRIAL)
+    await succeed(trial)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    registry.get("a", CONFIGS["none"])
+    registry.get("b", TRIAL)
+    await registry.readings()
+    await registry.readings()  # both known: the rows alone
+    for _ in range(2):
+        await fail(trial)
+    clock.advance(6)
+    await trial.__aenter__()  # HALF_OPEN, one live lease
+    handles = [registry.get("a").handle, registry.get("b").handle]
+    seen: list[list[tuple[str, int, int]]] = []
+
+    async def views() -> None:
+        seen.append(await reader.read_views(handles))
+
+    monitor = Monitor(redis_url)
+    try:
+        # the listener's views need no leases: one call, the rows alone
+        assert script_calls(await monitor.during(views)) == [1 + 1]
+        again = await monitor.during(registry.readings)
+        [_, (_, (rec, _, _))] = await registry.readings()
+        leases = await monitor.during(registry.readings)
+        await trial.__aexit__(None, None, None)  # the trial succeeds
+        while trial.state is not CircuitState.CLOSED:
+            await succeed(trial)
+        [_, (_, (closed, _, _))] = await registry.readings()
+        alone = await monitor.during(registry.readings)
+    finally:
+        monitor.close()
+    assert script_calls(again) == [1 + 1, 3], "the second call: b alone, everything asked"
+    assert rec.state is CircuitState.HALF_OPEN and len(rec.trials) == 1
+    assert script_calls(leases) == [1 + 3]
+    assert len(lua_commands(leases, "ZCOUNT")) == 1
+    assert closed.state is CircuitState.CLOSED and not closed.trials
+    assert script_calls(alone) == [1 + 1]
+    assert [view[0] for view in seen[0]] == ["closed", "half_open"]
+
+
+async def test_a_read_whose_asks_do_not_match_its_keys_is_refused(redis_url: str) -> None:
+    import redis.asyncio as redis_asyncio
+
+    from aioresil.backends.breaker_schema import read_script
+
+    script = read_script()
+    client = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        with pytest.raises(redis_asyncio.ResponseError, match="AIORESIL_BADREAD 2 keys for 1"):
+            await client.eval(script.source, 2, "a", "b", "", "l")
+        assert await client.eval(script.source, 1, "a", "", "1") is not None
+    finally:
+        await client.aclose()
 
 
 async def test_a_read_answered_before_a_newer_one_keeps_the_config_it_was_read_under(
@@ -263,23 +347,35 @@ async def test_an_unreadable_field_without_a_row_names_the_breaker(
     assert view == ("open", 0, 0)  # "unknown, ask Redis": never raises for the listener
 
 
-async def test_a_success_counter_that_is_no_number_names_the_breaker(
+async def test_a_success_counter_that_is_no_number(
     backends: list[RedisBackend], clock: FakeClock
 ) -> None:
+    """Written by hand beside a row: readers read the row (the hand edit reaches them when
+    breaker.lua next rewrites the row); the hot path leaves it to the full path, which reads
+    it as 0 and writes both back. Without a row, the reader names the breaker."""
     from aioresil import CorruptStateError
 
     writer, reader = backends
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
     await traffic(breaker, clock)
-    await writer.client.hset(breaker.handle.keys[0], Field.SUCCESSES, "1 2")
+    await succeed(breaker)  # ends traffic's failure run: the next success may take the hot path
+    key = breaker.handle.keys[0]
+    await writer.client.hset(key, Field.SUCCESSES, "1 2")
     registry = BreakerRegistry(backend=reader, clock=clock)
     other = registry.get("x", CONFIGS["none"])
+    assert (await read_of(reader, other))["successes"] == 4  # the row's
+    await writer.client.hdel(key, Field.ROW)
     with pytest.raises(CorruptStateError, match="'x'"):
         await read_of(reader, other)
-    # breaker.lua's full path reads a counter that is no number as 0 and writes it back:
-    # readable again (this success takes the full path: it ends traffic's failure run; the
-    # hot path's HINCRBY would fail on such a counter)
-    await succeed(breaker)
+    await succeed(breaker)  # not hot: no row; the full path reads "1 2" as 0
+    fields = await writer.client.hgetall(key)
+    assert fields[Field.SUCCESSES.encode()] == b"1"
+    assert fields[Field.ROW.encode()] == packed_row(fields)
+    await writer.client.hset(key, Field.SUCCESSES, "1 2")
+    await succeed(breaker)  # the row is back, but the counter is no count: the full path
+    fields = await writer.client.hgetall(key)
+    assert fields[Field.SUCCESSES.encode()] == b"1"
+    assert fields[Field.ROW.encode()] == packed_row(fields)
     assert (await read_of(reader, other))["successes"] == 1
 
 
