@@ -139,14 +139,13 @@ def scripts_agree(
 
 
 def packed_row(raw: Mapping[bytes, bytes]) -> bytes:
-    """The read row (field ``rw``) that a breaker hash's text fields say, packed in Python:
-    the reference ``breaker.lua``'s packers are checked against. ``raw`` is the hash as
-    ``HGETALL`` answers it (the row itself, binary, is left out)."""
+    """The read row (the breaker's row key) that a breaker hash's text fields say, packed in
+    Python: the reference ``breaker.lua``'s packers are checked against. ``raw`` is the hash
+    as ``HGETALL`` answers it."""
     from aioresil.backends.breaker_schema import ROW_FORMAT, ROW_NUMBERS, STATES_BY_CODE, Field
     from aioresil.core.states import CircuitState
 
-    row = Field.ROW.encode()
-    text = {k.decode(): v.decode() for k, v in raw.items() if k != row}
+    text = {k.decode(): v.decode() for k, v in raw.items()}
     code = STATES_BY_CODE.index(CircuitState(text[Field.STATE]))
     numbers = [int(text.get(f) or 0) for f in ROW_NUMBERS]
     return struct.pack(ROW_FORMAT, code, *numbers, text[Field.FINGERPRINT].encode())

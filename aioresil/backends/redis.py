@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 import structlog
 
 from ..clock import Clock
-from ..core.config import BreakerConfig
+from ..core.config import FINGERPRINT_LENGTH, BreakerConfig
 from ..core.states import CircuitState
 from ..exceptions import (
     BackendError,
@@ -181,25 +181,46 @@ class _Rows(NamedTuple):
     extras: _Extras
     """Row index -> (the stored config, the time window's buckets), where the script sent
     either."""
+    built: list[int]
+    """Indexes of the rows the script packed from their hashes' fields."""
+    missing: list[int]
+    """Indexes of the rows asked for alone whose key held no row (read as
+    :data:`_EMPTY_ROW` here: the reader asks again for them)."""
+
+
+_EMPTY_ROW = struct.pack(ROW_FORMAT, NO_STATE, *(0 for _ in ROW_NUMBERS), b" " * FINGERPRINT_LENGTH)
+"""What a row key holding no row reads as until the breaker is read again (a new breaker's
+row; see :meth:`RedisBackend._complete`)."""
 
 
 def _read(count: int, reply: Any, offset: int = 0) -> _Rows:
     """A ``breaker_read.lua`` reply for ``count`` breakers, read: the rows unpacked in C, one
     call for all of them; indexes of the sparse parts start at ``offset``."""
     try:
-        now, rows, leases, flat = reply
-        blob = b"".join(rows)
+        now, rows, leases, flat, made = reply
+        if len(rows) != count:
+            raise BackendError(f"breaker_read.lua answered {len(rows)} rows for {count} breakers")
+        missing: list[int] = []
+        try:
+            blob = b"".join(rows)
+        except TypeError:  # a key holding no row (nil)
+            blob = b""
+        if len(blob) != ROW_SIZE * count:  # ... or not a row: found one by one
+            missing = [i for i, row in enumerate(rows) if row is None or len(row) != ROW_SIZE]
+            blob = b"".join(
+                [_EMPTY_ROW if row is None or len(row) != ROW_SIZE else row for row in rows]
+            )
     except (TypeError, ValueError):
         raise BackendError("breaker_read.lua answered an unexpected reply") from None
-    if len(rows) != count or len(blob) != ROW_SIZE * count:
-        raise BackendError(f"breaker_read.lua answered {len(rows)} rows for {count} breakers")
     first = offset - 1  # the script's indexes start at 1
     extras: _Extras = {}
     for index, stored, buckets in flat:
         window = None if buckets is None else dict(zip(buckets[::2], buckets[1::2], strict=True))
         extras[first + index] = (stored or None, window)
     alive = {first + leases[i]: leases[i + 1] for i in range(0, len(leases), 2)}
-    return _Rows([int(now)] * count, list(_unpack_rows(blob)), alive, extras)
+    built = [first + i for i in made]
+    missing = [offset + i for i in missing]
+    return _Rows([int(now)] * count, list(_unpack_rows(blob)), alive, extras, built, missing)
 
 
 def _without_url(message: str, url: str) -> str:
@@ -449,6 +470,7 @@ class RedisBackend:
         # name -> its keys encoded, and packed as RESP; the handles read last with their
         # keys packed for the script (see _pack_keys)
         self._encoded_keys: dict[str, tuple[list[bytes], bytes, bytes]] = {}
+        """name -> its keys encoded; its row key packed as RESP; its other three packed."""
         self._read_plan: tuple[list[RedisBreakerHandle], bytes, PackedKeys] = (
             [],
             b"",
@@ -958,11 +980,12 @@ class RedisBackend:
             if handle.needs_flush:
                 await handle.flush()
         asks, read = await self._read_rows(own)
-        rows = read.rows
         odd: list[int] = []  # rows the fast check did not settle (see _complete)
         out = self._readings(own, read, odd)
+        if read.missing:
+            odd = sorted({*odd, *read.missing})
         if odd:
-            await self._complete(own, asks, rows, out, odd)
+            await self._complete(own, asks, read, out, odd)
         return out
 
     def _readings(
@@ -1015,31 +1038,39 @@ class RedisBackend:
         self,
         own: list[RedisBreakerHandle],
         asks: bytes,
-        rows: list[ReadRow],
+        read: _Rows,
         out: list[BreakerReading],
         odd: list[int],
     ) -> None:
         """Read again, asking for everything (``READ_CONFIG``), the breakers among ``odd``
-        whose rows lack what their records need
-        (:meth:`~RedisBreakerHandle.needs_more`: a row read alone that turned HALF_OPEN, a
+        whose rows lack what their records need (a row key holding no row, or
+        :meth:`~RedisBreakerHandle.needs_more`: a row read alone that turned HALF_OPEN, a
         fingerprint no read decoded, a time window's buckets not read), and put their
         readings in ``out``; then tell every ``odd`` handle what its next read asks for.
 
         So a read takes one round trip when the registry's breakers kept their configs and
         did not enter HALF_OPEN since its previous read, and two when some did (only those
         read again: a snapshot of its own, at a later time)."""
-        again = [i for i in odd if own[i].needs_more(rows[i][0], rows[i][-1], asks[i : i + 1])]
+        rows, missing = read.rows, set(read.missing)
+        built = set(read.built)
+        again = [
+            i
+            for i in odd
+            if i in missing or own[i].needs_more(rows[i][0], rows[i][-1], asks[i : i + 1])
+        ]
         if again:
             handles = [own[i] for i in again]
             more = await self._read_once(handles, READ_CONFIG * len(again))
             for j, reading in enumerate(self._readings(handles, more, [])):
                 out[again[j]] = reading
                 rows[again[j]] = more.rows[j]
+            built.difference_update(again)
+            built.update(again[j] for j in more.built)
         changed = False
         for i in odd:
             handle = own[i]
             before = handle.read_ask
-            handle.learn_ask(rows[i][0], rows[i][-1])
+            handle.learn_ask(rows[i][0], rows[i][-1], built=i in built)
             changed = changed or handle.read_ask != before
         if changed and own is self._read_plan[0]:
             self._read_plan = (own, b"", PackedKeys([], b""))  # asked afresh next time
@@ -1050,10 +1081,13 @@ class RedisBackend:
         nothing is read again (see :meth:`_complete`)."""
         own = self._own(handles)
         _, read = await self._read_rows(own)
-        return [
+        views = [
             _raw_view(handle, row, now_us)
             for handle, now_us, row in zip(own, read.now_us, read.rows, strict=True)
         ]
+        for i in read.missing:  # a row key lost alone: unknown, ask Redis
+            views[i] = ("open", 0, 0)
+        return views
 
     def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
         """This backend's own handles for ``handles`` (bound here, looked up by name)."""
@@ -1080,7 +1114,7 @@ class RedisBackend:
         than it needs, or for less, and :meth:`_complete` reads it again; either way its
         reading is whole."""
         if not handles:
-            return b"", _Rows([], [], {}, {})
+            return b"", _Rows([], [], {}, {}, [], [])
         plan_handles, asks, keys = self._read_plan
         if handles is not plan_handles or not asks:
             asks = b"".join([h.read_ask for h in handles])
@@ -1102,45 +1136,48 @@ class RedisBackend:
                 *(
                     self.run_script(
                         script,
-                        h.keys[:1] if asks[i] == alone else h.keys,
+                        h.keys[3:] if asks[i] == alone else [h.keys[3], *h.keys[:3]],
                         [now_arg, asks[i : i + 1]],
                     )
                     for i, h in enumerate(handles)
                 )
             )
             rows: list[ReadRow] = []
-            read = _Rows([], rows, {}, {})
+            read = _Rows([], rows, {}, {}, [], [])
             for i, reply in enumerate(replies):
                 one = _read(1, reply, offset=i)
                 read.now_us.extend(one.now_us)
                 rows.extend(one.rows)
                 read.leases.update(one.leases)
                 read.extras.update(one.extras)
+                read.built.extend(one.built)
+                read.missing.extend(one.missing)
             return read
         if keys is None:
             keys = self._pack_keys(handles, asks)
         return _read(len(handles), await self.run_script(script, keys, [now_arg, asks]))
 
     def _pack_keys(self, handles: list[RedisBreakerHandle], asks: bytes) -> PackedKeys:
-        """The keys ``asks`` sends for ``handles`` (the state hash alone for ``READ_ROW``,
-        all three otherwise), each breaker's encoded and packed as RESP once (kept by
-        name), joined."""
+        """The keys ``asks`` sends for ``handles`` (see ``breaker_read.lua``: every row key,
+        then the state hash, lease zset and window key of each breaker asked for more than
+        its row), each breaker's encoded and packed as RESP once (kept by name), joined."""
         encoded = self._encoded_keys
         alone = READ_ROW[0]
         keys: list[bytes] = []
         pieces: list[bytes] = []
+        more_keys: list[bytes] = []
+        more_pieces: list[bytes] = []
         for h, ask in zip(handles, asks, strict=True):
             mine = encoded.get(h.name)
             if mine is None:
                 raw = [key.encode() for key in h.keys]
-                mine = encoded[h.name] = (raw, pack_key(raw[0]), b"".join(map(pack_key, raw)))
-            if ask == alone:
-                keys.append(mine[0][0])
-                pieces.append(mine[1])
-            else:
-                keys += mine[0]
-                pieces.append(mine[2])
-        return PackedKeys(keys, b"".join(pieces))
+                mine = encoded[h.name] = (raw, pack_key(raw[3]), b"".join(map(pack_key, raw[:3])))
+            keys.append(mine[0][3])
+            pieces.append(mine[1])
+            if ask != alone:
+                more_keys += mine[0][:3]
+                more_pieces.append(mine[2])
+        return PackedKeys(keys + more_keys, b"".join(pieces + more_pieces))
 
     def open_storage(self, factory: StorageFactory[T]) -> T:
         """Storage shared through this backend's scripts (one key space per store)."""

@@ -47,6 +47,7 @@ from .breaker_schema import (
     READ_LEASES,
     READ_ROW,
     READ_WINDOW,
+    ROW_KEY,
     STATES_BY_CODE,
     breaker_script,
 )
@@ -117,6 +118,7 @@ _NO_FINGERPRINT = b" " * FINGERPRINT_LENGTH
 """The fingerprint of a row whose hash holds no config (a breaker no script has written yet):
 read under the handle's own config."""
 _HALF_OPEN_CODE = STATES_BY_CODE.index(CircuitState.HALF_OPEN)
+_new_record = BreakerRecord.__new__
 
 
 def _keeps_time_window(config: BreakerConfig) -> bool:
@@ -177,6 +179,7 @@ class RedisBreakerHandle:
             backend.key("cb", name, "state"),
             backend.key("cb", name, "trials"),
             backend.key("cb", name, "window"),
+            backend.key("cb", name, ROW_KEY),
         ]
         # The config travels once, on this handle's first call (its bind; again only if Redis
         # lost it): later calls name it by fingerprint and the script reads the stored one.
@@ -716,15 +719,17 @@ class RedisBreakerHandle:
             return True
         return asked != READ_WINDOW and _keeps_time_window(config)
 
-    def learn_ask(self, code: int, fingerprint: bytes) -> None:
+    def learn_ask(self, code: int, fingerprint: bytes, *, built: bool = False) -> None:
         """Set what the next read asks for this breaker from the row just read (its
-        config decoded by then): the row alone when that is all its record needs."""
+        config decoded by then): the row alone when that is all its record needs.
+        ``built``: the script packed the row from the hash's fields (its key held none):
+        the next read asks for more than the row too, so it need not be read twice."""
         config = self.config_of(fingerprint)
         if config is None:
             ask = READ_CONFIG
         elif _keeps_time_window(config):
             ask = READ_WINDOW
-        elif code == _HALF_OPEN_CODE:
+        elif code == _HALF_OPEN_CODE or built:
             ask = READ_LEASES
         else:
             ask = READ_ROW
@@ -763,21 +768,30 @@ class RedisBreakerHandle:
             config = self._known_configs.get(fp, config)
         if code >= len(STATES_BY_CODE):
             raise ValueError(f"a stored field is not what aioresil writes (state code {code})")
-        rec = BreakerRecord(config)
+        # Every slot set once, without BreakerRecord.__init__ (which sets them all, then this
+        # would set most again): half the cost of a record, 0.3 ms of a 1,000-breaker read.
+        # tests/backends/test_read_rows.py holds this to __init__ slot by slot.
+        rec = _new_record(BreakerRecord)
+        rec.config = config
         state = STATES_BY_CODE[code]
-        if state is not None:  # None (NO_STATE): a breaker no script wrote reads as a new one
-            rec.state = state
-            rec.generation = g
+        if state is None:  # NO_STATE: a breaker no script wrote reads as a new one
+            rec.state, rec.generation = CLOSED, 1
+        else:
+            rec.state, rec.generation = state, g
         rec.consecutive_failures = cf
         rec.opened_at = oa / 1e6 if oa else None
         rec.open_until = ou / 1e6
         rec.reopen_count = ro
+        rec.trials = dict.fromkeys(range(live), math.inf) if live else {}
         rec.trial_successes = ts
+        rec.next_token = 1
+        rec.loose = rec.loose_generation = rec.ticketed = rec.framed = 0
         rec.successes, rec.failures, rec.ignored, rec.slow = successes, nf, ni, nsl
         rec.rejected = nr + self._pending_rejections
-        if live:
-            rec.trials = dict.fromkeys(range(live), math.inf)
-        if rec.window is not None:
+        if config.window_size is None and config.window_duration is None:
+            rec.window = None
+        else:
+            rec.window = machine.new_window(config)
             # A count window's counters only for a config keeping one: breaker.lua keeps
             # them for a time window too, where the buckets are what counts.
             self._restore_window(rec, (wc, wf, ws), window)

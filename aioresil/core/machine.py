@@ -35,6 +35,7 @@ __all__ = [
     "Transition",
     "acquire",
     "failure_rate",
+    "new_window",
     "operator",
     "rebind",
     "record",
@@ -142,7 +143,7 @@ class BreakerRecord:
         self.ignored = 0
         self.rejected = 0
         self.slow = 0
-        self.window: Window | None = _new_window(config)
+        self.window: Window | None = new_window(config)
 
     @property
     def total_calls(self) -> int:
@@ -324,7 +325,8 @@ def record_success(
     return None
 
 
-def _new_window(config: BreakerConfig) -> Window | None:
+def new_window(config: BreakerConfig) -> Window | None:
+    """The window ``config`` keeps (a count window, a time window, or none)."""
     if config.window_size is not None:
         return CountWindow(config.window_size)
     if config.window_duration is not None:
@@ -348,7 +350,7 @@ def rebind(rec: BreakerRecord, config: BreakerConfig) -> bool:
     restarted = config.window_shape != rec.config.window_shape
     rec.config = config
     if restarted:
-        rec.window = _new_window(config)
+        rec.window = new_window(config)
     return restarted
 
 

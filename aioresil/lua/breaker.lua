@@ -14,13 +14,13 @@ The model-based test (tests/core/test_model_lua.py) drives this script and the P
 the same random sequences and asserts they agree step for step.
 
 KEYS[1]  hash   the breaker's state (fields in F), the config in force (F.config, F.fingerprint)
-                and the read row (F.row: the fields a reader needs, packed; see
-                breaker_schema.ROW_FORMAT and breaker_read.lua)
 KEYS[2]  zset   HALF_OPEN trial permits: member = token, score = lease deadline (us). A negative
                 score -d is a tombstone: a token given back before its grant was seen (a
                 cancelled acquire); it refuses that grant until d, then expires.
 KEYS[3]  window count-based: a string ring, one byte per call ('0'..'3' = failed + 2*slow)
                 time-based: a hash bucket index -> "calls failures slow"
+KEYS[4]  string the read row: the fields a reader needs, packed (breaker_schema.ROW_KEY and
+                ROW_FORMAT; read by breaker_read.lua)
 ARGV[1]  op: "success" | "acquire" | "record" | "batch" | "operator" | "release"
 ARGV[2]  now in microseconds, or "" to use Redis TIME (the fleet's one clock; see why below)
 ARGV[3]  the caller's config fingerprint
@@ -75,26 +75,24 @@ judges the same calls). aioresil/core/machine.py's rebind() is the Python twin, 
 reply's window_restarted puts it in the process's BreakerConfigConflict event and log line.
 ]]
 
-local H, TRIALS, WIN = KEYS[1], KEYS[2], KEYS[3]
 local op = ARGV[1]
 
 -- ------------------------------------------------------------------ the hot path
 -- A success of a normal permit in CLOSED, under the caller's own config, which has no window
 -- (the client sends "success" only then), with no failure run to end and no local rejections
--- to add: only the success counter changes. Seven fields read, two written, no config
--- parsed, no clock read. The read row (F.row, below) holds the counter too (last of its
--- integers, at HOT_SUCCESSES_AT): patched in place, eight bytes, not packed again, so a
--- reader takes that one field (issue 17). A success that ends a failure run or carries
+-- to add: only the success counter changes. Six fields read, one written, no config parsed,
+-- no clock read. The read row (KEYS[4], below) holds the counter too (last of its integers):
+-- its eight bytes are written in place (SETRANGE at HOT_SUCCESSES_AT), nothing packed again,
+-- so a reader takes the row alone (issue 17). A success that ends a failure run or carries
 -- rejections takes the full path (once per failure or per stale local rejection), and so
--- does a hash without a row of this layout or with a counter that is no count (the full path
--- rewrites both).
+-- does a counter that is no count (the full path reads it as 0 and writes it back).
 if op == 'success' and ARGV[4] == '' and ARGV[5] == '0' then
+  local H = KEYS[1]
   local v = redis.call('HMGET', H, HOT_STATE, HOT_GENERATION, HOT_FINGERPRINT,
-    HOT_CONSECUTIVE_FAILURES, HOT_SCHEMA, HOT_SUCCESSES, HOT_ROW)
-  local count, row = tonumber(v[6]), v[7]
+    HOT_CONSECUTIVE_FAILURES, HOT_SCHEMA, HOT_SUCCESSES)
+  local count = tonumber(v[6])
   if v[1] == 'closed' and v[2] == ARGV[6] and v[3] == ARGV[3] and v[4] == '0'
-      and v[5] == SCHEMA and count and count >= 0 and count < 2 ^ 53 - 1 and count % 1 == 0
-      and row and #row == HOT_ROW_SIZE then
+      and v[5] == SCHEMA and count and count >= 0 and count < 2 ^ 53 - 1 and count % 1 == 0 then
     count = count + 1
     local bytes
     if struct then
@@ -104,13 +102,17 @@ if op == 'success' and ARGV[4] == '' and ARGV[5] == '0' then
       for j = 1, 8 do b[j] = m % 256; m = (m - b[j]) / 256 end
       bytes = string.char(unpack(b))
     end
-    redis.call('HSET', H, HOT_SUCCESSES, string.format('%.0f', count), HOT_ROW,
-      string.sub(row, 1, HOT_SUCCESSES_AT - 1) .. bytes .. string.sub(row, HOT_SUCCESSES_AT + 8))
+    redis.call('HSET', H, HOT_SUCCESSES, string.format('%.0f', count))
+    -- A row key lost alone (evicted, deleted by hand) is made again from this offset: a
+    -- string too short to be a row, which readers read from the hash's fields instead,
+    -- until the full path writes it whole (it checks that the key holds a row).
+    redis.call('SETRANGE', KEYS[4], HOT_SUCCESSES_AT, bytes)
     return 1
   end
 end
 
 -- @@PRELUDE@@
+local H, TRIALS, WIN, ROW = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function num(s) if s == nil or s == '' or s == false then return nil end return tonumber(s) end
 local function fmt(x) return string.format('%.0f', x) end
@@ -131,7 +133,7 @@ for i, name in ipairs(FIELD_NAMES) do
   local value = raw[i]
   if value then
     r[name] = value
-    if name ~= 'config' and name ~= 'fingerprint' and name ~= 'row' then fresh = false end
+    if name ~= 'config' and name ~= 'fingerprint' then fresh = false end
   end
 end
 local corrupt = 0
@@ -489,17 +491,18 @@ if fp ~= r.fingerprint then
   changed[#changed + 1] = F.config
   changed[#changed + 1] = config_text
 end
--- The read row (F.row, see breaker_schema.ROW_FIELDS): what breaker_read.lua returns for
--- this breaker, kept here so a read of 1,000 breakers takes one field of each hash instead
--- of fourteen (issue 17). Every write but the hot path's goes through here (the hot path
--- patches the success counter in it). Rebuilt only when a field it holds (IN_ROW) changed.
-local row_stale = not r.row or #r.row ~= HOT_ROW_SIZE  -- none yet, or another layout's
+-- The read row (KEYS[4], breaker_schema.ROW_KEY and ROW_FIELDS): what breaker_read.lua
+-- returns for this breaker, kept so a read of 1,000 breakers is one MGET of their rows instead
+-- of fourteen fields of each hash (issue 17). Every write but the hot path's goes through
+-- here (the hot path writes the success counter in it). Rewritten when a field it holds
+-- (IN_ROW) changed, or when the key holds no row (a state written before the row existed, a
+-- key lost alone: STRLEN, asked only when nothing it holds changed).
+local row_stale = false
 for i = 1, #changed, 2 do
   if IN_ROW[changed[i]] then row_stale = true; break end
 end
-if row_stale then
-  changed[#changed + 1] = F.row
-  changed[#changed + 1] = stored_row(rec, fp)
+if row_stale or redis.call('STRLEN', ROW) ~= ROW_SIZE then
+  redis.call('SET', ROW, stored_row(rec, fp))
 end
 if #changed > 0 then redis.call('HSET', H, unpack(changed)) end
 

@@ -98,7 +98,7 @@ async def stored(client: RedisCluster, backend: RedisBackend, name: str) -> dict
     """The breaker's text fields as stored in the cluster (read without aioresil; the read
     row, a packed copy of them, left out)."""
     raw = await client.hgetall(backend.key("cb", name, "state"))
-    return {k.decode(): v.decode() for k, v in raw.items() if k != Field.ROW.encode()}
+    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 LIFECYCLE = BreakerConfig(

@@ -273,8 +273,10 @@ async def test_a_reconnected_listener_adopts_what_redis_holds_even_an_older_gene
         direct = aioredis.Redis.from_url(redis_url)
         try:
             await until(lambda: backend._listener is not None, what="listener started")
-            # What a failover that lost the transition leaves: the new master never saw it.
-            await direct.delete(*(backend.key("cb", "lost-in-failover", p) for p in ("state",)))
+            # What a failover that lost the transition leaves: the new master never saw it
+            # (nor the read row the same script wrote).
+            parts = ("state", "row")
+            await direct.delete(*(backend.key("cb", "lost-in-failover", p) for p in parts))
             await direct.client_kill_filter(_type="pubsub")  # the listener reconnects
             await until(lambda: breaker.state is CircuitState.CLOSED, what="view resynced")
         finally:

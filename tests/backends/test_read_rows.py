@@ -151,17 +151,19 @@ async def test_the_script_asks_only_for_the_fields_and_keys_the_known_config_nee
     finally:
         monitor.close()
 
-    row = [Field.ROW]
-    # first: every breaker asked for everything (three keys each), its config sent
-    assert script_calls(first) == [9]
-    assert [args[1:] for args in lua_commands(first, "HGET")] == [row, [Field.CONFIG]] * 3
+    rows = [[h.keys[3] for h in (registry.get(kind).handle for kind in CONFIGS)]]
+    # first: every breaker asked for everything (its row key and three more), its config sent
+    assert script_calls(first) == [3 + 3 * 3]
+    assert lua_commands(first, "MGET") == rows
+    assert [args[1:] for args in lua_commands(first, "HGET")] == [[Field.CONFIG]] * 3
     assert len(lua_commands(first, "HGETALL")) == 1, "the time window's buckets"
-    # then: the row alone for "none" and "count" (one key each), three keys for "time"
-    # (its buckets), no config
-    assert script_calls(known) == [1 + 1 + 3]
-    assert [args[1:] for args in lua_commands(known, "HGET")] == [row] * 3
+    # then: the row alone for "none" and "count", three keys more for "time" (its buckets),
+    # no config, no field of any hash
+    assert script_calls(known) == [3 + 3]
+    assert lua_commands(known, "MGET") == rows
     assert len(lua_commands(known, "HGETALL")) == 1
-    assert not lua_commands(known, "HMGET") and not lua_commands(known, "ZCOUNT")
+    for command in ("HGET", "HMGET", "ZCOUNT"):
+        assert not lua_commands(known, command)
 
 
 async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_read_again(
@@ -172,7 +174,9 @@ async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_
     reads that breaker again with its lease key (a second call, for it alone). The next read
     asks for its leases at once (one call); once CLOSED again, for its row alone."""
     writer, reader = backends
-    trial = BreakerRegistry(backend=writer, clock=clock).get("b", TRIAL)
+    writers = BreakerRegistry(backend=writer, clock=clock)
+    await succeed(writers.get("a", CONFIGS["none"]))
+    trial = writers.get("b", TRIAL)
     await succeed(trial)
     registry = BreakerRegistry(backend=reader, clock=clock)
     registry.get("a", CONFIGS["none"])
@@ -192,7 +196,7 @@ async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_
     monitor = Monitor(redis_url)
     try:
         # the listener's views need no leases: one call, the rows alone
-        assert script_calls(await monitor.during(views)) == [1 + 1]
+        assert script_calls(await monitor.during(views)) == [2]
         again = await monitor.during(registry.readings)
         [_, (_, (rec, _, _))] = await registry.readings()
         leases = await monitor.during(registry.readings)
@@ -203,12 +207,12 @@ async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_
         alone = await monitor.during(registry.readings)
     finally:
         monitor.close()
-    assert script_calls(again) == [1 + 1, 3], "the second call: b alone, everything asked"
+    assert script_calls(again) == [2, 1 + 3], "the second call: b alone, everything asked"
     assert rec.state is CircuitState.HALF_OPEN and len(rec.trials) == 1
-    assert script_calls(leases) == [1 + 3]
+    assert script_calls(leases) == [2 + 3]
     assert len(lua_commands(leases, "ZCOUNT")) == 1
     assert closed.state is CircuitState.CLOSED and not closed.trials
-    assert script_calls(alone) == [1 + 1]
+    assert script_calls(alone) == [2]
     assert [view[0] for view in seen[0]] == ["closed", "half_open"]
 
 
@@ -315,11 +319,11 @@ async def test_a_hash_without_a_row_or_with_a_damaged_one_reads_as_its_fields(
     registry = BreakerRegistry(backend=reader, clock=clock)
     other = registry.get("x", CONFIGS[kind])
     with_row = await read_of(reader, other)
-    key = breaker.handle.keys[0]
-    assert await writer.client.hexists(key, Field.ROW)
-    await writer.client.hdel(key, Field.ROW)
+    key = breaker.handle.keys[3]
+    assert await writer.client.exists(key)
+    await writer.client.delete(key)
     assert await read_of(reader, other) == with_row
-    await writer.client.hset(key, Field.ROW, b"too short")
+    await writer.client.set(key, b"too short")
     assert await read_of(reader, other) == with_row
     assert with_row["state"] is (CircuitState.OPEN if opened else CircuitState.CLOSED)
 
@@ -337,7 +341,7 @@ async def test_an_unreadable_field_without_a_row_names_the_breaker(
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
     await traffic(breaker, clock)
     key = breaker.handle.keys[0]
-    await writer.client.hdel(key, Field.ROW)
+    await writer.client.delete(breaker.handle.keys[3])
     await writer.client.hset(key, field, value)
     registry = BreakerRegistry(backend=reader, clock=clock)
     registry.get("x", CONFIGS["none"])
@@ -350,33 +354,78 @@ async def test_an_unreadable_field_without_a_row_names_the_breaker(
 async def test_a_success_counter_that_is_no_number(
     backends: list[RedisBackend], clock: FakeClock
 ) -> None:
-    """Written by hand beside a row: readers read the row (the hand edit reaches them when
-    breaker.lua next rewrites the row); the hot path leaves it to the full path, which reads
-    it as 0 and writes both back. Without a row, the reader names the breaker."""
+    """Written by hand: readers read the row (the hand edit reaches them when breaker.lua
+    next rewrites it); the hot path leaves such a counter to the full path, which reads it
+    as 0 and writes it and the row back. Without a row, the reader names the breaker."""
     from aioresil import CorruptStateError
 
     writer, reader = backends
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
     await traffic(breaker, clock)
     await succeed(breaker)  # ends traffic's failure run: the next success may take the hot path
-    key = breaker.handle.keys[0]
+    key, row_key = breaker.handle.keys[0], breaker.handle.keys[3]
     await writer.client.hset(key, Field.SUCCESSES, "1 2")
     registry = BreakerRegistry(backend=reader, clock=clock)
     other = registry.get("x", CONFIGS["none"])
     assert (await read_of(reader, other))["successes"] == 4  # the row's
-    await writer.client.hdel(key, Field.ROW)
+    await writer.client.delete(row_key)
     with pytest.raises(CorruptStateError, match="'x'"):
         await read_of(reader, other)
-    await succeed(breaker)  # not hot: no row; the full path reads "1 2" as 0
+    await succeed(breaker)  # not hot: the counter is no count
     fields = await writer.client.hgetall(key)
     assert fields[Field.SUCCESSES.encode()] == b"1"
-    assert fields[Field.ROW.encode()] == packed_row(fields)
-    await writer.client.hset(key, Field.SUCCESSES, "1 2")
-    await succeed(breaker)  # the row is back, but the counter is no count: the full path
-    fields = await writer.client.hgetall(key)
-    assert fields[Field.SUCCESSES.encode()] == b"1"
-    assert fields[Field.ROW.encode()] == packed_row(fields)
+    assert await writer.client.get(row_key) == packed_row(fields)
     assert (await read_of(reader, other))["successes"] == 1
+
+
+async def test_a_row_key_lost_alone_reads_as_the_fields_until_the_full_path_writes_it(
+    backends: list[RedisBackend], clock: FakeClock, redis_url: str
+) -> None:
+    """The row key evicted or deleted alone: the hot path's next success makes it again from
+    the counter's offset (a string too short to be a row). A reader that asked for the row
+    alone reads that breaker again, asking for everything (its row packed from the hash's
+    fields), and keeps asking for everything, in one call, until the full path writes the
+    row whole; then for the row alone again. Every read says what the fields say, and the
+    listener's view of it is "unknown, ask Redis" meanwhile."""
+    from aioresil.backends.breaker_schema import ROW_SIZE, ROW_SUCCESSES_AT
+
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
+    await traffic(breaker, clock)
+    await succeed(breaker)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    registry.get("x", CONFIGS["none"])
+    registry.get("y", CONFIGS["none"])  # never called: its row key holds nothing, always
+    await registry.readings()
+    await registry.readings()  # x: the row alone
+    row_key = breaker.handle.keys[3]
+    await writer.client.delete(row_key)
+    await succeed(breaker)  # the hot path
+    assert await writer.client.strlen(row_key) == ROW_SUCCESSES_AT + 8
+    [view, _] = await reader.read_views([registry.get("x").handle, registry.get("y").handle])
+    assert view == ("open", 0, 0)
+    monitor = Monitor(redis_url)
+    seen: list[BreakerRecord] = []
+
+    async def read() -> None:
+        seen.append((await registry.readings())[0][1][0])
+
+    try:
+        lost = await monitor.during(read)
+        built = await monitor.during(read)
+        await fail(breaker)  # the full path: the row written whole
+        assert await writer.client.strlen(row_key) == ROW_SIZE
+        whole = await monitor.during(read)
+        alone = await monitor.during(read)
+    finally:
+        monitor.close()
+    assert script_calls(lost) == [2 + 3, 1 + 3], "x read again, everything asked"
+    assert script_calls(built) == [2 + 3 + 3], "x asked for more than its row: one call"
+    assert script_calls(whole) == [2 + 3 + 3]
+    assert script_calls(alone) == [2 + 3], "the row alone again"
+    assert record_of(seen[0]) == record_of(seen[1])
+    assert seen[1].successes == 5 and seen[2].failures == 4 and seen[3].failures == 4
+    assert record_of(seen[3]) == await read_of(writer, breaker)
 
 
 @pytest.mark.parametrize("rejections", [0, 3])
@@ -400,12 +449,12 @@ async def test_every_call_leaves_the_row_equal_to_the_fields(
     generation = state[Field.GENERATION.encode()]
     before = await read_of(writer, breaker)
     reply = await writer.client.evalsha(
-        script.sha, 3, *keys, "success", "", config.fingerprint, "", rejections, generation
+        script.sha, 4, *keys, "success", "", config.fingerprint, "", rejections, generation
     )
     hot = rejections == 0 and failures_before == 0
     assert (reply == 1) is hot, "only a success with nothing else to change is hot"
     fields = await writer.client.hgetall(keys[0])
-    assert fields[Field.ROW.encode()] == packed_row(fields)
+    assert await writer.client.get(keys[3]) == packed_row(fields)
     registry = BreakerRegistry(backend=reader, clock=clock)
     after = await read_of(reader, registry.get("x", config))
     assert after["successes"] == before["successes"] + 1
@@ -492,7 +541,7 @@ async def check_a_mixed_read(
     damaged = writers.get("d", CONFIGS["none"])
     await succeed(damaged)
     key = damaged.handle.keys[0]
-    await writer.client.hdel(key, Field.ROW)
+    await writer.client.delete(damaged.handle.keys[3])
     await writer.client.hset(key, Field.GENERATION, "many")
     with pytest.raises(CorruptStateError, match="'d'"):
         await registry.readings()
@@ -543,7 +592,7 @@ async def test_a_number_breaker_lua_stored_reads_the_same_with_or_without_the_ro
     other = registry.get("x", CONFIGS["none"])
     with_row = await read_of(reader, other)
     assert with_row["rejected" if field == Field.REJECTED else "successes"] == value
-    await writer.client.hdel(key, Field.ROW)
+    await writer.client.delete(breaker.handle.keys[3])
     assert await read_of(reader, other) == with_row
 
 
@@ -605,5 +654,59 @@ async def test_a_backoff_past_the_longest_duration_is_clamped_and_reads_the_same
     assert with_row["reopen_count"] == 2
     assert with_row["open_until"] * 1e6 > 2**53
     assert with_row["open_until"] == pytest.approx(clock.monotonic() + MAX_DURATION_US / 1e6)
-    await writer.client.hdel(breaker.handle.keys[0], Field.ROW)
+    await writer.client.delete(breaker.handle.keys[3])
     assert await read_of(reader, other) == with_row
+
+
+async def test_a_read_of_more_breakers_than_one_mget_takes_reads_them_in_chunks(
+    backends: list[RedisBackend], clock: FakeClock, redis_url: str
+) -> None:
+    """Lua's unpack refuses about 8,000 values: the script reads the row keys MGET_CHUNK at
+    a time. Every breaker's row reaches its own record across the chunks' edges."""
+    from aioresil.backends.breaker_schema import MGET_CHUNK
+
+    writer, reader = backends
+    count = 2 * MGET_CHUNK + 3
+    writers = BreakerRegistry(backend=writer, clock=clock)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    config = CONFIGS["none"]
+    expected = {}
+    for i in range(count):
+        name = f"b{i:05d}"
+        breaker = writers.get(name, config)
+        expected[name] = 1 + i % 3
+        for _ in range(expected[name]):
+            await succeed(breaker)
+        registry.get(name, config)
+    await load_read_script(reader)
+    await registry.readings()  # everything asked for: the rows alone from now on
+    monitor = Monitor(redis_url)
+    seen: list[dict[str, int]] = []
+
+    async def read() -> None:
+        seen.append({b.name: rec.successes for b, (rec, _, _) in await registry.readings()})
+
+    try:
+        commands = await monitor.during(read)
+    finally:
+        monitor.close()
+    assert script_calls(commands) == [count]
+    assert len(lua_commands(commands, "MGET")) == 3
+    assert seen == [expected]
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+async def test_a_record_read_has_every_slot_a_new_record_has(
+    backends: list[RedisBackend], kind: str
+) -> None:
+    """``record_from`` builds records without ``BreakerRecord.__init__`` (for speed): the
+    row of a breaker no script wrote must read as ``__init__``'s record, slot by slot, and a
+    slot ``__init__`` gains must be set there too (an unset one fails ``record_of``)."""
+    from aioresil.backends.breaker_schema import NO_STATE
+    from aioresil.core.config import FINGERPRINT_LENGTH
+
+    _, reader = backends
+    config = CONFIGS[kind]
+    handle = reader.bind_breaker("fresh", config)
+    empty = (NO_STATE, *(0 for _ in ROW_NUMBERS), b" " * FINGERPRINT_LENGTH)
+    assert record_of(handle.record_from(empty, 0, None, None)) == record_of(BreakerRecord(config))

@@ -80,7 +80,8 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         self.rec = BreakerRecord(config)
         self.now = 1000.0
         self.held: list[Permit] = []
-        self.keys = [object_key("model", "cb", "m", part) for part in ("state", "trials", "window")]
+        parts = ("state", "trials", "window", "row")
+        self.keys = [object_key("model", "cb", "m", part) for part in parts]
         self.client.delete(*self.keys)
         self.bound = False
         self.lua("operator", "reset")
@@ -96,7 +97,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         binding = b"" if self.bound else binding_argument(config, "", "m")
         self.bound = True
         args = [op, us(self.now), config.fingerprint, binding, 0, *extra]
-        reply = self.client.evalsha(SCRIPT.sha, 3, *self.keys, *args)
+        reply = self.client.evalsha(SCRIPT.sha, 4, *self.keys, *args)
         return reply if reply == 1 else list(reply)
 
     @rule()
@@ -187,7 +188,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         if not hasattr(self, "rec"):
             return
         raw = self.client.hgetall(self.keys[0])
-        stored = {k.decode(): v.decode() for k, v in raw.items() if k != Field.ROW.encode()}
+        stored = {k.decode(): v.decode() for k, v in raw.items()}
         rec = self.rec
         assert stored[Field.STATE] == rec.state.value
         assert int(stored[Field.GENERATION]) == rec.generation
@@ -204,7 +205,7 @@ class LuaAgreesWithPython(RuleBasedStateMachine):
         ) == (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
         assert stored[Field.FINGERPRINT] == self.config.fingerprint
         # the read row (breaker_read.lua's source) is these very fields, packed
-        assert raw[Field.ROW.encode()] == packed_row(raw)
+        assert self.client.get(self.keys[3]) == packed_row(raw)
         if rec.state.value == "open":
             assert int(stored[Field.OPEN_UNTIL]) == us(rec.open_until)
         trials = {
@@ -240,14 +241,14 @@ def test_time_window_expiry_boundary_matches(gap: float) -> None:
     )
     rec = BreakerRecord(config)
     rec.generation = us(1.0)  # a state the script creates starts at its creation time in us
-    keys = [object_key("edge", "cb", "e", part) for part in ("state", "trials", "window")]
+    keys = [object_key("edge", "cb", "e", part) for part in ("state", "trials", "window", "row")]
     for now in (1.0, 1.0 + gap):
         permit, _ = machine.acquire(rec, config, now)
         assert isinstance(permit, Permit)
         machine.record(rec, config, permit, Outcome.SUCCESS, now)
         base = [us(now), config.fingerprint, binding_argument(config, "", "e"), 0]
-        client.eval(SCRIPT.source, 3, *keys, "acquire", *base, "")
-        client.eval(SCRIPT.source, 3, *keys, "record", *base, permit.generation, 0, 0, 0)
+        client.eval(SCRIPT.source, 4, *keys, "acquire", *base, "")
+        client.eval(SCRIPT.source, 4, *keys, "record", *base, permit.generation, 0, 0, 0)
     assert rec.window is not None
     assert int(client.hget(keys[0], Field.WINDOW_CALLS)) == rec.window.calls
     assert rec.window.calls == (2 if gap < 10 else 1)
@@ -299,10 +300,10 @@ def test_success_hot_path_and_rebind() -> None:
 
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     config = BreakerConfig(failure_threshold=3)
-    keys = [object_key("hot", "cb", "h", part) for part in ("state", "trials", "window")]
+    keys = [object_key("hot", "cb", "h", part) for part in ("state", "trials", "window", "row")]
 
     def call(op: str, binding: bytes, *extra: Any) -> Any:
-        return client.eval(SCRIPT.source, 3, *keys, op, 1, config.fingerprint, binding, 0, *extra)
+        return client.eval(SCRIPT.source, 4, *keys, op, 1, config.fingerprint, binding, 0, *extra)
 
     assert int(call("acquire", b"", "")[0]) == -1  # nothing stored, no binding
     assert client.exists(keys[0]) == 0
@@ -312,7 +313,7 @@ def test_success_hot_path_and_rebind() -> None:
     assert int(client.hget(keys[0], Field.SUCCESSES)) == 1
     other = BreakerConfig(failure_threshold=4)
     reply = client.eval(
-        SCRIPT.source, 3, *keys, "acquire", 1, other.fingerprint,
+        SCRIPT.source, 4, *keys, "acquire", 1, other.fingerprint,
         binding_argument(other, "", "h"), 0, "",
     )  # fmt: skip
     # the newest bind wins and says what it replaced
