@@ -977,7 +977,7 @@ class RedisBackend:
         # OPEN) holds the flush lock with its count already taken from the local tally, and a
         # read that did not wait for it would miss those rejections.
         for handle in own:
-            if handle.needs_flush:
+            if handle.may_flush and handle.needs_flush:
                 await handle.flush()
         asks, read = await self._read_rows(own)
         odd: list[int] = []  # rows the fast check did not settle (see _complete)

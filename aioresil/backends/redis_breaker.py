@@ -222,6 +222,10 @@ class RedisBreakerHandle:
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_lock: asyncio.Lock | None = None  # created on the running loop
+        self.may_flush = self._batched
+        """Whether :attr:`needs_flush` can be true: a batched breaker, or one that flushed
+        (its lock exists). A plain attribute, read for every breaker of a registry read
+        before the property is (1,000 property calls cost 0.1 ms of a 5 ms budget)."""
         self._fallback: BreakerRecord | None = None
         self._last_probe = 0.0
         self._probe_task: asyncio.Task[None] | None = None
@@ -625,6 +629,7 @@ class RedisBreakerHandle:
         # right after a failure must see that failure applied.
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
+            self.may_flush = True
         async with self._flush_lock:
             await self._flush_locked()
             if rejections and self._pending_rejections and self._fallback is None:

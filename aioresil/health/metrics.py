@@ -556,15 +556,34 @@ def _state_lines(label: str, current: CircuitState) -> str:
 
 class _Lines:
     """What a breaker's lines share from one scrape to the next, written once: its escaped
-    label, its five state lines per state seen, its config line per fingerprint."""
+    label, the start of each of its counter and gauge lines (up to the value), its five
+    state lines per state seen, its config line per fingerprint."""
 
-    __slots__ = ("config", "fingerprint", "label", "states")
+    __slots__ = (
+        "config",
+        "consecutive",
+        "failed",
+        "fingerprint",
+        "ignored",
+        "label",
+        "rejected",
+        "slow",
+        "states",
+        "succeeded",
+    )
 
     def __init__(self, name: str) -> None:
-        self.label = _label(name)
+        label = self.label = _label(name)
         self.states: dict[CircuitState, str] = {}
         self.fingerprint: str | None = None
         self.config = ""
+        calls = f'aioresil_circuitbreaker_calls_total{{name="{label}",kind='
+        self.succeeded = f'{calls}"successful"}} '
+        self.failed = f'\n{calls}"failed"}} '
+        self.ignored = f'\n{calls}"ignored"}} '
+        self.rejected = f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} '
+        self.slow = f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} '
+        self.consecutive = f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
 
     def state(self, current: CircuitState) -> str:
         text = self.states.get(current)
@@ -613,23 +632,17 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
     for breaker, (rec, now, _) in readings:
         name = breaker.name
         lines = cache.get(name) or _lines_of(name)
-        label = lines.label
         state = rec.state
         states.append(lines.states.get(state) or lines.state(state))
         ok, failed, ignored, refused, slowed = group(
             name, (rec.successes, rec.failures, rec.ignored, rec.rejected, rec.slow)
         )
-        calls.append(
-            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="successful"}} {ok}\n'
-            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="failed"}} {failed}\n'
-            f'aioresil_circuitbreaker_calls_total{{name="{label}",kind="ignored"}} {ignored}'
-        )
-        rejected.append(
-            f'aioresil_circuitbreaker_not_permitted_calls_total{{name="{label}"}} {refused}'
-        )
-        slow.append(f'aioresil_circuitbreaker_slow_calls_total{{name="{label}"}} {slowed}')
+        calls.append(f"{lines.succeeded}{ok}{lines.failed}{failed}{lines.ignored}{ignored}")
+        rejected.append(f"{lines.rejected}{refused}")
+        slow.append(f"{lines.slow}{slowed}")
         config = rec.config
         if rec.window is not None:
+            label = lines.label
             rate = machine.failure_rate(rec, config, now)
             if rate is not None:
                 failure_rates.append(
@@ -641,11 +654,12 @@ def _render_breakers(readings: Readings, mono: Monotonic) -> list[str]:
                     f'aioresil_circuitbreaker_slow_call_rate_ratio{{name="{label}"}} '
                     f"{_number(rate)}"
                 )
-        consecutive.append(
-            f'aioresil_circuitbreaker_consecutive_failures{{name="{label}"}} '
-            f"{rec.consecutive_failures}"
+        consecutive.append(f"{lines.consecutive}{rec.consecutive_failures}")
+        configs.append(
+            lines.config
+            if lines.fingerprint == config.fingerprint
+            else lines.config_line(config.fingerprint)
         )
-        configs.append(lines.config_line(config.fingerprint))
     out = _head(_STATE)
     out += states
     for spec, chunk in (
