@@ -80,34 +80,41 @@ local op = ARGV[1]
 -- ------------------------------------------------------------------ the hot path
 -- A success of a normal permit in CLOSED, under the caller's own config, which has no window
 -- (the client sends "success" only then), with no failure run to end and no local rejections
--- to add: only the success counter changes. Six fields read, one written, no config parsed,
--- no clock read. The read row (KEYS[4], below) holds the counter too (last of its integers):
--- its eight bytes are written in place (SETRANGE at HOT_SUCCESSES_AT), nothing packed again,
--- so a reader takes the row alone (issue 17). A success that ends a failure run or carries
--- rejections takes the full path (once per failure or per stale local rejection), and so
--- does a counter that is no count (the full path reads it as 0 and writes it back).
+-- to add: only the success counter changes. Five fields read, one incremented, no config
+-- parsed, no clock read. The read row (KEYS[4], below) holds the counter too (last of its
+-- integers): its eight bytes are written in place (SETRANGE at HOT_SUCCESSES_AT), nothing
+-- packed again, so a reader takes the row alone (issue 17). A success that ends a failure
+-- run or carries rejections takes the full path (once per failure or per stale local
+-- rejection), and so does a counter that is no integer (HINCRBY refuses it; the full path
+-- reads it as 0 and writes it back).
 if op == 'success' and ARGV[4] == '' and ARGV[5] == '0' then
   local H = KEYS[1]
   local v = redis.call('HMGET', H, HOT_STATE, HOT_GENERATION, HOT_FINGERPRINT,
-    HOT_CONSECUTIVE_FAILURES, HOT_SCHEMA, HOT_SUCCESSES)
-  local count = tonumber(v[6])
+    HOT_CONSECUTIVE_FAILURES, HOT_SCHEMA)
   if v[1] == 'closed' and v[2] == ARGV[6] and v[3] == ARGV[3] and v[4] == '0'
-      and v[5] == SCHEMA and count and count >= 0 and count < 2 ^ 53 - 1 and count % 1 == 0 then
-    count = count + 1
-    local bytes
-    if struct then
-      bytes = struct.pack('<i8', count)
-    else  -- fakeredis: no struct; the same eight little-endian bytes (count >= 0)
-      local b, m = {}, count
-      for j = 1, 8 do b[j] = m % 256; m = (m - b[j]) / 256 end
-      bytes = string.char(unpack(b))
+      and v[5] == SCHEMA then
+    local count = redis.pcall('HINCRBY', H, HOT_SUCCESSES, 1)
+    if type(count) == 'number' then
+      local bytes
+      if struct then
+        bytes = struct.pack('<i8', count)
+      else  -- fakeredis: no struct; the same eight little-endian bytes, two's complement
+        local b, m, negative = {}, count, count < 0
+        if negative then m = -m - 1 end
+        for j = 1, 8 do
+          local r = m % 256
+          m = (m - r) / 256
+          if negative then r = 255 - r end
+          b[j] = r
+        end
+        bytes = string.char(unpack(b))
+      end
+      -- A row key lost alone (evicted, deleted by hand) is made again from this offset: a
+      -- string too short to be a row, which readers read from the hash's fields instead,
+      -- until the full path writes it whole (it checks that the key holds a row).
+      redis.call('SETRANGE', KEYS[4], HOT_SUCCESSES_AT, bytes)
+      return 1
     end
-    redis.call('HSET', H, HOT_SUCCESSES, string.format('%.0f', count))
-    -- A row key lost alone (evicted, deleted by hand) is made again from this offset: a
-    -- string too short to be a row, which readers read from the hash's fields instead,
-    -- until the full path writes it whole (it checks that the key holds a row).
-    redis.call('SETRANGE', KEYS[4], HOT_SUCCESSES_AT, bytes)
-    return 1
   end
 end
 

@@ -710,3 +710,21 @@ async def test_a_record_read_has_every_slot_a_new_record_has(
     handle = reader.bind_breaker("fresh", config)
     empty = (NO_STATE, *(0 for _ in ROW_NUMBERS), b" " * FINGERPRINT_LENGTH)
     assert record_of(handle.record_from(empty, 0, None, None)) == record_of(BreakerRecord(config))
+
+
+async def test_the_hot_path_writes_a_negative_counter_as_struct_does(
+    backends: list[RedisBackend], clock: FakeClock
+) -> None:
+    """A success counter written negative by hand: Redis' struct packs the hot path's next
+    count into the row as two's complement, the bytes the reader unpacks."""
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
+    await succeed(breaker)
+    key = breaker.handle.keys[0]
+    await writer.client.hset(key, Field.SUCCESSES, -5)
+    await succeed(breaker)  # the hot path
+    fields = await writer.client.hgetall(key)
+    assert fields[Field.SUCCESSES.encode()] == b"-4"
+    assert await writer.client.get(breaker.handle.keys[3]) == packed_row(fields)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    assert (await read_of(reader, registry.get("x", CONFIGS["none"])))["successes"] == -4

@@ -320,3 +320,29 @@ def test_success_hot_path_and_rebind() -> None:
     assert (reply[8].decode(), reply[9].decode()) == (other.fingerprint, config.fingerprint)
     assert call("success", b"", 1) != 1  # not under its own config any more: full path
     assert client.hget(keys[0], Field.FINGERPRINT).decode() == other.fingerprint
+
+
+@pytest.mark.parametrize("hand_written", [b"-5", b"41", b"1 2"])
+def test_the_hot_path_writes_the_counter_into_the_row(hand_written: bytes) -> None:
+    """On fakeredis (no ``struct``: the plain-Lua bytes) the hot path's success counter
+    lands in the row key, two's complement for a negative one written by hand; a counter that
+    is no integer takes the full path, which reads it as 0 and writes it and the row back."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    config = BreakerConfig(failure_threshold=3)
+    keys = [object_key("hot", "cb", "h", part) for part in ("state", "trials", "window", "row")]
+
+    def call(op: str, binding: bytes, *extra: Any) -> Any:
+        return client.eval(SCRIPT.source, 4, *keys, op, 1, config.fingerprint, binding, 0, *extra)
+
+    call("acquire", binding_argument(config, "", "h"), "")
+    assert call("success", b"", 1) == 1
+    client.hset(keys[0], Field.SUCCESSES, hand_written)
+    reply = call("success", b"", 1)
+    fields = client.hgetall(keys[0])
+    assert client.get(keys[3]) == packed_row(fields)
+    if hand_written == b"1 2":
+        assert reply != 1 and fields[Field.SUCCESSES.encode()] == b"1"
+    else:
+        assert reply == 1 and int(fields[Field.SUCCESSES.encode()]) == int(hand_written) + 1
