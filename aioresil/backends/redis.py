@@ -1072,8 +1072,10 @@ class RedisBackend:
             before = handle.read_ask
             handle.learn_ask(rows[i][0], rows[i][-1], built=i in built)
             changed = changed or handle.read_ask != before
-        if changed and own is self._read_plan[0]:
-            self._read_plan = (own, b"", PackedKeys([], b""))  # asked afresh next time
+        if changed:
+            # The plan's asks are asked afresh from its handles next time, whichever read
+            # changed one (a breaker's own refresh reads it alone, and may learn first).
+            self._read_plan = (self._read_plan[0], b"", PackedKeys([], b""))
 
     async def read_views(self, handles: Sequence[BreakerHandle]) -> list[tuple[str, int, int]]:
         """``(state, generation, retry_after_us)`` per handle, one round trip; never raises on
@@ -1108,16 +1110,16 @@ class RedisBackend:
 
         The asks and the keys they send are kept for the next read of the same handles
         (a registry reads the same 1,000 breakers on every scrape, most of them asked for
-        the same: no handle visited to ask, no key packed again), until a read changes what
-        one of them asks for (:meth:`_complete`). Another read of one of those handles (its
-        own ``refresh``) may change what it asks meanwhile: the kept asks then ask for more
-        than it needs, or for less, and :meth:`_complete` reads it again; either way its
-        reading is whole."""
+        the same: no handle visited to ask, no key packed again), until any read changes
+        what a handle asks for (:meth:`_complete`); they are then asked afresh. A read in
+        flight keeps the asks it was sent with, and its rows are checked against those."""
         if not handles:
             return b"", _Rows([], [], {}, {}, [], [])
         plan_handles, asks, keys = self._read_plan
         if handles is not plan_handles or not asks:
             asks = b"".join([h.read_ask for h in handles])
+            if self._cluster:  # one call per breaker: no keys packed for all
+                return asks, await self._read_once(handles, asks)
             keys = self._pack_keys(handles, asks)
             if len(handles) > 1:  # a read of one breaker would evict the registry's plan
                 self._read_plan = (handles, asks, keys)

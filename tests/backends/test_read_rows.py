@@ -728,3 +728,34 @@ async def test_the_hot_path_writes_a_negative_counter_as_struct_does(
     assert await writer.client.get(breaker.handle.keys[3]) == packed_row(fields)
     registry = BreakerRegistry(backend=reader, clock=clock)
     assert (await read_of(reader, registry.get("x", CONFIGS["none"])))["successes"] == -4
+
+
+async def test_what_a_breakers_own_read_learned_reaches_the_registrys_next_read(
+    backends: list[RedisBackend], clock: FakeClock, redis_url: str
+) -> None:
+    """The registry's asks are kept between its reads; a breaker read alone in between
+    (``CircuitBreaker.stats()``) that learned it is HALF_OPEN makes the registry ask afresh:
+    one call, the leases asked for at once, not a second call on every read after."""
+    writer, reader = backends
+    writers = BreakerRegistry(backend=writer, clock=clock)
+    await succeed(writers.get("a", CONFIGS["none"]))
+    trial = writers.get("b", TRIAL)
+    await succeed(trial)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    registry.get("a", CONFIGS["none"])
+    mine = registry.get("b", TRIAL)
+    await registry.readings()
+    await registry.readings()  # both known: the rows alone
+    for _ in range(2):
+        await fail(trial)
+    clock.advance(6)
+    await trial.__aenter__()  # HALF_OPEN, one live lease
+    assert (await mine.stats()).half_open_calls == 1  # its own read: it learned
+    monitor = Monitor(redis_url)
+    try:
+        first = await monitor.during(registry.readings)
+        again = await monitor.during(registry.readings)
+    finally:
+        monitor.close()
+    await trial.__aexit__(None, None, None)
+    assert script_calls(first) == script_calls(again) == [2 + 3]
