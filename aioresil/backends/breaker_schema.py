@@ -131,10 +131,11 @@ ROW_NUMBERS = (
 """The integers of the stored read row, in its order (``opened_at`` 0 when not open).
 
 The success counter is last: ``breaker.lua``'s hot path (a CLOSED success with nothing else
-to change) writes it into the row in place (:data:`ROW_SUCCESSES_AT`) without packing the
-rest, so that a reader takes one field of each hash. Kept beside the row until issue 17's
-last round, it cost every read a second field per breaker and a split of the counters:
-about 0.5 ms of Redis time per 1,000 breakers (``HMGET rw ns`` against ``HGET rw``)."""
+to change) writes it into the row in place (:data:`ROW_SUCCESSES_AT`, ``SETRANGE``) without
+packing the rest, so that a reader takes the row alone. Kept beside the row until issue 17's
+last round, it cost every read a second value per breaker and a split of the counters:
+about 0.5 ms of Redis time per 1,000 breakers (``HMGET`` of two fields against one
+``HGET``, when the row was a field of the hash)."""
 
 ROW_FIELDS = (Field.STATE, *ROW_NUMBERS, Field.FINGERPRINT)
 """The fields the stored read row (:data:`ROW_KEY`) holds, in its order: every field a
@@ -248,7 +249,7 @@ def lua_prelude() -> str:
 
 def _lua_row_codes() -> list[str]:
     """The Lua definitions both scripts use to write a read row (see :data:`ROW_FORMAT`):
-    ``pack_row(code, n1, ..., n13)`` packs the state's code and the integers.
+    ``pack_row(code, n1, ..., n14)`` packs the state's code and the integers.
 
     Redis ships the ``struct`` library; a server that does not (fakeredis, which the test
     suite runs every script on) gets the same bytes from plain Lua: each integer as eight

@@ -759,3 +759,27 @@ async def test_what_a_breakers_own_read_learned_reaches_the_registrys_next_read(
         monitor.close()
     await trial.__aexit__(None, None, None)
     assert script_calls(first) == script_calls(again) == [2 + 3]
+
+
+async def test_a_row_key_left_alone_answers_its_state_until_the_next_call_rewrites_it(
+    backends: list[RedisBackend], clock: FakeClock
+) -> None:
+    """The hash deleted by hand, its row key not (the README says to delete both): readers
+    read the row as it was; the breaker's next call finds no state, starts afresh (a new
+    generation, CLOSED) and rewrites the row, which readers then read."""
+    writer, reader = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", TRIAL)
+    for _ in range(2):
+        await fail(breaker)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    mine = registry.get("x", TRIAL)
+    before = await read_of(reader, mine)
+    assert before["state"] is CircuitState.OPEN
+    await writer.client.delete(breaker.handle.keys[0])
+    assert await read_of(reader, mine) == before
+    clock.advance(6)
+    await breaker.reset()  # a call that writes: the state made again
+    after = await read_of(reader, mine)
+    assert after["state"] is CircuitState.CLOSED and after["generation"] > before["generation"]
+    fields = await writer.client.hgetall(breaker.handle.keys[0])
+    assert await writer.client.get(breaker.handle.keys[3]) == packed_row(fields)
