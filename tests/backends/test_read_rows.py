@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -121,6 +121,17 @@ def lua_commands(commands: list[dict[str, Any]], name: str) -> list[list[str]]:
     ]
 
 
+async def watched(
+    redis_url: str, *actions: Callable[[], Awaitable[object]]
+) -> list[list[dict[str, Any]]]:
+    """The commands ``MONITOR`` saw during each of ``actions``, run one after the other."""
+    monitor = Monitor(redis_url)
+    try:
+        return [await monitor.during(action) for action in actions]
+    finally:
+        monitor.close()
+
+
 async def load_read_script(backend: RedisBackend) -> None:
     """Run ``breaker_read.lua`` once (its first call, answered NOSCRIPT, is sent twice)."""
     await backend.read_breakers([backend.bind_breaker("warm", BreakerConfig())])
@@ -144,12 +155,7 @@ async def test_the_script_asks_only_for_the_fields_and_keys_the_known_config_nee
         await traffic(BreakerRegistry(backend=writer, clock=clock).get(kind, config), clock)
         registry.get(kind, config)
     await load_read_script(reader)
-    monitor = Monitor(redis_url)
-    try:
-        first = await monitor.during(registry.readings)
-        known = await monitor.during(registry.readings)
-    finally:
-        monitor.close()
+    first, known = await watched(redis_url, registry.readings, registry.readings)
 
     rows = [[h.keys[3] for h in (registry.get(kind).handle for kind in CONFIGS)]]
     # first: every breaker asked for everything (its row key and three more), its config sent
@@ -166,14 +172,12 @@ async def test_the_script_asks_only_for_the_fields_and_keys_the_known_config_nee
         assert not lua_commands(known, command)
 
 
-async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_read_again(
-    backends: list[RedisBackend], clock: FakeClock, redis_url: str
-) -> None:
-    """The reader asked for the row alone (the breaker was CLOSED); another process took it
-    OPEN, then HALF_OPEN, and holds a trial lease: the row says HALF_OPEN, so the reader
-    reads that breaker again with its lease key (a second call, for it alone). The next read
-    asks for its leases at once (one call); once CLOSED again, for its row alone."""
-    writer, reader = backends
+async def half_open_since_the_last_read(
+    writer: RedisBackend, reader: RedisBackend, clock: FakeClock
+) -> tuple[BreakerRegistry, CircuitBreaker]:
+    """A reader's registry of "a" and "b", read twice (both asked for their rows alone);
+    then another process takes "b" OPEN, then HALF_OPEN, and holds a trial lease (returned:
+    its breaker, to give the permit back)."""
     writers = BreakerRegistry(backend=writer, clock=clock)
     await succeed(writers.get("a", CONFIGS["none"]))
     trial = writers.get("b", TRIAL)
@@ -187,6 +191,18 @@ async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_
         await fail(trial)
     clock.advance(6)
     await trial.__aenter__()  # HALF_OPEN, one live lease
+    return registry, trial
+
+
+async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_read_again(
+    backends: list[RedisBackend], clock: FakeClock, redis_url: str
+) -> None:
+    """The reader asked for the row alone (the breaker was CLOSED); another process took it
+    OPEN, then HALF_OPEN, and holds a trial lease: the row says HALF_OPEN, so the reader
+    reads that breaker again with its lease key (a second call, for it alone). The next read
+    asks for its leases at once (one call); once CLOSED again, for its row alone."""
+    writer, reader = backends
+    registry, trial = await half_open_since_the_last_read(writer, reader, clock)
     handles = [registry.get("a").handle, registry.get("b").handle]
     seen: list[list[tuple[str, int, int]]] = []
 
@@ -737,26 +753,10 @@ async def test_what_a_breakers_own_read_learned_reaches_the_registrys_next_read(
     (``CircuitBreaker.stats()``) that learned it is HALF_OPEN makes the registry ask afresh:
     one call, the leases asked for at once, not a second call on every read after."""
     writer, reader = backends
-    writers = BreakerRegistry(backend=writer, clock=clock)
-    await succeed(writers.get("a", CONFIGS["none"]))
-    trial = writers.get("b", TRIAL)
-    await succeed(trial)
-    registry = BreakerRegistry(backend=reader, clock=clock)
-    registry.get("a", CONFIGS["none"])
-    mine = registry.get("b", TRIAL)
-    await registry.readings()
-    await registry.readings()  # both known: the rows alone
-    for _ in range(2):
-        await fail(trial)
-    clock.advance(6)
-    await trial.__aenter__()  # HALF_OPEN, one live lease
+    registry, trial = await half_open_since_the_last_read(writer, reader, clock)
+    mine = registry.get("b")
     assert (await mine.stats()).half_open_calls == 1  # its own read: it learned
-    monitor = Monitor(redis_url)
-    try:
-        first = await monitor.during(registry.readings)
-        again = await monitor.during(registry.readings)
-    finally:
-        monitor.close()
+    first, again = await watched(redis_url, registry.readings, registry.readings)
     await trial.__aexit__(None, None, None)
     assert script_calls(first) == script_calls(again) == [2 + 3]
 
