@@ -35,7 +35,7 @@ import inspect
 import math
 import struct
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
@@ -175,7 +175,9 @@ class _Rows(NamedTuple):
 
     now_us: list[int]
     """Redis' time of each row's read (one read: the same for all; on Cluster, one each)."""
-    rows: list[ReadRow]
+    rows: Iterable[ReadRow]
+    """Unpacked as they are iterated (one call's rows: each tuple freed once its record is
+    built, so 1,000 of them never live at once for the garbage collector to count)."""
     leases: dict[int, int]
     """Row index -> trial leases alive (only rows holding some)."""
     extras: _Extras
@@ -191,6 +193,7 @@ class _Rows(NamedTuple):
 _EMPTY_ROW = struct.pack(ROW_FORMAT, NO_STATE, *(0 for _ in ROW_NUMBERS), b" " * FINGERPRINT_LENGTH)
 """What a row key holding no row reads as until the breaker is read again (a new breaker's
 row; see :meth:`RedisBackend._complete`)."""
+_EMPTY_READ: ReadRow = struct.unpack(ROW_FORMAT, _EMPTY_ROW)
 
 
 def _read(count: int, reply: Any, offset: int = 0) -> _Rows:
@@ -220,7 +223,7 @@ def _read(count: int, reply: Any, offset: int = 0) -> _Rows:
     alive = {first + leases[i]: leases[i + 1] for i in range(0, len(leases), 2)}
     built = [first + i for i in made]
     missing = [offset + i for i in missing]
-    return _Rows([int(now)] * count, list(_unpack_rows(blob)), alive, extras, built, missing)
+    return _Rows([int(now)] * count, _unpack_rows(blob), alive, extras, built, missing)
 
 
 def _without_url(message: str, url: str) -> str:
@@ -980,19 +983,17 @@ class RedisBackend:
             if handle.may_flush and handle.needs_flush:
                 await handle.flush()
         asks, read = await self._read_rows(own)
-        odd: list[int] = []  # rows the fast check did not settle (see _complete)
+        odd: dict[int, ReadRow] = {}  # the rows the fast check did not settle (_complete)
         out = self._readings(own, read, odd)
-        if read.missing:
-            odd = sorted({*odd, *read.missing})
         if odd:
             await self._complete(own, asks, read, out, odd)
         return out
 
     def _readings(
-        self, own: list[RedisBreakerHandle], read: _Rows, odd: list[int]
+        self, own: list[RedisBreakerHandle], read: _Rows, odd: dict[int, ReadRow]
     ) -> list[BreakerReading]:
-        """The readings of ``read``'s rows, and in ``odd`` the indexes of those the fast
-        check did not settle: rows not read alone (the handle's ``read_fp``
+        """The readings of ``read``'s rows, and in ``odd`` (by index) those the fast check
+        did not settle: rows not read alone (the handle's ``read_fp``
         is None then), or whose fingerprint changed, or HALF_OPEN ones.
 
         Why the check is made here, in the loop that builds the records: it reads each
@@ -1014,13 +1015,13 @@ class RedisBackend:
                     now_s = nows[0] / 1e6 if nows else 0.0
                 for handle, row in zip(own, rows, strict=True):
                     if row[0] == half_open or row[-1] != handle.read_fp:
-                        odd.append(len(out))
+                        odd[len(out)] = row
                     add((handle.record_from(row, 0, None, None), now_s, wall_offset))
             else:
                 plain = (None, None)
                 for i, (handle, now_us, row) in enumerate(zip(own, nows, rows, strict=True)):
                     if row[0] == half_open or row[-1] != handle.read_fp:
-                        odd.append(i)
+                        odd[i] = row
                     stored, window = extras.get(i, plain)
                     record = handle.record_from(row, leases.get(i, 0), stored, window)
                     add((record, now_s if clock is not None else now_us / 1e6, wall_offset))
@@ -1032,6 +1033,8 @@ class RedisBackend:
                 f"breaker {name!r}: stored state is unreadable ({exc}); "
                 "the next state change resets it"
             ) from exc
+        for i in read.missing:  # read as a new breaker's row: never settled here
+            odd[i] = _EMPTY_READ
         return out
 
     async def _complete(
@@ -1040,7 +1043,7 @@ class RedisBackend:
         asks: bytes,
         read: _Rows,
         out: list[BreakerReading],
-        odd: list[int],
+        odd: dict[int, ReadRow],
     ) -> None:
         """Read again, asking for everything (``READ_CONFIG``), the breakers among ``odd``
         whose rows lack what their records need (a row key holding no row, or
@@ -1051,26 +1054,27 @@ class RedisBackend:
         So a read takes one round trip when the registry's breakers kept their configs and
         did not enter HALF_OPEN since its previous read, and two when some did (only those
         read again: a snapshot of its own, at a later time)."""
-        rows, missing = read.rows, set(read.missing)
-        built = set(read.built)
+        missing, built = set(read.missing), set(read.built)
         again = [
             i
-            for i in odd
-            if i in missing or own[i].needs_more(rows[i][0], rows[i][-1], asks[i : i + 1])
+            for i, row in odd.items()
+            if i in missing or own[i].needs_more(row[0], row[-1], asks[i : i + 1])
         ]
         if again:
             handles = [own[i] for i in again]
             more = await self._read_once(handles, READ_CONFIG * len(again))
-            for j, reading in enumerate(self._readings(handles, more, [])):
+            more_rows = list(more.rows)
+            more = more._replace(rows=more_rows)
+            for j, reading in enumerate(self._readings(handles, more, {})):
                 out[again[j]] = reading
-                rows[again[j]] = more.rows[j]
+                odd[again[j]] = more_rows[j]
             built.difference_update(again)
             built.update(again[j] for j in more.built)
         changed = False
-        for i in odd:
+        for i, row in odd.items():
             handle = own[i]
             before = handle.read_ask
-            handle.learn_ask(rows[i][0], rows[i][-1], built=i in built)
+            handle.learn_ask(row[0], row[-1], built=i in built)
             changed = changed or handle.read_ask != before
         if changed:
             # The plan's asks are asked afresh from its handles next time, whichever read
