@@ -343,7 +343,7 @@ def lua_hot_prelude() -> str:
     values = ", ".join(_lua_string(field) for _, field in _HOT)
     return (
         f"local SCHEMA = {_lua_string(SCHEMA)}\nlocal {names} = {values}\n"
-        f"local HOT_SUCCESSES_AT = {ROW_SUCCESSES_AT}\n"
+        f"local HOT_SUCCESSES_AT, HOT_ROW_SIZE = {ROW_SUCCESSES_AT}, {ROW_SIZE}\n"
     )
 
 

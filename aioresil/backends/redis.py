@@ -472,8 +472,9 @@ class RedisBackend:
         self._breakers: dict[str, RedisBreakerHandle] = {}
         # name -> its keys encoded, and packed as RESP; the handles read last with their
         # keys packed for the script (see _pack_keys)
-        self._encoded_keys: dict[str, tuple[list[bytes], bytes, bytes]] = {}
-        """name -> its keys encoded; its row key packed as RESP; its other three packed."""
+        self._encoded_keys: dict[str, tuple[list[bytes], bytes, bytes, bytes]] = {}
+        """name -> its keys encoded; packed as RESP: its row key, its state hash, its lease
+        and window keys."""
         self._read_plan: tuple[list[RedisBreakerHandle], bytes, PackedKeys] = (
             [],
             b"",
@@ -1083,16 +1084,22 @@ class RedisBackend:
 
     async def read_views(self, handles: Sequence[BreakerHandle]) -> list[tuple[str, int, int]]:
         """``(state, generation, retry_after_us)`` per handle, one round trip; never raises on
-        an unreadable hash (it reads as "unknown, ask Redis"). Views need only the rows:
-        nothing is read again (see :meth:`_complete`)."""
+        an unreadable hash (it reads as "unknown, ask Redis"). Views need only the rows: only
+        a row asked for alone whose key held none is read again (from its hash), not what
+        :meth:`_complete` reads again for records."""
         own = self._own(handles)
         _, read = await self._read_rows(own)
         views = [
             _raw_view(handle, row, now_us)
             for handle, now_us, row in zip(own, read.now_us, read.rows, strict=True)
         ]
-        for i in read.missing:  # a row key lost alone: unknown, ask Redis
-            views[i] = ("open", 0, 0)
+        if read.missing:  # row keys lost alone: their rows packed from their hashes
+            lost = [own[i] for i in read.missing]
+            more = await self._read_once(lost, READ_CONFIG * len(lost))
+            for i, handle, now_us, row in zip(
+                read.missing, lost, more.now_us, more.rows, strict=True
+            ):
+                views[i] = _raw_view(handle, row, now_us)
         return views
 
     def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
@@ -1142,7 +1149,7 @@ class RedisBackend:
                 *(
                     self.run_script(
                         script,
-                        h.keys[3:] if asks[i] == alone else [h.keys[3], *h.keys[:3]],
+                        [h.keys[3], h.keys[0]] if asks[i] == alone else [h.keys[3], *h.keys[:3]],
                         [now_arg, asks[i : i + 1]],
                     )
                     for i, h in enumerate(handles)
@@ -1165,25 +1172,36 @@ class RedisBackend:
 
     def _pack_keys(self, handles: list[RedisBreakerHandle], asks: bytes) -> PackedKeys:
         """The keys ``asks`` sends for ``handles`` (see ``breaker_read.lua``: every row key,
-        then the state hash, lease zset and window key of each breaker asked for more than
-        its row), each breaker's encoded and packed as RESP once (kept by name), joined."""
+        every state hash, then the lease zset and window key of each breaker asked for more
+        than its row), each breaker's encoded and packed as RESP once (kept by name),
+        joined."""
         encoded = self._encoded_keys
         alone = READ_ROW[0]
-        keys: list[bytes] = []
+        rows: list[bytes] = []
+        states: list[bytes] = []
+        more: list[bytes] = []
         pieces: list[bytes] = []
-        more_keys: list[bytes] = []
+        state_pieces: list[bytes] = []
         more_pieces: list[bytes] = []
         for h, ask in zip(handles, asks, strict=True):
             mine = encoded.get(h.name)
             if mine is None:
-                raw = [key.encode() for key in h.keys]
-                mine = encoded[h.name] = (raw, pack_key(raw[3]), b"".join(map(pack_key, raw[:3])))
-            keys.append(mine[0][3])
+                state, trials, window, row = raw = [key.encode() for key in h.keys]
+                mine = encoded[h.name] = (
+                    raw,
+                    pack_key(row),
+                    pack_key(state),
+                    pack_key(trials) + pack_key(window),
+                )
+            raw = mine[0]
+            rows.append(raw[3])
+            states.append(raw[0])
             pieces.append(mine[1])
+            state_pieces.append(mine[2])
             if ask != alone:
-                more_keys += mine[0][:3]
-                more_pieces.append(mine[2])
-        return PackedKeys(keys + more_keys, b"".join(pieces + more_pieces))
+                more += raw[1:3]
+                more_pieces.append(mine[3])
+        return PackedKeys(rows + states + more, b"".join(pieces + state_pieces + more_pieces))
 
     def open_storage(self, factory: StorageFactory[T]) -> T:
         """Storage shared through this backend's scripts (one key space per store)."""

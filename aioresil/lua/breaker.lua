@@ -109,11 +109,14 @@ if op == 'success' and ARGV[4] == '' and ARGV[5] == '0' then
         end
         bytes = string.char(unpack(b))
       end
-      -- A row key lost alone (evicted, deleted by hand) is made again from this offset: a
-      -- string too short to be a row, which readers read from the hash's fields instead,
-      -- until the full path writes it whole (it checks that the key holds a row).
-      redis.call('SETRANGE', KEYS[4], HOT_SUCCESSES_AT, bytes)
-      return 1
+      -- A row key lost alone (evicted, deleted by hand) would be made again from this
+      -- offset, too short to be a row: the success is taken back and left to the full path,
+      -- which writes the row whole (it checks that the key holds one), so a breaker that
+      -- only ever succeeds gets its row back at its next call.
+      if redis.call('SETRANGE', KEYS[4], HOT_SUCCESSES_AT, bytes) == HOT_ROW_SIZE then
+        return 1
+      end
+      redis.call('HINCRBY', H, HOT_SUCCESSES, -1)
     end
   end
 end

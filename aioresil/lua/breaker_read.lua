@@ -17,15 +17,16 @@ READ_ROW, READ_WINDOW and READ_CONFIG (what a reader asks for, breaker_schema.RE
 ASKED_MORE (a pattern finding the breakers asked for more than their row), MGET_CHUNK (row
 keys per MGET), BLANK_FP and fp_of (the fingerprint, or blanks when there is none).
 
-KEYS        first every breaker's row key (breaker_schema.ROW_KEY), in order; then, for each
-            breaker asked for more than its row (not READ_ROW), in order, its state hash,
-            its trial-lease zset and its window key (see breaker.lua)
+KEYS        first every breaker's row key (breaker_schema.ROW_KEY), in order; then every
+            breaker's state hash, in order; then, for each breaker asked for more than its
+            row (not READ_ROW), in order, its trial-lease zset and its window key (see
+            breaker.lua)
 ARGV[1]     now in microseconds, or "" to use Redis TIME
 ARGV[2]     one byte per breaker, what the reader asks for (breaker_schema.READ_*):
               READ_ROW     the row as stored (nil, or not a row, when its key holds none:
                            the reader then asks again for more)
               READ_LEASES  the row (packed from the hash's fields when its key holds none),
-                           and the live trial leases of a HALF_OPEN row
+                           and the live trial leases of a HALF_OPEN row (two keys more)
               READ_WINDOW  the same, and the time window's buckets
               READ_CONFIG  the same as READ_LEASES, the stored config, and the buckets when
                            that config keeps a time window
@@ -52,6 +53,14 @@ row (a breaker never called, a state written before rows existed, a key lost alo
 the hash's fields packed here the same way (built_row), its config read with them, when the
 reader asked for more than the row; when it asked for the row alone, the reply says nil (or
 the short string) and the reader asks again.
+
+Why every hash is sent too, and counted with EXISTS: the row is a copy, and the hash is the
+truth. A hash lost alone (an allkeys-* eviction picks keys one by one, and a read that takes
+only rows leaves the hashes cold; or a DEL by hand) is a state Redis lost: breaker.lua's next
+call starts the breaker afresh. Its row must not answer for it meanwhile (a review found
+every read reporting such a breaker OPEN, 1,085 of 1,500 after an eviction): it reads as a
+breaker no script wrote. The check costs one EXISTS of 1,000 keys and their 1,000 names on the
+wire (about 0.2 ms per read); the rows are looked at one by one only when a hash is missing.
 
 Why binary rows: Redis turns a reply of 17,000 small values into RESP, and the client turns
 it back into 17,000 objects; one string per breaker costs a fraction of both, and the client
@@ -108,7 +117,7 @@ end
 local asks = ARGV[2]
 local n = #asks
 local _, alone = string.gsub(asks, string.char(READ_ROW), '')
-if #KEYS ~= n + 3 * (n - alone) then
+if #KEYS ~= 2 * n + 2 * (n - alone) then
   return redis.error_reply('AIORESIL_BADREAD ' .. #KEYS .. ' keys for ' .. n ..
     ' breakers, ' .. alone .. ' of them read by their row alone')
 end
@@ -132,20 +141,53 @@ else  -- unpack refuses about 8,000 values: chunks
   end
 end
 
+-- How many of the given keys exist (EXISTS of them all, MGET_CHUNK at a time).
+local function existing(keys, first, last)
+  local count = 0
+  for from = first, last, MGET_CHUNK do
+    count = count + call('EXISTS', unpack(keys, from, math.min(from + MGET_CHUNK - 1, last)))
+  end
+  return count
+end
+
+local built = {}
+-- A row whose state hash is gone (evicted or deleted alone: Redis lost that state) must not
+-- answer for it: it reads as a breaker no script wrote yet, as breaker.lua's next call will
+-- make it. One EXISTS of every hash when all are there; the rows are looked at one by one
+-- only when some are not (a breaker never called has neither, and needs no check).
+if n > 0 and existing(KEYS, n + 1, 2 * n) < n then
+  local with_row, at = {}, {}
+  for i = 1, n do
+    local row = rows[i]
+    if row and #row == ROW_SIZE then
+      with_row[#with_row + 1] = KEYS[n + i]
+      at[#at + 1] = i
+    end
+  end
+  if #with_row > 0 and existing(with_row, 1, #with_row) < #with_row then
+    for j, key in ipairs(with_row) do
+      if call('EXISTS', key) == 0 then
+        rows[at[j]] = built_row({})
+        built[#built + 1] = at[j]
+      end
+    end
+  end
+end
+
 local after_now = '(' .. string.format('%.0f', now)
-local leases, extras, built = {}, {}, {}
-local k = n + 1  -- the state hash of the next breaker asked for more than its row
+local leases, extras = {}, {}
+local k = 2 * n + 1  -- the lease zset of the next breaker asked for more than its row
 for i in string.gmatch(asks, ASKED_MORE) do
   local stored = rows[i]
   local read_config = nil  -- the stored config (or false: none) when read with the fields
   if not stored or #stored ~= ROW_SIZE then
-    local fields = call('HMGET', KEYS[k], unpack(ROW_FIELDS_AND_CONFIG))
+    local fields = call('HMGET', KEYS[n + i], unpack(ROW_FIELDS_AND_CONFIG))
     stored, read_config = built_row(fields), fields[NUMBERS + 3]
     rows[i] = stored
     built[#built + 1] = i
   end
   if byte(stored, 1) == HALF_OPEN then
-    local live = call('ZCOUNT', KEYS[k + 1], after_now, '+inf')
+    local live = call('ZCOUNT', KEYS[k], after_now, '+inf')
     if live > 0 then
       leases[#leases + 1] = i
       leases[#leases + 1] = live
@@ -154,17 +196,17 @@ for i in string.gmatch(asks, ASKED_MORE) do
   local ask = byte(asks, i)
   local config, timed = false, ask == READ_WINDOW
   if ask == READ_CONFIG then
-    if read_config == nil then config = call('HGET', KEYS[k], CONFIG) else config = read_config end
+    if read_config == nil then config = call('HGET', KEYS[n + i], CONFIG) else config = read_config end
     local duration = config and match(config, TIME_WINDOW)
     timed = duration and duration ~= ''
   end
   if timed then
-    local buckets = redis.pcall('HGETALL', KEYS[k + 2])
+    local buckets = redis.pcall('HGETALL', KEYS[k + 1])
     if buckets.err then buckets = {} end
     extras[#extras + 1] = {i, config, buckets}
   elseif config then
     extras[#extras + 1] = {i, config, false}
   end
-  k = k + 3
+  k = k + 2
 end
 return {string.format('%.0f', now), rows, leases, extras, built}

@@ -41,7 +41,7 @@ NAMES = [
     "名前:{}",
     "%7B",
 ]
-PARTS = ("state", "trials", "window")
+PARTS = ("state", "trials", "window", "row")
 
 
 class Boom(Exception):
@@ -95,8 +95,7 @@ async def test_each_breakers_keys_share_one_slot_and_the_names_cover_every_node(
 
 
 async def stored(client: RedisCluster, backend: RedisBackend, name: str) -> dict[str, str]:
-    """The breaker's text fields as stored in the cluster (read without aioresil; the read
-    row, a packed copy of them, left out)."""
+    """The breaker's text fields as stored in the cluster (read without aioresil)."""
     raw = await client.hgetall(backend.key("cb", name, "state"))
     return {k.decode(): v.decode() for k, v in raw.items()}
 
@@ -284,8 +283,8 @@ async def test_checkpoint_store_lifecycle_runs_on_a_cluster(
 async def test_a_registry_of_breakers_in_many_slots_reads_as_on_one_node(
     cluster_client: RedisCluster, clock: FakeClock
 ) -> None:
-    """Operator reads call breaker_read.lua once per breaker on a cluster (its 3 keys, all in
-    the breaker's slot); rows and the health JSON come out whole."""
+    """Operator reads call breaker_read.lua once per breaker on a cluster (its 2 or 4 keys,
+    all in the breaker's slot); rows and the health JSON come out whole."""
     from aioresil import BreakerRegistry
     from aioresil.health.rows import circuits_json, circuits_json_parts, rows_from_readings
 

@@ -158,14 +158,15 @@ async def test_the_script_asks_only_for_the_fields_and_keys_the_known_config_nee
     first, known = await watched(redis_url, registry.readings, registry.readings)
 
     rows = [[h.keys[3] for h in (registry.get(kind).handle for kind in CONFIGS)]]
-    # first: every breaker asked for everything (its row key and three more), its config sent
-    assert script_calls(first) == [3 + 3 * 3]
+    # first: every breaker asked for everything (its row key, its hash, two more), its config
+    assert script_calls(first) == [3 + 3 + 3 * 2]
     assert lua_commands(first, "MGET") == rows
     assert [args[1:] for args in lua_commands(first, "HGET")] == [[Field.CONFIG]] * 3
     assert len(lua_commands(first, "HGETALL")) == 1, "the time window's buckets"
-    # then: the row alone for "none" and "count", three keys more for "time" (its buckets),
-    # no config, no field of any hash
-    assert script_calls(known) == [3 + 3]
+    # then: the row (and its hash, counted) for "none" and "count", two keys more for "time"
+    # (its buckets), no config, no field of any hash
+    assert script_calls(known) == [3 + 3 + 2]
+    assert len(lua_commands(known, "EXISTS")) == 1
     assert lua_commands(known, "MGET") == rows
     assert len(lua_commands(known, "HGETALL")) == 1
     for command in ("HGET", "HMGET", "ZCOUNT"):
@@ -212,7 +213,7 @@ async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_
     monitor = Monitor(redis_url)
     try:
         # the listener's views need no leases: one call, the rows alone
-        assert script_calls(await monitor.during(views)) == [2]
+        assert script_calls(await monitor.during(views)) == [2 + 2]
         again = await monitor.during(registry.readings)
         [_, (_, (rec, _, _))] = await registry.readings()
         leases = await monitor.during(registry.readings)
@@ -223,12 +224,12 @@ async def test_a_breaker_that_turned_half_open_since_a_read_of_its_row_alone_is_
         alone = await monitor.during(registry.readings)
     finally:
         monitor.close()
-    assert script_calls(again) == [2, 1 + 3], "the second call: b alone, everything asked"
+    assert script_calls(again) == [2 + 2, 2 + 2], "the second call: b alone, everything asked"
     assert rec.state is CircuitState.HALF_OPEN and len(rec.trials) == 1
-    assert script_calls(leases) == [2 + 3]
+    assert script_calls(leases) == [2 + 2 + 2]
     assert len(lua_commands(leases, "ZCOUNT")) == 1
     assert closed.state is CircuitState.CLOSED and not closed.trials
-    assert script_calls(alone) == [2]
+    assert script_calls(alone) == [2 + 2]
     assert [view[0] for view in seen[0]] == ["closed", "half_open"]
 
 
@@ -242,7 +243,7 @@ async def test_a_read_whose_asks_do_not_match_its_keys_is_refused(redis_url: str
     try:
         with pytest.raises(redis_asyncio.ResponseError, match="AIORESIL_BADREAD 2 keys for 1"):
             await client.eval(script.source, 2, "a", "b", "", "l")
-        assert await client.eval(script.source, 1, "a", "", "1") is not None
+        assert await client.eval(script.source, 2, "a", "b", "", "1") is not None
     finally:
         await client.aclose()
 
@@ -394,16 +395,17 @@ async def test_a_success_counter_that_is_no_number(
     assert (await read_of(reader, other))["successes"] == 1
 
 
-async def test_a_row_key_lost_alone_reads_as_the_fields_until_the_full_path_writes_it(
+async def test_a_row_key_lost_alone_reads_as_the_fields_until_the_next_call_writes_it(
     backends: list[RedisBackend], clock: FakeClock, redis_url: str
 ) -> None:
-    """The row key evicted or deleted alone: the hot path's next success makes it again from
-    the counter's offset (a string too short to be a row). A reader that asked for the row
-    alone reads that breaker again, asking for everything (its row packed from the hash's
-    fields), and keeps asking for everything, in one call, until the full path writes the
-    row whole; then for the row alone again. Every read says what the fields say, and the
-    listener's view of it is "unknown, ask Redis" meanwhile."""
-    from aioresil.backends.breaker_schema import ROW_SIZE, ROW_SUCCESSES_AT
+    """The row key evicted or deleted alone, the hash intact: a reader that asked for the
+    row alone reads that breaker again, asking for everything (its row packed from the
+    hash's fields), and keeps asking for everything, in one call, while the key holds no
+    row; the listener's view of it is the hash's, not "unknown" (a review found a false
+    "Redis lost transitions" warning). The breaker's next call writes the row whole, even a
+    success on the hot path (which finds the key too short, gives the success back and takes
+    the full path: a review found a breaker that only succeeds never got its row back)."""
+    from aioresil.backends.breaker_schema import ROW_SIZE
 
     writer, reader = backends
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
@@ -416,32 +418,29 @@ async def test_a_row_key_lost_alone_reads_as_the_fields_until_the_full_path_writ
     await registry.readings()  # x: the row alone
     row_key = breaker.handle.keys[3]
     await writer.client.delete(row_key)
-    await succeed(breaker)  # the hot path
-    assert await writer.client.strlen(row_key) == ROW_SUCCESSES_AT + 8
-    [view, _] = await reader.read_views([registry.get("x").handle, registry.get("y").handle])
-    assert view == ("open", 0, 0)
-    monitor = Monitor(redis_url)
+    expected = await read_of(writer, breaker)
+    views = await reader.read_views([registry.get("x").handle, registry.get("y").handle])
+    assert views[0][:2] == ("closed", expected["generation"])
     seen: list[BreakerRecord] = []
 
     async def read() -> None:
         seen.append((await registry.readings())[0][1][0])
 
-    try:
-        lost = await monitor.during(read)
-        built = await monitor.during(read)
-        await fail(breaker)  # the full path: the row written whole
-        assert await writer.client.strlen(row_key) == ROW_SIZE
-        whole = await monitor.during(read)
-        alone = await monitor.during(read)
-    finally:
-        monitor.close()
-    assert script_calls(lost) == [2 + 3, 1 + 3], "x read again, everything asked"
-    assert script_calls(built) == [2 + 3 + 3], "x asked for more than its row: one call"
-    assert script_calls(whole) == [2 + 3 + 3]
-    assert script_calls(alone) == [2 + 3], "the row alone again"
-    assert record_of(seen[0]) == record_of(seen[1])
-    assert seen[1].successes == 5 and seen[2].failures == 4 and seen[3].failures == 4
+    async def hot_success() -> None:
+        await succeed(breaker)
+
+    lost, built, call, whole, alone = await watched(redis_url, read, read, hot_success, read, read)
+    assert script_calls(lost) == [2 + 2 + 2, 1 + 1 + 2], "x read again, everything asked"
+    assert script_calls(built) == [2 + 2 + 2 + 2], "x asked for more than its row: one call"
+    assert script_calls(call) == [4], "one call: the hot path gave the success to the full path"
+    assert await writer.client.strlen(row_key) == ROW_SIZE
+    assert script_calls(whole) == [2 + 2 + 2 + 2]
+    assert script_calls(alone) == [2 + 2 + 2], "the row alone again"
+    assert record_of(seen[0]) == record_of(seen[1]) == expected
+    assert seen[2].successes == seen[3].successes == expected["successes"] + 1
     assert record_of(seen[3]) == await read_of(writer, breaker)
+    fields = await writer.client.hgetall(breaker.handle.keys[0])
+    assert await writer.client.get(row_key) == packed_row(fields)
 
 
 @pytest.mark.parametrize("rejections", [0, 3])
@@ -449,9 +448,9 @@ async def test_a_row_key_lost_alone_reads_as_the_fields_until_the_full_path_writ
 async def test_every_call_leaves_the_row_equal_to_the_fields(
     backends: list[RedisBackend], clock: FakeClock, rejections: int, failures_before: int
 ) -> None:
-    """The hot path (a CLOSED success) writes only the success counter, which the row leaves
-    out; a success that ends a failure run or carries local rejections takes the full path,
-    which rewrites the row: a read sees those rejections and the run's end."""
+    """The hot path (a CLOSED success) writes only the success counter, into the row too;
+    a success that ends a failure run or carries local rejections takes the full path, which
+    rewrites the row: a read sees those rejections and the run's end."""
     writer, reader = backends
     config = CONFIGS["none"]
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", config)
@@ -706,8 +705,8 @@ async def test_a_read_of_more_breakers_than_one_mget_takes_reads_them_in_chunks(
         commands = await monitor.during(read)
     finally:
         monitor.close()
-    assert script_calls(commands) == [count]
-    assert len(lua_commands(commands, "MGET")) == 3
+    assert script_calls(commands) == [2 * count]
+    assert len(lua_commands(commands, "MGET")) == len(lua_commands(commands, "EXISTS")) == 3
     assert seen == [expected]
 
 
@@ -758,28 +757,63 @@ async def test_what_a_breakers_own_read_learned_reaches_the_registrys_next_read(
     assert (await mine.stats()).half_open_calls == 1  # its own read: it learned
     first, again = await watched(redis_url, registry.readings, registry.readings)
     await trial.__aexit__(None, None, None)
-    assert script_calls(first) == script_calls(again) == [2 + 3]
+    assert script_calls(first) == script_calls(again) == [2 + 2 + 2]
 
 
-async def test_a_row_key_left_alone_answers_its_state_until_the_next_call_rewrites_it(
+async def test_a_row_whose_hash_is_gone_reads_as_a_breaker_no_script_wrote(
     backends: list[RedisBackend], clock: FakeClock
 ) -> None:
-    """The hash deleted by hand, its row key not (the README says to delete both): readers
-    read the row as it was; the breaker's next call finds no state, starts afresh (a new
-    generation, CLOSED) and rewrites the row, which readers then read."""
+    """The hash deleted (or evicted) alone, its row key not: Redis lost that state, and
+    breaker.lua's next call starts the breaker afresh. Readers read it as a new breaker
+    meanwhile, never the row's OPEN (a review found every read reporting it OPEN until the
+    next call); the listener's view is the same. The next call rewrites the row."""
     writer, reader = backends
     breaker = BreakerRegistry(backend=writer, clock=clock).get("x", TRIAL)
+    other = BreakerRegistry(backend=writer, clock=clock).get("kept", TRIAL)
     for _ in range(2):
         await fail(breaker)
+        await fail(other)
     registry = BreakerRegistry(backend=reader, clock=clock)
     mine = registry.get("x", TRIAL)
+    kept = registry.get("kept", TRIAL)
+    await registry.readings()
     before = await read_of(reader, mine)
     assert before["state"] is CircuitState.OPEN
     await writer.client.delete(breaker.handle.keys[0])
-    assert await read_of(reader, mine) == before
+    fresh = record_of(BreakerRecord(TRIAL))
+    for _ in range(2):  # whatever was asked: the row alone, then more
+        got = {b.name: record_of(rec) for b, (rec, _, _) in await registry.readings()}
+        assert got["x"] == fresh
+        assert got["kept"]["state"] is CircuitState.OPEN
+    views = await reader.read_views([mine.handle, kept.handle])
+    assert views[0] == ("closed", 0, -1) and views[1][0] == "open"
     clock.advance(6)
     await breaker.reset()  # a call that writes: the state made again
     after = await read_of(reader, mine)
     assert after["state"] is CircuitState.CLOSED and after["generation"] > before["generation"]
     fields = await writer.client.hgetall(breaker.handle.keys[0])
     assert await writer.client.get(breaker.handle.keys[3]) == packed_row(fields)
+
+
+async def test_a_reconnected_listener_reads_a_lost_row_key_from_the_hash(
+    redis_url: str, clock: FakeClock
+) -> None:
+    """The listener's resync after a reconnect reads every view; a row key lost alone (the
+    hash intact) reads from the hash, so the view stays CLOSED at its generation, and no
+    "Redis lost transitions" warning is logged (a review found one, and the view reset)."""
+    import structlog
+
+    async with RedisBackend.from_url(redis_url, clock=clock, listen=False) as backend:
+        registry = BreakerRegistry(backend=backend, clock=clock)
+        breakers = [registry.get(name, CONFIGS["none"]) for name in "ab"]
+        for breaker in breakers:
+            await succeed(breaker)
+        await registry.readings()
+        await registry.readings()  # the rows alone
+        generation = breakers[0].handle.view.generation
+        await backend.client.delete(breakers[0].handle.keys[3])
+        with structlog.testing.capture_logs() as logs:
+            await backend._resync_views()  # what the listener does once it resubscribed
+        assert not [line for line in logs if line["event"] == "circuit_view_ahead_of_redis"]
+        view = breakers[0].handle.view
+        assert (view.state, view.generation) == (CircuitState.CLOSED, generation)
