@@ -181,12 +181,12 @@ def _lua_struct_format(python_format: str) -> str:
 READ_ROW, READ_LEASES, READ_WINDOW, READ_CONFIG = b"1", b"l", b"w", b"?"
 """What a reader asks ``breaker_read.lua`` for, per breaker (a byte each in its ARGV[2]):
 
-* :data:`READ_ROW`: the row alone (its row key is the one key sent). What a breaker needs
-  when the reader knows its config in force (the fingerprint its last row carried), that
-  config keeps no time window, its last row was not HALF_OPEN and was stored: most of them.
+* :data:`READ_ROW`: the row alone (its row key and its hash sent: every read counts the
+  hashes, see ``breaker_read.lua``). What a breaker needs when the reader knows its config in
+  force (the fingerprint its last row carried), that config keeps no time window, its last
+  row was not HALF_OPEN and was stored: most of them.
 * :data:`READ_LEASES`: the row, and its live trial leases when it is HALF_OPEN; a row packed
-  from the hash's fields when its row key holds none (the hash, lease and window keys sent
-  too).
+  from the hash's fields when its row key holds none (the lease and window keys sent too).
 * :data:`READ_WINDOW`: as :data:`READ_LEASES`, and the time window's buckets.
 * :data:`READ_CONFIG`: as :data:`READ_LEASES`, and the stored config; the buckets when that
   config keeps a time window. A first read, or a breaker rebound to a config the reader

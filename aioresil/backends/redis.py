@@ -184,7 +184,8 @@ class _Rows(NamedTuple):
     """Row index -> (the stored config, the time window's buckets), where the script sent
     either."""
     built: list[int]
-    """Indexes of the rows the script packed from their hashes' fields."""
+    """Indexes of the rows the script packed: from their hashes' fields, or as breakers no
+    script wrote (their hashes are gone)."""
     missing: list[int]
     """Indexes of the rows asked for alone whose key held no row (read as
     :data:`_EMPTY_ROW` here: the reader asks again for them)."""
@@ -1083,10 +1084,11 @@ class RedisBackend:
             self._read_plan = (self._read_plan[0], b"", PackedKeys([], b""))
 
     async def read_views(self, handles: Sequence[BreakerHandle]) -> list[tuple[str, int, int]]:
-        """``(state, generation, retry_after_us)`` per handle, one round trip; never raises on
-        an unreadable hash (it reads as "unknown, ask Redis"). Views need only the rows: only
-        a row asked for alone whose key held none is read again (from its hash), not what
-        :meth:`_complete` reads again for records."""
+        """``(state, generation, retry_after_us)`` per handle, one round trip (two when a row
+        key asked for alone held no row); never raises on an unreadable hash (it reads as
+        "unknown, ask Redis"). Views need only the rows: only a row asked for alone whose key
+        held none is read again (from its hash), not what :meth:`_complete` reads again for
+        records."""
         own = self._own(handles)
         _, read = await self._read_rows(own)
         views = [

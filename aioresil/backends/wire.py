@@ -46,7 +46,7 @@ class PackedKeys(list[bytes]):
     """Script keys with their RESP encoding kept beside them (:attr:`packed`).
 
     What a caller passes as ``keys`` when it sends the same thousands of keys again and again
-    (``breaker_read.lua`` reads every breaker of a registry, one to four keys each): it packs
+    (``breaker_read.lua`` reads every breaker of a registry, two to four keys each): it packs
     each key once, keeps the pieces, and joins them per call, so :meth:`DirectScripts.pack`
     copies one block instead of encoding every key. It is a list of the keys all the same, for
     every path that is not ours (redis-py's ``evalsha``, Redis Cluster, a test's hook).

@@ -113,7 +113,8 @@ if op == 'success' and ARGV[4] == '' and ARGV[5] == '0' then
       -- offset, too short to be a row: the success is taken back and left to the full path,
       -- which writes the row whole (it checks that the key holds one), so a breaker that
       -- only ever succeeds gets its row back at its next call.
-      if redis.call('SETRANGE', KEYS[4], HOT_SUCCESSES_AT, bytes) == HOT_ROW_SIZE then
+      -- (pcall: a key of another type, written by hand, goes to the full path too)
+      if redis.pcall('SETRANGE', KEYS[4], HOT_SUCCESSES_AT, bytes) == HOT_ROW_SIZE then
         return 1
       end
       redis.call('HINCRBY', H, HOT_SUCCESSES, -1)
@@ -511,7 +512,8 @@ local row_stale = false
 for i = 1, #changed, 2 do
   if IN_ROW[changed[i]] then row_stale = true; break end
 end
-if row_stale or redis.call('STRLEN', ROW) ~= ROW_SIZE then
+-- (pcall: a key of another type, written by hand, is written over too)
+if row_stale or redis.pcall('STRLEN', ROW) ~= ROW_SIZE then
   redis.call('SET', ROW, stored_row(rec, fp))
 end
 if #changed > 0 then redis.call('HSET', H, unpack(changed)) end

@@ -40,8 +40,9 @@ Returns {now_us, rows, leases, extras, built}
   extras:   {i, the stored config or false, the window's buckets {field, value, ...} or
             false} for each breaker i whose config was asked for (READ_CONFIG), or whose
             buckets were read.
-  built:    the breakers whose row was packed here from the hash's fields (their key held no
-            row): the reader asks for more than their row next time too.
+  built:    the breakers whose row was packed here: from the hash's fields (their key held no
+            row), or as a breaker no script wrote (their hash is gone): the reader asks for
+            more than their row next time too.
 Errors: "AIORESIL_BADREAD ..." when ARGV[2] does not match the keys sent.
 
 Why the row is stored, in a key of its own: breaker.lua keeps it with every change (its hot
@@ -59,8 +60,10 @@ truth. A hash lost alone (an allkeys-* eviction picks keys one by one, and a rea
 only rows leaves the hashes cold; or a DEL by hand) is a state Redis lost: breaker.lua's next
 call starts the breaker afresh. Its row must not answer for it meanwhile (a review found
 every read reporting such a breaker OPEN, 1,085 of 1,500 after an eviction): it reads as a
-breaker no script wrote. The check costs one EXISTS of 1,000 keys and their 1,000 names on the
-wire (about 0.2 ms per read); the rows are looked at one by one only when a hash is missing.
+breaker no script wrote. The check costs one EXISTS per 1,000 hashes and their names on the
+wire (about 0.2 ms per 1,000 breakers); when a hash is missing (a breaker never called has
+none) every row is looked at, and the hashes of the rows present are counted again (about 0.2
+ms more); they are asked one by one only when that count is short too.
 
 Why binary rows: Redis turns a reply of 17,000 small values into RESP, and the client turns
 it back into 17,000 objects; one string per breaker costs a fraction of both, and the client
@@ -200,7 +203,9 @@ for i in string.gmatch(asks, ASKED_MORE) do
     local duration = config and match(config, TIME_WINDOW)
     timed = duration and duration ~= ''
   end
-  if timed then
+  -- no state, no window: a window key that outlived its hash holds a lost state's buckets
+  -- (breaker.lua's next call starts the breaker afresh without them)
+  if timed and byte(stored, 1) ~= NO_STATE then
     local buckets = redis.pcall('HGETALL', KEYS[k + 1])
     if buckets.err then buckets = {} end
     extras[#extras + 1] = {i, config, buckets}

@@ -1,10 +1,12 @@
 """``breaker_read.lua`` reads the row ``breaker.lua`` keeps, and only what else it needs.
 
-Every ``breaker.lua`` call rewrites the breaker's read row (a packed copy of the fields a
-reader needs, ``breaker_schema.ROW_FORMAT``) when one of them changed; the hot path patches
-its success counter in place. The reader asks, breaker by breaker, for what the previous read
-showed it needs (``READ_ROW``: the row alone, one key; the leases, the buckets or the config
-besides, three keys) and reads again, asking for everything, a breaker whose row needs more.
+Every ``breaker.lua`` call rewrites the breaker's read row (a key of its own holding a
+packed copy of the fields a reader needs, ``breaker_schema.ROW_FORMAT``) when one of them
+changed; the hot path patches its success counter in place. The reader asks, breaker by
+breaker, for what the previous read showed it needs (``READ_ROW``: the row alone, its row key
+and its hash, counted; the leases, the buckets or the config besides, two keys more) and reads
+again, asking for everything, a breaker whose row needs more; a row whose hash is gone reads
+as a breaker never called, with no window.
 What must hold: a read that skipped the config gives the same records as a read that sent it
 (first read, or the config changed since), for every window kind and whatever the reader's
 own config; a config changed by another process after the reader knew the old one is read
@@ -817,3 +819,41 @@ async def test_a_reconnected_listener_reads_a_lost_row_key_from_the_hash(
         assert not [line for line in logs if line["event"] == "circuit_view_ahead_of_redis"]
         view = breakers[0].handle.view
         assert (view.state, view.generation) == (CircuitState.CLOSED, generation)
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+async def test_a_lost_hash_reads_with_no_window_whatever_was_asked(
+    backends: list[RedisBackend], clock: FakeClock, kind: str
+) -> None:
+    """The hash of a breaker lost alone, its window key not: the buckets a time window left
+    belong to the lost state, so the breaker reads as a new one, window empty, also when the
+    reader asked for the buckets (a review found them read on every read)."""
+    writer, reader = backends
+    config = CONFIGS[kind]
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", config)
+    await traffic(breaker, clock)
+    registry = BreakerRegistry(backend=reader, clock=clock)
+    mine = registry.get("x", config)
+    await registry.readings()
+    await registry.readings()  # the reader knows the config: buckets asked for a time window
+    await writer.client.delete(breaker.handle.keys[0])
+    for _ in range(2):
+        assert await read_of(reader, mine) == record_of(BreakerRecord(config))
+
+
+@pytest.mark.parametrize("hot", [True, False])
+async def test_a_row_key_of_another_type_is_written_over(
+    backends: list[RedisBackend], clock: FakeClock, hot: bool
+) -> None:
+    """A row key holding another type (written by hand): the next call writes the row over
+    it, counting its outcome once, whether it would take the hot path or the full one."""
+    writer, _ = backends
+    breaker = BreakerRegistry(backend=writer, clock=clock).get("x", CONFIGS["none"])
+    await succeed(breaker)
+    keys = breaker.handle.keys
+    await writer.client.delete(keys[3])
+    await writer.client.rpush(keys[3], "not a row")
+    await (succeed(breaker) if hot else fail(breaker))
+    fields = await writer.client.hgetall(keys[0])
+    assert int(fields[(Field.SUCCESSES if hot else Field.FAILURES).encode()]) == (2 if hot else 1)
+    assert await writer.client.get(keys[3]) == packed_row(fields)
