@@ -247,9 +247,29 @@ def lua_prelude() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lua_row_codes() -> list[str]:
+_LUA_INT64_BYTES = [
+    "local function int64_bytes(n)  -- eight little-endian bytes, two's complement",
+    "  local b, negative = {}, n < 0",
+    "  n = math.floor(n)",
+    "  if negative then n = -n - 1 end  -- the bytes of -n - 1, inverted",
+    "  for j = 1, 8 do",
+    "    local r = n % 256",
+    "    n = (n - r) / 256",
+    "    if negative then r = 255 - r end",
+    "    b[j] = r",
+    "  end",
+    "  return string.char(unpack(b))",
+    "end",
+]
+"""``int64_bytes(n)``: one integer as :data:`ROW_FORMAT` packs it, in plain Lua (where a
+server has no ``struct``): the one packer of the plain row (``plain_pack_row``) and of
+``breaker.lua``'s hot path, which writes the success counter into the row."""
+
+
+def _lua_row_codes(*, int64_defined: bool = False) -> list[str]:
     """The Lua definitions both scripts use to write a read row (see :data:`ROW_FORMAT`):
-    ``pack_row(code, n1, ..., n14)`` packs the state's code and the integers.
+    ``pack_row(code, n1, ..., n14)`` packs the state's code and the integers
+    (``int64_defined``: the script defines ``int64_bytes`` already, in its hot prelude).
 
     Redis ships the ``struct`` library; a server that does not (fakeredis, which the test
     suite runs every script on) gets the same bytes from plain Lua: each integer as eight
@@ -274,20 +294,10 @@ def _lua_row_codes() -> list[str]:
         "local function fp_of(fp)",
         "  if fp and #fp == FP_LENGTH then return fp end return BLANK_FP",
         "end",
+        *([] if int64_defined else _LUA_INT64_BYTES),
         "local function plain_pack_row(code, ...)",
-        "  local out, char = {string.char(code)}, string.char",
-        "  for _, n in ipairs({...}) do",
-        "    local b, negative = {}, n < 0",
-        "    n = math.floor(n)",
-        "    if negative then n = -n - 1 end  -- two's complement: the bytes of -n - 1, inverted",
-        "    for j = 1, 8 do",
-        "      local r = n % 256",
-        "      n = (n - r) / 256",
-        "      if negative then r = 255 - r end",
-        "      b[j] = r",
-        "    end",
-        "    out[#out + 1] = char(unpack(b))",
-        "  end",
+        "  local out = {string.char(code)}",
+        "  for _, n in ipairs({...}) do out[#out + 1] = int64_bytes(n) end",
         "  return table.concat(out)",
         "end",
         "local pack_row = plain_pack_row",
@@ -300,8 +310,9 @@ def _lua_row_codes() -> list[str]:
 
 def _lua_stored_row() -> str:
     """``stored_row(rec, fp)``: the read row (:data:`ROW_KEY`) of a record of
-    ``breaker.lua``, packed as :data:`ROW_FORMAT` (numbers rounded as the script stores them
-    in their own fields, ``%.0f``)."""
+    ``breaker.lua`` (whose hot prelude, :func:`lua_hot_prelude`, comes first), packed as
+    :data:`ROW_FORMAT` (numbers rounded as the script stores them in their own fields,
+    ``%.0f``)."""
     logical = {field: name for name, field in FIELDS.items()}
     values = []
     for field in ROW_NUMBERS:
@@ -314,7 +325,7 @@ def _lua_stored_row() -> str:
             values.append(f"rec.{name}")
     return "\n".join(
         [
-            *_lua_row_codes(),
+            *_lua_row_codes(int64_defined=True),  # breaker.lua's hot prelude defines it
             "local IN_ROW = {" + ", ".join(f"[{_lua_string(f)}] = true" for f in ROW_FIELDS) + "}",
             "local function stored_row(rec, fp)",
             "  return pack_row(STATE_CODE[rec.state], " + ", ".join(values) + ") .. fp_of(fp)",
@@ -338,12 +349,16 @@ never pays for building the tables (a script's top-level code runs on every call
 
 @cache
 def lua_hot_prelude() -> str:
-    """The few constants ``breaker.lua``'s hot path needs, as plain locals (no tables)."""
+    """The few constants ``breaker.lua``'s hot path needs, as plain locals (no tables), and
+    the plain-Lua integer packer (``int64_bytes``) it writes the success counter with where
+    a server has no ``struct``."""
     names = ", ".join(name for name, _ in _HOT)
     values = ", ".join(_lua_string(field) for _, field in _HOT)
     return (
         f"local SCHEMA = {_lua_string(SCHEMA)}\nlocal {names} = {values}\n"
         f"local HOT_SUCCESSES_AT, HOT_ROW_SIZE = {ROW_SUCCESSES_AT}, {ROW_SIZE}\n"
+        + "\n".join(_LUA_INT64_BYTES)
+        + "\n"
     )
 
 

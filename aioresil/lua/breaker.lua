@@ -10,6 +10,9 @@ is prepended at load time and defines
   OPERATOR     [trigger] = true for operator actions (legal from every state)
   STATES, CONFIG_ITEMS (the order of the stored config string), SCHEMA, BUCKETS,
                MAX_DURATION (core/config.py's MAX_DURATION_US: no recovery timeout is longer)
+  pack_row, stored_row, IN_ROW, STATE_CODE, ROW_SIZE  the read row's packer and layout
+and, above the hot path, the HOT_* field names and int64_bytes (the plain-Lua packer of one
+integer, for a server without struct, which pack_row uses too).
 The model-based test (tests/core/test_model_lua.py) drives this script and the Python machine with
 the same random sequences and asserts they agree step for step.
 
@@ -95,20 +98,8 @@ if op == 'success' and ARGV[4] == '' and ARGV[5] == '0' then
       and v[5] == SCHEMA then
     local count = redis.pcall('HINCRBY', H, HOT_SUCCESSES, 1)
     if type(count) == 'number' then
-      local bytes
-      if struct then
-        bytes = struct.pack('<i8', count)
-      else  -- fakeredis: no struct; the same eight little-endian bytes, two's complement
-        local b, m, negative = {}, count, count < 0
-        if negative then m = -m - 1 end
-        for j = 1, 8 do
-          local r = m % 256
-          m = (m - r) / 256
-          if negative then r = 255 - r end
-          b[j] = r
-        end
-        bytes = string.char(unpack(b))
-      end
+      local bytes  -- fakeredis has no struct: the same bytes from the plain-Lua packer
+      if struct then bytes = struct.pack('<i8', count) else bytes = int64_bytes(count) end
       -- A row key lost alone (evicted, deleted by hand) would be made again from this
       -- offset, too short to be a row: the success is taken back and left to the full path,
       -- which writes the row whole (it checks that the key holds one), so a breaker that
