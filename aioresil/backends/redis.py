@@ -210,10 +210,12 @@ def _read(count: int, reply: Any, offset: int = 0) -> _Rows:
         except TypeError:  # a key holding no row (nil)
             blob = b""
         if len(blob) != ROW_SIZE * count:  # ... or not a row: found one by one
-            missing = [i for i, row in enumerate(rows) if row is None or len(row) != ROW_SIZE]
-            blob = b"".join(
-                [_EMPTY_ROW if row is None or len(row) != ROW_SIZE else row for row in rows]
-            )
+            rows = list(rows)
+            for i, row in enumerate(rows):
+                if row is None or len(row) != ROW_SIZE:
+                    missing.append(i)
+                    rows[i] = _EMPTY_ROW
+            blob = b"".join(rows)
     except (TypeError, ValueError):
         raise BackendError("breaker_read.lua answered an unexpected reply") from None
     first = offset - 1  # the script's indexes start at 1
@@ -1063,8 +1065,7 @@ class RedisBackend:
             if i in missing or own[i].needs_more(row[0], row[-1], asks[i : i + 1])
         ]
         if again:
-            handles = [own[i] for i in again]
-            more = await self._read_once(handles, READ_CONFIG * len(again))
+            handles, more = await self._read_again(own, again)
             more_rows = list(more.rows)
             more = more._replace(rows=more_rows)
             for j, reading in enumerate(self._readings(handles, more, {})):
@@ -1096,13 +1097,21 @@ class RedisBackend:
             for handle, now_us, row in zip(own, read.now_us, read.rows, strict=True)
         ]
         if read.missing:  # row keys lost alone: their rows packed from their hashes
-            lost = [own[i] for i in read.missing]
-            more = await self._read_once(lost, READ_CONFIG * len(lost))
+            lost, more = await self._read_again(own, read.missing)
             for i, handle, now_us, row in zip(
                 read.missing, lost, more.now_us, more.rows, strict=True
             ):
                 views[i] = _raw_view(handle, row, now_us)
         return views
+
+    async def _read_again(
+        self, own: list[RedisBreakerHandle], indexes: list[int]
+    ) -> tuple[list[RedisBreakerHandle], _Rows]:
+        """The breakers ``own[i]`` for ``i`` in ``indexes``, and their rows read again in one
+        call asking for everything (``READ_CONFIG``): what a read does for the rows that
+        needed more than it asked for."""
+        handles = [own[i] for i in indexes]
+        return handles, await self._read_once(handles, READ_CONFIG * len(handles))
 
     def _own(self, handles: Sequence[BreakerHandle]) -> list[RedisBreakerHandle]:
         """This backend's own handles for ``handles`` (bound here, looked up by name)."""
@@ -1146,13 +1155,10 @@ class RedisBackend:
         script = read_script()
         now_arg = "" if self.clock is None else str(round(self.clock.monotonic() * 1e6))
         if self._cluster:
-            alone = READ_ROW[0]
             replies = await asyncio.gather(
                 *(
                     self.run_script(
-                        script,
-                        [h.keys[3], h.keys[0]] if asks[i] == alone else [h.keys[3], *h.keys[:3]],
-                        [now_arg, asks[i : i + 1]],
+                        script, self._pack_keys([h], asks[i : i + 1]), [now_arg, asks[i : i + 1]]
                     )
                     for i, h in enumerate(handles)
                 )

@@ -121,11 +121,6 @@ _HALF_OPEN_CODE = STATES_BY_CODE.index(CircuitState.HALF_OPEN)
 _new_record = BreakerRecord.__new__
 
 
-def _keeps_time_window(config: BreakerConfig) -> bool:
-    """Whether ``config``'s window is a :class:`TimeWindow` (as ``BreakerRecord`` builds it)."""
-    return config.window_size is None and config.window_duration is not None
-
-
 class _Reply(NamedTuple):
     """What ``breaker.lua`` answered (see its header)."""
 
@@ -765,7 +760,7 @@ class RedisBreakerHandle:
         config = self.config_of(fingerprint)
         if config is None:
             return True
-        return asked != READ_WINDOW and _keeps_time_window(config)
+        return asked != READ_WINDOW and config.window_duration is not None
 
     def learn_ask(self, code: int, fingerprint: bytes, *, built: bool = False) -> None:
         """Set what the next read asks for this breaker from the row just read (its
@@ -775,7 +770,7 @@ class RedisBreakerHandle:
         config = self.config_of(fingerprint)
         if config is None:
             ask = READ_CONFIG
-        elif _keeps_time_window(config):
+        elif config.window_duration is not None:
             ask = READ_WINDOW
         elif code == _HALF_OPEN_CODE or built:
             ask = READ_LEASES
