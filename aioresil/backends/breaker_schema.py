@@ -32,6 +32,7 @@ from .scripts import LuaScript, load_script
 
 __all__ = [
     "FIELDS",
+    "HALF_OPEN_CODE",
     "MGET_CHUNK",
     "NO_STATE",
     "NUMERIC",
@@ -146,6 +147,8 @@ NO_STATE = 0
 STATES_BY_CODE: tuple[CircuitState | None, ...] = (None, *CircuitState)
 """A read row's state code -> state: a state's code is its index here (``None`` at
 :data:`NO_STATE`); any code past the end is :data:`UNREADABLE`."""
+HALF_OPEN_CODE = STATES_BY_CODE.index(CircuitState.HALF_OPEN)
+"""The code of HALF_OPEN: the one state whose row may come with live trial leases."""
 UNREADABLE = 255
 """The code of a row that cannot be read: the script sets it for a hash without a stored row
 whose text fields are not what ``breaker.lua`` writes (an unknown state, a state without a
@@ -392,7 +395,7 @@ def read_script() -> LuaScript:
             f"local CONFIG = {_lua_string(Field.CONFIG)}",
             f"local ROW_FIELDS_AND_CONFIG = {_lua_list((*ROW_FIELDS, Field.CONFIG))}",
             f"local NUMBERS = {numbers}",
-            f"local HALF_OPEN = {STATES_BY_CODE.index(CircuitState.HALF_OPEN)}",
+            f"local HALF_OPEN = {HALF_OPEN_CODE}",
             f"local NO_STATE, UNREADABLE = {NO_STATE}, {UNREADABLE}",
             f"local TIME_WINDOW = {_lua_string(time_window_pattern())}",
             f"local READ_ROW, READ_WINDOW, READ_CONFIG = {READ_ROW[0]}, {READ_WINDOW[0]}, "

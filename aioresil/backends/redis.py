@@ -54,6 +54,7 @@ from ..exceptions import (
 from .backend_health import BackendHealth, BackendState, BackendStateChanged
 from .base import BreakerHandle, BreakerReading, StorageFactory, close_on_exit
 from .breaker_schema import (
+    HALF_OPEN_CODE,
     NO_STATE,
     READ_CONFIG,
     READ_ROW,
@@ -165,7 +166,6 @@ ReadRow = tuple[Any, ...]
 the state's code, the integers of ``ROW_NUMBERS`` (the success counter last), the
 fingerprint."""
 _OPEN_UNTIL = 1 + ROW_NUMBERS.index(Field.OPEN_UNTIL)
-_HALF_OPEN_CODE = STATES_BY_CODE.index(CircuitState.HALF_OPEN)
 _unpack_rows = struct.Struct(ROW_FORMAT).iter_unpack
 _Extras = dict[int, tuple[bytes | None, dict[bytes, bytes] | None]]
 
@@ -1007,7 +1007,7 @@ class RedisBackend:
         wall_offset = 0.0 if clock is None else clock.time() - clock.monotonic()
         now_s = clock.monotonic() if clock is not None else 0.0
         nows, rows, leases, extras = read.now_us, read.rows, read.leases, read.extras
-        half_open = _HALF_OPEN_CODE
+        half_open = HALF_OPEN_CODE
         out: list[BreakerReading] = []
         add = out.append
         try:

@@ -43,6 +43,7 @@ from ..events import BackendFailover, BackendRecovered, BreakerConfigConflict, B
 from ..exceptions import BackendError, BackendUnavailableError, IllegalTransitionError
 from .base import NO_RUN, BreakerReading, SuccessRun, TransitionCallback
 from .breaker_schema import (
+    HALF_OPEN_CODE,
     READ_CONFIG,
     READ_LEASES,
     READ_ROW,
@@ -117,7 +118,6 @@ _KNOWN_CONFIGS = 8
 _NO_FINGERPRINT = b" " * FINGERPRINT_LENGTH
 """The fingerprint of a row whose hash holds no config (a breaker no script has written yet):
 read under the handle's own config."""
-_HALF_OPEN_CODE = STATES_BY_CODE.index(CircuitState.HALF_OPEN)
 _new_record = BreakerRecord.__new__
 
 
@@ -755,7 +755,7 @@ class RedisBreakerHandle:
         reader then reads the breaker again, asking for everything."""
         if asked == READ_CONFIG:
             return False
-        if code == _HALF_OPEN_CODE and asked == READ_ROW:
+        if code == HALF_OPEN_CODE and asked == READ_ROW:
             return True
         config = self.config_of(fingerprint)
         if config is None:
@@ -772,7 +772,7 @@ class RedisBreakerHandle:
             ask = READ_CONFIG
         elif config.window_duration is not None:
             ask = READ_WINDOW
-        elif code == _HALF_OPEN_CODE or built:
+        elif code == HALF_OPEN_CODE or built:
             ask = READ_LEASES
         else:
             ask = READ_ROW
